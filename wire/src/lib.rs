@@ -1,0 +1,41 @@
+//! # wire — the Squall protocol
+//!
+//! Everything a client and a node exchange: the messages ([`message`]), how
+//! they are framed ([`frame`]), the stable status codes of errors
+//! ([`status`]) and the protocol's limits ([`limits`]). The normative
+//! description for implementers in other languages is
+//! `docs/wire-protocol.md`; this crate is its reference implementation.
+//!
+//! ## Boundary
+//! `wire` depends on no other Squall crate and on no runtime: it only turns
+//! bytes into validated messages and back. Nodes, clients and load
+//! generators all build on it. Inbound bytes are only ever read through
+//! [`frame::decode_request`] / [`frame::decode_response`], which validate the
+//! rkyv archive before handing out a reference (zero-copy, checked).
+//!
+//! ## Example
+//! ```
+//! use wire::frame::{decode_request, encode_frame, FrameHeader, FRAME_HEADER_BYTES};
+//! use wire::message::{KvGet, Request};
+//!
+//! let mut buf = Vec::new();
+//! encode_frame(7, &Request::Get(KvGet { keys: vec![b"k".to_vec()] }), &mut buf).unwrap();
+//! let header = FrameHeader::parse(&buf).unwrap().unwrap();
+//! assert_eq!(header.request_id, 7);
+//! let body = &buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.body_len];
+//! let wire::message::ArchivedRequest::Get(get) = decode_request(body).unwrap() else { panic!() };
+//! assert_eq!(get.keys[0].as_slice(), b"k");
+//! ```
+
+pub mod frame;
+pub mod limits;
+pub mod message;
+pub mod status;
+
+pub use status::Status;
+
+/// The protocol version this crate speaks; sent in `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies the ring hash in [`message::RingInfo::hash`]: XXH64, seed 0.
+pub const RING_HASH_XXH64: u8 = 1;

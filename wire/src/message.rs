@@ -1,0 +1,206 @@
+//! Every request and response. Byte strings (keys, values, text) are
+//! `Vec<u8>`; text is UTF-8. Archived layouts are specified in
+//! `docs/wire-protocol.md`.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A client's request. The first request on a connection must be `Hello`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Request {
+    Hello(Hello),
+    Ping,
+    Get(KvGet),
+    Put(KvPut),
+    Delete(KvDelete),
+    Stats,
+}
+
+/// Opens a session: the node answers with its topology.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Hello {
+    pub protocol_version: u32,
+    /// Free text for the node's logs.
+    pub client_name: Vec<u8>,
+}
+
+/// Reads one or more keys; the reply lists values in request order.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct KvGet {
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Merges a value into a key.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct KvPut {
+    pub key: Vec<u8>,
+    pub value: Value,
+}
+
+/// Deletes a key (leaves a tombstone stamped by the node).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct KvDelete {
+    pub key: Vec<u8>,
+}
+
+/// A lattice-typed value.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Value {
+    /// Last writer wins. In a put, `timestamp == 0` asks the node to stamp
+    /// it with its hybrid clock (and its own writer id).
+    Lww(LwwValue),
+    Set(Vec<Vec<u8>>),
+    /// Read back in byte-lexicographic order.
+    OrderedSet(Vec<Vec<u8>>),
+    Max(u64),
+    /// Lowest priority wins.
+    Priority(PriorityValue),
+    SingleKeyCausal(Vec<CausalVersion>),
+    MultiKeyCausal(Vec<CausalVersion>),
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LwwValue {
+    /// Microseconds; 0 in a put means "node, stamp this".
+    pub timestamp: u64,
+    pub writer: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PriorityValue {
+    pub priority: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CausalVersion {
+    pub clock: Vec<ClockEntry>,
+    /// Always empty for single-key causal values.
+    pub deps: Vec<Dependency>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClockEntry {
+    pub node: u64,
+    pub counter: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Dependency {
+    pub key: Vec<u8>,
+    pub clock: Vec<ClockEntry>,
+}
+
+/// A node's answer. Each response frame carries the request id of the
+/// request it answers; on one connection responses may arrive out of order.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Response {
+    Hello(Topology),
+    Pong,
+    /// One entry per requested key, in request order; `None` = not found.
+    Values(Vec<Option<Value>>),
+    Stored,
+    Deleted(Deleted),
+    Stats(ShardStats),
+    Error(ErrorBody),
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Deleted {
+    /// Whether a live value went away.
+    pub removed: bool,
+}
+
+/// An error: a stable code (`Status`) and a sentence for humans.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ErrorBody {
+    pub code: u16,
+    pub message: Vec<u8>,
+}
+
+/// What a client needs to route requests itself.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Topology {
+    pub protocol_version: u32,
+    /// The shard that answered.
+    pub shard: u16,
+    pub shards: Vec<ShardInfo>,
+    pub ring: RingInfo,
+    pub limits: Limits,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardInfo {
+    pub id: u16,
+    /// `host:port` of the shard's own listener.
+    pub addr: Vec<u8>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RingInfo {
+    /// `RING_HASH_XXH64`.
+    pub hash: u8,
+    pub vnodes_per_shard: u32,
+    /// Sorted by position; a key belongs to the first token whose position
+    /// is `>=` xxh64(key), wrapping to the first token.
+    pub tokens: Vec<RingToken>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RingToken {
+    pub position: u64,
+    pub shard: u16,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Limits {
+    pub frame_body_bytes_max: u32,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub keys_per_get_max: u32,
+    pub connections_max: u32,
+}
+
+/// One shard's counters.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ShardStats {
+    pub shard: u16,
+    pub live_keys: u64,
+    pub tombstones: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub errors: u64,
+    /// Requests this shard received for keys it does not own.
+    pub forwarded_out: u64,
+    /// Requests other shards forwarded here.
+    pub forwarded_in: u64,
+    pub connections: u64,
+    pub connections_refused: u64,
+    pub last_lsn: u64,
+    pub durable_lsn: u64,
+    pub wal_bytes: u64,
+    pub snapshots: u64,
+    pub uptime_ms: u64,
+}
