@@ -32,6 +32,7 @@ pub mod limits;
 pub mod message;
 pub mod status;
 
+pub use rkyv;
 pub use status::Status;
 
 /// The protocol version this crate speaks; sent in `Hello`.

@@ -1,0 +1,385 @@
+//! # client — talk to a Squall node
+//!
+//! [`Client::connect`] dials any shard of a node, performs the `Hello`
+//! handshake and learns the topology (every shard's address and the ring's
+//! token table). From then on each key is sent straight to the shard that
+//! owns it, over one connection per shard, opened on first use.
+//!
+//! * **Pipelining**: [`Client::execute`] writes a whole batch of requests
+//!   (one write per shard) before reading any reply, and matches replies by
+//!   request id.
+//! * **Timeouts**: every call has a deadline ([`ClientOptions::timeout`]); a
+//!   call that misses it fails with [`ClientError::Timeout`] and the
+//!   connections involved are dropped (late replies cannot be confused with
+//!   new ones), to be reopened by the next call.
+//!
+//! ## Boundary
+//! Depends only on `wire` among Squall crates (plus tokio for sockets and
+//! timers). Everything here is what any other-language client would do from
+//! `docs/wire-protocol.md`.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn demo() -> Result<(), client::ClientError> {
+//! use client::{Client, ClientOptions};
+//! use wire::message::{LwwValue, Value};
+//!
+//! let mut c = Client::connect("127.0.0.1:7400", ClientOptions::default()).await?;
+//! c.put(b"k", Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: b"v".to_vec() })).await?;
+//! assert!(c.get(b"k").await?.is_some());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
+use wire::message::{Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value};
+use wire::Status;
+
+pub use wire;
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Deadline of one call (connect, handshake, or a whole pipelined batch).
+    pub timeout: Duration,
+    /// Sent in `Hello`, shown in the node's logs.
+    pub client_name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { timeout: Duration::from_secs(5), client_name: "squall-client".to_owned() }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("I/O error talking to {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no reply from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("node refused the request: {status}: {message}")]
+    Server { status: Status, message: String },
+    #[error("node sent error code {code} this client does not know: {message}")]
+    UnknownStatus { code: u16, message: String },
+    #[error("protocol error from {addr}: {message}")]
+    Protocol { addr: String, message: String },
+}
+
+impl ClientError {
+    /// The node's status, for errors the node reported.
+    #[must_use]
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            ClientError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// One request of a pipelined batch.
+#[derive(Clone, Debug)]
+pub struct Op {
+    /// Shard to send it to (see [`Client::shard_for`]).
+    pub shard: u16,
+    pub request: Request,
+}
+
+#[derive(Debug)]
+struct ShardConn {
+    addr: String,
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+}
+
+/// A connection to one node.
+#[derive(Debug)]
+pub struct Client {
+    opts: ClientOptions,
+    topology: Topology,
+    /// (position, shard), sorted.
+    ring: Vec<(u64, u16)>,
+    conns: Vec<Option<ShardConn>>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Dials `addr`, performs the handshake and learns the topology.
+    pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client> {
+        let (conn, topology) = dial(addr, &opts).await?;
+        let mut ring: Vec<(u64, u16)> = topology.ring.tokens.iter().map(|t| (t.position, t.shard)).collect();
+        ring.sort_unstable();
+        if topology.ring.hash != wire::RING_HASH_XXH64 || ring.is_empty() {
+            return Err(ClientError::Protocol {
+                addr: addr.to_owned(),
+                message: format!("unsupported ring (hash {}, {} tokens)", topology.ring.hash, ring.len()),
+            });
+        }
+        let mut conns: Vec<Option<ShardConn>> = topology.shards.iter().map(|_| None).collect();
+        if let Some(slot) = conns.get_mut(usize::from(topology.shard)) {
+            *slot = Some(conn);
+        }
+        Ok(Client { opts, topology, ring, conns, next_id: 1 })
+    }
+
+    /// What the node said at handshake.
+    #[must_use]
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The shard that owns `key`.
+    #[must_use]
+    pub fn shard_for(&self, key: &[u8]) -> u16 {
+        let pos = xxhash_rust::xxh64::xxh64(key, 0);
+        let i = self.ring.partition_point(|(p, _)| *p < pos);
+        self.ring.get(i).or_else(|| self.ring.first()).map_or(0, |(_, s)| *s)
+    }
+
+    /// Reads one key.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        let mut values = self.get_many(&[key]).await?;
+        Ok(values.pop().flatten())
+    }
+
+    /// Reads several keys (each from its owning shard, pipelined); values
+    /// come back in the order of `keys`.
+    pub async fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        let mut by_shard: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            by_shard.entry(self.shard_for(k)).or_default().push(i);
+        }
+        let groups: Vec<(u16, Vec<usize>)> = by_shard.into_iter().collect();
+        let ops = groups
+            .iter()
+            .map(|(shard, idx)| Op {
+                shard: *shard,
+                request: Request::Get(KvGet { keys: idx.iter().map(|&i| keys[i].to_vec()).collect() }),
+            })
+            .collect();
+        let mut out = vec![None; keys.len()];
+        for ((_, idx), reply) in groups.iter().zip(self.execute(ops).await?) {
+            match reply? {
+                Response::Values(values) if values.len() == idx.len() => {
+                    for (i, v) in idx.iter().zip(values) {
+                        out[*i] = v;
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges `value` into `key`.
+    pub async fn put(&mut self, key: &[u8], value: Value) -> Result<()> {
+        let req = Request::Put(KvPut { key: key.to_vec(), value });
+        match self.call(self.shard_for(key), req).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes `key`; `true` if a live value went away.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<bool> {
+        let req = Request::Delete(KvDelete { key: key.to_vec() });
+        match self.call(self.shard_for(key), req).await? {
+            Response::Deleted(d) => Ok(d.removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Round trip to one shard.
+    pub async fn ping(&mut self, shard: u16) -> Result<()> {
+        match self.call(shard, Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every shard's counters.
+    pub async fn stats(&mut self) -> Result<Vec<ShardStats>> {
+        let ops = (0..self.conns.len())
+            .map(|s| Op { shard: u16::try_from(s).unwrap_or(u16::MAX), request: Request::Stats })
+            .collect();
+        self.execute(ops)
+            .await?
+            .into_iter()
+            .map(|r| match r? {
+                Response::Stats(s) => Ok(s),
+                other => Err(unexpected(&other)),
+            })
+            .collect()
+    }
+
+    /// Sends one request to `shard` (which need not own the key: the node
+    /// forwards) and returns its reply; error replies become `Err`.
+    pub async fn call(&mut self, shard: u16, request: Request) -> Result<Response> {
+        let mut replies = self.execute(vec![Op { shard, request }]).await?;
+        replies.pop().unwrap_or_else(|| Err(protocol("", "no reply")))
+    }
+
+    /// Sends a batch, pipelined: all requests are written (one write per
+    /// shard) before replies are read. Returns one result per op, in order;
+    /// the outer error is a transport failure or the deadline.
+    pub async fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
+        let timeout = self.opts.timeout;
+        match tokio::time::timeout(timeout, self.execute_inner(ops)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.drop_busy_conns();
+                Err(e)
+            }
+            Err(_) => {
+                let addr = self.busy_addrs();
+                self.drop_busy_conns();
+                Err(ClientError::Timeout { addr, timeout })
+            }
+        }
+    }
+
+    async fn execute_inner(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
+        let mut slot_of_id: HashMap<u64, usize> = HashMap::with_capacity(ops.len());
+        let mut waiting = vec![0usize; self.conns.len()];
+        for (i, op) in ops.iter().enumerate() {
+            let s = usize::from(op.shard);
+            if s >= self.conns.len() {
+                return Err(protocol("", &format!("shard {} does not exist", op.shard)));
+            }
+            self.ensure_conn(s).await?;
+            let id = self.next_id;
+            self.next_id += 1;
+            slot_of_id.insert(id, i);
+            waiting[s] += 1;
+            let conn = self.conns[s].as_mut().ok_or_else(|| protocol("", "connection vanished"))?;
+            encode_frame(id, &op.request, &mut conn.wbuf).map_err(|e| protocol(&conn.addr, &e.to_string()))?;
+        }
+        for conn in self.conns.iter_mut().flatten() {
+            if !conn.wbuf.is_empty() {
+                conn.stream.write_all(&conn.wbuf).await.map_err(|e| io(&conn.addr, e))?;
+                conn.wbuf.clear();
+            }
+        }
+        let mut out: Vec<Option<Result<Response>>> = (0..ops.len()).map(|_| None).collect();
+        for (s, n) in waiting.iter().enumerate() {
+            let Some(conn) = self.conns[s].as_mut() else { continue };
+            for _ in 0..*n {
+                let (id, resp) = conn.read_frame().await?;
+                let slot = slot_of_id
+                    .remove(&id)
+                    .ok_or_else(|| protocol(&conn.addr, &format!("reply to unknown request id {id}")))?;
+                out[slot] = Some(into_result(resp));
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(protocol("", "missing reply")))).collect())
+    }
+
+    async fn ensure_conn(&mut self, s: usize) -> Result<()> {
+        if self.conns[s].is_none() {
+            let addr = String::from_utf8_lossy(&self.topology.shards[s].addr).into_owned();
+            let (conn, _) = tokio::time::timeout(self.opts.timeout, dial(&addr, &self.opts))
+                .await
+                .map_err(|_| ClientError::Timeout { addr: addr.clone(), timeout: self.opts.timeout })??;
+            self.conns[s] = Some(conn);
+        }
+        Ok(())
+    }
+
+    fn busy_addrs(&self) -> String {
+        let busy: Vec<&str> = self.conns.iter().flatten().map(|c| c.addr.as_str()).collect();
+        busy.join(", ")
+    }
+
+    fn drop_busy_conns(&mut self) {
+        // A failed or timed-out batch may leave replies in flight: a
+        // connection that is reused would hand them to the next call.
+        for c in &mut self.conns {
+            *c = None;
+        }
+    }
+}
+
+impl ShardConn {
+    async fn read_frame(&mut self) -> Result<(u64, Response)> {
+        loop {
+            if let Some(h) = FrameHeader::parse(&self.rbuf).map_err(|e| protocol(&self.addr, &e.to_string()))? {
+                if self.rbuf.len() >= h.frame_len() {
+                    let body = &self.rbuf[wire::frame::FRAME_HEADER_BYTES..h.frame_len()];
+                    let resp = decode_response_owned(body).map_err(|e: FrameError| protocol(&self.addr, &e.to_string()))?;
+                    self.rbuf.drain(..h.frame_len());
+                    return Ok((h.request_id, resp));
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).await.map_err(|e| io(&self.addr, e))?;
+            if n == 0 {
+                return Err(io(
+                    &self.addr,
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "node closed the connection"),
+                ));
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)> {
+    let handshake = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| io(addr, e))?;
+        stream.set_nodelay(true).map_err(|e| io(addr, e))?;
+        let mut conn = ShardConn { addr: addr.to_owned(), stream, rbuf: Vec::new(), wbuf: Vec::new() };
+        let hello = Request::Hello(Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            client_name: opts.client_name.as_bytes().to_vec(),
+        });
+        encode_frame(0, &hello, &mut conn.wbuf).map_err(|e| protocol(addr, &e.to_string()))?;
+        conn.stream.write_all(&conn.wbuf).await.map_err(|e| io(addr, e))?;
+        conn.wbuf.clear();
+        let (_, resp) = conn.read_frame().await?;
+        match into_result(resp)? {
+            Response::Hello(t) => Ok((conn, t)),
+            other => Err(unexpected(&other)),
+        }
+    };
+    tokio::time::timeout(opts.timeout, handshake)
+        .await
+        .map_err(|_| ClientError::Timeout { addr: addr.to_owned(), timeout: opts.timeout })?
+}
+
+fn into_result(resp: Response) -> Result<Response> {
+    match resp {
+        Response::Error(e) => {
+            let message = String::from_utf8_lossy(&e.message).into_owned();
+            Err(match Status::from_code(e.code) {
+                Some(status) => ClientError::Server { status, message },
+                None => ClientError::UnknownStatus { code: e.code, message },
+            })
+        }
+        ok => Ok(ok),
+    }
+}
+
+fn unexpected(resp: &Response) -> ClientError {
+    protocol("", &format!("unexpected reply {resp:?}"))
+}
+
+fn protocol(addr: &str, message: &str) -> ClientError {
+    ClientError::Protocol { addr: addr.to_owned(), message: message.to_owned() }
+}
+
+fn io(addr: &str, source: std::io::Error) -> ClientError {
+    ClientError::Io { addr: addr.to_owned(), source }
+}

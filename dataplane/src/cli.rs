@@ -1,0 +1,272 @@
+//! The `squall` command line: `squall node …` runs a node, `squall kv …`
+//! talks to one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use client::{Client, ClientOptions};
+use serde_json::json;
+use wire::message::{LwwValue, PriorityValue, Value};
+
+use crate::limits::{SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT};
+use crate::node::NodeConfig;
+use crate::storage::FsyncPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "squall",
+    version,
+    about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS",
+    long_about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS.\n\n\
+        Run a node with `squall node`, then talk to it with `squall kv`.\n\
+        Logs go to stderr; set RUST_LOG=debug for more."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: one pinned shard per core, each owning a partition of the keys.
+    Node(NodeArgs),
+    /// Read and write keys on a running node.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// Shards (executors, one per core). Default: one per core this process may use.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Address of shard 0; shard i listens on PORT+i (PORT 0: each picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: String,
+    /// Where WAL segments and snapshots live (one subdirectory per shard).
+    #[arg(long, default_value = "./squall-data")]
+    data_dir: PathBuf,
+    /// When a put is acknowledged: always = after fdatasync; batch = after write(2),
+    /// synced every 10 ms; never = after write(2), never synced.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Virtual nodes per shard on the shard ring.
+    #[arg(long, default_value_t = VNODES_PER_SHARD_DEFAULT)]
+    vnodes: u32,
+    /// Snapshot a shard once its WAL has grown by this many MiB (bounds restart time).
+    #[arg(long, default_value_t = SNAPSHOT_WAL_BYTES_DEFAULT >> 20)]
+    snapshot_wal_mb: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct Conn {
+    /// Any shard of the node (the client learns the others).
+    #[arg(long, default_value = "127.0.0.1:7400", global = true)]
+    addr: String,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 5000, global = true)]
+    timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Lattice {
+    Lww,
+    Set,
+    OrderedSet,
+    Max,
+    Priority,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// Merge a value into KEY. Sets take one or more VALUEs; max takes a number.
+    Put {
+        key: String,
+        #[arg(required = true)]
+        values: Vec<String>,
+        #[arg(long, value_enum, default_value = "lww")]
+        lattice: Lattice,
+        /// Priority of the value (priority lattice; lowest wins).
+        #[arg(long, default_value_t = 0)]
+        priority: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print KEY's value.
+    Get {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete KEY.
+    Del {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every shard's counters.
+    Stats {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Entry point of the `squall` binary.
+pub fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(a) => {
+            let shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            crate::node::run(NodeConfig {
+                shards,
+                listen: a.listen,
+                data_dir: a.data_dir,
+                fsync: a.fsync,
+                vnodes_per_shard: a.vnodes,
+                snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
+            })
+        }
+        Command::Kv { command } => kv(command),
+    }
+}
+
+fn kv(cmd: KvCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let conn = match &cmd {
+            KvCommand::Put { conn, .. }
+            | KvCommand::Get { conn, .. }
+            | KvCommand::Del { conn, .. }
+            | KvCommand::Stats { conn } => conn,
+        };
+        let opts = ClientOptions { timeout: Duration::from_millis(conn.timeout_ms), client_name: "squall-cli".into() };
+        let mut c = Client::connect(&conn.addr, opts).await.with_context(|| format!("connecting to {}", conn.addr))?;
+        let json = conn.json;
+        match &cmd {
+            KvCommand::Put { key, values, lattice, priority, .. } => {
+                let value = build_value(*lattice, values, *priority)?;
+                c.put(key.as_bytes(), value).await?;
+                print_out(json, json!({"key": key, "ok": true}), "OK".into());
+            }
+            KvCommand::Get { key, .. } => {
+                let v = c.get(key.as_bytes()).await?;
+                let text = v.as_ref().map_or_else(|| "(not found)".to_owned(), value_text);
+                let mut obj = json!({"key": key, "found": v.is_some()});
+                if let Some(v) = &v {
+                    obj.as_object_mut().map(|o| o.extend(value_json(v).as_object().cloned().unwrap_or_default()));
+                }
+                print_out(json, obj, text);
+                if v.is_none() && !json {
+                    std::process::exit(1);
+                }
+            }
+            KvCommand::Del { key, .. } => {
+                let removed = c.delete(key.as_bytes()).await?;
+                let text = if removed { "deleted" } else { "(not found)" };
+                print_out(json, json!({"key": key, "removed": removed}), text.into());
+            }
+            KvCommand::Stats { .. } => {
+                let stats = c.stats().await?;
+                let arr: Vec<_> = stats
+                    .iter()
+                    .map(|s| {
+                        json!({"shard": s.shard, "live_keys": s.live_keys, "tombstones": s.tombstones,
+                        "gets": s.gets, "puts": s.puts, "deletes": s.deletes, "errors": s.errors,
+                        "forwarded_out": s.forwarded_out, "forwarded_in": s.forwarded_in,
+                        "connections": s.connections, "connections_refused": s.connections_refused,
+                        "last_lsn": s.last_lsn, "durable_lsn": s.durable_lsn, "wal_bytes": s.wal_bytes,
+                        "snapshots": s.snapshots, "uptime_ms": s.uptime_ms})
+                    })
+                    .collect();
+                let text = stats
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "shard {}: {} keys, {} tombstones, gets {}, puts {}, deletes {}, errors {}, \
+                             forwarded out/in {}/{}, lsn {} (durable {}), wal {} B, snapshots {}, connections {}",
+                            s.shard, s.live_keys, s.tombstones, s.gets, s.puts, s.deletes, s.errors,
+                            s.forwarded_out, s.forwarded_in, s.last_lsn, s.durable_lsn, s.wal_bytes,
+                            s.snapshots, s.connections
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                print_out(json, json!({"shards": arr}), text);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn build_value(lattice: Lattice, values: &[String], priority: u64) -> anyhow::Result<Value> {
+    let one = || -> anyhow::Result<Vec<u8>> {
+        match values {
+            [v] => Ok(v.as_bytes().to_vec()),
+            _ => anyhow::bail!("this lattice takes exactly one VALUE, got {}", values.len()),
+        }
+    };
+    Ok(match lattice {
+        Lattice::Lww => Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: one()? }),
+        Lattice::Set => Value::Set(values.iter().map(|v| v.as_bytes().to_vec()).collect()),
+        Lattice::OrderedSet => Value::OrderedSet(values.iter().map(|v| v.as_bytes().to_vec()).collect()),
+        Lattice::Max => {
+            let s = String::from_utf8(one()?)?;
+            Value::Max(s.parse().with_context(|| format!("max takes an unsigned integer, not {s:?}"))?)
+        }
+        Lattice::Priority => Value::Priority(PriorityValue { priority, bytes: one()? }),
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Lww(l) => text(&l.bytes),
+        Value::Set(s) | Value::OrderedSet(s) => s.iter().map(|e| text(e)).collect::<Vec<_>>().join("\n"),
+        Value::Max(m) => m.to_string(),
+        Value::Priority(p) => format!("{}\t{}", p.priority, text(&p.bytes)),
+        Value::SingleKeyCausal(vs) | Value::MultiKeyCausal(vs) => {
+            vs.iter().map(|v| text(&v.bytes)).collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    let strs = |s: &Vec<Vec<u8>>| s.iter().map(|e| text(e)).collect::<Vec<_>>();
+    match v {
+        Value::Lww(l) => json!({"lattice": "lww", "value": text(&l.bytes), "timestamp": l.timestamp, "writer": l.writer}),
+        Value::Set(s) => json!({"lattice": "set", "value": strs(s)}),
+        Value::OrderedSet(s) => json!({"lattice": "ordered-set", "value": strs(s)}),
+        Value::Max(m) => json!({"lattice": "max", "value": m}),
+        Value::Priority(p) => json!({"lattice": "priority", "value": text(&p.bytes), "priority": p.priority}),
+        Value::SingleKeyCausal(vs) | Value::MultiKeyCausal(vs) => {
+            let kind = if matches!(v, Value::SingleKeyCausal(_)) { "single-key-causal" } else { "multi-key-causal" };
+            let versions: Vec<_> = vs
+                .iter()
+                .map(|c| {
+                    json!({"value": text(&c.bytes),
+                       "clock": c.clock.iter().map(|e| json!([e.node, e.counter])).collect::<Vec<_>>()})
+                })
+                .collect();
+            json!({"lattice": kind, "versions": versions})
+        }
+    }
+}
+
+fn print_out(json: bool, obj: serde_json::Value, text: String) {
+    if json {
+        println!("{obj}");
+    } else {
+        println!("{text}");
+    }
+}

@@ -1,0 +1,322 @@
+//! One client connection. HOT PATH: no logging per request, no allocation
+//! beyond the values being copied in and out.
+//!
+//! The loop: read what the socket has; handle every complete frame in the
+//! buffer (up to `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`), appending each
+//! reply to one write buffer; wait once for the durability of the batch's
+//! writes (group commit across the batch) and for any forwarded requests;
+//! write all replies with one write. Then read again.
+
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kvs_core::partition::Applied;
+use kvs_core::{Lsn, ShardId};
+use wire::frame::{decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
+use wire::limits::{FRAME_BODY_BYTES_MAX, KEYS_PER_GET_MAX};
+use wire::message::{self as w, ArchivedRequest};
+use wire::Status;
+
+use crate::convert::value_from_archived;
+use crate::forward::{ReplyFuture, ShardOp};
+use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
+use crate::shard::{bump, Shard};
+
+/// A reply that waits on other shards.
+enum Deferred {
+    /// The whole request went to one owner.
+    Single { request_id: u64, reply: ReplyFuture },
+    /// A get whose keys span shards: local values filled in, the rest pending.
+    Get { request_id: u64, values: Vec<Option<w::Value>>, parts: Vec<(Vec<usize>, ReplyFuture)> },
+}
+
+struct Conn {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    /// Bytes of `rbuf` holding data.
+    filled: usize,
+    wbuf: Vec<u8>,
+    greeted: bool,
+    /// Highest LSN this batch wrote.
+    batch_lsn: Option<Lsn>,
+    deferred: Vec<Deferred>,
+}
+
+/// Serves one connection until the peer closes, a fatal protocol error, or
+/// shutdown.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut c = Conn {
+        shard,
+        stream,
+        rbuf: vec![0; READ_BUFFER_BYTES],
+        filled: 0,
+        wbuf: Vec::with_capacity(READ_BUFFER_BYTES),
+        greeted: false,
+        batch_lsn: None,
+        deferred: Vec::new(),
+    };
+    if let Err(e) = c.run().await {
+        log::debug!("{}: connection from {peer} closed: {e}", c.shard.id);
+    }
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<(), String> {
+        loop {
+            let (handled, fatal) = self.handle_buffered().await;
+            if handled > 0 || fatal.is_some() {
+                self.finish_batch().await?;
+            }
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            if handled > 0 {
+                continue; // more complete frames may be buffered
+            }
+            if self.shard.shutdown.is_set() {
+                return Err("node shutting down".into());
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Reads at least one more byte, growing the buffer to fit the frame at
+    /// its start.
+    async fn read_more(&mut self) -> Result<(), String> {
+        let need = match FrameHeader::parse(&self.rbuf[..self.filled]) {
+            Ok(Some(h)) => h.frame_len(),
+            _ => FRAME_HEADER_BYTES,
+        };
+        if self.rbuf.len() < need {
+            self.rbuf.resize(need, 0);
+        } else if self.filled == 0 && self.rbuf.len() > READ_BUFFER_BYTES {
+            // A large frame has passed: give its memory back.
+            self.rbuf.truncate(READ_BUFFER_BYTES);
+            self.rbuf.shrink_to_fit();
+        }
+        let read = self.stream.read(&mut self.rbuf[self.filled..]);
+        let stop = async {
+            self.shard.shutdown.wait().await;
+            Err(std::io::Error::other("node shutting down"))
+        };
+        match futures_lite::future::or(read, stop).await {
+            Ok(0) => Err("peer closed".into()),
+            Ok(n) => {
+                self.filled += n;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Handles the complete frames in the buffer. Returns how many, and a
+    /// fatal error after which the connection must close.
+    async fn handle_buffered(&mut self) -> (usize, Option<String>) {
+        let mut off = 0;
+        let mut handled = 0;
+        let mut fatal = None;
+        while handled < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
+            let header = match FrameHeader::parse_with_limit(&self.rbuf[off..self.filled], FRAME_BODY_BYTES_MAX) {
+                Ok(Some(h)) if self.filled - off >= h.frame_len() => h,
+                Ok(_) => break,
+                Err(e) => {
+                    // The stream cannot be resynchronised after a bad length.
+                    let id = request_id_of(&self.rbuf[off..self.filled]);
+                    encode_error(id, e.status(), &e.to_string(), &mut self.wbuf);
+                    bump(&self.shard.stats.errors);
+                    fatal = Some(e.to_string());
+                    break;
+                }
+            };
+            let start = off + FRAME_HEADER_BYTES;
+            let end = off + header.frame_len();
+            // Move the buffer out so the body can be borrowed while `self`
+            // is mutated; moved back below (no copy).
+            let rbuf = std::mem::take(&mut self.rbuf);
+            self.handle_frame(header.request_id, &rbuf[start..end]).await;
+            self.rbuf = rbuf;
+            off = end;
+            handled += 1;
+        }
+        if off > 0 {
+            self.rbuf.copy_within(off..self.filled, 0);
+            self.filled -= off;
+        }
+        (handled, fatal)
+    }
+
+    async fn handle_frame(&mut self, request_id: u64, body: &[u8]) {
+        let req = match decode_request(body) {
+            Ok(r) => r,
+            Err(e) => return self.error(request_id, e.status(), &e.to_string()),
+        };
+        if !self.greeted && !matches!(req, ArchivedRequest::Hello(_)) {
+            return self.error(request_id, Status::HandshakeRequired, "send Hello first: it returns the topology");
+        }
+        match req {
+            ArchivedRequest::Hello(h) => {
+                let v = h.protocol_version.to_native();
+                if v != wire::PROTOCOL_VERSION {
+                    let msg = format!("protocol version {v} is not supported; this node speaks {}", wire::PROTOCOL_VERSION);
+                    return self.error(request_id, Status::VersionMismatch, &msg);
+                }
+                self.greeted = true;
+                let body = &self.shard.hello_body;
+                self.wbuf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                self.wbuf.extend_from_slice(&request_id.to_le_bytes());
+                self.wbuf.extend_from_slice(body);
+            }
+            ArchivedRequest::Ping => self.reply(request_id, &w::Response::Pong),
+            ArchivedRequest::Stats => {
+                let stats = self.shard.snapshot_stats();
+                self.reply(request_id, &w::Response::Stats(stats));
+            }
+            ArchivedRequest::Get(get) => self.get(request_id, get).await,
+            ArchivedRequest::Put(put) => {
+                let value = value_from_archived(&put.value);
+                self.write(request_id, put.key.as_slice(), Some(value)).await;
+            }
+            ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
+        }
+    }
+
+    async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet) {
+        let n = get.keys.len();
+        if n == 0 || n > KEYS_PER_GET_MAX {
+            let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
+            return self.error(request_id, Status::InvalidArgument, &msg);
+        }
+        let me = self.shard.id;
+        // Fast path: every key is ours.
+        if get.keys.iter().all(|k| self.shard.owner(k.as_slice()) == me) {
+            let values = get.keys.iter().map(|k| self.shard.get_local(k.as_slice())).collect();
+            return self.reply(request_id, &w::Response::Values(values));
+        }
+        let mut values = vec![None; n];
+        let mut remote: Vec<(ShardId, Vec<usize>)> = Vec::new();
+        for (i, k) in get.keys.iter().enumerate() {
+            let owner = self.shard.owner(k.as_slice());
+            if owner == me {
+                values[i] = self.shard.get_local(k.as_slice());
+            } else if let Some(group) = remote.iter_mut().find(|(s, _)| *s == owner) {
+                group.1.push(i);
+            } else {
+                remote.push((owner, vec![i]));
+            }
+        }
+        let mut parts = Vec::with_capacity(remote.len());
+        for (owner, idx) in remote {
+            let keys = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
+            match self.forward(owner, ShardOp::Get(keys)).await {
+                Some(reply) => parts.push((idx, reply)),
+                None => return self.no_peer(request_id, owner),
+            }
+        }
+        self.deferred.push(Deferred::Get { request_id, values, parts });
+    }
+
+    async fn write(&mut self, request_id: u64, key: &[u8], value: Option<kvs_core::Value>) {
+        let owner = self.shard.owner(key);
+        if owner != self.shard.id {
+            let op = match value {
+                Some(v) => ShardOp::Put(key.to_vec(), v),
+                None => ShardOp::Delete(key.to_vec()),
+            };
+            match self.forward(owner, op).await {
+                Some(reply) => self.deferred.push(Deferred::Single { request_id, reply }),
+                None => self.no_peer(request_id, owner),
+            }
+            return;
+        }
+        match self.shard.write(key.to_vec(), value) {
+            Ok((applied, lsn)) => {
+                self.batch_lsn = Some(lsn);
+                let resp = match applied {
+                    Applied::Stored => w::Response::Stored,
+                    Applied::Deleted { removed } => w::Response::Deleted(w::Deleted { removed }),
+                };
+                self.reply(request_id, &resp);
+            }
+            Err((status, msg)) => self.error(request_id, status, &msg),
+        }
+    }
+
+    async fn forward(&mut self, owner: ShardId, op: ShardOp) -> Option<ReplyFuture> {
+        let peer = self.shard.peer(owner)?;
+        bump(&self.shard.stats.forwarded_out);
+        Some(peer.send(op).await)
+    }
+
+    fn no_peer(&mut self, request_id: u64, owner: ShardId) {
+        self.error(request_id, Status::Internal, &format!("no route to {owner}"));
+    }
+
+    fn reply(&mut self, request_id: u64, resp: &w::Response) {
+        if let Err(e) = encode_frame(request_id, resp, &mut self.wbuf) {
+            let e: FrameError = e;
+            log::error!("{}: reply did not encode: {e}", self.shard.id);
+            self.error(request_id, Status::Internal, "reply did not encode");
+        }
+    }
+
+    fn error(&mut self, request_id: u64, status: Status, msg: &str) {
+        bump(&self.shard.stats.errors);
+        encode_error(request_id, status, msg, &mut self.wbuf);
+    }
+
+    /// Waits for the batch's durability and forwarded replies, then writes
+    /// every reply at once.
+    async fn finish_batch(&mut self) -> Result<(), String> {
+        if let Some(lsn) = self.batch_lsn.take() {
+            if let Err(e) = self.shard.storage.wait_durable(lsn).await {
+                // Nothing of this batch is acknowledged: the client sees the
+                // connection close and must treat its writes as unknown.
+                return Err(format!("WAL failure: {e}"));
+            }
+        }
+        for d in std::mem::take(&mut self.deferred) {
+            match d {
+                Deferred::Single { request_id, reply } => {
+                    let resp = reply.await.into_response();
+                    self.reply(request_id, &resp);
+                }
+                Deferred::Get { request_id, mut values, parts } => {
+                    let mut failed = None;
+                    for (idx, reply) in parts {
+                        match reply.await.into_response() {
+                            w::Response::Values(vs) if vs.len() == idx.len() => {
+                                for (i, v) in idx.into_iter().zip(vs) {
+                                    values[i] = v;
+                                }
+                            }
+                            other => failed = Some(other),
+                        }
+                    }
+                    match failed {
+                        Some(err) => self.reply(request_id, &err),
+                        None => self.reply(request_id, &w::Response::Values(values)),
+                    }
+                }
+            }
+        }
+        if !self.wbuf.is_empty() {
+            let res = self.stream.write_all(&self.wbuf).await;
+            self.wbuf.clear();
+            res.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// The request id of a frame whose header is complete (0 if not).
+fn request_id_of(buf: &[u8]) -> u64 {
+    buf.get(4..12).map_or(0, |b| {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(b);
+        u64::from_le_bytes(id)
+    })
+}

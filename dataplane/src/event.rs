@@ -1,0 +1,88 @@
+//! A shard-local, set-once event: tasks `wait()` until someone calls
+//! `set()`. Used for shutdown. Single-threaded; a waiter that is dropped
+//! before the event fires unregisters itself, so short-lived waiters (one
+//! per connection read) never accumulate.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Debug, Default)]
+pub struct Event {
+    set: Cell<bool>,
+    next_id: Cell<u64>,
+    waiters: RefCell<HashMap<u64, Waker>>,
+}
+
+impl Event {
+    pub fn set(&self) {
+        if !self.set.replace(true) {
+            for (_, w) in self.waiters.borrow_mut().drain() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    /// Completes once the event is set.
+    pub fn wait(&self) -> Wait<'_> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        Wait { event: self, id }
+    }
+}
+
+#[derive(Debug)]
+pub struct Wait<'a> {
+    event: &'a Event,
+    id: u64,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.event.set.get() {
+            return Poll::Ready(());
+        }
+        self.event.waiters.borrow_mut().insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        self.event.waiters.borrow_mut().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_waiters_unregister_and_set_wakes_the_rest() {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(crate::limits::IO_MEMORY_PER_SHARD_BYTES)
+            .make()
+            .expect("executor");
+        ex.run(async {
+            let ev = std::rc::Rc::new(Event::default());
+            for _ in 0..100 {
+                let w = ev.wait();
+                let _ = futures_lite::future::poll_once(w).await;
+            }
+            assert!(ev.waiters.borrow().is_empty());
+            let ev2 = ev.clone();
+            let t = glommio::spawn_local(async move { ev2.wait().await });
+            glommio::yield_if_needed().await;
+            ev.set();
+            t.await;
+            assert!(ev.is_set());
+        });
+    }
+}

@@ -1,0 +1,354 @@
+//! Starting and stopping a node: one glommio executor per shard, each pinned
+//! to its own core, each recovering its own partition, binding its own port,
+//! and serving until SIGINT/SIGTERM.
+//!
+//! Start-up: check locked memory → build the forwarding mesh → spawn shard
+//! threads → each recovers and binds, and reports its address → the main
+//! thread builds the topology and hands it to every shard → shards connect
+//! the mesh and start accepting; the node prints one `ready` line.
+//!
+//! Shutdown: every shard stops accepting, lets connections finish the batch
+//! in hand (idle ones close at once), waits until all shards have drained
+//! (forwarded requests still flow meanwhile), flushes and syncs its WAL, and
+//! exits. The process exits 0.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use kvs_core::ring::HashRing;
+use kvs_core::ShardId;
+use wire::message as w;
+use wire::Status;
+
+use crate::forward::{self, PeerEnds};
+use crate::limits::{
+    CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS,
+};
+use crate::shard::{bump, Shard};
+use crate::storage::{FsyncPolicy, Storage};
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub shards: usize,
+    /// Shard 0 listens here; shard i on port + i (or an ephemeral port each
+    /// when the port is 0).
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub vnodes_per_shard: u32,
+    pub snapshot_wal_bytes: u64,
+}
+
+/// Shared between the main thread and the shards.
+#[derive(Debug, Default)]
+struct Control {
+    stop: Arc<AtomicBool>,
+    drained: AtomicUsize,
+}
+
+/// Runs a node until SIGINT/SIGTERM (or a start-up failure).
+pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    run_until(config, stop)
+}
+
+/// Runs a node until `stop` becomes true.
+pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let n = config.shards;
+    if n == 0 || n > SHARDS_MAX {
+        anyhow::bail!("--shards must be between 1 and {SHARDS_MAX}, not {n}");
+    }
+    crate::memlock::check(n)?;
+    let cpus = core_ids();
+    let (host, base_port) = split_listen(&config.listen)?;
+    let control = Arc::new(Control { stop, drained: AtomicUsize::new(0) });
+    let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
+    let mut topo_txs = Vec::new();
+    let mut handles = Vec::new();
+    for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH).into_iter().enumerate() {
+        let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
+        topo_txs.push(topo_tx);
+        let cpu = cpus[i % cpus.len()];
+        let port = if base_port == 0 { 0 } else { base_port + i as u16 };
+        let listen = format!("{host}:{port}");
+        let ctx = ShardStart {
+            id: ShardId(i as u16),
+            listen,
+            dir: config.data_dir.join(format!("shard-{i}")),
+            fsync: config.fsync,
+            snapshot_wal_bytes: config.snapshot_wal_bytes,
+            ring: ring.clone(),
+            ends,
+            ready: ready_tx.clone(),
+            topology: topo_rx,
+            control: control.clone(),
+            shards: n,
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY_PER_SHARD_BYTES)
+            .spawn(move || run_shard(ctx))
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("starting shard {i} on cpu {cpu}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut addrs = vec![None; n];
+    let mut failure = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok((i, Ok(addr))) => addrs[i] = Some(addr),
+            Ok((i, Err(e))) => {
+                failure.get_or_insert(format!("shard {i}: {e}"));
+            }
+            Err(_) => {
+                failure.get_or_insert("a shard thread died during start-up".to_owned());
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        control.stop.store(true, Ordering::SeqCst);
+        drop(topo_txs); // shards waiting for the topology give up
+        for h in handles {
+            let _ = h.join();
+        }
+        anyhow::bail!(e);
+    }
+    let addrs: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
+    let topology = w::Topology {
+        protocol_version: wire::PROTOCOL_VERSION,
+        shard: 0,
+        shards: addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| w::ShardInfo { id: i as u16, addr: a.to_string().into_bytes() })
+            .collect(),
+        ring: w::RingInfo {
+            hash: wire::RING_HASH_XXH64,
+            vnodes_per_shard: config.vnodes_per_shard,
+            tokens: ring.tokens().iter().map(|&(position, s)| w::RingToken { position, shard: s.0 }).collect(),
+        },
+        limits: w::Limits {
+            frame_body_bytes_max: wire::limits::FRAME_BODY_BYTES_MAX as u32,
+            key_bytes_max: kvs_core::limits::KEY_BYTES_MAX as u32,
+            value_bytes_max: kvs_core::limits::VALUE_BYTES_MAX as u32,
+            keys_per_get_max: wire::limits::KEYS_PER_GET_MAX as u32,
+            connections_max: CONNECTIONS_PER_SHARD_MAX as u32,
+        },
+    };
+    for tx in &topo_txs {
+        let _ = tx.send(topology.clone());
+    }
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    log::info!(
+        "node ready: {n} shard(s) on {} (fsync {:?}, data in {})",
+        list.join(" "),
+        config.fsync,
+        config.data_dir.display()
+    );
+    // The one line scripts and tests wait for.
+    println!("squall ready shards={n} addrs={}", list.join(","));
+    let mut result = Ok(());
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
+            Err(e) => result = Err(anyhow::anyhow!("shard {i} panicked: {e}")),
+        }
+    }
+    if result.is_ok() {
+        log::info!("node stopped cleanly: every acknowledged write is on disk");
+    }
+    result
+}
+
+/// The cores this process may run on (respects `taskset`).
+fn core_ids() -> Vec<usize> {
+    let ids: Vec<usize> = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .map(|l| parse_cpu_list(l.trim_start_matches("Cpus_allowed_list:").trim()))
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        ids
+    }
+}
+
+fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
+}
+
+fn split_listen(listen: &str) -> anyhow::Result<(String, u16)> {
+    let addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--listen {listen:?} resolves to no address"))?;
+    Ok((addr.ip().to_string(), addr.port()))
+}
+
+struct ShardStart {
+    id: ShardId,
+    listen: String,
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    snapshot_wal_bytes: u64,
+    ring: HashRing<ShardId>,
+    ends: Vec<Option<PeerEnds>>,
+    ready: mpsc::Sender<(usize, Result<SocketAddr, String>)>,
+    topology: mpsc::Receiver<w::Topology>,
+    control: Arc<Control>,
+    shards: usize,
+}
+
+async fn run_shard(ctx: ShardStart) -> Result<(), String> {
+    let i = usize::from(ctx.id.0);
+    let started = async {
+        let (storage, recovered) = Storage::open(ctx.dir.clone(), ctx.id, ctx.fsync, ctx.snapshot_wal_bytes)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let listener = TcpListener::bind(&ctx.listen).map_err(|e| format!("cannot listen on {}: {e}", ctx.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        Ok::<_, String>((storage, recovered, listener, addr))
+    };
+    let (storage, recovered, listener, addr) = match started.await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ctx.ready.send((i, Err(e.clone())));
+            return Err(e);
+        }
+    };
+    let _ = ctx.ready.send((i, Ok(addr)));
+    // Blocks this thread briefly at start-up only: nothing else runs here yet.
+    let Ok(mut topology) = ctx.topology.recv() else {
+        return Ok(()); // another shard failed to start
+    };
+    topology.shard = ctx.id.0;
+    let hello = w::Response::Hello(topology);
+    let mut hello_body = Vec::new();
+    wire::frame::encode_frame(0, &hello, &mut hello_body).map_err(|e| e.to_string())?;
+    let hello_body = hello_body.split_off(wire::frame::FRAME_HEADER_BYTES);
+
+    let shard = Rc::new(Shard::new(
+        ctx.id,
+        recovered.partition,
+        storage.clone(),
+        Rc::new(ctx.ring),
+        hello_body,
+        recovered.max_clock_us,
+    ));
+    let peers = forward::connect(&shard, ctx.ends).await;
+    *shard.peers.borrow_mut() = peers;
+    glommio::spawn_local(storage.clone().run_flusher(shard.partition.clone())).detach();
+    glommio::spawn_local(storage.clone().run_batch_syncer()).detach();
+    glommio::spawn_local(watch_stop(shard.clone(), ctx.control.clone())).detach();
+    log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
+
+    accept_loop(&shard, &listener).await;
+
+    // Drain: connections finish the batch in hand; idle ones close now.
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS);
+    while shard.open_connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    if shard.open_connections.get() > 0 {
+        log::warn!("{}: {} connection(s) still busy after the drain timeout", ctx.id, shard.open_connections.get());
+    }
+    // Other shards may still forward their in-flight requests here.
+    ctx.control.drained.fetch_add(1, Ordering::SeqCst);
+    while ctx.control.drained.load(Ordering::SeqCst) < ctx.shards && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    storage.close().await.map_err(|e| format!("{}: final WAL flush failed: {e:#}", ctx.id))?;
+    log::info!("{}: stopped; WAL flushed and synced", ctx.id);
+    Ok(())
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log::warn!("{}: accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.open_connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+            bump(&shard.stats.connections_refused);
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        bump(&shard.stats.connections);
+        shard.open_connections.set(shard.open_connections.get() + 1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            crate::conn::serve(s.clone(), stream).await;
+            s.open_connections.set(s.open_connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let mut buf = Vec::new();
+    let msg = format!("this shard already serves {CONNECTIONS_PER_SHARD_MAX} connections; retry later");
+    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
+    let _ = stream.write_all(&buf).await;
+}
+
+async fn watch_stop(shard: Rc<Shard>, control: Arc<Control>) {
+    while !control.stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    log::info!("{}: stop requested; draining", shard.id);
+    shard.shutdown.set();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list("1"), vec![1]);
+        assert!(parse_cpu_list("").is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! One shard: a partition, its storage, its clock and counters, owned by one
+//! glommio executor on one core. Nothing here is shared across threads; the
+//! `RefCell`s are never borrowed across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kvs_core::clock::HybridClock;
+use kvs_core::lattice::{Lww, Timestamp};
+use kvs_core::partition::{Applied, Mutation, Partition, PartitionError};
+use kvs_core::ring::HashRing;
+use kvs_core::{Lsn, ShardId, Value};
+use wire::message as w;
+use wire::Status;
+
+use crate::convert::value_to_wire;
+use crate::event::Event;
+use crate::forward::{Peer, ShardOp, ShardReply};
+use crate::storage::Storage;
+
+/// Monotonic counters reported by `Stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub gets: Cell<u64>,
+    pub puts: Cell<u64>,
+    pub deletes: Cell<u64>,
+    pub errors: Cell<u64>,
+    pub forwarded_out: Cell<u64>,
+    pub forwarded_in: Cell<u64>,
+    pub connections: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+}
+
+pub(crate) fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// A shard's state.
+#[derive(Debug)]
+pub struct Shard {
+    pub id: ShardId,
+    pub partition: Rc<RefCell<Partition>>,
+    pub storage: Rc<Storage>,
+    pub ring: Rc<HashRing<ShardId>>,
+    pub peers: RefCell<Vec<Option<Rc<Peer>>>>,
+    /// The encoded `Response::Hello` body for this shard.
+    pub hello_body: Vec<u8>,
+    pub stats: Counters,
+    pub shutdown: Event,
+    /// Connections open now.
+    pub open_connections: Cell<usize>,
+    clock: RefCell<HybridClock>,
+    /// LWW writer id of timestamps this shard assigns.
+    writer: u64,
+    started: Instant,
+}
+
+/// Writer ids the node assigns are `NODE_WRITER_BASE | shard`; clients
+/// choosing their own writer ids should stay below it.
+pub const NODE_WRITER_BASE: u64 = 1 << 63;
+
+fn wall_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        partition: Partition,
+        storage: Rc<Storage>,
+        ring: Rc<HashRing<ShardId>>,
+        hello_body: Vec<u8>,
+        clock_floor_us: u64,
+    ) -> Shard {
+        let mut clock = HybridClock::default();
+        clock.observe(clock_floor_us);
+        Shard {
+            id,
+            partition: Rc::new(RefCell::new(partition)),
+            storage,
+            ring,
+            peers: RefCell::new(Vec::new()),
+            hello_body,
+            stats: Counters::default(),
+            shutdown: Event::default(),
+            open_connections: Cell::new(0),
+            clock: RefCell::new(clock),
+            writer: NODE_WRITER_BASE | u64::from(id.0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The shard owning `key`.
+    pub fn owner(&self, key: &[u8]) -> ShardId {
+        self.ring.owner(key).unwrap_or(self.id)
+    }
+
+    /// The peer towards `shard`.
+    pub fn peer(&self, shard: ShardId) -> Option<Rc<Peer>> {
+        self.peers.borrow().get(usize::from(shard.0)).cloned().flatten()
+    }
+
+    fn stamp(&self) -> Timestamp {
+        Timestamp { clock: self.clock.borrow_mut().tick(wall_us()), writer: self.writer }
+    }
+
+    /// Reads a local key into its wire form.
+    pub fn get_local(&self, key: &[u8]) -> Option<w::Value> {
+        bump(&self.stats.gets);
+        self.partition.borrow().get(key).map(value_to_wire)
+    }
+
+    /// Applies a put or delete to this shard's partition and queues its WAL
+    /// record. Returns the LSN to wait for before acknowledging.
+    pub fn write(&self, key: Vec<u8>, value: Option<Value>) -> Result<(Applied, Lsn), (Status, String)> {
+        self.storage.check_writable().map_err(|e| (Status::StorageFailure, e))?;
+        let m = match value {
+            Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
+                let (_, bytes) = lww.into_parts();
+                Mutation::Put { key, value: Value::Lww(Lww::new(self.stamp(), bytes)) }
+            }
+            Some(value) => {
+                if let Value::Lww(lww) = &value {
+                    self.clock.borrow_mut().observe(lww.timestamp().clock);
+                }
+                Mutation::Put { key, value }
+            }
+            None => Mutation::Delete { key, ts: self.stamp() },
+        };
+        let mut partition = self.partition.borrow_mut();
+        partition.check(&m).map_err(partition_status)?;
+        let lsn = self.storage.append(&m);
+        let is_put = matches!(m, Mutation::Put { .. });
+        // `check` passed, so `apply` accepts it: the logged record and the
+        // in-memory state never diverge.
+        let applied = partition.apply(m).map_err(|e| (Status::Internal, format!("checked mutation refused: {e}")))?;
+        bump(if is_put { &self.stats.puts } else { &self.stats.deletes });
+        Ok((applied, lsn))
+    }
+
+    /// Executes a forwarded operation (this shard owns its keys).
+    pub fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
+        let result = match op {
+            ShardOp::Get(keys) => return (ShardReply::Values(keys.iter().map(|k| self.get_local(k)).collect()), None),
+            ShardOp::Put(key, value) => self.write(key, Some(value)),
+            ShardOp::Delete(key) => self.write(key, None),
+        };
+        match result {
+            Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn)),
+            Ok((Applied::Deleted { removed }, lsn)) => (ShardReply::Deleted(removed), Some(lsn)),
+            Err((status, msg)) => {
+                bump(&self.stats.errors);
+                (ShardReply::Error(status, msg), None)
+            }
+        }
+    }
+
+    /// This shard's counters.
+    pub fn snapshot_stats(&self) -> w::ShardStats {
+        let p = self.partition.borrow();
+        let st = self.storage.stats();
+        let s = &self.stats;
+        w::ShardStats {
+            shard: self.id.0,
+            live_keys: p.live_keys() as u64,
+            tombstones: p.tombstones() as u64,
+            gets: s.gets.get(),
+            puts: s.puts.get(),
+            deletes: s.deletes.get(),
+            errors: s.errors.get(),
+            forwarded_out: s.forwarded_out.get(),
+            forwarded_in: s.forwarded_in.get(),
+            connections: s.connections.get(),
+            connections_refused: s.connections_refused.get(),
+            last_lsn: st.last_lsn,
+            durable_lsn: st.durable_lsn,
+            wal_bytes: st.wal_bytes,
+            snapshots: st.snapshots,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// The status and sentence for a refused mutation.
+pub fn partition_status(e: PartitionError) -> (Status, String) {
+    let status = match e {
+        PartitionError::TypeMismatch { .. } => Status::TypeMismatch,
+        PartitionError::KeyTooLarge { .. } => Status::KeyTooLarge,
+        PartitionError::ValueTooLarge { .. } => Status::ValueTooLarge,
+        PartitionError::EmptyKey => Status::InvalidArgument,
+    };
+    (status, e.to_string())
+}

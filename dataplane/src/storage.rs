@@ -1,0 +1,492 @@
+//! A shard's durability: the WAL with group commit, snapshots, and recovery.
+//!
+//! * **Append** ([`Storage::append`]) encodes a record into the pending
+//!   buffer and returns its LSN; it never waits.
+//! * **Group commit**: one flusher task per shard writes the whole pending
+//!   buffer with one io_uring write (and, under `--fsync always`, one
+//!   `fdatasync`), then releases every waiter whose LSN it covered. However
+//!   many connections put concurrently, a shard issues one write (+ sync) at
+//!   a time.
+//! * **Acknowledgement** ([`Storage::wait_durable`]): `always` — after the
+//!   record's group is on stable storage; `batch` and `never` — after it is
+//!   written to the OS (so a killed process loses nothing acknowledged);
+//!   `batch` additionally syncs every `FSYNC_BATCH_INTERVAL_MS`.
+//! * **Snapshots**: once the WAL grows past the threshold, the flusher
+//!   encodes the partition, starts a new segment, writes the snapshot
+//!   (temp file, fdatasync, rename, directory sync) and deletes the segments
+//!   and snapshots it supersedes.
+//! * **Recovery** ([`Storage::open`]) reads the newest snapshot and the
+//!   segments with `std::fs` (start-up only), cuts a torn tail and reports
+//!   it, and refuses to start on corruption.
+//!
+//! File names: `wal-<seq:010>.log`, `snap-<lsn:020>.snap` in
+//! `<data-dir>/shard-<id>/`.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_channel::oneshot;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use kvs_core::partition::{Mutation, Partition};
+use kvs_core::snapshot::{encode_snapshot, recover, Recovered};
+use kvs_core::wal::{encode_record, SEGMENT_MAGIC};
+use kvs_core::{Lsn, ShardId};
+
+use crate::limits::FSYNC_BATCH_INTERVAL_MS;
+
+/// glommio's error type is not `Sync`, so it cannot travel inside
+/// `anyhow::Error`; its `io::Error` form can.
+trait IoResult<T> {
+    fn io(self) -> std::io::Result<T>;
+}
+
+impl<T, E> IoResult<T> for Result<T, glommio::GlommioError<E>> {
+    fn io(self) -> std::io::Result<T> {
+        self.map_err(std::io::Error::from)
+    }
+}
+
+/// When a put is acknowledged (see module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// Acknowledge after fdatasync of the record's group.
+    Always,
+    /// Acknowledge after write(2); fdatasync in the background every few ms.
+    Batch,
+    /// Acknowledge after write(2); never fdatasync (the OS decides).
+    Never,
+}
+
+#[derive(Debug)]
+struct State {
+    pending: Vec<u8>,
+    next_lsn: Lsn,
+    /// Highest LSN written to the OS.
+    written: Lsn,
+    /// Highest LSN fdatasync'ed.
+    synced: Lsn,
+    waiters: Vec<(Lsn, oneshot::Sender<Result<(), String>>)>,
+    failed: Option<String>,
+    segment_seq: u64,
+    file: Rc<BufferedFile>,
+    file_pos: u64,
+    bytes_since_snapshot: u64,
+    wal_bytes_total: u64,
+    snapshots: u64,
+    flushing: bool,
+}
+
+/// One shard's WAL and snapshots.
+#[derive(Debug)]
+pub struct Storage {
+    dir: PathBuf,
+    shard: ShardId,
+    policy: FsyncPolicy,
+    snapshot_wal_bytes: u64,
+    state: RefCell<State>,
+    kick: LocalSender<()>,
+    kicked: RefCell<Option<LocalReceiver<()>>>,
+    idle: Cell<bool>,
+}
+
+/// Counters for stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StorageStats {
+    pub last_lsn: u64,
+    pub durable_lsn: u64,
+    pub wal_bytes: u64,
+    pub snapshots: u64,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:010}.log")
+}
+
+fn snapshot_name(lsn: Lsn) -> String {
+    format!("snap-{:020}.snap", lsn.0)
+}
+
+fn parse_num(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Files found in a shard directory.
+#[derive(Debug, Default)]
+struct Listing {
+    segments: Vec<u64>,
+    snapshots: Vec<u64>,
+}
+
+fn list(dir: &Path) -> anyhow::Result<Listing> {
+    let mut l = Listing::default();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(seq) = parse_num(&name, "wal-", ".log") {
+            l.segments.push(seq);
+        } else if let Some(lsn) = parse_num(&name, "snap-", ".snap") {
+            l.snapshots.push(lsn);
+        } else if name.ends_with(".tmp") {
+            // A snapshot whose write did not finish: never renamed, never used.
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    l.segments.sort_unstable();
+    l.snapshots.sort_unstable();
+    Ok(l)
+}
+
+impl Storage {
+    /// Recovers the shard's state from `dir` and opens the WAL for appends.
+    pub async fn open(
+        dir: PathBuf,
+        shard: ShardId,
+        policy: FsyncPolicy,
+        snapshot_wal_bytes: u64,
+    ) -> anyhow::Result<(Rc<Storage>, Recovered)> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let started = Instant::now();
+        let listing = list(&dir)?;
+        let snap = match listing.snapshots.last() {
+            Some(&lsn) => {
+                let name = snapshot_name(Lsn(lsn));
+                Some((name.clone(), std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?))
+            }
+            None => None,
+        };
+        let mut segs = Vec::new();
+        for &seq in &listing.segments {
+            let name = segment_name(seq);
+            segs.push((name.clone(), std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?));
+        }
+        let recovered = recover(
+            snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
+            segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )
+        .with_context(|| format!("{shard}: recovery of {} failed; refusing to start", dir.display()))?;
+
+        let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
+            (Some(&seq), Some(torn)) => {
+                let name = segment_name(seq);
+                log::warn!(
+                    "{shard}: cut torn WAL tail of {name}: {} bytes at offset {} ({}); \
+                     every whole record before it was kept",
+                    torn.cut_bytes,
+                    torn.offset,
+                    torn.reason
+                );
+                let f = std::fs::OpenOptions::new().write(true).open(dir.join(&name))?;
+                f.set_len(torn.offset as u64)?;
+                f.sync_all()?;
+                (seq, torn.offset as u64)
+            }
+            (Some(&seq), None) => (seq, segs.last().map_or(0, |(_, b)| b.len() as u64)),
+            (None, _) => (1, 0),
+        };
+        let file = open_segment(&dir, seq).await?;
+        let pos = if pos < SEGMENT_MAGIC.len() as u64 {
+            write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
+            file.fdatasync().await.io()?;
+            sync_dir(&dir).await?;
+            SEGMENT_MAGIC.len() as u64
+        } else {
+            pos
+        };
+        log::info!(
+            "{shard}: recovered {} keys ({} tombstones) at {} in {} ms: snapshot {}, {} WAL records replayed from {} segment(s)",
+            recovered.partition.live_keys(),
+            recovered.partition.tombstones(),
+            recovered.last_lsn,
+            started.elapsed().as_millis(),
+            snap.as_ref().map_or("none", |(n, _)| n.as_str()),
+            recovered.replayed,
+            listing.segments.len(),
+        );
+        let bytes_since_snapshot: u64 = segs.iter().map(|(_, b)| b.len() as u64).sum();
+        let (kick, kicked) = local_channel::new_bounded(1);
+        let last = recovered.last_lsn;
+        let storage = Rc::new(Storage {
+            dir,
+            shard,
+            policy,
+            snapshot_wal_bytes,
+            state: RefCell::new(State {
+                pending: Vec::new(),
+                next_lsn: last.next(),
+                written: last,
+                synced: last,
+                waiters: Vec::new(),
+                failed: None,
+                segment_seq: seq,
+                file: Rc::new(file),
+                file_pos: pos,
+                bytes_since_snapshot,
+                wal_bytes_total: 0,
+                snapshots: 0,
+                flushing: false,
+            }),
+            kick,
+            kicked: RefCell::new(Some(kicked)),
+            idle: Cell::new(true),
+        });
+        Ok((storage, recovered))
+    }
+
+    /// Fails if an earlier write failed: the shard then refuses writes.
+    pub fn check_writable(&self) -> Result<(), String> {
+        match &self.state.borrow().failed {
+            Some(e) => Err(format!("{}: the WAL failed earlier ({e}); this shard refuses writes", self.shard)),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a record for `m`; returns its LSN. Never waits.
+    pub fn append(&self, m: &Mutation) -> Lsn {
+        let lsn = {
+            let mut s = self.state.borrow_mut();
+            let lsn = s.next_lsn;
+            s.next_lsn = lsn.next();
+            encode_record(lsn, m, &mut s.pending);
+            lsn
+        };
+        if self.idle.replace(false) {
+            // Wake the flusher; a full channel means it is already kicked.
+            let _ = self.kick.try_send(());
+        }
+        lsn
+    }
+
+    /// Waits until `lsn` is durable under the policy.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
+        let rx = {
+            let mut s = self.state.borrow_mut();
+            if let Some(e) = &s.failed {
+                return Err(e.clone());
+            }
+            let done = match self.policy {
+                FsyncPolicy::Always => s.synced,
+                FsyncPolicy::Batch | FsyncPolicy::Never => s.written,
+            };
+            if done >= lsn {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            s.waiters.push((lsn, tx));
+            rx
+        };
+        rx.await.unwrap_or_else(|_| Err("the WAL flusher stopped".to_owned()))
+    }
+
+    /// Counters for stats.
+    pub fn stats(&self) -> StorageStats {
+        let s = self.state.borrow();
+        StorageStats {
+            last_lsn: s.next_lsn.0 - 1,
+            durable_lsn: match self.policy {
+                FsyncPolicy::Always => s.synced.0,
+                _ => s.written.0,
+            },
+            wal_bytes: s.wal_bytes_total,
+            snapshots: s.snapshots,
+        }
+    }
+
+    /// The group-commit loop; runs for the shard's lifetime.
+    pub async fn run_flusher(self: Rc<Self>, partition: Rc<RefCell<Partition>>) {
+        let Some(kicked) = self.kicked.borrow_mut().take() else { return };
+        loop {
+            let batch = {
+                let mut s = self.state.borrow_mut();
+                if s.pending.is_empty() {
+                    None
+                } else {
+                    s.flushing = true;
+                    Some((std::mem::take(&mut s.pending), s.next_lsn.0 - 1))
+                }
+            };
+            let Some((buf, upto)) = batch else {
+                self.idle.set(true);
+                if kicked.recv().await.is_none() {
+                    return;
+                }
+                continue;
+            };
+            if let Err(e) = self.flush(buf, Lsn(upto)).await {
+                let msg = format!("{e:#}");
+                log::error!("{}: WAL write failed, refusing further writes: {msg}", self.shard);
+                let mut s = self.state.borrow_mut();
+                s.failed = Some(msg.clone());
+                for (_, tx) in s.waiters.drain(..) {
+                    let _ = tx.send(Err(msg.clone()));
+                }
+                return;
+            }
+            let due = self.state.borrow().bytes_since_snapshot >= self.snapshot_wal_bytes;
+            if due {
+                if let Err(e) = self.snapshot(&partition).await {
+                    // The WAL still holds everything: a failed snapshot only
+                    // means a longer replay; try again after more writes.
+                    log::error!("{}: snapshot failed (the WAL keeps every write): {e:#}", self.shard);
+                    self.state.borrow_mut().bytes_since_snapshot = 0;
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, buf: Vec<u8>, upto: Lsn) -> anyhow::Result<()> {
+        let (file, pos) = {
+            let s = self.state.borrow();
+            (s.file.clone(), s.file_pos)
+        };
+        let len = buf.len() as u64;
+        write_all(&file, buf, pos).await?;
+        let sync = self.policy == FsyncPolicy::Always;
+        if sync {
+            file.fdatasync().await.io()?;
+        }
+        let mut s = self.state.borrow_mut();
+        s.file_pos += len;
+        s.bytes_since_snapshot += len;
+        s.wal_bytes_total += len;
+        s.written = upto;
+        if sync {
+            s.synced = upto;
+        }
+        s.flushing = false;
+        let done = if sync { s.synced } else { s.written };
+        let mut i = 0;
+        while i < s.waiters.len() {
+            if s.waiters[i].0 <= done {
+                let (_, tx) = s.waiters.swap_remove(i);
+                let _ = tx.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--fsync batch`: syncs what was written, every interval.
+    pub async fn run_batch_syncer(self: Rc<Self>) {
+        if self.policy != FsyncPolicy::Batch {
+            return;
+        }
+        loop {
+            glommio::timer::sleep(Duration::from_millis(FSYNC_BATCH_INTERVAL_MS)).await;
+            if let Err(e) = self.sync_written().await {
+                log::error!("{}: background fdatasync failed: {e:#}", self.shard);
+            }
+        }
+    }
+
+    async fn sync_written(&self) -> anyhow::Result<()> {
+        let (file, written, synced) = {
+            let s = self.state.borrow();
+            (s.file.clone(), s.written, s.synced)
+        };
+        if written > synced {
+            file.fdatasync().await.io()?;
+            let mut s = self.state.borrow_mut();
+            s.synced = s.synced.max(written);
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self, partition: &RefCell<Partition>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        // Everything applied so far: records still pending go to the new
+        // segment, and recovery skips those the snapshot already covers.
+        let (bytes, lsn, old_seq) = {
+            let s = self.state.borrow();
+            let lsn = Lsn(s.next_lsn.0 - 1);
+            (encode_snapshot(&partition.borrow(), lsn), lsn, s.segment_seq)
+        };
+        let new_seq = old_seq + 1;
+        let file = open_segment(&self.dir, new_seq).await?;
+        write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
+        file.fdatasync().await.io()?;
+        sync_dir(&self.dir).await?;
+        {
+            let mut s = self.state.borrow_mut();
+            s.file = Rc::new(file);
+            s.file_pos = SEGMENT_MAGIC.len() as u64;
+            s.segment_seq = new_seq;
+            s.bytes_since_snapshot = 0;
+        }
+        let name = snapshot_name(lsn);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let size = bytes.len();
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).buffered_open(&tmp).await.io()?;
+        write_all(&f, bytes, 0).await?;
+        f.fdatasync().await.io()?;
+        f.rename(self.dir.join(&name)).await.io()?;
+        f.close().await.io()?;
+        sync_dir(&self.dir).await?;
+        let listing = list(&self.dir)?;
+        for seq in listing.segments.into_iter().filter(|&s| s < new_seq) {
+            std::fs::remove_file(self.dir.join(segment_name(seq)))?;
+        }
+        for old in listing.snapshots.into_iter().filter(|&l| l < lsn.0) {
+            std::fs::remove_file(self.dir.join(snapshot_name(Lsn(old))))?;
+        }
+        self.state.borrow_mut().snapshots += 1;
+        log::info!(
+            "{}: snapshot {name} ({size} bytes) written in {} ms; WAL now starts at {}",
+            self.shard,
+            started.elapsed().as_millis(),
+            segment_name(new_seq)
+        );
+        Ok(())
+    }
+
+    /// Flushes everything appended and syncs it (graceful shutdown).
+    pub async fn close(&self) -> anyhow::Result<()> {
+        let last = Lsn(self.state.borrow().next_lsn.0 - 1);
+        if last.0 > 0 {
+            // Under `always` this waits for the sync too; otherwise for the write.
+            self.wait_durable(last).await.map_err(anyhow::Error::msg)?;
+        }
+        loop {
+            if !self.state.borrow().flushing {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let file = self.state.borrow().file.clone();
+        file.fdatasync().await.io()?;
+        Ok(())
+    }
+}
+
+async fn open_segment(dir: &Path, seq: u64) -> anyhow::Result<BufferedFile> {
+    let path = dir.join(segment_name(seq));
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .buffered_open(&path)
+        .await.io()
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> anyhow::Result<()> {
+    // `write_at` consumes its buffer. Regular files only write short on
+    // ENOSPC-like conditions; treat that as the failure it is (the shard
+    // then refuses writes) rather than keep a copy of every batch.
+    let total = buf.len();
+    let n = file.write_at(buf, pos).await.io()?;
+    if n != total {
+        anyhow::bail!("short write: {n} of {total} bytes at offset {pos}");
+    }
+    Ok(())
+}
+
+async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    let d = Directory::open(dir).await.io().with_context(|| format!("opening directory {}", dir.display()))?;
+    d.sync().await.io()?;
+    d.close().await.io()?;
+    Ok(())
+}
