@@ -1,0 +1,161 @@
+//! Starts and stops `squall node` processes for tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientOptions};
+
+pub const SQUALL: &str = env!("CARGO_BIN_EXE_squall");
+
+/// A running node; killed when dropped.
+pub struct Node {
+    pub child: Option<Child>,
+    pub addrs: Vec<String>,
+    pub stderr_path: PathBuf,
+}
+
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A fresh temporary directory (left behind for post-mortems; under /tmp).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("squall-it-{}-{name}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+impl Node {
+    pub fn start(shards: usize, fsync: &str, data_dir: &Path) -> Node {
+        Node::try_start(shards, fsync, data_dir, &[]).expect("node starts")
+    }
+
+    /// Starts a node; `Err(stderr)` if it exits before it is ready.
+    pub fn try_start(shards: usize, fsync: &str, data_dir: &Path, extra: &[&str]) -> Result<Node, String> {
+        let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = Command::new(SQUALL)
+            .args(["node", "--shards", &shards.to_string(), "--listen", "127.0.0.1:0", "--fsync", fsync])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn squall");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("squall ready ") {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                let addrs = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addrs="))
+                    .expect("addrs in ready line")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                return Ok(Node { child: Some(child), addrs, stderr_path });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(format!("node exited with {status} before it was ready:\n{err}"));
+            }
+            assert!(Instant::now() < deadline, "node not ready within 30 s");
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addrs[0]
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL, no warning.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal and waits (≤ 30 s) for the exit status.
+    pub fn signal_and_wait(&mut self, sig: &str) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &pid]).status().expect("kill");
+        assert!(ok.success());
+        self.wait_exit()
+    }
+
+    /// Waits (≤ 30 s) for the process to exit on its own.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not exit within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+pub async fn connect(addr: &str) -> Client {
+    Client::connect(addr, ClientOptions { timeout: Duration::from_secs(10), client_name: "it".into() })
+        .await
+        .expect("connect")
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(SQUALL).args(args).output().expect("run squall");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// WAL segments of one shard, oldest first.
+pub fn segments(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
+    let dir = data_dir.join(format!("shard-{shard}"));
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("shard dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}

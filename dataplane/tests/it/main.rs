@@ -1,0 +1,8 @@
+//! Integration tests of the `squall` binary: real processes, real sockets,
+//! real files. One binary, a module per area (see ARCHITECTURE.md).
+
+mod bad_input;
+mod crash;
+mod e2e;
+mod harness;
+mod shutdown;
