@@ -102,6 +102,8 @@ struct ShardConn {
     addr: String,
     stream: TcpStream,
     rbuf: Vec<u8>,
+    /// Start of unread bytes in `rbuf`.
+    rpos: usize,
     wbuf: Vec<u8>,
 }
 
@@ -315,32 +317,43 @@ impl Client {
 impl ShardConn {
     async fn read_frame(&mut self) -> Result<(u64, Response)> {
         loop {
-            if let Some(h) = FrameHeader::parse(&self.rbuf).map_err(|e| protocol(&self.addr, &e.to_string()))? {
-                if self.rbuf.len() >= h.frame_len() {
-                    let body = &self.rbuf[wire::frame::FRAME_HEADER_BYTES..h.frame_len()];
+            let avail = &self.rbuf[self.rpos..];
+            if let Some(h) = FrameHeader::parse(avail).map_err(|e| protocol(&self.addr, &e.to_string()))? {
+                if avail.len() >= h.frame_len() {
+                    let body = &avail[wire::frame::FRAME_HEADER_BYTES..h.frame_len()];
                     let resp = decode_response_owned(body).map_err(|e: FrameError| protocol(&self.addr, &e.to_string()))?;
-                    self.rbuf.drain(..h.frame_len());
+                    self.rpos += h.frame_len();
+                    if self.rpos == self.rbuf.len() {
+                        self.rbuf.clear();
+                        self.rpos = 0;
+                    }
                     return Ok((h.request_id, resp));
                 }
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).await.map_err(|e| io(&self.addr, e))?;
+            if self.rpos > 0 {
+                self.rbuf.drain(..self.rpos);
+                self.rpos = 0;
+            }
+            self.rbuf.reserve(READ_CHUNK_BYTES);
+            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| io(&self.addr, e))?;
             if n == 0 {
                 return Err(io(
                     &self.addr,
                     std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "node closed the connection"),
                 ));
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
         }
     }
 }
+
+/// Bytes reserved for each socket read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)> {
     let handshake = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| io(addr, e))?;
         stream.set_nodelay(true).map_err(|e| io(addr, e))?;
-        let mut conn = ShardConn { addr: addr.to_owned(), stream, rbuf: Vec::new(), wbuf: Vec::new() };
+        let mut conn = ShardConn { addr: addr.to_owned(), stream, rbuf: Vec::new(), rpos: 0, wbuf: Vec::new() };
         let hello = Request::Hello(Hello {
             protocol_version: wire::PROTOCOL_VERSION,
             client_name: opts.client_name.as_bytes().to_vec(),

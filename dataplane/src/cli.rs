@@ -132,7 +132,9 @@ pub fn main() -> anyhow::Result<()> {
                 fsync: a.fsync,
                 vnodes_per_shard: a.vnodes,
                 snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
-            })
+            })?;
+            // Exit now, without tearing down the shard threads (see node::run).
+            std::process::exit(0)
         }
         Command::Kv { command } => kv(command),
     }

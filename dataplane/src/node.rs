@@ -75,6 +75,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let control = Arc::new(Control { stop, drained: AtomicUsize::new(0) });
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
     for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH).into_iter().enumerate() {
@@ -92,6 +93,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             ring: ring.clone(),
             ends,
             ready: ready_tx.clone(),
+            done: done_tx.clone(),
             topology: topo_rx,
             control: control.clone(),
             shards: n,
@@ -99,12 +101,17 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY_PER_SHARD_BYTES)
-            .spawn(move || run_shard(ctx))
+            .spawn(move || async move {
+                let (i, done) = (usize::from(ctx.id.0), ctx.done.clone());
+                let result = run_shard(ctx).await;
+                let _ = done.send((i, result));
+            })
             .map_err(std::io::Error::from)
             .with_context(|| format!("starting shard {i} on cpu {cpu}"))?;
         handles.push(handle);
     }
     drop(ready_tx);
+    drop(done_tx);
     let mut addrs = vec![None; n];
     let mut failure = None;
     for _ in 0..n {
@@ -161,12 +168,20 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     );
     // The one line scripts and tests wait for.
     println!("squall ready shards={n} addrs={}", list.join(","));
+    // Wait for every shard to finish its shutdown (drained, WAL synced).
+    // The executor threads are not joined: tearing a glommio executor down
+    // with sockets and channels still registered can take long (it once
+    // spun for minutes here), and nothing durable depends on it.
+    drop(handles);
     let mut result = Ok(());
-    for (i, h) in handles.into_iter().enumerate() {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
-            Err(e) => result = Err(anyhow::anyhow!("shard {i} panicked: {e}")),
+    for _ in 0..n {
+        match done_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((i, Err(e))) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
+            Err(_) => {
+                result = Err(anyhow::anyhow!("a shard thread died (panicked) before finishing its shutdown"));
+                break;
+            }
         }
     }
     if result.is_ok() {
@@ -225,6 +240,7 @@ struct ShardStart {
     ring: HashRing<ShardId>,
     ends: Vec<Option<PeerEnds>>,
     ready: mpsc::Sender<(usize, Result<SocketAddr, String>)>,
+    done: mpsc::Sender<(usize, Result<(), String>)>,
     topology: mpsc::Receiver<w::Topology>,
     control: Arc<Control>,
     shards: usize,

@@ -1,0 +1,15 @@
+//! # loadgen — Squall's load generator
+//!
+//! Drives a target with a fixed number of closed-loop clients and reports
+//! throughput and latency percentiles (hdrhistogram). Every mode prints the
+//! same field names (`ops_per_sec`, `p50_us`, `p99_us`, `p999_us`) so that
+//! scripts can compare runs.
+//!
+//! ## Boundary
+//! Speaks to Squall only through `client`/`wire` (what any user has); it
+//! never links the node. Redis is driven through the `redis` crate, a
+//! well-known client, with the same request mix, pipelining and timing.
+
+pub mod kv;
+pub mod report;
+pub mod workload;

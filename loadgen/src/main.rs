@@ -1,0 +1,45 @@
+//! `loadgen`: see the library docs.
+
+use clap::{Parser, Subcommand};
+use loadgen::kv;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about = "Load generator for Squall (and Redis, for comparison)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Key-value throughput and latency (closed loop, pipelined).
+    Kv(kv::KvArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Kv(args) => kv::run(&args).map(|s| {
+            if args.json {
+                println!("{}", kv::report(&args, &s));
+            } else {
+                let target = format!("{:?}", args.target).to_lowercase();
+                println!(
+                    "kv {target} {} clients={} pipeline={} keys={} value={}B reads={:.0}% zipf={}: {}",
+                    args.addr,
+                    args.clients,
+                    args.pipeline,
+                    args.keys,
+                    args.value_bytes,
+                    args.read_ratio * 100.0,
+                    args.zipf,
+                    s.line()
+                );
+            }
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("loadgen: error: {e:#}");
+        std::process::exit(2);
+    }
+}

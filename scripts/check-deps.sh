@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Enforces the crate boundaries written in each crate's lib.rs, with cargo tree.
+#   kvs-core: no runtime, no I/O crates, no other Squall crate
+#   wire:     no other Squall crate, no runtime
+#   client:   of Squall crates only wire
+#   loadgen:  of Squall crates only client and wire (never the node)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail=0
+deps() { cargo tree -p "$1" -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u; }
+forbid() {
+  local crate=$1; shift
+  local tree; tree=$(deps "$crate")
+  for bad in "$@"; do
+    if grep -qx "$bad" <<<"$tree"; then
+      echo "check-deps: $crate must not depend on $bad (see $crate/src/lib.rs)" >&2
+      fail=1
+    fi
+  done
+}
+forbid kvs-core glommio tokio mio wire client dataplane loadgen
+forbid wire glommio tokio mio kvs-core client dataplane loadgen
+forbid client glommio kvs-core dataplane loadgen
+forbid loadgen glommio kvs-core dataplane
+[ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
+exit $fail

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the project needs beyond the Rust toolchain, if missing:
+#   - redis-server (the benchmark's comparison target; Debian package)
+# Safe to run repeatedly. Run as root (or with sudo available).
+set -euo pipefail
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "install-deps: installing ${need_apt[*]} (apt)" >&2
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The packaged service may have started on 6379; the benchmark runs its own.
+exit 0

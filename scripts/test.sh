@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly what CI runs: format, lints, every test
+# (unit, property, integration with real processes), benches in test mode,
+# and the crate-boundary check. One profile (release) so the binaries the
+# tests start are the ones users run, and the build is done once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# glommio needs locked memory for io_uring (512 KiB per shard); tests run
+# nodes with up to 2 shards, several at once.
+if [ "$(ulimit -l)" != unlimited ] && [ "$(ulimit -l)" -lt 4096 ]; then
+  echo "test.sh: locked-memory limit is $(ulimit -l) KiB; the tests need >= 4096 KiB (ulimit -l 4096)" >&2
+  exit 1
+fi
+
+step() { echo; echo "== $*"; }
+step "format";       cargo fmt --all -- --check
+step "clippy";       cargo clippy --release --workspace --all-targets --locked -- -D warnings
+step "boundaries";   ./scripts/check-deps.sh
+step "tests";        cargo test --release --workspace --all-targets --locked
+step "doc tests";    cargo test --release --workspace --doc --locked
+echo; echo "test.sh: all checks passed"
