@@ -37,7 +37,9 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
-use wire::message::{Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value};
+use wire::message::{
+    Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value,
+};
 use wire::Status;
 
 pub use wire;
@@ -53,7 +55,10 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(5), client_name: "squall-client".to_owned() }
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            client_name: "squall-client".to_owned(),
+        }
     }
 }
 
@@ -122,19 +127,34 @@ impl Client {
     /// Dials `addr`, performs the handshake and learns the topology.
     pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client> {
         let (conn, topology) = dial(addr, &opts).await?;
-        let mut ring: Vec<(u64, u16)> = topology.ring.tokens.iter().map(|t| (t.position, t.shard)).collect();
+        let mut ring: Vec<(u64, u16)> = topology
+            .ring
+            .tokens
+            .iter()
+            .map(|t| (t.position, t.shard))
+            .collect();
         ring.sort_unstable();
         if topology.ring.hash != wire::RING_HASH_XXH64 || ring.is_empty() {
             return Err(ClientError::Protocol {
                 addr: addr.to_owned(),
-                message: format!("unsupported ring (hash {}, {} tokens)", topology.ring.hash, ring.len()),
+                message: format!(
+                    "unsupported ring (hash {}, {} tokens)",
+                    topology.ring.hash,
+                    ring.len()
+                ),
             });
         }
         let mut conns: Vec<Option<ShardConn>> = topology.shards.iter().map(|_| None).collect();
         if let Some(slot) = conns.get_mut(usize::from(topology.shard)) {
             *slot = Some(conn);
         }
-        Ok(Client { opts, topology, ring, conns, next_id: 1 })
+        Ok(Client {
+            opts,
+            topology,
+            ring,
+            conns,
+            next_id: 1,
+        })
     }
 
     /// What the node said at handshake.
@@ -148,7 +168,10 @@ impl Client {
     pub fn shard_for(&self, key: &[u8]) -> u16 {
         let pos = xxhash_rust::xxh64::xxh64(key, 0);
         let i = self.ring.partition_point(|(p, _)| *p < pos);
-        self.ring.get(i).or_else(|| self.ring.first()).map_or(0, |(_, s)| *s)
+        self.ring
+            .get(i)
+            .or_else(|| self.ring.first())
+            .map_or(0, |(_, s)| *s)
     }
 
     /// Reads one key.
@@ -169,7 +192,9 @@ impl Client {
             .iter()
             .map(|(shard, idx)| Op {
                 shard: *shard,
-                request: Request::Get(KvGet { keys: idx.iter().map(|&i| keys[i].to_vec()).collect() }),
+                request: Request::Get(KvGet {
+                    keys: idx.iter().map(|&i| keys[i].to_vec()).collect(),
+                }),
             })
             .collect();
         let mut out = vec![None; keys.len()];
@@ -188,7 +213,10 @@ impl Client {
 
     /// Merges `value` into `key`.
     pub async fn put(&mut self, key: &[u8], value: Value) -> Result<()> {
-        let req = Request::Put(KvPut { key: key.to_vec(), value });
+        let req = Request::Put(KvPut {
+            key: key.to_vec(),
+            value,
+        });
         match self.call(self.shard_for(key), req).await? {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
@@ -215,7 +243,10 @@ impl Client {
     /// Every shard's counters.
     pub async fn stats(&mut self) -> Result<Vec<ShardStats>> {
         let ops = (0..self.conns.len())
-            .map(|s| Op { shard: u16::try_from(s).unwrap_or(u16::MAX), request: Request::Stats })
+            .map(|s| Op {
+                shard: u16::try_from(s).unwrap_or(u16::MAX),
+                request: Request::Stats,
+            })
             .collect();
         self.execute(ops)
             .await?
@@ -231,7 +262,9 @@ impl Client {
     /// forwards) and returns its reply; error replies become `Err`.
     pub async fn call(&mut self, shard: u16, request: Request) -> Result<Response> {
         let mut replies = self.execute(vec![Op { shard, request }]).await?;
-        replies.pop().unwrap_or_else(|| Err(protocol("", "no reply")))
+        replies
+            .pop()
+            .unwrap_or_else(|| Err(protocol("", "no reply")))
     }
 
     /// Sends a batch, pipelined: all requests are written (one write per
@@ -266,27 +299,38 @@ impl Client {
             self.next_id += 1;
             slot_of_id.insert(id, i);
             waiting[s] += 1;
-            let conn = self.conns[s].as_mut().ok_or_else(|| protocol("", "connection vanished"))?;
-            encode_frame(id, &op.request, &mut conn.wbuf).map_err(|e| protocol(&conn.addr, &e.to_string()))?;
+            let conn = self.conns[s]
+                .as_mut()
+                .ok_or_else(|| protocol("", "connection vanished"))?;
+            encode_frame(id, &op.request, &mut conn.wbuf)
+                .map_err(|e| protocol(&conn.addr, &e.to_string()))?;
         }
         for conn in self.conns.iter_mut().flatten() {
             if !conn.wbuf.is_empty() {
-                conn.stream.write_all(&conn.wbuf).await.map_err(|e| io(&conn.addr, e))?;
+                conn.stream
+                    .write_all(&conn.wbuf)
+                    .await
+                    .map_err(|e| io(&conn.addr, e))?;
                 conn.wbuf.clear();
             }
         }
         let mut out: Vec<Option<Result<Response>>> = (0..ops.len()).map(|_| None).collect();
         for (s, n) in waiting.iter().enumerate() {
-            let Some(conn) = self.conns[s].as_mut() else { continue };
+            let Some(conn) = self.conns[s].as_mut() else {
+                continue;
+            };
             for _ in 0..*n {
                 let (id, resp) = conn.read_frame().await?;
-                let slot = slot_of_id
-                    .remove(&id)
-                    .ok_or_else(|| protocol(&conn.addr, &format!("reply to unknown request id {id}")))?;
+                let slot = slot_of_id.remove(&id).ok_or_else(|| {
+                    protocol(&conn.addr, &format!("reply to unknown request id {id}"))
+                })?;
                 out[slot] = Some(into_result(resp));
             }
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(protocol("", "missing reply")))).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(protocol("", "missing reply"))))
+            .collect())
     }
 
     async fn ensure_conn(&mut self, s: usize) -> Result<()> {
@@ -294,14 +338,22 @@ impl Client {
             let addr = String::from_utf8_lossy(&self.topology.shards[s].addr).into_owned();
             let (conn, _) = tokio::time::timeout(self.opts.timeout, dial(&addr, &self.opts))
                 .await
-                .map_err(|_| ClientError::Timeout { addr: addr.clone(), timeout: self.opts.timeout })??;
+                .map_err(|_| ClientError::Timeout {
+                    addr: addr.clone(),
+                    timeout: self.opts.timeout,
+                })??;
             self.conns[s] = Some(conn);
         }
         Ok(())
     }
 
     fn busy_addrs(&self) -> String {
-        let busy: Vec<&str> = self.conns.iter().flatten().map(|c| c.addr.as_str()).collect();
+        let busy: Vec<&str> = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.addr.as_str())
+            .collect();
         busy.join(", ")
     }
 
@@ -318,10 +370,13 @@ impl ShardConn {
     async fn read_frame(&mut self) -> Result<(u64, Response)> {
         loop {
             let avail = &self.rbuf[self.rpos..];
-            if let Some(h) = FrameHeader::parse(avail).map_err(|e| protocol(&self.addr, &e.to_string()))? {
+            if let Some(h) =
+                FrameHeader::parse(avail).map_err(|e| protocol(&self.addr, &e.to_string()))?
+            {
                 if avail.len() >= h.frame_len() {
                     let body = &avail[wire::frame::FRAME_HEADER_BYTES..h.frame_len()];
-                    let resp = decode_response_owned(body).map_err(|e: FrameError| protocol(&self.addr, &e.to_string()))?;
+                    let resp = decode_response_owned(body)
+                        .map_err(|e: FrameError| protocol(&self.addr, &e.to_string()))?;
                     self.rpos += h.frame_len();
                     if self.rpos == self.rbuf.len() {
                         self.rbuf.clear();
@@ -335,11 +390,18 @@ impl ShardConn {
                 self.rpos = 0;
             }
             self.rbuf.reserve(READ_CHUNK_BYTES);
-            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| io(&self.addr, e))?;
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| io(&self.addr, e))?;
             if n == 0 {
                 return Err(io(
                     &self.addr,
-                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "node closed the connection"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "node closed the connection",
+                    ),
                 ));
             }
         }
@@ -353,13 +415,22 @@ async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)>
     let handshake = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| io(addr, e))?;
         stream.set_nodelay(true).map_err(|e| io(addr, e))?;
-        let mut conn = ShardConn { addr: addr.to_owned(), stream, rbuf: Vec::new(), rpos: 0, wbuf: Vec::new() };
+        let mut conn = ShardConn {
+            addr: addr.to_owned(),
+            stream,
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
+        };
         let hello = Request::Hello(Hello {
             protocol_version: wire::PROTOCOL_VERSION,
             client_name: opts.client_name.as_bytes().to_vec(),
         });
         encode_frame(0, &hello, &mut conn.wbuf).map_err(|e| protocol(addr, &e.to_string()))?;
-        conn.stream.write_all(&conn.wbuf).await.map_err(|e| io(addr, e))?;
+        conn.stream
+            .write_all(&conn.wbuf)
+            .await
+            .map_err(|e| io(addr, e))?;
         conn.wbuf.clear();
         let (_, resp) = conn.read_frame().await?;
         match into_result(resp)? {
@@ -369,7 +440,10 @@ async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)>
     };
     tokio::time::timeout(opts.timeout, handshake)
         .await
-        .map_err(|_| ClientError::Timeout { addr: addr.to_owned(), timeout: opts.timeout })?
+        .map_err(|_| ClientError::Timeout {
+            addr: addr.to_owned(),
+            timeout: opts.timeout,
+        })?
 }
 
 fn into_result(resp: Response) -> Result<Response> {
@@ -378,7 +452,10 @@ fn into_result(resp: Response) -> Result<Response> {
             let message = String::from_utf8_lossy(&e.message).into_owned();
             Err(match Status::from_code(e.code) {
                 Some(status) => ClientError::Server { status, message },
-                None => ClientError::UnknownStatus { code: e.code, message },
+                None => ClientError::UnknownStatus {
+                    code: e.code,
+                    message,
+                },
             })
         }
         ok => Ok(ok),
@@ -390,9 +467,15 @@ fn unexpected(resp: &Response) -> ClientError {
 }
 
 fn protocol(addr: &str, message: &str) -> ClientError {
-    ClientError::Protocol { addr: addr.to_owned(), message: message.to_owned() }
+    ClientError::Protocol {
+        addr: addr.to_owned(),
+        message: message.to_owned(),
+    }
 }
 
 fn io(addr: &str, source: std::io::Error) -> ClientError {
-    ClientError::Io { addr: addr.to_owned(), source }
+    ClientError::Io {
+        addr: addr.to_owned(),
+        source,
+    }
 }

@@ -13,7 +13,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kvs_core::partition::Applied;
 use kvs_core::{Lsn, ShardId};
-use wire::frame::{decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
+use wire::frame::{
+    decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES,
+};
 use wire::limits::{FRAME_BODY_BYTES_MAX, KEYS_PER_GET_MAX};
 use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
@@ -28,7 +30,11 @@ enum Deferred {
     /// The whole request went to one owner.
     Single { request_id: u64, reply: ReplyFuture },
     /// A get whose keys span shards: local values filled in, the rest pending.
-    Get { request_id: u64, values: Vec<Option<w::Value>>, parts: Vec<(Vec<usize>, ReplyFuture)> },
+    Get {
+        request_id: u64,
+        values: Vec<Option<w::Value>>,
+        parts: Vec<(Vec<usize>, ReplyFuture)>,
+    },
 }
 
 struct Conn {
@@ -48,7 +54,10 @@ struct Conn {
 /// shutdown.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut c = Conn {
         shard,
         stream,
@@ -120,7 +129,10 @@ impl Conn {
         let mut handled = 0;
         let mut fatal = None;
         while handled < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
-            let header = match FrameHeader::parse_with_limit(&self.rbuf[off..self.filled], FRAME_BODY_BYTES_MAX) {
+            let header = match FrameHeader::parse_with_limit(
+                &self.rbuf[off..self.filled],
+                FRAME_BODY_BYTES_MAX,
+            ) {
                 Ok(Some(h)) if self.filled - off >= h.frame_len() => h,
                 Ok(_) => break,
                 Err(e) => {
@@ -137,7 +149,8 @@ impl Conn {
             // Move the buffer out so the body can be borrowed while `self`
             // is mutated; moved back below (no copy).
             let rbuf = std::mem::take(&mut self.rbuf);
-            self.handle_frame(header.request_id, &rbuf[start..end]).await;
+            self.handle_frame(header.request_id, &rbuf[start..end])
+                .await;
             self.rbuf = rbuf;
             off = end;
             handled += 1;
@@ -155,18 +168,26 @@ impl Conn {
             Err(e) => return self.error(request_id, e.status(), &e.to_string()),
         };
         if !self.greeted && !matches!(req, ArchivedRequest::Hello(_)) {
-            return self.error(request_id, Status::HandshakeRequired, "send Hello first: it returns the topology");
+            return self.error(
+                request_id,
+                Status::HandshakeRequired,
+                "send Hello first: it returns the topology",
+            );
         }
         match req {
             ArchivedRequest::Hello(h) => {
                 let v = h.protocol_version.to_native();
                 if v != wire::PROTOCOL_VERSION {
-                    let msg = format!("protocol version {v} is not supported; this node speaks {}", wire::PROTOCOL_VERSION);
+                    let msg = format!(
+                        "protocol version {v} is not supported; this node speaks {}",
+                        wire::PROTOCOL_VERSION
+                    );
                     return self.error(request_id, Status::VersionMismatch, &msg);
                 }
                 self.greeted = true;
                 let body = &self.shard.hello_body;
-                self.wbuf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                self.wbuf
+                    .extend_from_slice(&(body.len() as u32).to_le_bytes());
                 self.wbuf.extend_from_slice(&request_id.to_le_bytes());
                 self.wbuf.extend_from_slice(body);
             }
@@ -178,7 +199,8 @@ impl Conn {
             ArchivedRequest::Get(get) => self.get(request_id, get).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);
-                self.write(request_id, put.key.as_slice(), Some(value)).await;
+                self.write(request_id, put.key.as_slice(), Some(value))
+                    .await;
             }
             ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
         }
@@ -192,8 +214,16 @@ impl Conn {
         }
         let me = self.shard.id;
         // Fast path: every key is ours.
-        if get.keys.iter().all(|k| self.shard.owner(k.as_slice()) == me) {
-            let values = get.keys.iter().map(|k| self.shard.get_local(k.as_slice())).collect();
+        if get
+            .keys
+            .iter()
+            .all(|k| self.shard.owner(k.as_slice()) == me)
+        {
+            let values = get
+                .keys
+                .iter()
+                .map(|k| self.shard.get_local(k.as_slice()))
+                .collect();
             return self.reply(request_id, &w::Response::Values(values));
         }
         let mut values = vec![None; n];
@@ -216,7 +246,11 @@ impl Conn {
                 None => return self.no_peer(request_id, owner),
             }
         }
-        self.deferred.push(Deferred::Get { request_id, values, parts });
+        self.deferred.push(Deferred::Get {
+            request_id,
+            values,
+            parts,
+        });
     }
 
     async fn write(&mut self, request_id: u64, key: &[u8], value: Option<kvs_core::Value>) {
@@ -252,7 +286,11 @@ impl Conn {
     }
 
     fn no_peer(&mut self, request_id: u64, owner: ShardId) {
-        self.error(request_id, Status::Internal, &format!("no route to {owner}"));
+        self.error(
+            request_id,
+            Status::Internal,
+            &format!("no route to {owner}"),
+        );
     }
 
     fn reply(&mut self, request_id: u64, resp: &w::Response) {
@@ -284,7 +322,11 @@ impl Conn {
                     let resp = reply.await.into_response();
                     self.reply(request_id, &resp);
                 }
-                Deferred::Get { request_id, mut values, parts } => {
+                Deferred::Get {
+                    request_id,
+                    mut values,
+                    parts,
+                } => {
                     let mut failed = None;
                     for (idx, reply) in parts {
                         match reply.await.into_response() {

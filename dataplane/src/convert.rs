@@ -8,14 +8,21 @@ use kvs_core::lattice::{Causal, CausalVersion, Lww, Priority, Timestamp, Value, 
 use wire::message as w;
 
 fn clock_from(entries: &[w::ArchivedClockEntry]) -> VectorClock {
-    VectorClock::from_entries(entries.iter().map(|e| (e.node.to_native(), e.counter.to_native())))
+    VectorClock::from_entries(
+        entries
+            .iter()
+            .map(|e| (e.node.to_native(), e.counter.to_native())),
+    )
 }
 
 fn causal_from(versions: &[w::ArchivedCausalVersion], with_deps: bool) -> Causal {
     Causal::from_versions(versions.iter().map(|v| CausalVersion {
         clock: clock_from(&v.clock),
         deps: if with_deps {
-            v.deps.iter().map(|d| (d.key.to_vec(), clock_from(&d.clock))).collect::<BTreeMap<_, _>>()
+            v.deps
+                .iter()
+                .map(|d| (d.key.to_vec(), clock_from(&d.clock)))
+                .collect::<BTreeMap<_, _>>()
         } else {
             BTreeMap::new()
         },
@@ -27,32 +34,47 @@ fn causal_from(versions: &[w::ArchivedCausalVersion], with_deps: bool) -> Causal
 /// as 0: the owning shard stamps it (see `Shard::stamp`).
 #[must_use]
 pub fn value_from_archived(v: &w::ArchivedValue) -> Value {
-    let set = |items: &[wire::rkyv::vec::ArchivedVec<u8>]| items.iter().map(|i| i.to_vec()).collect::<BTreeSet<_>>();
+    let set = |items: &[wire::rkyv::vec::ArchivedVec<u8>]| {
+        items.iter().map(|i| i.to_vec()).collect::<BTreeSet<_>>()
+    };
     match v {
         w::ArchivedValue::Lww(l) => Value::Lww(Lww::new(
-            Timestamp { clock: l.timestamp.to_native(), writer: l.writer.to_native() },
+            Timestamp {
+                clock: l.timestamp.to_native(),
+                writer: l.writer.to_native(),
+            },
             l.bytes.to_vec(),
         )),
         w::ArchivedValue::Set(s) => Value::Set(set(s)),
         w::ArchivedValue::OrderedSet(s) => Value::OrderedSet(set(s)),
         w::ArchivedValue::Max(m) => Value::Max(m.to_native()),
-        w::ArchivedValue::Priority(p) => {
-            Value::Priority(Priority { priority: p.priority.to_native(), value: p.bytes.to_vec() })
-        }
+        w::ArchivedValue::Priority(p) => Value::Priority(Priority {
+            priority: p.priority.to_native(),
+            value: p.bytes.to_vec(),
+        }),
         w::ArchivedValue::SingleKeyCausal(c) => Value::SingleKeyCausal(causal_from(c, false)),
         w::ArchivedValue::MultiKeyCausal(c) => Value::MultiKeyCausal(causal_from(c, true)),
     }
 }
 
 fn clock_to(vc: &VectorClock) -> Vec<w::ClockEntry> {
-    vc.entries().map(|(node, counter)| w::ClockEntry { node, counter }).collect()
+    vc.entries()
+        .map(|(node, counter)| w::ClockEntry { node, counter })
+        .collect()
 }
 
 fn causal_to(c: &Causal) -> Vec<w::CausalVersion> {
     c.versions()
         .map(|v| w::CausalVersion {
             clock: clock_to(&v.clock),
-            deps: v.deps.iter().map(|(k, vc)| w::Dependency { key: k.clone(), clock: clock_to(vc) }).collect(),
+            deps: v
+                .deps
+                .iter()
+                .map(|(k, vc)| w::Dependency {
+                    key: k.clone(),
+                    clock: clock_to(vc),
+                })
+                .collect(),
             bytes: v.value.clone(),
         })
         .collect()
@@ -73,7 +95,10 @@ pub fn value_to_wire(v: &Value) -> w::Value {
         Value::Set(s) => w::Value::Set(s.iter().cloned().collect()),
         Value::OrderedSet(s) => w::Value::OrderedSet(s.iter().cloned().collect()),
         Value::Max(m) => w::Value::Max(*m),
-        Value::Priority(p) => w::Value::Priority(w::PriorityValue { priority: p.priority, bytes: p.value.clone() }),
+        Value::Priority(p) => w::Value::Priority(w::PriorityValue {
+            priority: p.priority,
+            bytes: p.value.clone(),
+        }),
         Value::SingleKeyCausal(c) => w::Value::SingleKeyCausal(causal_to(c)),
         Value::MultiKeyCausal(c) => w::Value::MultiKeyCausal(causal_to(c)),
     }
@@ -87,27 +112,50 @@ mod tests {
     #[test]
     fn every_kind_survives_wire_and_back() {
         let values = [
-            w::Value::Lww(w::LwwValue { timestamp: 5, writer: 2, bytes: b"x".to_vec() }),
+            w::Value::Lww(w::LwwValue {
+                timestamp: 5,
+                writer: 2,
+                bytes: b"x".to_vec(),
+            }),
             w::Value::Set(vec![b"a".to_vec(), b"b".to_vec()]),
             w::Value::OrderedSet(vec![b"a".to_vec(), b"z".to_vec()]),
             w::Value::Max(9),
-            w::Value::Priority(w::PriorityValue { priority: 1, bytes: b"p".to_vec() }),
+            w::Value::Priority(w::PriorityValue {
+                priority: 1,
+                bytes: b"p".to_vec(),
+            }),
             w::Value::SingleKeyCausal(vec![w::CausalVersion {
-                clock: vec![w::ClockEntry { node: 1, counter: 2 }],
+                clock: vec![w::ClockEntry {
+                    node: 1,
+                    counter: 2,
+                }],
                 deps: vec![],
                 bytes: b"c".to_vec(),
             }]),
             w::Value::MultiKeyCausal(vec![w::CausalVersion {
-                clock: vec![w::ClockEntry { node: 1, counter: 2 }],
-                deps: vec![w::Dependency { key: b"d".to_vec(), clock: vec![w::ClockEntry { node: 3, counter: 1 }] }],
+                clock: vec![w::ClockEntry {
+                    node: 1,
+                    counter: 2,
+                }],
+                deps: vec![w::Dependency {
+                    key: b"d".to_vec(),
+                    clock: vec![w::ClockEntry {
+                        node: 3,
+                        counter: 1,
+                    }],
+                }],
                 bytes: b"m".to_vec(),
             }]),
         ];
         for v in values {
             let mut buf = Vec::new();
-            let req = w::Request::Put(w::KvPut { key: b"k".to_vec(), value: v.clone() });
+            let req = w::Request::Put(w::KvPut {
+                key: b"k".to_vec(),
+                value: v.clone(),
+            });
             encode_frame(1, &req, &mut buf).unwrap();
-            let w::ArchivedRequest::Put(put) = decode_request(&buf[FRAME_HEADER_BYTES..]).unwrap() else {
+            let w::ArchivedRequest::Put(put) = decode_request(&buf[FRAME_HEADER_BYTES..]).unwrap()
+            else {
                 panic!("not a put")
             };
             assert_eq!(value_to_wire(&value_from_archived(&put.value)), v);

@@ -49,7 +49,10 @@ impl Future for Wait<'_> {
         if self.event.set.get() {
             return Poll::Ready(());
         }
-        self.event.waiters.borrow_mut().insert(self.id, cx.waker().clone());
+        self.event
+            .waiters
+            .borrow_mut()
+            .insert(self.id, cx.waker().clone());
         Poll::Pending
     }
 }

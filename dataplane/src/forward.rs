@@ -15,7 +15,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use kvs_core::Value;
 use wire::message as w;
 use wire::Status;
@@ -47,9 +49,10 @@ impl ShardReply {
             ShardReply::Values(v) => w::Response::Values(v),
             ShardReply::Stored => w::Response::Stored,
             ShardReply::Deleted(removed) => w::Response::Deleted(w::Deleted { removed }),
-            ShardReply::Error(status, msg) => {
-                w::Response::Error(w::ErrorBody { code: status.code(), message: msg.into_bytes() })
-            }
+            ShardReply::Error(status, msg) => w::Response::Error(w::ErrorBody {
+                code: status.code(),
+                message: msg.into_bytes(),
+            }),
         }
     }
 }
@@ -75,22 +78,26 @@ pub struct PeerEnds {
     pub replies_out: SharedSender<ReplyEnvelope>,
 }
 
+type Ends<T> = (Option<SharedSender<T>>, Option<SharedReceiver<T>>);
+
+/// `grid[a][b]`: a channel whose sender belongs to shard a, receiver to b.
+fn grid<T: Send>(n: usize, depth: usize) -> Vec<Vec<Ends<T>>> {
+    (0..n)
+        .map(|_| {
+            (0..n)
+                .map(|_| {
+                    let (tx, rx) = glommio::channels::shared_channel::new_bounded(depth);
+                    (Some(tx), Some(rx))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Builds the channel mesh: `ends[a][b]` are shard a's ends towards b.
 pub fn mesh(shards: usize, depth: usize) -> Vec<Vec<Option<PeerEnds>>> {
-    let mut req: HashMap<(usize, usize), (Option<SharedSender<Envelope>>, Option<SharedReceiver<Envelope>>)> =
-        HashMap::new();
-    let mut rep: HashMap<(usize, usize), (Option<SharedSender<ReplyEnvelope>>, Option<SharedReceiver<ReplyEnvelope>>)> =
-        HashMap::new();
-    for a in 0..shards {
-        for b in 0..shards {
-            if a != b {
-                let (tx, rx) = glommio::channels::shared_channel::new_bounded(depth);
-                req.insert((a, b), (Some(tx), Some(rx)));
-                let (tx, rx) = glommio::channels::shared_channel::new_bounded(depth);
-                rep.insert((a, b), (Some(tx), Some(rx)));
-            }
-        }
-    }
+    let mut req = grid::<Envelope>(shards, depth);
+    let mut rep = grid::<ReplyEnvelope>(shards, depth);
     let mut out = Vec::with_capacity(shards);
     for a in 0..shards {
         let mut row = Vec::with_capacity(shards);
@@ -99,18 +106,24 @@ pub fn mesh(shards: usize, depth: usize) -> Vec<Vec<Option<PeerEnds>>> {
                 row.push(None);
                 continue;
             }
-            // a → b requests: a holds the sender, b the receiver.
-            // b → a replies (to a's requests): b holds the sender, a the receiver.
-            let requests_out = req.get_mut(&(a, b)).and_then(|e| e.0.take());
-            let requests_in = req.get_mut(&(b, a)).and_then(|e| e.1.take());
-            let replies_out = rep.get_mut(&(a, b)).and_then(|e| e.0.take());
-            let replies_in = rep.get_mut(&(b, a)).and_then(|e| e.1.take());
-            match (requests_out, replies_in, requests_in, replies_out) {
-                (Some(requests_out), Some(replies_in), Some(requests_in), Some(replies_out)) => {
-                    row.push(Some(PeerEnds { requests_out, replies_in, requests_in, replies_out }))
-                }
-                _ => unreachable!("each channel end is taken exactly once"),
-            }
+            // Requests a→b: a sends, b receives. Replies to a's requests:
+            // b sends on rep[b][a], a receives.
+            let ends = (
+                req[a][b].0.take(),
+                rep[b][a].1.take(),
+                req[b][a].1.take(),
+                rep[a][b].0.take(),
+            );
+            let (Some(requests_out), Some(replies_in), Some(requests_in), Some(replies_out)) = ends
+            else {
+                unreachable!("each channel end is taken exactly once")
+            };
+            row.push(Some(PeerEnds {
+                requests_out,
+                replies_in,
+                requests_in,
+                replies_out,
+            }));
         }
         out.push(row);
     }
@@ -138,7 +151,9 @@ impl Peer {
         self.pending.borrow_mut().insert(token, tx);
         if self.tx.send(Envelope { token, op }).await.is_err() {
             self.pending.borrow_mut().remove(&token);
-            return Box::pin(async { ShardReply::Error(Status::ShuttingDown, "the owning shard has stopped".into()) });
+            return Box::pin(async {
+                ShardReply::Error(Status::ShuttingDown, "the owning shard has stopped".into())
+            });
         }
         let me = self.clone();
         Box::pin(async move {
@@ -148,7 +163,9 @@ impl Peer {
             };
             match futures_lite::future::or(async { Some(rx.await) }, timeout).await {
                 Some(Ok(reply)) => reply,
-                Some(Err(_)) => ShardReply::Error(Status::ShuttingDown, "the owning shard has stopped".into()),
+                Some(Err(_)) => {
+                    ShardReply::Error(Status::ShuttingDown, "the owning shard has stopped".into())
+                }
                 None => {
                     me.pending.borrow_mut().remove(&token);
                     ShardReply::Error(
@@ -186,11 +203,24 @@ pub async fn connect(shard: &Rc<Shard>, ends: Vec<Option<PeerEnds>>) -> Vec<Opti
             peers.push(None);
             continue;
         };
-        let (tx, replies_in, requests_in, replies_out) =
-            (tx.await, replies_in.await, requests_in.await, replies_out.await);
-        let peer = Rc::new(Peer { tx, pending: RefCell::new(HashMap::new()), next_token: Cell::new(0) });
+        let (tx, replies_in, requests_in, replies_out) = (
+            tx.await,
+            replies_in.await,
+            requests_in.await,
+            replies_out.await,
+        );
+        let peer = Rc::new(Peer {
+            tx,
+            pending: RefCell::new(HashMap::new()),
+            next_token: Cell::new(0),
+        });
         glommio::spawn_local(collect_replies(peer.clone(), replies_in)).detach();
-        glommio::spawn_local(serve_forwarded(shard.clone(), requests_in, Rc::new(replies_out))).detach();
+        glommio::spawn_local(serve_forwarded(
+            shard.clone(),
+            requests_in,
+            Rc::new(replies_out),
+        ))
+        .detach();
         peers.push(Some(peer));
     }
     peers
@@ -210,7 +240,10 @@ async fn serve_forwarded(
     replies: Rc<ConnectedSender<ReplyEnvelope>>,
 ) {
     while let Some(Envelope { token, op }) = rx.recv().await {
-        shard.stats.forwarded_in.set(shard.stats.forwarded_in.get() + 1);
+        shard
+            .stats
+            .forwarded_in
+            .set(shard.stats.forwarded_in.get() + 1);
         // Applied now, in arrival order; the reply waits for durability in
         // its own task so later requests are not held up.
         let (reply, lsn) = shard.execute(op);

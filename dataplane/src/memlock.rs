@@ -37,8 +37,12 @@ fn check_against(shards: usize, limit: Option<u64>) -> anyhow::Result<()> {
 
 /// `Some(None)` = unlimited, `Some(Some(bytes))`, `None` = not found.
 fn parse_soft_limit(limits: &str) -> Option<Option<u64>> {
-    let line = limits.lines().find(|l| l.starts_with("Max locked memory"))?;
-    let soft = line["Max locked memory".len()..].split_whitespace().next()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    let soft = line["Max locked memory".len()..]
+        .split_whitespace()
+        .next()?;
     if soft == "unlimited" {
         return Some(None);
     }
@@ -53,7 +57,10 @@ mod tests {
     fn parses_proc_limits() {
         let text = "Limit Soft Hard Units\nMax locked memory         8388608              8388608              bytes\n";
         assert_eq!(parse_soft_limit(text), Some(Some(8 << 20)));
-        assert_eq!(parse_soft_limit("Max locked memory unlimited unlimited bytes"), Some(None));
+        assert_eq!(
+            parse_soft_limit("Max locked memory unlimited unlimited bytes"),
+            Some(None)
+        );
         assert_eq!(parse_soft_limit("nothing"), None);
     }
 

@@ -29,7 +29,8 @@ use wire::Status;
 
 use crate::forward::{self, PeerEnds};
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS,
+    CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, SHARDS_MAX,
+    SHUTDOWN_DRAIN_TIMEOUT_MS,
 };
 use crate::shard::{bump, Shard};
 use crate::storage::{FsyncPolicy, Storage};
@@ -45,6 +46,8 @@ pub struct NodeConfig {
     pub fsync: FsyncPolicy,
     pub vnodes_per_shard: u32,
     pub snapshot_wal_bytes: u64,
+    /// Busy-poll this long before a shard sleeps (0 = sleep at once).
+    pub spin_before_park_us: u64,
 }
 
 /// Shared between the main thread and the shards.
@@ -72,17 +75,27 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     crate::memlock::check(n)?;
     let cpus = core_ids();
     let (host, base_port) = split_listen(&config.listen)?;
-    let control = Arc::new(Control { stop, drained: AtomicUsize::new(0) });
+    let control = Arc::new(Control {
+        stop,
+        drained: AtomicUsize::new(0),
+    });
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
-    for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH).into_iter().enumerate() {
+    for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH)
+        .into_iter()
+        .enumerate()
+    {
         let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
         topo_txs.push(topo_tx);
         let cpu = cpus[i % cpus.len()];
-        let port = if base_port == 0 { 0 } else { base_port + i as u16 };
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port + i as u16
+        };
         let listen = format!("{host}:{port}");
         let ctx = ShardStart {
             id: ShardId(i as u16),
@@ -98,9 +111,13 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             control: control.clone(),
             shards: n,
         };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
-            .io_memory(IO_MEMORY_PER_SHARD_BYTES)
+            .io_memory(IO_MEMORY_PER_SHARD_BYTES);
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 let (i, done) = (usize::from(ctx.id.0), ctx.done.clone());
                 let result = run_shard(ctx).await;
@@ -141,12 +158,22 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         shards: addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| w::ShardInfo { id: i as u16, addr: a.to_string().into_bytes() })
+            .map(|(i, a)| w::ShardInfo {
+                id: i as u16,
+                addr: a.to_string().into_bytes(),
+            })
             .collect(),
         ring: w::RingInfo {
             hash: wire::RING_HASH_XXH64,
             vnodes_per_shard: config.vnodes_per_shard,
-            tokens: ring.tokens().iter().map(|&(position, s)| w::RingToken { position, shard: s.0 }).collect(),
+            tokens: ring
+                .tokens()
+                .iter()
+                .map(|&(position, s)| w::RingToken {
+                    position,
+                    shard: s.0,
+                })
+                .collect(),
         },
         limits: w::Limits {
             frame_body_bytes_max: wire::limits::FRAME_BODY_BYTES_MAX as u32,
@@ -179,7 +206,9 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             Ok((_, Ok(()))) => {}
             Ok((i, Err(e))) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
             Err(_) => {
-                result = Err(anyhow::anyhow!("a shard thread died (panicked) before finishing its shutdown"));
+                result = Err(anyhow::anyhow!(
+                    "a shard thread died (panicked) before finishing its shutdown"
+                ));
                 break;
             }
         }
@@ -249,10 +278,12 @@ struct ShardStart {
 async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     let i = usize::from(ctx.id.0);
     let started = async {
-        let (storage, recovered) = Storage::open(ctx.dir.clone(), ctx.id, ctx.fsync, ctx.snapshot_wal_bytes)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        let listener = TcpListener::bind(&ctx.listen).map_err(|e| format!("cannot listen on {}: {e}", ctx.listen))?;
+        let (storage, recovered) =
+            Storage::open(ctx.dir.clone(), ctx.id, ctx.fsync, ctx.snapshot_wal_bytes)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        let listener = TcpListener::bind(&ctx.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", ctx.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         Ok::<_, String>((storage, recovered, listener, addr))
     };
@@ -297,14 +328,21 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
     if shard.open_connections.get() > 0 {
-        log::warn!("{}: {} connection(s) still busy after the drain timeout", ctx.id, shard.open_connections.get());
+        log::warn!(
+            "{}: {} connection(s) still busy after the drain timeout",
+            ctx.id,
+            shard.open_connections.get()
+        );
     }
     // Other shards may still forward their in-flight requests here.
     ctx.control.drained.fetch_add(1, Ordering::SeqCst);
     while ctx.control.drained.load(Ordering::SeqCst) < ctx.shards && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
-    storage.close().await.map_err(|e| format!("{}: final WAL flush failed: {e:#}", ctx.id))?;
+    storage
+        .close()
+        .await
+        .map_err(|e| format!("{}: final WAL flush failed: {e:#}", ctx.id))?;
     log::info!("{}: stopped; WAL flushed and synced", ctx.id);
     Ok(())
 }
@@ -344,7 +382,8 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
 async fn refuse(mut stream: glommio::net::TcpStream) {
     use futures_lite::AsyncWriteExt;
     let mut buf = Vec::new();
-    let msg = format!("this shard already serves {CONNECTIONS_PER_SHARD_MAX} connections; retry later");
+    let msg =
+        format!("this shard already serves {CONNECTIONS_PER_SHARD_MAX} connections; retry later");
     wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
     let _ = stream.write_all(&buf).await;
 }

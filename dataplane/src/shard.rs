@@ -61,7 +61,9 @@ pub struct Shard {
 pub const NODE_WRITER_BASE: u64 = 1 << 63;
 
 fn wall_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Shard {
@@ -98,11 +100,18 @@ impl Shard {
 
     /// The peer towards `shard`.
     pub fn peer(&self, shard: ShardId) -> Option<Rc<Peer>> {
-        self.peers.borrow().get(usize::from(shard.0)).cloned().flatten()
+        self.peers
+            .borrow()
+            .get(usize::from(shard.0))
+            .cloned()
+            .flatten()
     }
 
     fn stamp(&self) -> Timestamp {
-        Timestamp { clock: self.clock.borrow_mut().tick(wall_us()), writer: self.writer }
+        Timestamp {
+            clock: self.clock.borrow_mut().tick(wall_us()),
+            writer: self.writer,
+        }
     }
 
     /// Reads a local key into its wire form.
@@ -113,12 +122,21 @@ impl Shard {
 
     /// Applies a put or delete to this shard's partition and queues its WAL
     /// record. Returns the LSN to wait for before acknowledging.
-    pub fn write(&self, key: Vec<u8>, value: Option<Value>) -> Result<(Applied, Lsn), (Status, String)> {
-        self.storage.check_writable().map_err(|e| (Status::StorageFailure, e))?;
+    pub fn write(
+        &self,
+        key: Vec<u8>,
+        value: Option<Value>,
+    ) -> Result<(Applied, Lsn), (Status, String)> {
+        self.storage
+            .check_writable()
+            .map_err(|e| (Status::StorageFailure, e))?;
         let m = match value {
             Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
                 let (_, bytes) = lww.into_parts();
-                Mutation::Put { key, value: Value::Lww(Lww::new(self.stamp(), bytes)) }
+                Mutation::Put {
+                    key,
+                    value: Value::Lww(Lww::new(self.stamp(), bytes)),
+                }
             }
             Some(value) => {
                 if let Value::Lww(lww) = &value {
@@ -126,7 +144,10 @@ impl Shard {
                 }
                 Mutation::Put { key, value }
             }
-            None => Mutation::Delete { key, ts: self.stamp() },
+            None => Mutation::Delete {
+                key,
+                ts: self.stamp(),
+            },
         };
         let mut partition = self.partition.borrow_mut();
         partition.check(&m).map_err(partition_status)?;
@@ -134,15 +155,26 @@ impl Shard {
         let is_put = matches!(m, Mutation::Put { .. });
         // `check` passed, so `apply` accepts it: the logged record and the
         // in-memory state never diverge.
-        let applied = partition.apply(m).map_err(|e| (Status::Internal, format!("checked mutation refused: {e}")))?;
-        bump(if is_put { &self.stats.puts } else { &self.stats.deletes });
+        let applied = partition
+            .apply(m)
+            .map_err(|e| (Status::Internal, format!("checked mutation refused: {e}")))?;
+        bump(if is_put {
+            &self.stats.puts
+        } else {
+            &self.stats.deletes
+        });
         Ok((applied, lsn))
     }
 
     /// Executes a forwarded operation (this shard owns its keys).
     pub fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
         let result = match op {
-            ShardOp::Get(keys) => return (ShardReply::Values(keys.iter().map(|k| self.get_local(k)).collect()), None),
+            ShardOp::Get(keys) => {
+                return (
+                    ShardReply::Values(keys.iter().map(|k| self.get_local(k)).collect()),
+                    None,
+                )
+            }
             ShardOp::Put(key, value) => self.write(key, Some(value)),
             ShardOp::Delete(key) => self.write(key, None),
         };

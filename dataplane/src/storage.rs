@@ -111,7 +111,10 @@ fn snapshot_name(lsn: Lsn) -> String {
 }
 
 fn parse_num(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+    name.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
 }
 
 /// Files found in a shard directory.
@@ -153,20 +156,31 @@ impl Storage {
         let snap = match listing.snapshots.last() {
             Some(&lsn) => {
                 let name = snapshot_name(Lsn(lsn));
-                Some((name.clone(), std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?))
+                Some((
+                    name.clone(),
+                    std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+                ))
             }
             None => None,
         };
         let mut segs = Vec::new();
         for &seq in &listing.segments {
             let name = segment_name(seq);
-            segs.push((name.clone(), std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?));
+            segs.push((
+                name.clone(),
+                std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+            ));
         }
         let recovered = recover(
             snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
             segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
         )
-        .with_context(|| format!("{shard}: recovery of {} failed; refusing to start", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "{shard}: recovery of {} failed; refusing to start",
+                dir.display()
+            )
+        })?;
 
         let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
             (Some(&seq), Some(torn)) => {
@@ -178,7 +192,9 @@ impl Storage {
                     torn.offset,
                     torn.reason
                 );
-                let f = std::fs::OpenOptions::new().write(true).open(dir.join(&name))?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(&name))?;
                 f.set_len(torn.offset as u64)?;
                 f.sync_all()?;
                 (seq, torn.offset as u64)
@@ -238,7 +254,10 @@ impl Storage {
     /// Fails if an earlier write failed: the shard then refuses writes.
     pub fn check_writable(&self) -> Result<(), String> {
         match &self.state.borrow().failed {
-            Some(e) => Err(format!("{}: the WAL failed earlier ({e}); this shard refuses writes", self.shard)),
+            Some(e) => Err(format!(
+                "{}: the WAL failed earlier ({e}); this shard refuses writes",
+                self.shard
+            )),
             None => Ok(()),
         }
     }
@@ -277,7 +296,8 @@ impl Storage {
             s.waiters.push((lsn, tx));
             rx
         };
-        rx.await.unwrap_or_else(|_| Err("the WAL flusher stopped".to_owned()))
+        rx.await
+            .unwrap_or_else(|_| Err("the WAL flusher stopped".to_owned()))
     }
 
     /// Counters for stats.
@@ -296,7 +316,9 @@ impl Storage {
 
     /// The group-commit loop; runs for the shard's lifetime.
     pub async fn run_flusher(self: Rc<Self>, partition: Rc<RefCell<Partition>>) {
-        let Some(kicked) = self.kicked.borrow_mut().take() else { return };
+        let Some(kicked) = self.kicked.borrow_mut().take() else {
+            return;
+        };
         loop {
             let batch = {
                 let mut s = self.state.borrow_mut();
@@ -316,7 +338,10 @@ impl Storage {
             };
             if let Err(e) = self.flush(buf, Lsn(upto)).await {
                 let msg = format!("{e:#}");
-                log::error!("{}: WAL write failed, refusing further writes: {msg}", self.shard);
+                log::error!(
+                    "{}: WAL write failed, refusing further writes: {msg}",
+                    self.shard
+                );
                 let mut s = self.state.borrow_mut();
                 s.failed = Some(msg.clone());
                 for (_, tx) in s.waiters.drain(..) {
@@ -329,7 +354,10 @@ impl Storage {
                 if let Err(e) = self.snapshot(&partition).await {
                     // The WAL still holds everything: a failed snapshot only
                     // means a longer replay; try again after more writes.
-                    log::error!("{}: snapshot failed (the WAL keeps every write): {e:#}", self.shard);
+                    log::error!(
+                        "{}: snapshot failed (the WAL keeps every write): {e:#}",
+                        self.shard
+                    );
                     self.state.borrow_mut().bytes_since_snapshot = 0;
                 }
             }
@@ -402,7 +430,11 @@ impl Storage {
         let (bytes, lsn, old_seq) = {
             let s = self.state.borrow();
             let lsn = Lsn(s.next_lsn.0 - 1);
-            (encode_snapshot(&partition.borrow(), lsn), lsn, s.segment_seq)
+            (
+                encode_snapshot(&partition.borrow(), lsn),
+                lsn,
+                s.segment_seq,
+            )
         };
         let new_seq = old_seq + 1;
         let file = open_segment(&self.dir, new_seq).await?;
@@ -419,7 +451,13 @@ impl Storage {
         let name = snapshot_name(lsn);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let size = bytes.len();
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).buffered_open(&tmp).await.io()?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&tmp)
+            .await
+            .io()?;
         write_all(&f, bytes, 0).await?;
         f.fdatasync().await.io()?;
         f.rename(self.dir.join(&name)).await.io()?;
@@ -468,7 +506,8 @@ async fn open_segment(dir: &Path, seq: u64) -> anyhow::Result<BufferedFile> {
         .write(true)
         .create(true)
         .buffered_open(&path)
-        .await.io()
+        .await
+        .io()
         .with_context(|| format!("opening {}", path.display()))
 }
 
@@ -485,7 +524,10 @@ async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> anyhow::Resul
 }
 
 async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    let d = Directory::open(dir).await.io().with_context(|| format!("opening directory {}", dir.display()))?;
+    let d = Directory::open(dir)
+        .await
+        .io()
+        .with_context(|| format!("opening directory {}", dir.display()))?;
     d.sync().await.io()?;
     d.close().await.io()?;
     Ok(())

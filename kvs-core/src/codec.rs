@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
-use crate::lattice::{Causal, CausalVersion, LatticeKind, Lww, Priority, Timestamp, Value, VectorClock};
+use crate::lattice::{
+    Causal, CausalVersion, LatticeKind, Lww, Priority, Timestamp, Value, VectorClock,
+};
 use crate::limits::{COLLECTION_LEN_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Input that is not a valid encoding.
@@ -31,7 +33,11 @@ pub enum DecodeError {
     #[error("unknown {what} tag {tag}")]
     UnknownTag { what: &'static str, tag: u8 },
     #[error("{what} length {len} exceeds the limit {max}")]
-    TooLong { what: &'static str, len: usize, max: usize },
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{0} trailing bytes after the encoding")]
     Trailing(usize),
 }
@@ -132,7 +138,9 @@ impl<'a> Decoder<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.input.len() < n {
-            return Err(DecodeError::Truncated { needed: n - self.input.len() });
+            return Err(DecodeError::Truncated {
+                needed: n - self.input.len(),
+            });
         }
         let (head, tail) = self.input.split_at(n);
         self.input = tail;
@@ -160,7 +168,11 @@ impl<'a> Decoder<'a> {
     fn len(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let len = self.u32()? as usize;
         if len > COLLECTION_LEN_MAX {
-            return Err(DecodeError::TooLong { what, len, max: COLLECTION_LEN_MAX });
+            return Err(DecodeError::TooLong {
+                what,
+                len,
+                max: COLLECTION_LEN_MAX,
+            });
         }
         Ok(len)
     }
@@ -177,12 +189,18 @@ impl<'a> Decoder<'a> {
     }
     pub fn value(&mut self) -> Result<Value, DecodeError> {
         let tag = self.u8()?;
-        let kind = LatticeKind::from_tag(tag).ok_or(DecodeError::UnknownTag { what: "lattice", tag })?;
+        let kind = LatticeKind::from_tag(tag).ok_or(DecodeError::UnknownTag {
+            what: "lattice",
+            tag,
+        })?;
         Ok(match kind {
             LatticeKind::Lww => {
                 let clock = self.u64()?;
                 let writer = self.u64()?;
-                Value::Lww(Lww::new(Timestamp { clock, writer }, self.bytes("value", VALUE_BYTES_MAX)?))
+                Value::Lww(Lww::new(
+                    Timestamp { clock, writer },
+                    self.bytes("value", VALUE_BYTES_MAX)?,
+                ))
             }
             LatticeKind::Set | LatticeKind::OrderedSet => {
                 let n = self.len("set")?;
@@ -199,7 +217,10 @@ impl<'a> Decoder<'a> {
             LatticeKind::Max => Value::Max(self.u64()?),
             LatticeKind::Priority => {
                 let priority = self.u64()?;
-                Value::Priority(Priority { priority, value: self.bytes("value", VALUE_BYTES_MAX)? })
+                Value::Priority(Priority {
+                    priority,
+                    value: self.bytes("value", VALUE_BYTES_MAX)?,
+                })
             }
             LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
                 let n = self.len("causal versions")?;
@@ -272,6 +293,9 @@ mod tests {
     fn huge_length_prefix_is_refused_without_allocating() {
         let mut enc = vec![LatticeKind::Set as u8];
         enc.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_value(&enc), Err(DecodeError::TooLong { .. })));
+        assert!(matches!(
+            decode_value(&enc),
+            Err(DecodeError::TooLong { .. })
+        ));
     }
 }

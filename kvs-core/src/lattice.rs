@@ -203,7 +203,9 @@ pub struct Causal {
 impl Causal {
     /// Builds a value from versions, keeping only the maximal ones.
     pub fn from_versions(versions: impl IntoIterator<Item = CausalVersion>) -> Causal {
-        let mut c = Causal { versions: versions.into_iter().collect() };
+        let mut c = Causal {
+            versions: versions.into_iter().collect(),
+        };
         c.prune();
         c
     }
@@ -295,7 +297,10 @@ impl Value {
             (Value::SingleKeyCausal(a), Value::SingleKeyCausal(b))
             | (Value::MultiKeyCausal(a), Value::MultiKeyCausal(b)) => a.merge(b),
             (a, b) => {
-                return Err(TypeMismatch { existing: a.kind(), attempted: b.kind() });
+                return Err(TypeMismatch {
+                    existing: a.kind(),
+                    attempted: b.kind(),
+                });
             }
         }
         Ok(())
@@ -319,7 +324,11 @@ pub(crate) mod tests {
         } else {
             Just(BTreeMap::new()).boxed()
         };
-        (clock(), deps, bytes()).prop_map(|(clock, deps, value)| CausalVersion { clock, deps, value })
+        (clock(), deps, bytes()).prop_map(|(clock, deps, value)| CausalVersion {
+            clock,
+            deps,
+            value,
+        })
     }
 
     /// Arbitrary values of one kind; small domains so that ties and equal
@@ -329,10 +338,12 @@ pub(crate) mod tests {
             LatticeKind::Lww => (0u64..3, 0u64..2, bytes())
                 .prop_map(|(clock, writer, v)| Value::Lww(Lww::new(Timestamp { clock, writer }, v)))
                 .boxed(),
-            LatticeKind::Set => prop::collection::btree_set(bytes(), 0..4).prop_map(Value::Set).boxed(),
-            LatticeKind::OrderedSet => {
-                prop::collection::btree_set(bytes(), 0..4).prop_map(Value::OrderedSet).boxed()
-            }
+            LatticeKind::Set => prop::collection::btree_set(bytes(), 0..4)
+                .prop_map(Value::Set)
+                .boxed(),
+            LatticeKind::OrderedSet => prop::collection::btree_set(bytes(), 0..4)
+                .prop_map(Value::OrderedSet)
+                .boxed(),
             LatticeKind::Max => (0u64..5).prop_map(Value::Max).boxed(),
             LatticeKind::Priority => (0u64..3, bytes())
                 .prop_map(|(priority, value)| Value::Priority(Priority { priority, value }))
@@ -347,7 +358,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn any_value() -> BoxedStrategy<Value> {
-        prop::sample::select(LatticeKind::ALL.to_vec()).prop_flat_map(value_of).boxed()
+        prop::sample::select(LatticeKind::ALL.to_vec())
+            .prop_flat_map(value_of)
+            .boxed()
     }
 
     fn triple() -> impl Strategy<Value = (Value, Value, Value)> {
@@ -403,24 +416,55 @@ pub(crate) mod tests {
         assert_eq!(a.version_count(), 2, "concurrent versions are both kept");
         assert_eq!(a.clock(), VectorClock::from_entries([(1, 1), (2, 1)]));
         a.merge(Causal::from_versions([v(&[(1, 1), (2, 1)], "c")]));
-        assert_eq!(a.version_count(), 1, "a version that saw both supersedes them");
+        assert_eq!(
+            a.version_count(),
+            1,
+            "a version that saw both supersedes them"
+        );
         assert_eq!(a.winner().map(|w| w.value.as_slice()), Some(&b"c"[..]));
     }
 
     #[test]
     fn lww_larger_timestamp_wins_and_writer_breaks_ties() {
-        let mut a = Lww::new(Timestamp { clock: 5, writer: 1 }, b"x".to_vec());
-        a.merge(Lww::new(Timestamp { clock: 4, writer: 9 }, b"old".to_vec()));
+        let mut a = Lww::new(
+            Timestamp {
+                clock: 5,
+                writer: 1,
+            },
+            b"x".to_vec(),
+        );
+        a.merge(Lww::new(
+            Timestamp {
+                clock: 4,
+                writer: 9,
+            },
+            b"old".to_vec(),
+        ));
         assert_eq!(a.value(), Some(&b"x"[..]));
-        a.merge(Lww::new(Timestamp { clock: 5, writer: 2 }, b"tie".to_vec()));
+        a.merge(Lww::new(
+            Timestamp {
+                clock: 5,
+                writer: 2,
+            },
+            b"tie".to_vec(),
+        ));
         assert_eq!(a.value(), Some(&b"tie"[..]));
     }
 
     #[test]
     fn priority_lowest_wins() {
-        let mut p = Priority { priority: 5, value: b"slow".to_vec() };
-        p.merge(Priority { priority: 2, value: b"fast".to_vec() });
-        p.merge(Priority { priority: 9, value: b"slower".to_vec() });
+        let mut p = Priority {
+            priority: 5,
+            value: b"slow".to_vec(),
+        };
+        p.merge(Priority {
+            priority: 2,
+            value: b"fast".to_vec(),
+        });
+        p.merge(Priority {
+            priority: 9,
+            value: b"slower".to_vec(),
+        });
         assert_eq!(p.value, b"fast");
     }
 }

@@ -70,12 +70,24 @@ impl Mutation {
     /// Reads one mutation.
     pub fn decode(d: &mut Decoder<'_>) -> Result<Mutation, DecodeError> {
         match d.u8()? {
-            1 => Ok(Mutation::Put { key: d.key()?, value: d.value()? }),
+            1 => Ok(Mutation::Put {
+                key: d.key()?,
+                value: d.value()?,
+            }),
             2 => {
                 let key = d.key()?;
-                Ok(Mutation::Delete { key, ts: Timestamp { clock: d.u64()?, writer: d.u64()? } })
+                Ok(Mutation::Delete {
+                    key,
+                    ts: Timestamp {
+                        clock: d.u64()?,
+                        writer: d.u64()?,
+                    },
+                })
             }
-            tag => Err(DecodeError::UnknownTag { what: "mutation", tag }),
+            tag => Err(DecodeError::UnknownTag {
+                what: "mutation",
+                tag,
+            }),
         }
     }
 }
@@ -112,7 +124,10 @@ pub fn check_key(key: &[u8]) -> Result<(), PartitionError> {
         return Err(PartitionError::EmptyKey);
     }
     if key.len() > KEY_BYTES_MAX {
-        return Err(PartitionError::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
+        return Err(PartitionError::KeyTooLarge {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
     }
     Ok(())
 }
@@ -148,7 +163,10 @@ impl Partition {
         check_key(key)?;
         let len = encoded_len(value);
         if len > VALUE_BYTES_MAX {
-            return Err(PartitionError::ValueTooLarge { len, max: VALUE_BYTES_MAX });
+            return Err(PartitionError::ValueTooLarge {
+                len,
+                max: VALUE_BYTES_MAX,
+            });
         }
         if let Some(Entry::Live(existing)) = self.entries.get(key) {
             if existing.kind() != value.kind() {
@@ -163,10 +181,14 @@ impl Partition {
         match self.entries.get_mut(key.as_slice()) {
             Some(Entry::Live(existing)) => {
                 let (have, want) = (existing.kind(), value.kind());
-                existing.merge(value).map_err(|_| mismatch(&key, have, want))?;
+                existing
+                    .merge(value)
+                    .map_err(|_| mismatch(&key, have, want))?;
             }
             Some(slot @ Entry::Tombstone(_)) => {
-                let Entry::Tombstone(deleted_at) = *slot else { unreachable!() };
+                let Entry::Tombstone(deleted_at) = *slot else {
+                    unreachable!()
+                };
                 let revives = match &value {
                     Value::Lww(lww) => lww.timestamp() > deleted_at,
                     _ => true,
@@ -244,7 +266,10 @@ impl Partition {
 fn mismatch(key: &[u8], existing: LatticeKind, attempted: LatticeKind) -> PartitionError {
     PartitionError::TypeMismatch {
         key: String::from_utf8_lossy(key).into_owned(),
-        source: TypeMismatch { existing, attempted },
+        source: TypeMismatch {
+            existing,
+            attempted,
+        },
     }
 }
 
@@ -276,13 +301,24 @@ mod tests {
         Value::Lww(Lww::new(ts(clock), v.as_bytes().to_vec()))
     }
     fn put(key: &str, value: Value) -> Mutation {
-        Mutation::Put { key: key.as_bytes().to_vec(), value }
+        Mutation::Put {
+            key: key.as_bytes().to_vec(),
+            value,
+        }
     }
     fn del(key: &str, clock: u64) -> Mutation {
-        Mutation::Delete { key: key.as_bytes().to_vec(), ts: ts(clock) }
+        Mutation::Delete {
+            key: key.as_bytes().to_vec(),
+            ts: ts(clock),
+        }
     }
     fn set(items: &[&str]) -> Value {
-        Value::Set(items.iter().map(|s| s.as_bytes().to_vec()).collect::<BTreeSet<_>>())
+        Value::Set(
+            items
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect::<BTreeSet<_>>(),
+        )
     }
 
     #[test]
@@ -305,7 +341,10 @@ mod tests {
         assert!(matches!(
             err,
             PartitionError::TypeMismatch {
-                source: TypeMismatch { existing: LatticeKind::Max, attempted: LatticeKind::Lww },
+                source: TypeMismatch {
+                    existing: LatticeKind::Max,
+                    attempted: LatticeKind::Lww
+                },
                 ..
             }
         ));
@@ -317,13 +356,24 @@ mod tests {
     fn lww_delete_orders_against_puts() {
         let mut p = Partition::default();
         p.apply(put("k", lww(10, "v"))).unwrap();
-        assert_eq!(p.apply(del("k", 5)).unwrap(), Applied::Deleted { removed: false }, "older delete loses");
+        assert_eq!(
+            p.apply(del("k", 5)).unwrap(),
+            Applied::Deleted { removed: false },
+            "older delete loses"
+        );
         assert!(p.get(b"k").is_some());
-        assert_eq!(p.apply(del("k", 20)).unwrap(), Applied::Deleted { removed: true });
+        assert_eq!(
+            p.apply(del("k", 20)).unwrap(),
+            Applied::Deleted { removed: true }
+        );
         assert_eq!(p.get(b"k"), None);
         assert_eq!((p.live_keys(), p.tombstones()), (0, 1));
         p.apply(put("k", lww(15, "late"))).unwrap();
-        assert_eq!(p.get(b"k"), None, "a put older than the delete stays deleted");
+        assert_eq!(
+            p.get(b"k"),
+            None,
+            "a put older than the delete stays deleted"
+        );
         p.apply(put("k", lww(25, "new"))).unwrap();
         assert_eq!(p.get(b"k"), Some(&lww(25, "new")));
         assert_eq!(p.live_keys(), 1);
@@ -333,7 +383,10 @@ mod tests {
     fn delete_of_a_merge_only_lattice_frees_the_key_type() {
         let mut p = Partition::default();
         p.apply(put("k", set(&["a"]))).unwrap();
-        assert_eq!(p.apply(del("k", 1)).unwrap(), Applied::Deleted { removed: true });
+        assert_eq!(
+            p.apply(del("k", 1)).unwrap(),
+            Applied::Deleted { removed: true }
+        );
         assert_eq!(p.get(b"k"), None);
         p.apply(put("k", Value::Max(9))).unwrap();
         assert_eq!(p.get(b"k"), Some(&Value::Max(9)));
@@ -342,18 +395,30 @@ mod tests {
     #[test]
     fn delete_of_missing_key_is_not_an_error() {
         let mut p = Partition::default();
-        assert_eq!(p.apply(del("nope", 1)).unwrap(), Applied::Deleted { removed: false });
+        assert_eq!(
+            p.apply(del("nope", 1)).unwrap(),
+            Applied::Deleted { removed: false }
+        );
         assert_eq!(p.live_keys(), 0);
     }
 
     #[test]
     fn limits_are_enforced() {
         let mut p = Partition::default();
-        assert_eq!(p.apply(put("", Value::Max(1))), Err(PartitionError::EmptyKey));
+        assert_eq!(
+            p.apply(put("", Value::Max(1))),
+            Err(PartitionError::EmptyKey)
+        );
         let big_key = "k".repeat(KEY_BYTES_MAX + 1);
-        assert!(matches!(p.apply(put(&big_key, Value::Max(1))), Err(PartitionError::KeyTooLarge { .. })));
+        assert!(matches!(
+            p.apply(put(&big_key, Value::Max(1))),
+            Err(PartitionError::KeyTooLarge { .. })
+        ));
         let big = Value::Lww(Lww::new(ts(1), vec![0; VALUE_BYTES_MAX]));
-        assert!(matches!(p.apply(put("k", big)), Err(PartitionError::ValueTooLarge { .. })));
+        assert!(matches!(
+            p.apply(put("k", big)),
+            Err(PartitionError::ValueTooLarge { .. })
+        ));
         assert_eq!(p.live_keys(), 0);
     }
 

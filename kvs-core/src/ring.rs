@@ -81,7 +81,10 @@ impl<M: RingMember> HashRing<M> {
     #[must_use]
     pub fn owner_of_position(&self, pos: u64) -> Option<M> {
         let i = self.tokens.partition_point(|(t, _)| *t < pos);
-        self.tokens.get(i).or_else(|| self.tokens.first()).map(|(_, m)| *m)
+        self.tokens
+            .get(i)
+            .or_else(|| self.tokens.first())
+            .map(|(_, m)| *m)
     }
 
     /// The token table, sorted.

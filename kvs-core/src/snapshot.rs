@@ -76,8 +76,17 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> 
         let key = d.key()?;
         let entry = match d.u8()? {
             1 => Entry::Live(d.value()?),
-            2 => Entry::Tombstone(Timestamp { clock: d.u64()?, writer: d.u64()? }),
-            tag => return Err(DecodeError::UnknownTag { what: "snapshot entry", tag }.into()),
+            2 => Entry::Tombstone(Timestamp {
+                clock: d.u64()?,
+                writer: d.u64()?,
+            }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "snapshot entry",
+                    tag,
+                }
+                .into())
+            }
         };
         p.restore(key, entry);
     }
@@ -118,7 +127,11 @@ pub enum RecoveryError {
         source: WalError,
     },
     #[error("a put in WAL segment {name} at {lsn} is refused by the partition: {reason}")]
-    Replay { name: String, lsn: Lsn, reason: String },
+    Replay {
+        name: String,
+        lsn: Lsn,
+        reason: String,
+    },
 }
 
 /// Rebuilds a partition from an optional snapshot and the segments in log
@@ -128,8 +141,12 @@ pub fn recover<'a>(
     segments: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Recovered, RecoveryError> {
     let (mut partition, snap_lsn) = match snapshot {
-        Some((name, bytes)) => decode_snapshot(bytes)
-            .map_err(|source| RecoveryError::Snapshot { name: name.to_owned(), source })?,
+        Some((name, bytes)) => {
+            decode_snapshot(bytes).map_err(|source| RecoveryError::Snapshot {
+                name: name.to_owned(),
+                source,
+            })?
+        }
         None => (Partition::default(), Lsn(0)),
     };
     let mut max_clock_us = partition
@@ -152,18 +169,25 @@ pub fn recover<'a>(
     };
     let count = segments.len();
     for (i, (name, bytes)) in segments.into_iter().enumerate() {
-        let scan = scan_segment(bytes, i + 1 == count)
-            .map_err(|source| RecoveryError::Wal { name: name.to_owned(), source })?;
+        let scan = scan_segment(bytes, i + 1 == count).map_err(|source| RecoveryError::Wal {
+            name: name.to_owned(),
+            source,
+        })?;
         for (lsn, m) in scan.records {
             if lsn <= out.last_lsn {
                 out.skipped += 1;
                 continue;
             }
             match &m {
-                crate::partition::Mutation::Put { value: crate::lattice::Value::Lww(l), .. } => {
+                crate::partition::Mutation::Put {
+                    value: crate::lattice::Value::Lww(l),
+                    ..
+                } => {
                     max_clock_us = max_clock_us.max(l.timestamp().clock);
                 }
-                crate::partition::Mutation::Delete { ts, .. } => max_clock_us = max_clock_us.max(ts.clock),
+                crate::partition::Mutation::Delete { ts, .. } => {
+                    max_clock_us = max_clock_us.max(ts.clock)
+                }
                 crate::partition::Mutation::Put { .. } => {}
             }
             partition.apply(m).map_err(|e| RecoveryError::Replay {
@@ -191,7 +215,13 @@ mod tests {
     fn put(i: u64) -> Mutation {
         Mutation::Put {
             key: format!("k{}", i % 5).into_bytes(),
-            value: Value::Lww(Lww::new(Timestamp { clock: i, writer: 1 }, i.to_le_bytes().to_vec())),
+            value: Value::Lww(Lww::new(
+                Timestamp {
+                    clock: i,
+                    writer: 1,
+                },
+                i.to_le_bytes().to_vec(),
+            )),
         }
     }
 
@@ -209,7 +239,14 @@ mod tests {
         for i in 1..=10 {
             p.apply(put(i)).unwrap();
         }
-        p.apply(Mutation::Delete { key: b"k1".to_vec(), ts: Timestamp { clock: 99, writer: 1 } }).unwrap();
+        p.apply(Mutation::Delete {
+            key: b"k1".to_vec(),
+            ts: Timestamp {
+                clock: 99,
+                writer: 1,
+            },
+        })
+        .unwrap();
         let bytes = encode_snapshot(&p, Lsn(11));
         let (q, lsn) = decode_snapshot(&bytes).unwrap();
         assert_eq!(lsn, Lsn(11));
@@ -253,6 +290,9 @@ mod tests {
         let mut bad = s.clone();
         bad[20] ^= 0x55;
         let err = recover(None, [("a", &bad[..])]).unwrap_err();
-        assert!(err.to_string().contains("WAL segment a: corrupt record"), "{err}");
+        assert!(
+            err.to_string().contains("WAL segment a: corrupt record"),
+            "{err}"
+        );
     }
 }

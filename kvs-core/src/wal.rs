@@ -92,12 +92,19 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError
                 }),
             });
         }
-        return Err(WalError::BadHeader { found: bytes.to_vec() });
+        return Err(WalError::BadHeader {
+            found: bytes.to_vec(),
+        });
     }
     if bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-        return Err(WalError::BadHeader { found: bytes[..SEGMENT_MAGIC.len()].to_vec() });
+        return Err(WalError::BadHeader {
+            found: bytes[..SEGMENT_MAGIC.len()].to_vec(),
+        });
     }
-    let mut scan = SegmentScan { valid_len: SEGMENT_MAGIC.len(), ..SegmentScan::default() };
+    let mut scan = SegmentScan {
+        valid_len: SEGMENT_MAGIC.len(),
+        ..SegmentScan::default()
+    };
     let mut prev: Option<Lsn> = None;
     let mut off = SEGMENT_MAGIC.len();
     while off < bytes.len() {
@@ -105,7 +112,11 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError
             Ok((lsn, m, next)) => {
                 if let Some(p) = prev {
                     if lsn <= p {
-                        return Err(WalError::LsnOrder { offset: off, prev: p, got: lsn });
+                        return Err(WalError::LsnOrder {
+                            offset: off,
+                            prev: p,
+                            got: lsn,
+                        });
                     }
                 }
                 prev = Some(lsn);
@@ -114,7 +125,11 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError
                 scan.valid_len = off;
             }
             Err(RecordProblem::Torn(reason)) if is_last => {
-                scan.torn = Some(TornTail { offset: off, cut_bytes: bytes.len() - off, reason });
+                scan.torn = Some(TornTail {
+                    offset: off,
+                    cut_bytes: bytes.len() - off,
+                    reason,
+                });
                 return Ok(scan);
             }
             Err(_) if is_last && bytes[off..].iter().all(|&b| b == 0) => {
@@ -132,7 +147,10 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError
                 });
             }
             Err(RecordProblem::Corrupt(reason)) => {
-                return Err(WalError::Corrupt { offset: off, reason });
+                return Err(WalError::Corrupt {
+                    offset: off,
+                    reason,
+                });
             }
         }
     }
@@ -156,8 +174,10 @@ fn read_record(bytes: &[u8], off: usize) -> Result<(Lsn, Mutation, usize), Recor
     if rest.len() < end {
         return Err(RecordProblem::Torn("record payload incomplete"));
     }
-    if len > WAL_RECORD_BYTES_MAX || len < 9 {
-        return Err(RecordProblem::Corrupt(format!("record length {len} is impossible")));
+    if !(9..=WAL_RECORD_BYTES_MAX).contains(&len) {
+        return Err(RecordProblem::Corrupt(format!(
+            "record length {len} is impossible"
+        )));
     }
     let payload = &rest[RECORD_HEADER_BYTES..end];
     if crc32c::crc32c(payload) != crc {
@@ -176,7 +196,9 @@ fn read_record(bytes: &[u8], off: usize) -> Result<(Lsn, Mutation, usize), Recor
     })();
     match decoded {
         Ok((lsn, m)) => Ok((lsn, m, off + end)),
-        Err(e) => Err(RecordProblem::Corrupt(format!("checksum matches but payload does not decode: {e}"))),
+        Err(e) => Err(RecordProblem::Corrupt(format!(
+            "checksum matches but payload does not decode: {e}"
+        ))),
     }
 }
 
@@ -188,7 +210,10 @@ mod tests {
     fn segment(n: u64) -> Vec<u8> {
         let mut out = SEGMENT_MAGIC.to_vec();
         for i in 1..=n {
-            let m = Mutation::Put { key: format!("k{i}").into_bytes(), value: Value::Max(i) };
+            let m = Mutation::Put {
+                key: format!("k{i}").into_bytes(),
+                value: Value::Max(i),
+            };
             encode_record(Lsn(i), &m, &mut out);
         }
         out
@@ -224,7 +249,10 @@ mod tests {
     #[test]
     fn torn_tail_in_an_older_segment_is_corruption() {
         let full = segment(3);
-        assert!(matches!(scan_segment(&full[..full.len() - 2], false), Err(WalError::Corrupt { .. })));
+        assert!(matches!(
+            scan_segment(&full[..full.len() - 2], false),
+            Err(WalError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -232,7 +260,10 @@ mod tests {
         let mut s = segment(3);
         s[SEGMENT_MAGIC.len() + RECORD_HEADER_BYTES + 2] ^= 0xff;
         let err = scan_segment(&s, true).unwrap_err();
-        assert!(matches!(err, WalError::Corrupt { offset: 8, .. }), "{err:?}");
+        assert!(
+            matches!(err, WalError::Corrupt { offset: 8, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -256,7 +287,10 @@ mod tests {
 
     #[test]
     fn header_is_checked_and_empty_last_segment_is_fine() {
-        assert!(matches!(scan_segment(b"NOTAWAL!", true), Err(WalError::BadHeader { .. })));
+        assert!(matches!(
+            scan_segment(b"NOTAWAL!", true),
+            Err(WalError::BadHeader { .. })
+        ));
         assert!(scan_segment(b"", true).unwrap().records.is_empty());
         assert!(scan_segment(b"SQW", true).unwrap().torn.is_some());
         assert!(scan_segment(b"", false).is_err());
@@ -265,9 +299,15 @@ mod tests {
     #[test]
     fn lsns_must_increase() {
         let mut s = SEGMENT_MAGIC.to_vec();
-        let m = Mutation::Delete { key: b"k".to_vec(), ts: Timestamp::default() };
+        let m = Mutation::Delete {
+            key: b"k".to_vec(),
+            ts: Timestamp::default(),
+        };
         encode_record(Lsn(2), &m, &mut s);
         encode_record(Lsn(2), &m, &mut s);
-        assert!(matches!(scan_segment(&s, true), Err(WalError::LsnOrder { .. })));
+        assert!(matches!(
+            scan_segment(&s, true),
+            Err(WalError::LsnOrder { .. })
+        ));
     }
 }

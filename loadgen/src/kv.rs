@@ -83,9 +83,13 @@ impl Conn {
     async fn open(args: &KvArgs, name: &str) -> anyhow::Result<Conn> {
         Ok(match args.target {
             Target::Squall => {
-                let opts =
-                    ClientOptions { timeout: Duration::from_millis(args.timeout_ms), client_name: name.to_owned() };
-                let c = Client::connect(&args.addr, opts).await.with_context(|| format!("connecting to {}", args.addr))?;
+                let opts = ClientOptions {
+                    timeout: Duration::from_millis(args.timeout_ms),
+                    client_name: name.to_owned(),
+                };
+                let c = Client::connect(&args.addr, opts)
+                    .await
+                    .with_context(|| format!("connecting to {}", args.addr))?;
                 Conn::Squall(Box::new(c))
             }
             Target::Redis => {
@@ -113,11 +117,18 @@ impl Conn {
                             }
                             Action::Write(k) => {
                                 let key = key_name(k).into_bytes();
-                                let value = Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: value.to_vec() });
+                                let value = Value::Lww(LwwValue {
+                                    timestamp: 0,
+                                    writer: 0,
+                                    bytes: value.to_vec(),
+                                });
                                 (key.clone(), Request::Put(KvPut { key, value }))
                             }
                         };
-                        Op { shard: c.shard_for(&k), request: req }
+                        Op {
+                            shard: c.shard_for(&k),
+                            request: req,
+                        }
                     })
                     .collect();
                 match c.execute(ops).await {
@@ -134,7 +145,10 @@ impl Conn {
                     };
                 }
                 match p.query_async::<Vec<redis::Value>>(con).await {
-                    Ok(v) => v.iter().filter(|x| matches!(x, redis::Value::ServerError(_))).count(),
+                    Ok(v) => v
+                        .iter()
+                        .filter(|x| matches!(x, redis::Value::ServerError(_)))
+                        .count(),
                     Err(_) => actions.len(),
                 }
             }
@@ -144,12 +158,20 @@ impl Conn {
 
 /// Runs the benchmark and returns its summary.
 pub fn run(args: &KvArgs) -> anyhow::Result<Summary> {
-    anyhow::ensure!(args.clients > 0 && args.pipeline > 0, "--clients and --pipeline must be at least 1");
+    anyhow::ensure!(
+        args.clients > 0 && args.pipeline > 0,
+        "--clients and --pipeline must be at least 1"
+    );
     anyhow::ensure!(args.duration_s > 0.0, "--duration-s must be positive");
     let rt = if args.threads > 1 {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     };
     rt.block_on(run_async(args))
 }
@@ -179,7 +201,7 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
             let mut actions = Vec::with_capacity(pipeline);
             loop {
                 actions.clear();
-                actions.extend((0..pipeline).map(|_| w.next()));
+                actions.extend((0..pipeline).map(|_| w.next_action()));
                 let t0 = Instant::now();
                 if t0 >= end {
                     break;
@@ -188,7 +210,9 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
                 let t1 = Instant::now();
                 if t0 >= measure_from && t1 <= end {
                     if let Ok(mut c) = cpu_before.lock() {
-                        c.get_or_insert_with(|| (process_cpu(), server_pid.map_or(Duration::ZERO, pid_cpu)));
+                        c.get_or_insert_with(|| {
+                            (process_cpu(), server_pid.map_or(Duration::ZERO, pid_cpu))
+                        });
                     }
                     let ns = (t1 - t0).as_nanos() as u64;
                     h.record_n(ns.max(1), pipeline as u64).ok();
@@ -208,12 +232,26 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
         errors += e;
     }
     let (cpu_after, server_after) = (process_cpu(), server_pid.map_or(Duration::ZERO, pid_cpu));
-    let (cpu_first, server_first) = cpu_before.lock().ok().and_then(|c| *c).unwrap_or((cpu_after, server_after));
-    let elapsed = Instant::now().min(end).saturating_duration_since(measure_from);
-    let mut s = Summary::new(&h, ops, errors, elapsed, cpu_after.saturating_sub(cpu_first));
+    let (cpu_first, server_first) = cpu_before
+        .lock()
+        .ok()
+        .and_then(|c| *c)
+        .unwrap_or((cpu_after, server_after));
+    let elapsed = Instant::now()
+        .min(end)
+        .saturating_duration_since(measure_from);
+    let mut s = Summary::new(
+        &h,
+        ops,
+        errors,
+        elapsed,
+        cpu_after.saturating_sub(cpu_first),
+    );
     if server_pid.is_some() {
-        s.server_cpu_pct =
-            Some(100.0 * server_after.saturating_sub(server_first).as_secs_f64() / elapsed.as_secs_f64().max(1e-9));
+        s.server_cpu_pct = Some(
+            100.0 * server_after.saturating_sub(server_first).as_secs_f64()
+                / elapsed.as_secs_f64().max(1e-9),
+        );
     }
     Ok(s)
 }

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use loadgen::kv;
 
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about = "Load generator for Squall (and Redis, for comparison)")]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for Squall (and Redis, for comparison)"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,

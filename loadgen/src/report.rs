@@ -27,7 +27,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(h: &Histogram<u64>, ops: u64, errors: u64, elapsed: Duration, cpu: Duration) -> Summary {
+    pub fn new(
+        h: &Histogram<u64>,
+        ops: u64,
+        errors: u64,
+        elapsed: Duration,
+        cpu: Duration,
+    ) -> Summary {
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Summary {
             ops,
@@ -63,7 +69,9 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
-        let server = self.server_cpu_pct.map_or(String::new(), |c| format!(", server cpu {c:.0}%"));
+        let server = self
+            .server_cpu_pct
+            .map_or(String::new(), |c| format!(", server cpu {c:.0}%"));
         format!(
             "{:.0} ops/s, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us, {} errors (loadgen cpu {:.0}%{server})",
             self.ops_per_sec(),
@@ -99,6 +107,11 @@ fn stat_cpu(path: &str) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }

@@ -52,23 +52,45 @@ pub enum Action {
 
 impl Workload {
     /// A workload; `zipf` from [`ZipfTable::new`] (None = uniform keys).
-    pub fn new(seed: u64, keys: u64, read_ratio: f64, zipf: Option<Arc<ZipfTable>>) -> anyhow::Result<Workload> {
+    pub fn new(
+        seed: u64,
+        keys: u64,
+        read_ratio: f64,
+        zipf: Option<Arc<ZipfTable>>,
+    ) -> anyhow::Result<Workload> {
         anyhow::ensure!(keys > 0, "--keys must be at least 1");
-        anyhow::ensure!((0.0..=1.0).contains(&read_ratio), "--read-ratio must be within 0..=1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&read_ratio),
+            "--read-ratio must be within 0..=1"
+        );
         if let Some(z) = &zipf {
-            anyhow::ensure!(z.cdf.len() as u64 == keys, "the Zipf table must cover every key");
+            anyhow::ensure!(
+                z.cdf.len() as u64 == keys,
+                "the Zipf table must cover every key"
+            );
         }
-        Ok(Workload { rng: SmallRng::seed_from_u64(seed), zipf, keys, read_ratio })
+        Ok(Workload {
+            rng: SmallRng::seed_from_u64(seed),
+            zipf,
+            keys,
+            read_ratio,
+        })
     }
 
     /// The shared table for `--zipf theta` (None for theta 0 = uniform).
     pub fn zipf_table(keys: u64, theta: f64) -> anyhow::Result<Option<Arc<ZipfTable>>> {
-        anyhow::ensure!(theta >= 0.0 && theta.is_finite(), "--zipf must be >= 0 (0 = uniform)");
-        anyhow::ensure!(keys > 0 && keys <= 100_000_000, "--keys must be within 1..=100000000");
+        anyhow::ensure!(
+            theta >= 0.0 && theta.is_finite(),
+            "--zipf must be >= 0 (0 = uniform)"
+        );
+        anyhow::ensure!(
+            keys > 0 && keys <= 100_000_000,
+            "--keys must be within 1..=100000000"
+        );
         Ok((theta > 0.0).then(|| Arc::new(ZipfTable::new(keys, theta))))
     }
 
-    pub fn next(&mut self) -> Action {
+    pub fn next_action(&mut self) -> Action {
         let key = match &self.zipf {
             // Zipf samples 1..=n, most popular first; scatter ranks over the
             // key space so popular keys do not share a shard by accident.
@@ -108,7 +130,7 @@ mod tests {
         let mut hot = 0;
         let mut reads = 0;
         for _ in 0..100_000 {
-            match w.next() {
+            match w.next_action() {
                 Action::Read(k) => {
                     reads += 1;
                     assert!(k < 1000);

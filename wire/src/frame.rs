@@ -58,14 +58,19 @@ impl FrameHeader {
 
     /// As [`FrameHeader::parse`], with a custom body limit.
     pub fn parse_with_limit(buf: &[u8], max: usize) -> Result<Option<FrameHeader>, FrameError> {
-        let Some(h) = buf.get(..FRAME_HEADER_BYTES) else { return Ok(None) };
+        let Some(h) = buf.get(..FRAME_HEADER_BYTES) else {
+            return Ok(None);
+        };
         let body_len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let mut id = [0u8; 8];
         id.copy_from_slice(&h[4..12]);
         if body_len > max {
             return Err(FrameError::TooLarge { len: body_len, max });
         }
-        Ok(Some(FrameHeader { body_len, request_id: u64::from_le_bytes(id) }))
+        Ok(Some(FrameHeader {
+            body_len,
+            request_id: u64::from_le_bytes(id),
+        }))
     }
 
     /// Total bytes of the frame.
@@ -83,7 +88,11 @@ impl FrameHeader {
 pub fn encode_frame<T>(request_id: u64, msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError>
 where
     T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<Vec<u8>, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+        rkyv::api::high::HighSerializer<
+            Vec<u8>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
     >,
 {
     let start = out.len();
@@ -98,7 +107,10 @@ where
     let body_len = out.len() - start - FRAME_HEADER_BYTES;
     let Ok(len) = u32::try_from(body_len) else {
         out.truncate(start);
-        return Err(FrameError::TooLarge { len: body_len, max: FRAME_BODY_BYTES_MAX });
+        return Err(FrameError::TooLarge {
+            len: body_len,
+            max: FRAME_BODY_BYTES_MAX,
+        });
     };
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 12].copy_from_slice(&request_id.to_le_bytes());
@@ -107,24 +119,30 @@ where
 
 /// Appends an error response frame.
 pub fn encode_error(request_id: u64, status: Status, message: &str, out: &mut Vec<u8>) {
-    let body = Response::Error(ErrorBody { code: status.code(), message: message.as_bytes().to_vec() });
+    let body = Response::Error(ErrorBody {
+        code: status.code(),
+        message: message.as_bytes().to_vec(),
+    });
     // An error body is a code and a short string: encoding cannot fail.
     encode_frame(request_id, &body, out).expect("error responses always encode");
 }
 
 /// Validates a request body and returns a zero-copy view of it.
 pub fn decode_request(body: &[u8]) -> Result<&ArchivedRequest, FrameError> {
-    rkyv::access::<ArchivedRequest, rancor::Error>(body).map_err(|e| FrameError::Invalid(e.to_string()))
+    rkyv::access::<ArchivedRequest, rancor::Error>(body)
+        .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates a response body and returns a zero-copy view of it.
 pub fn decode_response(body: &[u8]) -> Result<&ArchivedResponse, FrameError> {
-    rkyv::access::<ArchivedResponse, rancor::Error>(body).map_err(|e| FrameError::Invalid(e.to_string()))
+    rkyv::access::<ArchivedResponse, rancor::Error>(body)
+        .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates and deserialises a response into owned form.
 pub fn decode_response_owned(body: &[u8]) -> Result<Response, FrameError> {
-    rkyv::from_bytes::<Response, rancor::Error>(body).map_err(|e| FrameError::Invalid(e.to_string()))
+    rkyv::from_bytes::<Response, rancor::Error>(body)
+        .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates and deserialises a request into owned form.
@@ -151,14 +169,25 @@ mod tests {
     #[test]
     fn requests_round_trip_and_bodies_need_no_alignment() {
         let msgs = [
-            Request::Hello(Hello { protocol_version: 1, client_name: b"t".to_vec() }),
+            Request::Hello(Hello {
+                protocol_version: 1,
+                client_name: b"t".to_vec(),
+            }),
             Request::Ping,
-            Request::Get(KvGet { keys: vec![b"a".to_vec(), b"bb".to_vec()] }),
+            Request::Get(KvGet {
+                keys: vec![b"a".to_vec(), b"bb".to_vec()],
+            }),
             Request::Put(KvPut {
                 key: b"k".to_vec(),
                 value: Value::MultiKeyCausal(vec![CausalVersion {
-                    clock: vec![ClockEntry { node: 1, counter: 2 }],
-                    deps: vec![Dependency { key: b"d".to_vec(), clock: vec![] }],
+                    clock: vec![ClockEntry {
+                        node: 1,
+                        counter: 2,
+                    }],
+                    deps: vec![Dependency {
+                        key: b"d".to_vec(),
+                        clock: vec![],
+                    }],
                     bytes: b"v".to_vec(),
                 }]),
             }),
@@ -181,7 +210,10 @@ mod tests {
     fn oversized_length_prefix_is_refused() {
         let mut f = frame_of(&Request::Ping);
         f[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(FrameHeader::parse(&f), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameHeader::parse(&f),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert_eq!(FrameHeader::parse(&f[..5]), Ok(None));
     }
 
@@ -190,7 +222,13 @@ mod tests {
         let mut out = Vec::new();
         encode_error(1, Status::Timeout, "slow", &mut out);
         let r = decode_response_owned(body(&out)).unwrap();
-        assert_eq!(r, Response::Error(ErrorBody { code: 12, message: b"slow".to_vec() }));
+        assert_eq!(
+            r,
+            Response::Error(ErrorBody {
+                code: 12,
+                message: b"slow".to_vec()
+            })
+        );
     }
 
     proptest! {

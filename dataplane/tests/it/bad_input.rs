@@ -27,7 +27,10 @@ fn read_response(s: &mut TcpStream) -> Option<(u64, Response)> {
     let h = FrameHeader::parse(&header).unwrap().unwrap();
     let mut body = vec![0; h.body_len];
     s.read_exact(&mut body).ok()?;
-    Some((h.request_id, decode_response_owned(&body).expect("node sends valid responses")))
+    Some((
+        h.request_id,
+        decode_response_owned(&body).expect("node sends valid responses"),
+    ))
 }
 
 fn error_code(r: &Response) -> Option<u16> {
@@ -39,7 +42,10 @@ fn error_code(r: &Response) -> Option<u16> {
 
 fn hello(s: &mut TcpStream) {
     let mut buf = Vec::new();
-    let req = Request::Hello(Hello { protocol_version: wire::PROTOCOL_VERSION, client_name: b"raw".to_vec() });
+    let req = Request::Hello(Hello {
+        protocol_version: wire::PROTOCOL_VERSION,
+        client_name: b"raw".to_vec(),
+    });
     encode_frame(1, &req, &mut buf).unwrap();
     s.write_all(&buf).unwrap();
     assert!(matches!(read_response(s), Some((1, Response::Hello(_)))));
@@ -67,9 +73,17 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("good-{}", i % 100);
-                    let v = Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: i.to_le_bytes().to_vec() });
+                    let v = Value::Lww(LwwValue {
+                        timestamp: 0,
+                        writer: 0,
+                        bytes: i.to_le_bytes().to_vec(),
+                    });
                     c.put(key.as_bytes(), v).await.expect("bystander put");
-                    assert!(c.get(key.as_bytes()).await.expect("bystander get").is_some());
+                    assert!(c
+                        .get(key.as_bytes())
+                        .await
+                        .expect("bystander get")
+                        .is_some());
                     good_ops.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
@@ -96,7 +110,10 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     header.extend_from_slice(&9u64.to_le_bytes());
     s.write_all(&header).unwrap();
     let (id, r) = read_response(&mut s).expect("an error frame");
-    assert_eq!((id, error_code(&r)), (9, Some(Status::FrameTooLarge.code())));
+    assert_eq!(
+        (id, error_code(&r)),
+        (9, Some(Status::FrameTooLarge.code()))
+    );
     assert!(closed(&mut s));
 
     // 3. A valid header with a body that is not a valid archive: BadFrame,
@@ -118,7 +135,14 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     // 4. A truncated frame, then the client goes away.
     let mut s = raw(&addr);
     let mut buf = Vec::new();
-    encode_frame(1, &Request::Get(KvGet { keys: vec![b"k".to_vec()] }), &mut buf).unwrap();
+    encode_frame(
+        1,
+        &Request::Get(KvGet {
+            keys: vec![b"k".to_vec()],
+        }),
+        &mut buf,
+    )
+    .unwrap();
     s.write_all(&buf[..buf.len() - 3]).unwrap();
     drop(s);
 
@@ -134,7 +158,15 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     // 6. A wrong protocol version.
     let mut s = raw(&addr);
     let mut buf = Vec::new();
-    encode_frame(4, &Request::Hello(Hello { protocol_version: 999, client_name: vec![] }), &mut buf).unwrap();
+    encode_frame(
+        4,
+        &Request::Hello(Hello {
+            protocol_version: 999,
+            client_name: vec![],
+        }),
+        &mut buf,
+    )
+    .unwrap();
     s.write_all(&buf).unwrap();
     let (_, r) = read_response(&mut s).unwrap();
     assert_eq!(error_code(&r), Some(Status::VersionMismatch.code()));
@@ -143,7 +175,14 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     let mut s = raw(&addr);
     hello(&mut s);
     let mut valid = Vec::new();
-    encode_frame(100, &Request::Get(KvGet { keys: vec![b"abc".to_vec(), b"de".to_vec()] }), &mut valid).unwrap();
+    encode_frame(
+        100,
+        &Request::Get(KvGet {
+            keys: vec![b"abc".to_vec(), b"de".to_vec()],
+        }),
+        &mut valid,
+    )
+    .unwrap();
     for i in FRAME_HEADER_BYTES..valid.len() {
         for byte in [0x00, 0x7f, 0xff] {
             let mut f = valid.clone();
@@ -156,7 +195,9 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
 
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    bystander.join().expect("the well-behaved client never failed");
+    bystander
+        .join()
+        .expect("the well-behaved client never failed");
     assert!(good_ops.load(Ordering::Relaxed) > 10);
     assert!(node.is_running(), "the node survived:\n{}", node.stderr());
     assert!(!node.stderr().contains("panicked"), "{}", node.stderr());

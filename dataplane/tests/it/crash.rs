@@ -11,7 +11,11 @@ use wire::message::{KvPut, LwwValue, Request, Response, Value};
 use crate::harness::{connect, rt, segments, temp_dir, Node};
 
 fn lww(s: String) -> Value {
-    Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: s.into_bytes() })
+    Value::Lww(LwwValue {
+        timestamp: 0,
+        writer: 0,
+        bytes: s.into_bytes(),
+    })
 }
 
 /// Streams pipelined puts (`key-i` = `value-i`) until the node dies or
@@ -28,7 +32,13 @@ pub async fn stream_puts(addr: &str, limit: Duration, on_progress: impl Fn(usize
             .iter()
             .map(|&j| {
                 let key = format!("key-{j}").into_bytes();
-                Op { shard: c.shard_for(&key), request: Request::Put(KvPut { key, value: lww(format!("value-{j}")) }) }
+                Op {
+                    shard: c.shard_for(&key),
+                    request: Request::Put(KvPut {
+                        key,
+                        value: lww(format!("value-{j}")),
+                    }),
+                }
             })
             .collect();
         match c.execute(ops).await {
@@ -49,11 +59,16 @@ pub async fn stream_puts(addr: &str, limit: Duration, on_progress: impl Fn(usize
 pub async fn assert_all_present(addr: &str, acked: &[usize]) {
     let mut c = connect(addr).await;
     for chunk in acked.chunks(200) {
-        let keys: Vec<Vec<u8>> = chunk.iter().map(|j| format!("key-{j}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|j| format!("key-{j}").into_bytes())
+            .collect();
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let values = c.get_many(&refs).await.expect("get_many");
         for (j, v) in chunk.iter().zip(values) {
-            let Some(Value::Lww(v)) = v else { panic!("acknowledged put of key-{j} was lost") };
+            let Some(Value::Lww(v)) = v else {
+                panic!("acknowledged put of key-{j} was lost")
+            };
             assert_eq!(v.bytes, format!("value-{j}").into_bytes());
         }
     }
@@ -71,7 +86,9 @@ fn sigkill_mid_stream_loses_no_acknowledged_put() {
         stream_puts(&addr, Duration::from_secs(30), move |n| {
             if n >= 400 && !*k.borrow() {
                 // Kill while puts are in flight (the client keeps streaming).
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 *k.borrow_mut() = true;
             }
         })
@@ -90,7 +107,9 @@ fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
         for j in 0..10 {
-            c.put(format!("key-{j}").as_bytes(), lww(format!("value-{j}"))).await.unwrap();
+            c.put(format!("key-{j}").as_bytes(), lww(format!("value-{j}")))
+                .await
+                .unwrap();
         }
     });
     assert!(node.signal_and_wait("TERM").success());
@@ -102,11 +121,18 @@ fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
 
     let node = Node::start(1, "always", &dir);
     let log = node.stderr();
-    assert!(log.contains("cut torn WAL tail"), "the cut is reported:\n{log}");
+    assert!(
+        log.contains("cut torn WAL tail"),
+        "the cut is reported:\n{log}"
+    );
     rt().block_on(async {
         assert_all_present(node.addr(), &(0..9).collect::<Vec<_>>()).await;
         let mut c = connect(node.addr()).await;
-        assert_eq!(c.get(b"key-9").await.unwrap(), None, "the torn record is gone");
+        assert_eq!(
+            c.get(b"key-9").await.unwrap(),
+            None,
+            "the torn record is gone"
+        );
         // Appends continue after the cut, and survive another restart.
         c.put(b"after", lww("cut".into())).await.unwrap();
     });
@@ -114,7 +140,12 @@ fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
     let node = Node::start(1, "always", &dir);
     rt().block_on(assert_all_present(node.addr(), &(0..9).collect::<Vec<_>>()));
     rt().block_on(async {
-        assert!(connect(node.addr()).await.get(b"after").await.unwrap().is_some());
+        assert!(connect(node.addr())
+            .await
+            .get(b"after")
+            .await
+            .unwrap()
+            .is_some());
     });
 }
 
@@ -125,7 +156,9 @@ fn corruption_in_the_middle_of_the_wal_refuses_to_start() {
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
         for j in 0..10 {
-            c.put(format!("key-{j}").as_bytes(), lww(format!("value-{j}"))).await.unwrap();
+            c.put(format!("key-{j}").as_bytes(), lww(format!("value-{j}")))
+                .await
+                .unwrap();
         }
     });
     assert!(node.signal_and_wait("TERM").success());
@@ -133,7 +166,9 @@ fn corruption_in_the_middle_of_the_wal_refuses_to_start() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[30] ^= 0xff; // inside the first record's payload
     std::fs::write(&seg, bytes).unwrap();
-    let err = Node::try_start(1, "always", &dir, &[]).err().expect("start must fail");
+    let err = Node::try_start(1, "always", &dir, &[])
+        .err()
+        .expect("start must fail");
     assert!(err.contains("corrupt record"), "{err}");
     assert!(err.contains("refusing to start"), "{err}");
 }
@@ -146,20 +181,33 @@ fn snapshots_bound_the_wal_and_restart_from_them() {
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
         for j in 0..3000 {
-            c.put(format!("key-{}", j % 500).as_bytes(), lww(format!("{value}{j}"))).await.unwrap();
+            c.put(
+                format!("key-{}", j % 500).as_bytes(),
+                lww(format!("{value}{j}")),
+            )
+            .await
+            .unwrap();
         }
         let stats = c.stats().await.unwrap();
         assert!(stats[0].snapshots >= 1, "{stats:?}");
     });
     drop(node);
     let segs = segments(&dir, 0);
-    assert!(segs.len() <= 2, "old segments are deleted after a snapshot: {segs:?}");
+    assert!(
+        segs.len() <= 2,
+        "old segments are deleted after a snapshot: {segs:?}"
+    );
     let node = Node::start(1, "batch", &dir);
-    assert!(node.stderr().contains("snapshot snap-"), "{}", node.stderr());
+    assert!(
+        node.stderr().contains("snapshot snap-"),
+        "{}",
+        node.stderr()
+    );
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
         for j in 2500..3000 {
-            let Some(Value::Lww(v)) = c.get(format!("key-{}", j % 500).as_bytes()).await.unwrap() else {
+            let Some(Value::Lww(v)) = c.get(format!("key-{}", j % 500).as_bytes()).await.unwrap()
+            else {
                 panic!("key lost")
             };
             assert_eq!(v.bytes, format!("{value}{j}").into_bytes());

@@ -3,14 +3,19 @@
 
 use client::ClientError;
 use wire::message::{
-    CausalVersion, ClockEntry, Dependency, KvGet, KvPut, LwwValue, PriorityValue, Request, Response, Value,
+    CausalVersion, ClockEntry, Dependency, KvGet, KvPut, LwwValue, PriorityValue, Request,
+    Response, Value,
 };
 use wire::Status;
 
 use crate::harness::{cli, connect, rt, temp_dir, Node};
 
 fn lww(s: &str) -> Value {
-    Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: s.as_bytes().to_vec() })
+    Value::Lww(LwwValue {
+        timestamp: 0,
+        writer: 0,
+        bytes: s.as_bytes().to_vec(),
+    })
 }
 
 fn bytes(items: &[&str]) -> Vec<Vec<u8>> {
@@ -46,25 +51,49 @@ fn every_lattice_round_trips_through_the_client_on_both_shards() {
             // Which shard owns each derived key varies; both are exercised.
             c.put(key("lww").as_bytes(), lww("one")).await.unwrap();
             c.put(key("lww").as_bytes(), lww("two")).await.unwrap();
-            let Some(Value::Lww(v)) = c.get(key("lww").as_bytes()).await.unwrap() else { panic!("lww") };
+            let Some(Value::Lww(v)) = c.get(key("lww").as_bytes()).await.unwrap() else {
+                panic!("lww")
+            };
             assert_eq!(v.bytes, b"two", "a later put wins");
             assert!(v.timestamp > 0, "the node stamps timestamp 0");
 
             // An explicit older timestamp loses to the node-stamped one.
-            c.put(key("lww").as_bytes(), Value::Lww(LwwValue { timestamp: 1, writer: 1, bytes: b"old".to_vec() }))
-                .await
-                .unwrap();
-            let Some(Value::Lww(v)) = c.get(key("lww").as_bytes()).await.unwrap() else { panic!("lww") };
+            c.put(
+                key("lww").as_bytes(),
+                Value::Lww(LwwValue {
+                    timestamp: 1,
+                    writer: 1,
+                    bytes: b"old".to_vec(),
+                }),
+            )
+            .await
+            .unwrap();
+            let Some(Value::Lww(v)) = c.get(key("lww").as_bytes()).await.unwrap() else {
+                panic!("lww")
+            };
             assert_eq!(v.bytes, b"two");
 
-            c.put(key("set").as_bytes(), Value::Set(bytes(&["b", "a"]))).await.unwrap();
-            c.put(key("set").as_bytes(), Value::Set(bytes(&["c"]))).await.unwrap();
-            let Some(Value::Set(mut s)) = c.get(key("set").as_bytes()).await.unwrap() else { panic!("set") };
+            c.put(key("set").as_bytes(), Value::Set(bytes(&["b", "a"])))
+                .await
+                .unwrap();
+            c.put(key("set").as_bytes(), Value::Set(bytes(&["c"])))
+                .await
+                .unwrap();
+            let Some(Value::Set(mut s)) = c.get(key("set").as_bytes()).await.unwrap() else {
+                panic!("set")
+            };
             s.sort();
             assert_eq!(s, bytes(&["a", "b", "c"]));
 
-            c.put(key("oset").as_bytes(), Value::OrderedSet(bytes(&["z", "m"]))).await.unwrap();
-            c.put(key("oset").as_bytes(), Value::OrderedSet(bytes(&["a"]))).await.unwrap();
+            c.put(
+                key("oset").as_bytes(),
+                Value::OrderedSet(bytes(&["z", "m"])),
+            )
+            .await
+            .unwrap();
+            c.put(key("oset").as_bytes(), Value::OrderedSet(bytes(&["a"])))
+                .await
+                .unwrap();
             assert_eq!(
                 c.get(key("oset").as_bytes()).await.unwrap(),
                 Some(Value::OrderedSet(bytes(&["a", "m", "z"]))),
@@ -73,35 +102,83 @@ fn every_lattice_round_trips_through_the_client_on_both_shards() {
 
             c.put(key("max").as_bytes(), Value::Max(7)).await.unwrap();
             c.put(key("max").as_bytes(), Value::Max(3)).await.unwrap();
-            assert_eq!(c.get(key("max").as_bytes()).await.unwrap(), Some(Value::Max(7)));
+            assert_eq!(
+                c.get(key("max").as_bytes()).await.unwrap(),
+                Some(Value::Max(7))
+            );
 
-            let prio = |p, s: &str| Value::Priority(PriorityValue { priority: p, bytes: s.as_bytes().to_vec() });
-            c.put(key("prio").as_bytes(), prio(5, "five")).await.unwrap();
+            let prio = |p, s: &str| {
+                Value::Priority(PriorityValue {
+                    priority: p,
+                    bytes: s.as_bytes().to_vec(),
+                })
+            };
+            c.put(key("prio").as_bytes(), prio(5, "five"))
+                .await
+                .unwrap();
             c.put(key("prio").as_bytes(), prio(2, "two")).await.unwrap();
-            c.put(key("prio").as_bytes(), prio(9, "nine")).await.unwrap();
-            assert_eq!(c.get(key("prio").as_bytes()).await.unwrap(), Some(prio(2, "two")));
+            c.put(key("prio").as_bytes(), prio(9, "nine"))
+                .await
+                .unwrap();
+            assert_eq!(
+                c.get(key("prio").as_bytes()).await.unwrap(),
+                Some(prio(2, "two"))
+            );
 
             let ver = |node, counter, s: &str, deps: Vec<Dependency>| CausalVersion {
                 clock: vec![ClockEntry { node, counter }],
                 deps,
                 bytes: s.as_bytes().to_vec(),
             };
-            c.put(key("skc").as_bytes(), Value::SingleKeyCausal(vec![ver(1, 1, "a", vec![])])).await.unwrap();
-            c.put(key("skc").as_bytes(), Value::SingleKeyCausal(vec![ver(2, 1, "b", vec![])])).await.unwrap();
-            let Some(Value::SingleKeyCausal(vs)) = c.get(key("skc").as_bytes()).await.unwrap() else { panic!() };
+            c.put(
+                key("skc").as_bytes(),
+                Value::SingleKeyCausal(vec![ver(1, 1, "a", vec![])]),
+            )
+            .await
+            .unwrap();
+            c.put(
+                key("skc").as_bytes(),
+                Value::SingleKeyCausal(vec![ver(2, 1, "b", vec![])]),
+            )
+            .await
+            .unwrap();
+            let Some(Value::SingleKeyCausal(vs)) = c.get(key("skc").as_bytes()).await.unwrap()
+            else {
+                panic!()
+            };
             assert_eq!(vs.len(), 2, "concurrent versions are kept: {vs:?}");
 
-            let dep = Dependency { key: b"other".to_vec(), clock: vec![ClockEntry { node: 1, counter: 1 }] };
-            c.put(key("mkc").as_bytes(), Value::MultiKeyCausal(vec![ver(1, 1, "a", vec![dep.clone()])]))
-                .await
-                .unwrap();
+            let dep = Dependency {
+                key: b"other".to_vec(),
+                clock: vec![ClockEntry {
+                    node: 1,
+                    counter: 1,
+                }],
+            };
+            c.put(
+                key("mkc").as_bytes(),
+                Value::MultiKeyCausal(vec![ver(1, 1, "a", vec![dep.clone()])]),
+            )
+            .await
+            .unwrap();
             let newer = CausalVersion {
-                clock: vec![ClockEntry { node: 1, counter: 2 }],
+                clock: vec![ClockEntry {
+                    node: 1,
+                    counter: 2,
+                }],
                 deps: vec![],
                 bytes: b"b".to_vec(),
             };
-            c.put(key("mkc").as_bytes(), Value::MultiKeyCausal(vec![newer.clone()])).await.unwrap();
-            assert_eq!(c.get(key("mkc").as_bytes()).await.unwrap(), Some(Value::MultiKeyCausal(vec![newer])));
+            c.put(
+                key("mkc").as_bytes(),
+                Value::MultiKeyCausal(vec![newer.clone()]),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                c.get(key("mkc").as_bytes()).await.unwrap(),
+                Some(Value::MultiKeyCausal(vec![newer]))
+            );
 
             // Type mismatch: a stable status and a sentence.
             let err = c.put(key("max").as_bytes(), lww("x")).await.unwrap_err();
@@ -111,15 +188,24 @@ fn every_lattice_round_trips_through_the_client_on_both_shards() {
             // Delete.
             assert!(c.delete(key("set").as_bytes()).await.unwrap());
             assert_eq!(c.get(key("set").as_bytes()).await.unwrap(), None);
-            assert!(!c.delete(key("set").as_bytes()).await.unwrap(), "second delete removes nothing");
+            assert!(
+                !c.delete(key("set").as_bytes()).await.unwrap(),
+                "second delete removes nothing"
+            );
             assert!(c.delete(key("lww").as_bytes()).await.unwrap());
             assert_eq!(c.get(key("lww").as_bytes()).await.unwrap(), None);
             c.put(key("lww").as_bytes(), lww("back")).await.unwrap();
-            assert!(c.get(key("lww").as_bytes()).await.unwrap().is_some(), "a newer put revives the key");
+            assert!(
+                c.get(key("lww").as_bytes()).await.unwrap().is_some(),
+                "a newer put revives the key"
+            );
         }
         let stats = c.stats().await.unwrap();
         assert_eq!(stats.len(), 2);
-        assert!(stats.iter().all(|s| s.puts > 0), "both shards took writes: {stats:?}");
+        assert!(
+            stats.iter().all(|s| s.puts > 0),
+            "both shards took writes: {stats:?}"
+        );
     });
 }
 
@@ -133,12 +219,58 @@ fn limits_and_bad_arguments_get_clear_errors() {
             let err = r.unwrap_err();
             assert_eq!(err.status(), Some(want), "{err}");
         };
-        check(c.call(0, Request::Get(KvGet { keys: vec![] })).await, Status::InvalidArgument);
-        check(c.call(0, Request::Get(KvGet { keys: vec![vec![1]; 2000] })).await, Status::InvalidArgument);
-        check(c.call(0, Request::Put(KvPut { key: vec![], value: Value::Max(1) })).await, Status::InvalidArgument);
-        check(c.call(0, Request::Put(KvPut { key: vec![b'k'; 5000], value: Value::Max(1) })).await, Status::KeyTooLarge);
-        let big = Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: vec![0; 2 << 20] });
-        check(c.call(0, Request::Put(KvPut { key: b"k".to_vec(), value: big })).await, Status::ValueTooLarge);
+        check(
+            c.call(0, Request::Get(KvGet { keys: vec![] })).await,
+            Status::InvalidArgument,
+        );
+        check(
+            c.call(
+                0,
+                Request::Get(KvGet {
+                    keys: vec![vec![1]; 2000],
+                }),
+            )
+            .await,
+            Status::InvalidArgument,
+        );
+        check(
+            c.call(
+                0,
+                Request::Put(KvPut {
+                    key: vec![],
+                    value: Value::Max(1),
+                }),
+            )
+            .await,
+            Status::InvalidArgument,
+        );
+        check(
+            c.call(
+                0,
+                Request::Put(KvPut {
+                    key: vec![b'k'; 5000],
+                    value: Value::Max(1),
+                }),
+            )
+            .await,
+            Status::KeyTooLarge,
+        );
+        let big = Value::Lww(LwwValue {
+            timestamp: 0,
+            writer: 0,
+            bytes: vec![0; 2 << 20],
+        });
+        check(
+            c.call(
+                0,
+                Request::Put(KvPut {
+                    key: b"k".to_vec(),
+                    value: big,
+                }),
+            )
+            .await,
+            Status::ValueTooLarge,
+        );
         // The connection is still good afterwards.
         c.ping(0).await.unwrap();
     });
@@ -154,27 +286,48 @@ fn a_request_sent_to_the_wrong_shard_is_forwarded_and_answered() {
         // Write shard-1 keys through shard 0 and vice versa.
         for (keys, wrong) in [(&k1, 0u16), (&k0, 1u16)] {
             for k in keys {
-                let put = Request::Put(KvPut { key: k.as_bytes().to_vec(), value: lww(k) });
+                let put = Request::Put(KvPut {
+                    key: k.as_bytes().to_vec(),
+                    value: lww(k),
+                });
                 assert_eq!(c.call(wrong, put).await.unwrap(), Response::Stored);
             }
         }
         // Read them back through the routing client (from their owners)...
         for k in k0.iter().chain(&k1) {
-            let Some(Value::Lww(v)) = c.get(k.as_bytes()).await.unwrap() else { panic!("{k} missing") };
+            let Some(Value::Lww(v)) = c.get(k.as_bytes()).await.unwrap() else {
+                panic!("{k} missing")
+            };
             assert_eq!(v.bytes, k.as_bytes());
         }
         // ...and with one multi-key get spanning both shards, sent to shard 1.
-        let all: Vec<Vec<u8>> = k0.iter().chain(&k1).map(|k| k.as_bytes().to_vec()).collect();
-        let Response::Values(vals) = c.call(1, Request::Get(KvGet { keys: all.clone() })).await.unwrap() else {
+        let all: Vec<Vec<u8>> = k0
+            .iter()
+            .chain(&k1)
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let Response::Values(vals) = c
+            .call(1, Request::Get(KvGet { keys: all.clone() }))
+            .await
+            .unwrap()
+        else {
             panic!("values")
         };
         for (k, v) in all.iter().zip(vals) {
-            let Some(Value::Lww(v)) = v else { panic!("missing") };
+            let Some(Value::Lww(v)) = v else {
+                panic!("missing")
+            };
             assert_eq!(&v.bytes, k, "values come back in request order");
         }
         let stats = c.stats().await.unwrap();
-        assert!(stats[0].forwarded_out >= 3 && stats[1].forwarded_in >= 3, "{stats:?}");
-        assert!(stats[1].forwarded_out >= 3 && stats[0].forwarded_in >= 3, "{stats:?}");
+        assert!(
+            stats[0].forwarded_out >= 3 && stats[1].forwarded_in >= 3,
+            "{stats:?}"
+        );
+        assert!(
+            stats[1].forwarded_out >= 3 && stats[0].forwarded_in >= 3,
+            "{stats:?}"
+        );
     });
 }
 
@@ -192,41 +345,97 @@ fn the_cli_puts_gets_and_deletes_every_cli_lattice() {
     };
     run(&["kv", "put", "greeting", "hello"]);
     assert_eq!(run(&["kv", "get", "greeting"]).trim(), "hello");
-    let json: serde_json::Value = serde_json::from_str(&run(&["kv", "get", "greeting", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["kv", "get", "greeting", "--json"])).unwrap();
     assert_eq!(json["value"], "hello");
     assert_eq!(json["lattice"], "lww");
 
     run(&["kv", "put", "fruit", "pear", "apple", "--lattice", "set"]);
     run(&["kv", "put", "fruit", "fig", "--lattice", "set"]);
-    let mut fruit: Vec<String> = run(&["kv", "get", "fruit"]).lines().map(str::to_owned).collect();
+    let mut fruit: Vec<String> = run(&["kv", "get", "fruit"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
     fruit.sort();
     assert_eq!(fruit, ["apple", "fig", "pear"]);
 
-    run(&["kv", "put", "letters", "c", "a", "b", "--lattice", "ordered-set"]);
+    run(&[
+        "kv",
+        "put",
+        "letters",
+        "c",
+        "a",
+        "b",
+        "--lattice",
+        "ordered-set",
+    ]);
     assert_eq!(run(&["kv", "get", "letters"]), "a\nb\nc\n");
 
     run(&["kv", "put", "hits", "10", "--lattice", "max"]);
     run(&["kv", "put", "hits", "4", "--lattice", "max"]);
     assert_eq!(run(&["kv", "get", "hits"]).trim(), "10");
 
-    run(&["kv", "put", "route", "slow", "--lattice", "priority", "--priority", "9"]);
-    run(&["kv", "put", "route", "fast", "--lattice", "priority", "--priority", "1"]);
-    let json: serde_json::Value = serde_json::from_str(&run(&["kv", "get", "route", "--json"])).unwrap();
-    assert_eq!((json["value"].as_str(), json["priority"].as_u64()), (Some("fast"), Some(1)));
+    run(&[
+        "kv",
+        "put",
+        "route",
+        "slow",
+        "--lattice",
+        "priority",
+        "--priority",
+        "9",
+    ]);
+    run(&[
+        "kv",
+        "put",
+        "route",
+        "fast",
+        "--lattice",
+        "priority",
+        "--priority",
+        "1",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["kv", "get", "route", "--json"])).unwrap();
+    assert_eq!(
+        (json["value"].as_str(), json["priority"].as_u64()),
+        (Some("fast"), Some(1))
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&run(&["kv", "del", "fruit", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["kv", "del", "fruit", "--json"])).unwrap();
     assert_eq!(json["removed"], true);
     let (code, out, _) = cli(&["kv", "get", "fruit", "--addr", &addr]);
     assert_eq!((code, out.trim()), (1, "(not found)"));
 
-    let (code, _, err) = cli(&["kv", "put", "hits", "x", "--lattice", "set", "--addr", &addr]);
+    let (code, _, err) = cli(&[
+        "kv",
+        "put",
+        "hits",
+        "x",
+        "--lattice",
+        "set",
+        "--addr",
+        &addr,
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("type_mismatch (8)"), "{err}");
 
     let json: serde_json::Value = serde_json::from_str(&run(&["kv", "stats", "--json"])).unwrap();
     assert_eq!(json["shards"].as_array().map(Vec::len), Some(2));
 
-    let (code, _, err) = cli(&["kv", "get", "k", "--addr", "127.0.0.1:1", "--timeout-ms", "500"]);
+    let (code, _, err) = cli(&[
+        "kv",
+        "get",
+        "k",
+        "--addr",
+        "127.0.0.1:1",
+        "--timeout-ms",
+        "500",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("127.0.0.1:1"), "errors name the address: {err}");
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "errors name the address: {err}"
+    );
 }

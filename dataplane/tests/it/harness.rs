@@ -24,7 +24,11 @@ fn unique() -> usize {
 
 /// A fresh temporary directory (left behind for post-mortems; under /tmp).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("squall-it-{}-{name}-{}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!(
+        "squall-it-{}-{name}-{}",
+        std::process::id(),
+        unique()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -35,11 +39,24 @@ impl Node {
     }
 
     /// Starts a node; `Err(stderr)` if it exits before it is ready.
-    pub fn try_start(shards: usize, fsync: &str, data_dir: &Path, extra: &[&str]) -> Result<Node, String> {
+    pub fn try_start(
+        shards: usize,
+        fsync: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Node, String> {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(SQUALL)
-            .args(["node", "--shards", &shards.to_string(), "--listen", "127.0.0.1:0", "--fsync", fsync])
+            .args([
+                "node",
+                "--shards",
+                &shards.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--fsync",
+                fsync,
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -66,11 +83,17 @@ impl Node {
                     .split(',')
                     .map(str::to_owned)
                     .collect();
-                return Ok(Node { child: Some(child), addrs, stderr_path });
+                return Ok(Node {
+                    child: Some(child),
+                    addrs,
+                    stderr_path,
+                });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                return Err(format!("node exited with {status} before it was ready:\n{err}"));
+                return Err(format!(
+                    "node exited with {status} before it was ready:\n{err}"
+                ));
             }
             assert!(Instant::now() < deadline, "node not ready within 30 s");
         }
@@ -89,7 +112,9 @@ impl Node {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// SIGKILL, no warning.
@@ -103,7 +128,10 @@ impl Node {
     /// Sends a signal and waits (≤ 30 s) for the exit status.
     pub fn signal_and_wait(&mut self, sig: &str) -> ExitStatus {
         let pid = self.pid().to_string();
-        let ok = Command::new("kill").args([&format!("-{sig}"), &pid]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
         assert!(ok.success());
         self.wait_exit()
     }
@@ -129,18 +157,30 @@ impl Drop for Node {
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 pub async fn connect(addr: &str) -> Client {
-    Client::connect(addr, ClientOptions { timeout: Duration::from_secs(10), client_name: "it".into() })
-        .await
-        .expect("connect")
+    Client::connect(
+        addr,
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            client_name: "it".into(),
+        },
+    )
+    .await
+    .expect("connect")
 }
 
 /// Runs the CLI; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(SQUALL).args(args).output().expect("run squall");
+    let out = Command::new(SQUALL)
+        .args(args)
+        .output()
+        .expect("run squall");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,6 +1,8 @@
 //! Integration tests of the `squall` binary: real processes, real sockets,
 //! real files. One binary, a module per area (see ARCHITECTURE.md).
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 mod bad_input;
 mod crash;
 mod e2e;

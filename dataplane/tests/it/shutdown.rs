@@ -16,14 +16,20 @@ fn sigterm_under_load_exits_zero_and_loses_no_acknowledged_write() {
             let sent = std::cell::Cell::new(false);
             stream_puts(&addr, Duration::from_secs(30), |n| {
                 if n >= 300 && !sent.replace(true) {
-                    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status();
                 }
             })
             .await
         });
         let status = node.wait_exit(); // the TERM was sent mid-stream
         assert!(status.success(), "exit status {status} ({fsync})");
-        assert!(node.stderr().contains("node stopped cleanly"), "{}", node.stderr());
+        assert!(
+            node.stderr().contains("node stopped cleanly"),
+            "{}",
+            node.stderr()
+        );
         let node = Node::start(2, fsync, &dir);
         rt().block_on(assert_all_present(node.addr(), &acked));
     }
@@ -42,5 +48,8 @@ fn too_little_locked_memory_is_refused_with_advice() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("locked-memory limit") && err.contains("--shards 2"), "{err}");
+    assert!(
+        err.contains("locked-memory limit") && err.contains("--shards 2"),
+        "{err}"
+    );
 }
