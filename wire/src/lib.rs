@@ -28,6 +28,8 @@
 //! ```
 
 pub mod frame;
+#[cfg(test)]
+mod golden;
 pub mod limits;
 pub mod message;
 pub mod status;
