@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Squall vs Redis, same load generator, same run.
 #
-#   ./scripts/bench.sh            full run (10 s per point, ~2 min + first build)
-#   ./scripts/bench.sh --quick    1 s per point, 10k keys (smoke test)
+#   ./scripts/bench.sh            full run: 3 rounds x 6 points x ~10 s (~4 min + first build)
+#   ./scripts/bench.sh --quick    1 round, 1 s per point, 10k keys (smoke test)
+#   DURATION_S, WARMUP_S, ROUNDS, KEYS, CLIENTS override the defaults.
 #
 # Builds release, installs redis-server if missing, starts a Squall node
 # (temporary data dir, --fsync batch) and a Redis server (appendonly,
@@ -17,11 +18,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION_S=${DURATION_S:-10}
+DURATION_S=${DURATION_S:-8}
 WARMUP_S=${WARMUP_S:-2}
+ROUNDS=${ROUNDS:-3}
 KEYS=${KEYS:-100000}
 CLIENTS=${CLIENTS:-50}
-if [ "${1:-}" = "--quick" ]; then DURATION_S=1; WARMUP_S=0.5; KEYS=10000; fi
+if [ "${1:-}" = "--quick" ]; then DURATION_S=1; WARMUP_S=0.5; KEYS=10000; ROUNDS=1; fi
 
 ./scripts/install-deps.sh
 echo "bench: building release binaries (first build takes ~2 min)" >&2
@@ -53,57 +55,58 @@ start_squall() { # shards cpus -> sets SQ_PID SQ_ADDR
   grep -q "squall ready" "$TMP/squall-$shards.out" || { cat "$TMP/squall-$shards.err" >&2; exit 1; }
   SQ_ADDR="127.0.0.1:$port"
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-run() { # label target addr pid pipeline loadgen-cpus
-  local label=$1 target=$2 addr=$3 pid=$4 p=$5 cpus=$6
-  echo "bench: $label pipeline $p" >&2
-  taskset -c "$cpus" "$LOADGEN" kv --target "$target" --addr "$addr" --clients "$CLIENTS" --pipeline "$p" \
-    --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --keys "$KEYS" --value-bytes 100 --read-ratio 0.9 \
-    --zipf 0.99 --server-pid "$pid" --json | tail -1 >"$OUT/$label-p$p.json"
-}
-
-# Redis, one thread, core 0.
+# All servers start once and stay up; idle ones cost nothing. Runs are
+# interleaved (redis, squall 1 shard, squall 2 shards, per pipeline, per
+# round) so that drifts in this shared machine hit every target alike; the
+# table reports the median of the rounds.
 RPORT=$(free_port)
 mkdir -p "$TMP/redis"
 taskset -c 0 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec \
   --dir "$TMP/redis" --daemonize no --loglevel warning >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-for p in 1 16; do run redis redis "127.0.0.1:$RPORT" "$REDIS_PID" "$p" "$core_last"; done
-stop "$REDIS_PID"
-
-start_squall 1 0
-for p in 1 16; do run squall-1shard squall "$SQ_ADDR" "$SQ_PID" "$p" "$core_last"; done
-stop "$SQ_PID"
-
+start_squall 1 0; SQ1_PID=$SQ_PID; SQ1_ADDR=$SQ_ADDR
+targets=("redis redis 127.0.0.1:$RPORT $REDIS_PID $core_last" "squall-1shard squall $SQ1_ADDR $SQ1_PID $core_last")
 if [ "$ncpu" -ge 2 ]; then
   start_squall 2 "0-$core_last"
-  for p in 1 16; do run squall-2shards squall "$SQ_ADDR" "$SQ_PID" "$p" "0-$core_last"; done
-  stop "$SQ_PID"
+  targets+=("squall-2shards squall $SQ_ADDR $SQ_PID 0-$core_last")
 fi
 
+for round in $(seq "$ROUNDS"); do
+  for p in 1 16; do
+    for t in "${targets[@]}"; do
+      read -r label target addr pid cpus <<<"$t"
+      preload=""; [ "$round" -gt 1 ] && preload="--no-preload"
+      echo "bench: round $round/$ROUNDS $label pipeline $p" >&2
+      taskset -c "$cpus" "$LOADGEN" kv --target "$target" --addr "$addr" --clients "$CLIENTS" --pipeline "$p" \
+        --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --keys "$KEYS" --value-bytes 100 --read-ratio 0.9 \
+        --zipf 0.99 --server-pid "$pid" $preload --json | tail -1 >"$OUT/$label-p$p-r$round.json"
+    done
+  done
+done
+
 python3 - "$OUT" <<'PY'
-import json, pathlib, sys
+import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
-rows = {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("*.json"))}
-def per_core(r):
-    c = r.get("server_cpu_pct") or 0
-    return r["ops_per_sec"] / (c / 100) if c else float("nan")
-print(f"\nSquall vs Redis, loadgen kv: {next(iter(rows.values()))['clients']} clients, 90% reads, 100-byte values, "
-      f"{next(iter(rows.values()))['keys']} keys, zipf 0.99 ({out})\n")
+runs = {}
+for f in sorted(out.glob("*.json")):
+    label, p, _ = f.stem.rsplit("-", 2)
+    runs.setdefault((label, p[1:]), []).append(json.loads(f.read_text()))
+def med(rs, k): return statistics.median(r.get(k) or 0 for r in rs)
+def per_core(rs): return statistics.median(r["ops_per_sec"] / (r["server_cpu_pct"] / 100) for r in rs if r.get("server_cpu_pct"))
+any_run = next(iter(runs.values()))[0]
+rounds = len(next(iter(runs.values())))
+print(f"\nSquall vs Redis, loadgen kv: {any_run['clients']} clients, 90% reads, 100-byte values, {any_run['keys']} keys, "
+      f"zipf 0.99; median of {rounds} interleaved round(s) ({out})\n")
 hdr = ("run", "pipeline", "ops/s", "p50 us", "p99 us", "p99.9 us", "server cpu %", "ops per server core-s",
        "ops/s vs redis", "per core-s vs redis", "p99 vs redis")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
-for name, r in rows.items():
-    label, p = name.rsplit("-p", 1)
-    base = rows.get(f"redis-p{p}")
+for (label, p), rs in sorted(runs.items(), key=lambda kv: (int(kv[0][1]), kv[0][0])):
+    base = runs.get(("redis", p))
     ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
-    print("| " + " | ".join([label, p, f"{r['ops_per_sec']:.0f}", f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}",
-          f"{r['p999_us']:.0f}", f"{r.get('server_cpu_pct') or 0:.0f}", f"{per_core(r):.0f}",
-          ratio(r["ops_per_sec"], base["ops_per_sec"]) if base else "-",
-          ratio(per_core(r), per_core(base)) if base else "-",
-          ratio(r["p99_us"], base["p99_us"]) if base else "-"]) + " |")
+    print("| " + " | ".join([label, p, f"{med(rs, 'ops_per_sec'):.0f}", f"{med(rs, 'p50_us'):.0f}",
+          f"{med(rs, 'p99_us'):.0f}", f"{med(rs, 'p999_us'):.0f}", f"{med(rs, 'server_cpu_pct'):.0f}",
+          f"{per_core(rs):.0f}", ratio(med(rs, 'ops_per_sec'), med(base, 'ops_per_sec')),
+          ratio(per_core(rs), per_core(base)), ratio(med(rs, 'p99_us'), med(base, 'p99_us'))]) + " |")
 PY

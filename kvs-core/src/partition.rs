@@ -133,9 +133,14 @@ pub fn check_key(key: &[u8]) -> Result<(), PartitionError> {
 }
 
 /// A shard's key space.
+///
+/// Hashing uses foldhash (randomly seeded per process): several times
+/// cheaper than SipHash on short keys, which showed as ~10% of a shard's CPU
+/// in profiles, while keeping hash flooding impractical. Iteration order
+/// (snapshots) is therefore unspecified; state equality is not affected.
 #[derive(Debug, Default, Clone)]
 pub struct Partition {
-    entries: HashMap<Vec<u8>, Entry>,
+    entries: HashMap<Vec<u8>, Entry, foldhash::fast::RandomState>,
     live: usize,
 }
 
