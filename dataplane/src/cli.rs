@@ -10,7 +10,9 @@ use client::{Client, ClientOptions};
 use serde_json::json;
 use wire::message::{LwwValue, PriorityValue, Value};
 
-use crate::limits::{SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT};
+use crate::limits::{
+    CONNECTIONS_PER_SHARD_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+};
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
 
@@ -64,6 +66,9 @@ struct NodeArgs {
     /// core's cycles for lower wake-up latency. 0 sleeps at once.
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// Connections each shard serves at once; more are refused with `overloaded`.
+    #[arg(long, default_value_t = CONNECTIONS_PER_SHARD_MAX)]
+    connections_max: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +144,7 @@ pub fn main() -> anyhow::Result<()> {
                 vnodes_per_shard: a.vnodes,
                 snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
                 spin_before_park_us: a.spin_before_park_us,
+                connections_max: a.connections_max,
             })?;
             // Exit now, without tearing down the shard threads (see node::run).
             std::process::exit(0)

@@ -1,8 +1,9 @@
 //! The node's limits, in one place. Each is named, enforced, and reported to
 //! clients where they can act on it (`wire::message::Limits`).
 
-/// Connections one shard serves at once; more are answered with
-/// `Overloaded` and closed. Bounds per-connection buffers × count.
+/// Connections one shard serves at once (the default and the cap of
+/// `--connections-max`); more are answered with `Overloaded` and closed.
+/// Bounds per-connection buffers × count.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 1024;
 
 /// Requests one connection may have read but not yet answered. A client

@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub snapshot_wal_bytes: u64,
     /// Busy-poll this long before a shard sleeps (0 = sleep at once).
     pub spin_before_park_us: u64,
+    /// Connections each shard serves at once.
+    pub connections_max: usize,
 }
 
 /// Shared between the main thread and the shards.
@@ -71,6 +73,9 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let n = config.shards;
     if n == 0 || n > SHARDS_MAX {
         anyhow::bail!("--shards must be between 1 and {SHARDS_MAX}, not {n}");
+    }
+    if config.connections_max == 0 || config.connections_max > CONNECTIONS_PER_SHARD_MAX {
+        anyhow::bail!("--connections-max must be between 1 and {CONNECTIONS_PER_SHARD_MAX}");
     }
     crate::memlock::check(n)?;
     let cpus = core_ids();
@@ -110,6 +115,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             topology: topo_rx,
             control: control.clone(),
             shards: n,
+            connections_max: config.connections_max,
         };
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
@@ -180,7 +186,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             key_bytes_max: kvs_core::limits::KEY_BYTES_MAX as u32,
             value_bytes_max: kvs_core::limits::VALUE_BYTES_MAX as u32,
             keys_per_get_max: wire::limits::KEYS_PER_GET_MAX as u32,
-            connections_max: CONNECTIONS_PER_SHARD_MAX as u32,
+            connections_max: config.connections_max as u32,
         },
     };
     for tx in &topo_txs {
@@ -273,6 +279,7 @@ struct ShardStart {
     topology: mpsc::Receiver<w::Topology>,
     control: Arc<Control>,
     shards: usize,
+    connections_max: usize,
 }
 
 async fn run_shard(ctx: ShardStart) -> Result<(), String> {
@@ -320,7 +327,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     glommio::spawn_local(watch_stop(shard.clone(), ctx.control.clone())).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
-    accept_loop(&shard, &listener).await;
+    accept_loop(&shard, &listener, ctx.connections_max).await;
 
     // Drain: connections finish the batch in hand; idle ones close now.
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS);
@@ -347,7 +354,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     Ok(())
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, connections_max: usize) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.shutdown.wait().await;
@@ -363,9 +370,9 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        if shard.open_connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+        if shard.open_connections.get() >= connections_max {
             bump(&shard.stats.connections_refused);
-            glommio::spawn_local(refuse(stream)).detach();
+            glommio::spawn_local(refuse(stream, connections_max)).detach();
             continue;
         }
         bump(&shard.stats.connections);
@@ -379,11 +386,11 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
     }
 }
 
-async fn refuse(mut stream: glommio::net::TcpStream) {
+async fn refuse(mut stream: glommio::net::TcpStream, connections_max: usize) {
     use futures_lite::AsyncWriteExt;
     let mut buf = Vec::new();
     let msg =
-        format!("this shard already serves {CONNECTIONS_PER_SHARD_MAX} connections; retry later");
+        format!("this shard already serves {connections_max} connections (its limit); retry later");
     wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
     let _ = stream.write_all(&buf).await;
 }

@@ -519,7 +519,10 @@ const WAL_WRITE_INLINE: bool = true;
 
 fn inline_handle(dir: &Path, seq: u64) -> anyhow::Result<std::fs::File> {
     let path = dir.join(segment_name(seq));
-    std::fs::OpenOptions::new().write(true).open(&path).with_context(|| format!("opening {}", path.display()))
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 async fn open_segment(dir: &Path, seq: u64) -> anyhow::Result<BufferedFile> {

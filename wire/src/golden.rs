@@ -9,7 +9,12 @@ use crate::message::*;
 fn hex(bytes: &[u8]) -> String {
     bytes
         .chunks(16)
-        .map(|line| line.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+        .map(|line| {
+            line.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -17,7 +22,11 @@ fn hex(bytes: &[u8]) -> String {
 fn frame<T>(id: u64, msg: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<Vec<u8>, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
+        rkyv::api::high::HighSerializer<
+            Vec<u8>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
     >,
 {
     let mut out = Vec::new();
@@ -29,16 +38,34 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "Request 1: Hello { protocol_version: 1, client_name: \"py\" }",
-            frame(1, &Request::Hello(Hello { protocol_version: 1, client_name: b"py".to_vec() })),
+            frame(
+                1,
+                &Request::Hello(Hello {
+                    protocol_version: 1,
+                    client_name: b"py".to_vec(),
+                }),
+            ),
         ),
-        ("Request 2: Get { keys: [\"k1\"] }", frame(2, &Request::Get(KvGet { keys: vec![b"k1".to_vec()] }))),
+        (
+            "Request 2: Get { keys: [\"k1\"] }",
+            frame(
+                2,
+                &Request::Get(KvGet {
+                    keys: vec![b"k1".to_vec()],
+                }),
+            ),
+        ),
         (
             "Request 3: Put { key: \"k\", value: Lww { timestamp: 0, writer: 0, bytes: \"v\" } }",
             frame(
                 3,
                 &Request::Put(KvPut {
                     key: b"k".to_vec(),
-                    value: Value::Lww(LwwValue { timestamp: 0, writer: 0, bytes: b"v".to_vec() }),
+                    value: Value::Lww(LwwValue {
+                        timestamp: 0,
+                        writer: 0,
+                        bytes: b"v".to_vec(),
+                    }),
                 }),
             ),
         ),
@@ -48,14 +75,24 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             frame(
                 2,
                 &Response::Values(vec![
-                    Some(Value::Lww(LwwValue { timestamp: 5, writer: 7, bytes: b"v".to_vec() })),
+                    Some(Value::Lww(LwwValue {
+                        timestamp: 5,
+                        writer: 7,
+                        bytes: b"v".to_vec(),
+                    })),
                     None,
                 ]),
             ),
         ),
         (
             "Response 3: Error { code: 8, message: \"mismatch\" }",
-            frame(3, &Response::Error(ErrorBody { code: 8, message: b"mismatch".to_vec() })),
+            frame(
+                3,
+                &Response::Error(ErrorBody {
+                    code: 8,
+                    message: b"mismatch".to_vec(),
+                }),
+            ),
         ),
     ]
 }
@@ -71,7 +108,11 @@ fn hex_examples_in_the_doc_match_the_encoder() {
             missing.push(block);
         }
     }
-    assert!(missing.is_empty(), "docs/wire-protocol.md is out of date; its examples should read:\n\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs/wire-protocol.md is out of date; its examples should read:\n\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -88,7 +129,11 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("Dependency", size_of::<ArchivedDependency>(), 16),
         ("CausalVersion", size_of::<ArchivedCausalVersion>(), 24),
         ("Value", size_of::<ArchivedValue>(), 25),
-        ("Option<Value>", size_of::<rkyv::option::ArchivedOption<ArchivedValue>>(), 26),
+        (
+            "Option<Value>",
+            size_of::<rkyv::option::ArchivedOption<ArchivedValue>>(),
+            26,
+        ),
         ("ErrorBody", size_of::<ArchivedErrorBody>(), 10),
         ("Deleted", size_of::<ArchivedDeleted>(), 1),
         ("ShardInfo", size_of::<ArchivedShardInfo>(), 10),
@@ -101,7 +146,10 @@ fn inline_sizes_in_the_doc_match_the_archive() {
     ];
     for (name, actual, documented) in sizes {
         assert_eq!(actual, documented, "inline size of {name}");
-        assert!(DOC.contains(&format!("| `{name}` | {documented} |")), "the doc's size table lacks {name}");
+        assert!(
+            DOC.contains(&format!("| `{name}` | {documented} |")),
+            "the doc's size table lacks {name}"
+        );
     }
 }
 
@@ -110,7 +158,13 @@ fn an_empty_vector_points_at_the_start_of_its_object() {
     // What the doc tells other-language encoders: an empty vector's offset
     // points at the first byte of the root object that contains it (the
     // reference encoder does exactly that when nothing precedes the root).
-    let f = frame(1, &Request::Hello(Hello { protocol_version: 1, client_name: vec![] }));
+    let f = frame(
+        1,
+        &Request::Hello(Hello {
+            protocol_version: 1,
+            client_name: vec![],
+        }),
+    );
     let body = &f[crate::frame::FRAME_HEADER_BYTES..];
     assert_eq!(body.len(), 34, "{}", hex(body));
     assert_eq!(&body[5..9], &(-5i32).to_le_bytes(), "{}", hex(body));

@@ -439,3 +439,38 @@ fn the_cli_puts_gets_and_deletes_every_cli_lattice() {
         "errors name the address: {err}"
     );
 }
+
+#[test]
+fn connections_over_the_limit_are_refused_with_overloaded() {
+    use std::io::Read;
+    let dir = temp_dir("overload");
+    let node = Node::try_start(1, "never", &dir, &["--connections-max", "2"]).unwrap();
+    rt().block_on(async {
+        let mut a = connect(node.addr()).await;
+        let mut b = connect(node.addr()).await;
+        // The third connection is answered with one error frame and closed.
+        let mut s = std::net::TcpStream::connect(node.addr()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let h = wire::frame::FrameHeader::parse(&buf).unwrap().unwrap();
+        let resp = wire::frame::decode_response_owned(
+            &buf[wire::frame::FRAME_HEADER_BYTES..h.frame_len()],
+        )
+        .unwrap();
+        let Response::Error(e) = resp else {
+            panic!("expected an error, got {resp:?}")
+        };
+        assert_eq!(e.code, Status::Overloaded.code());
+        assert!(String::from_utf8_lossy(&e.message).contains("limit"));
+        // The admitted ones keep working, and a slot frees when one closes.
+        a.ping(0).await.unwrap();
+        b.ping(0).await.unwrap();
+        let stats = a.stats().await.unwrap();
+        assert_eq!(stats[0].connections_refused, 1);
+        drop(b);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        connect(node.addr()).await.ping(0).await.unwrap();
+    });
+}
