@@ -16,7 +16,7 @@ use kvs_core::{Lsn, ShardId};
 use wire::frame::{
     decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES,
 };
-use wire::limits::{FRAME_BODY_BYTES_MAX, KEYS_PER_GET_MAX};
+use wire::limits::KEYS_PER_GET_MAX;
 use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
 
@@ -93,15 +93,17 @@ impl Conn {
         }
     }
 
-    /// Reads at least one more byte, growing the buffer to fit the frame at
-    /// its start.
+    /// Reads at least one more byte. A full buffer grows (doubling, up to
+    /// the frame at its start) only as bytes actually arrive, so a header
+    /// that merely announces a large frame pins no memory.
     async fn read_more(&mut self) -> Result<(), String> {
         let need = match FrameHeader::parse(&self.rbuf[..self.filled]) {
             Ok(Some(h)) => h.frame_len(),
             _ => FRAME_HEADER_BYTES,
         };
-        if self.rbuf.len() < need {
-            self.rbuf.resize(need, 0);
+        if self.filled == self.rbuf.len() && self.rbuf.len() < need {
+            let grown = (self.rbuf.len() * 2).min(need);
+            self.rbuf.resize(grown, 0);
         } else if self.filled == 0 && self.rbuf.len() > READ_BUFFER_BYTES {
             // A large frame has passed: give its memory back.
             self.rbuf.truncate(READ_BUFFER_BYTES);
@@ -129,10 +131,7 @@ impl Conn {
         let mut handled = 0;
         let mut fatal = None;
         while handled < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
-            let header = match FrameHeader::parse_with_limit(
-                &self.rbuf[off..self.filled],
-                FRAME_BODY_BYTES_MAX,
-            ) {
+            let header = match FrameHeader::parse(&self.rbuf[off..self.filled]) {
                 Ok(Some(h)) if self.filled - off >= h.frame_len() => h,
                 Ok(_) => break,
                 Err(e) => {

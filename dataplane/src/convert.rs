@@ -89,7 +89,7 @@ pub fn value_to_wire(v: &Value) -> w::Value {
             w::Value::Lww(w::LwwValue {
                 timestamp: ts.clock,
                 writer: ts.writer,
-                bytes: l.value().unwrap_or_default().to_vec(),
+                bytes: l.value().to_vec(),
             })
         }
         Value::Set(s) => w::Value::Set(s.iter().cloned().collect()),

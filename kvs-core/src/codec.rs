@@ -85,7 +85,7 @@ impl<'a> Encoder<'a> {
                 let ts = lww.timestamp();
                 self.u64(ts.clock);
                 self.u64(ts.writer);
-                self.bytes(lww.value().unwrap_or_default());
+                self.bytes(lww.value());
             }
             Value::Set(s) | Value::OrderedSet(s) => {
                 self.len(s.len());

@@ -95,10 +95,10 @@ impl Lww {
     pub fn timestamp(&self) -> Timestamp {
         self.ts
     }
-    /// The stored bytes (always `Some`; the option mirrors tombstoned reads).
+    /// The stored bytes.
     #[must_use]
-    pub fn value(&self) -> Option<&[u8]> {
-        Some(&self.value)
+    pub fn value(&self) -> &[u8] {
+        &self.value
     }
     #[must_use]
     pub fn into_parts(self) -> (Timestamp, Vec<u8>) {
@@ -440,7 +440,7 @@ pub(crate) mod tests {
             },
             b"old".to_vec(),
         ));
-        assert_eq!(a.value(), Some(&b"x"[..]));
+        assert_eq!(a.value(), b"x");
         a.merge(Lww::new(
             Timestamp {
                 clock: 5,
@@ -448,7 +448,7 @@ pub(crate) mod tests {
             },
             b"tie".to_vec(),
         ));
-        assert_eq!(a.value(), Some(&b"tie"[..]));
+        assert_eq!(a.value(), b"tie");
     }
 
     #[test]

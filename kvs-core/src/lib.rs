@@ -35,7 +35,7 @@
 //! p.apply(put(2, "hello")).unwrap();
 //! p.apply(put(1, "stale")).unwrap(); // older timestamp: merged away
 //! match p.get(b"greeting") {
-//!     Some(Value::Lww(lww)) => assert_eq!(lww.value(), Some(&b"hello"[..])),
+//!     Some(Value::Lww(lww)) => assert_eq!(lww.value(), b"hello"),
 //!     other => panic!("unexpected {other:?}"),
 //! }
 //! ```

@@ -284,7 +284,7 @@ pub fn encoded_len(v: &Value) -> usize {
     // Counted directly for the scalar kinds (the hot path); collections are
     // encoded into a scratch buffer, which is exact and rare.
     match v {
-        Value::Lww(lww) => 1 + 16 + 4 + lww.value().map_or(0, <[u8]>::len),
+        Value::Lww(lww) => 1 + 16 + 4 + lww.value().len(),
         Value::Max(_) => 9,
         Value::Priority(p) => 1 + 8 + 4 + p.value.len(),
         other => crate::codec::encode_value(other).len(),

@@ -15,8 +15,8 @@ use thiserror::Error;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
-use crate::lattice::Timestamp;
-use crate::partition::{Entry, Partition};
+use crate::lattice::{Timestamp, Value};
+use crate::partition::{Entry, Mutation, Partition};
 use crate::wal::{scan_segment, TornTail, WalError};
 
 /// First bytes of every snapshot; the last byte is the format version.
@@ -152,7 +152,7 @@ pub fn recover<'a>(
     let mut max_clock_us = partition
         .entries()
         .map(|(_, e)| match e {
-            Entry::Live(crate::lattice::Value::Lww(l)) => l.timestamp().clock,
+            Entry::Live(Value::Lww(l)) => l.timestamp().clock,
             Entry::Tombstone(ts) => ts.clock,
             Entry::Live(_) => 0,
         })
@@ -178,18 +178,15 @@ pub fn recover<'a>(
                 out.skipped += 1;
                 continue;
             }
-            match &m {
-                crate::partition::Mutation::Put {
-                    value: crate::lattice::Value::Lww(l),
+            let clock = match &m {
+                Mutation::Put {
+                    value: Value::Lww(l),
                     ..
-                } => {
-                    max_clock_us = max_clock_us.max(l.timestamp().clock);
-                }
-                crate::partition::Mutation::Delete { ts, .. } => {
-                    max_clock_us = max_clock_us.max(ts.clock)
-                }
-                crate::partition::Mutation::Put { .. } => {}
-            }
+                } => l.timestamp().clock,
+                Mutation::Delete { ts, .. } => ts.clock,
+                Mutation::Put { .. } => 0,
+            };
+            max_clock_us = max_clock_us.max(clock);
             partition.apply(m).map_err(|e| RecoveryError::Replay {
                 name: name.to_owned(),
                 lsn,
@@ -208,8 +205,7 @@ pub fn recover<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lattice::{Lww, Value};
-    use crate::partition::Mutation;
+    use crate::lattice::Lww;
     use crate::wal::{encode_record, SEGMENT_MAGIC};
 
     fn put(i: u64) -> Mutation {
