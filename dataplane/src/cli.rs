@@ -11,7 +11,8 @@ use serde_json::json;
 use wire::message::{LwwValue, PriorityValue, Value};
 
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+    CONNECTIONS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, SNAPSHOT_WAL_BYTES_DEFAULT,
+    VNODES_PER_SHARD_DEFAULT,
 };
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
@@ -69,6 +70,9 @@ struct NodeArgs {
     /// Connections each shard serves at once; more are refused with `overloaded`.
     #[arg(long, default_value_t = CONNECTIONS_PER_SHARD_MAX)]
     connections_max: usize,
+    /// Disconnect a client that starts a frame and does not finish it within this time.
+    #[arg(long, default_value_t = PARTIAL_FRAME_TIMEOUT_MS_DEFAULT)]
+    partial_frame_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +149,7 @@ pub fn main() -> anyhow::Result<()> {
                 snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
                 spin_before_park_us: a.spin_before_park_us,
                 connections_max: a.connections_max,
+                partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
             })?;
             // Exit now, without tearing down the shard threads (see node::run).
             std::process::exit(0)

@@ -109,12 +109,25 @@ impl Conn {
             self.rbuf.truncate(READ_BUFFER_BYTES);
             self.rbuf.shrink_to_fit();
         }
+        let partial = self.filled > 0;
+        let timeout_ms = self.shard.partial_frame_timeout_ms;
         let read = self.stream.read(&mut self.rbuf[self.filled..]);
         let stop = async {
             self.shard.shutdown.wait().await;
             Err(std::io::Error::other("node shutting down"))
         };
-        match futures_lite::future::or(read, stop).await {
+        // Only a started frame has a deadline; idle connections may wait.
+        let stalled = async {
+            if !partial {
+                return futures_lite::future::pending().await;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms)).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("frame not completed within {timeout_ms} ms"),
+            ))
+        };
+        match futures_lite::future::or(read, futures_lite::future::or(stop, stalled)).await {
             Ok(0) => Err("peer closed".into()),
             Ok(n) => {
                 self.filled += n;

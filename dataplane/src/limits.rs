@@ -12,6 +12,12 @@ pub const CONNECTIONS_PER_SHARD_MAX: usize = 1024;
 /// connection stays bounded by this many requests plus one frame.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 
+/// Default time a connection may take to finish sending a frame it has
+/// started (the default of `--partial-frame-timeout-ms`). A client that stalls
+/// mid-frame is disconnected instead of holding a slot and a buffer forever.
+/// Idle connections between frames are not timed out.
+pub const PARTIAL_FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
 /// Initial read buffer of a connection; grows to one maximal frame only when
 /// a large frame arrives, and shrinks back after.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;

@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub spin_before_park_us: u64,
     /// Connections each shard serves at once.
     pub connections_max: usize,
+    /// How long a connection may take to finish a frame it started.
+    pub partial_frame_timeout_ms: u64,
 }
 
 /// Shared between the main thread and the shards.
@@ -116,6 +118,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             control: control.clone(),
             shards: n,
             connections_max: config.connections_max,
+            partial_frame_timeout_ms: config.partial_frame_timeout_ms,
         };
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
@@ -280,6 +283,7 @@ struct ShardStart {
     control: Arc<Control>,
     shards: usize,
     connections_max: usize,
+    partial_frame_timeout_ms: u64,
 }
 
 async fn run_shard(ctx: ShardStart) -> Result<(), String> {
@@ -319,6 +323,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         Rc::new(ctx.ring),
         hello_body,
         recovered.max_clock_us,
+        ctx.partial_frame_timeout_ms,
     ));
     let peers = forward::connect(&shard, ctx.ends).await;
     *shard.peers.borrow_mut() = peers;

@@ -50,6 +50,8 @@ pub struct Shard {
     pub shutdown: Event,
     /// Connections open now.
     pub open_connections: Cell<usize>,
+    /// How long a connection may take to finish a frame it started.
+    pub partial_frame_timeout_ms: u64,
     clock: RefCell<HybridClock>,
     /// LWW writer id of timestamps this shard assigns.
     writer: u64,
@@ -74,6 +76,7 @@ impl Shard {
         ring: Rc<HashRing<ShardId>>,
         hello_body: Vec<u8>,
         clock_floor_us: u64,
+        partial_frame_timeout_ms: u64,
     ) -> Shard {
         let mut clock = HybridClock::default();
         clock.observe(clock_floor_us);
@@ -87,6 +90,7 @@ impl Shard {
             stats: Counters::default(),
             shutdown: Event::default(),
             open_connections: Cell::new(0),
+            partial_frame_timeout_ms,
             clock: RefCell::new(clock),
             writer: NODE_WRITER_BASE | u64::from(id.0),
             started: Instant::now(),

@@ -51,9 +51,16 @@ fn hello(s: &mut TcpStream) {
     assert!(matches!(read_response(s), Some((1, Response::Hello(_)))));
 }
 
+/// Whether the node closed the connection (EOF or reset) within 5 s; a read
+/// that merely times out means it is still open.
 fn closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
 }
 
 #[test]
@@ -201,4 +208,24 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     assert!(good_ops.load(Ordering::Relaxed) > 10);
     assert!(node.is_running(), "the node survived:\n{}", node.stderr());
     assert!(!node.stderr().contains("panicked"), "{}", node.stderr());
+}
+
+#[test]
+fn a_client_that_stalls_mid_frame_is_disconnected_and_idle_ones_are_not() {
+    let dir = temp_dir("stall");
+    let node = Node::try_start(1, "never", &dir, &["--partial-frame-timeout-ms", "300"]).unwrap();
+    let mut idle = raw(node.addr());
+    hello(&mut idle);
+    let mut stalled = raw(node.addr());
+    hello(&mut stalled);
+    let mut buf = Vec::new();
+    encode_frame(2, &Request::Ping, &mut buf).unwrap();
+    stalled.write_all(&buf[..5]).unwrap(); // half a header, then nothing
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(closed(&mut stalled), "the stalled connection was closed");
+    // The idle one (no partial frame) is still served.
+    let mut ping = Vec::new();
+    encode_frame(3, &Request::Ping, &mut ping).unwrap();
+    idle.write_all(&ping).unwrap();
+    assert_eq!(read_response(&mut idle), Some((3, Response::Pong)));
 }
