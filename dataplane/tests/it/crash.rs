@@ -100,10 +100,10 @@ fn sigkill_mid_stream_loses_no_acknowledged_put() {
     rt().block_on(assert_all_present(node.addr(), &acked));
 }
 
-#[test]
-fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
-    let dir = temp_dir("torn");
-    let mut node = Node::start(1, "always", &dir);
+/// Writes `key-0..10` on a fresh 1-shard node, stops it cleanly, and
+/// returns its last WAL segment.
+fn ten_puts_then_sigterm(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut node = Node::start(1, "always", dir);
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
         for j in 0..10 {
@@ -113,7 +113,13 @@ fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
         }
     });
     assert!(node.signal_and_wait("TERM").success());
-    let seg = segments(&dir, 0).pop().expect("a segment");
+    segments(dir, 0).pop().expect("a segment")
+}
+
+#[test]
+fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
+    let dir = temp_dir("torn");
+    let seg = ten_puts_then_sigterm(&dir);
     let len = std::fs::metadata(&seg).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 3).unwrap(); // tear the last record
@@ -152,17 +158,7 @@ fn a_torn_wal_tail_is_cut_and_reported_and_whole_records_kept() {
 #[test]
 fn corruption_in_the_middle_of_the_wal_refuses_to_start() {
     let dir = temp_dir("corrupt");
-    let mut node = Node::start(1, "always", &dir);
-    rt().block_on(async {
-        let mut c = connect(node.addr()).await;
-        for j in 0..10 {
-            c.put(format!("key-{j}").as_bytes(), lww(format!("value-{j}")))
-                .await
-                .unwrap();
-        }
-    });
-    assert!(node.signal_and_wait("TERM").success());
-    let seg = segments(&dir, 0).pop().expect("a segment");
+    let seg = ten_puts_then_sigterm(&dir);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[30] ^= 0xff; // inside the first record's payload
     std::fs::write(&seg, bytes).unwrap();
