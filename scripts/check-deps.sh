@@ -4,6 +4,7 @@
 #   wire:     no other Squall crate, no runtime
 #   client:   of Squall crates only wire
 #   loadgen:  of Squall crates only client and wire (never the node)
+#   executor: no runtime, never the node (reaches the store through a trait)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +24,6 @@ forbid kvs-core glommio tokio mio wire client dataplane loadgen
 forbid wire glommio tokio mio kvs-core client dataplane loadgen
 forbid client glommio kvs-core dataplane loadgen
 forbid loadgen glommio kvs-core dataplane
+forbid executor glommio tokio dataplane loadgen client
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail
