@@ -67,6 +67,10 @@ pub struct KvArgs {
     /// Print one JSON object (last line) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Squall only: send every request to the first shard, like a client that
+    /// ignores the topology (measures the node's forwarding hop).
+    #[arg(long)]
+    pub naive_routing: bool,
     /// PID of the server process: its CPU use over the measured window is
     /// reported as `server_cpu_pct` (Linux /proc).
     #[arg(long)]
@@ -75,7 +79,8 @@ pub struct KvArgs {
 
 /// One connection to the target.
 enum Conn {
-    Squall(Box<Client>),
+    /// The client, and whether to ignore its routing.
+    Squall(Box<Client>, bool),
     Redis(redis::aio::MultiplexedConnection),
 }
 
@@ -90,7 +95,7 @@ impl Conn {
                 let c = Client::connect(&args.addr, opts)
                     .await
                     .with_context(|| format!("connecting to {}", args.addr))?;
-                Conn::Squall(Box::new(c))
+                Conn::Squall(Box::new(c), args.naive_routing)
             }
             Target::Redis => {
                 let client = redis::Client::open(format!("redis://{}/", args.addr))?;
@@ -106,7 +111,7 @@ impl Conn {
     /// Runs one batch; returns how many requests failed.
     async fn batch(&mut self, actions: &[Action], value: &[u8]) -> usize {
         match self {
-            Conn::Squall(c) => {
+            Conn::Squall(c, naive) => {
                 let ops = actions
                     .iter()
                     .map(|a| {
@@ -125,8 +130,13 @@ impl Conn {
                                 (key.clone(), Request::Put(KvPut { key, value }))
                             }
                         };
+                        let shard = if *naive {
+                            c.topology().shard
+                        } else {
+                            c.shard_for(&k)
+                        };
                         Op {
-                            shard: c.shard_for(&k),
+                            shard,
                             request: req,
                         }
                     })
@@ -281,6 +291,7 @@ pub fn report(args: &KvArgs, s: &Summary) -> serde_json::Value {
             "value_bytes": args.value_bytes,
             "read_ratio": args.read_ratio,
             "zipf": args.zipf,
+            "naive_routing": args.naive_routing,
         });
         if let Some(e) = extra.as_object() {
             o.extend(e.clone());
