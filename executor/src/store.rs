@@ -1,0 +1,100 @@
+//! How functions reach the store: the [`Store`] trait. The node implements
+//! it over its shards; [`LocalStore`] implements it over one in-memory
+//! partition (tests, simulations, and the in-process baseline of the
+//! composition benchmark).
+
+use std::sync::Mutex;
+
+use kvs_core::lattice::{Timestamp, Value};
+use kvs_core::partition::{Applied, Mutation, Partition, PartitionError};
+use thiserror::Error;
+
+/// A store operation that failed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<PartitionError> for StoreError {
+    fn from(e: PartitionError) -> Self {
+        StoreError::Refused(e.to_string())
+    }
+}
+
+/// The key-value operations a function may use. Puts merge (lattices);
+/// LWW values with timestamp 0 are stamped by the store.
+pub trait Store: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError>;
+    fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError>;
+    /// `true` if a live value went away.
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError>;
+}
+
+/// A store over one in-memory partition with a logical clock.
+#[derive(Debug, Default)]
+pub struct LocalStore {
+    inner: Mutex<(Partition, u64)>,
+}
+
+impl LocalStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Partition, &mut u64) -> T) -> Result<T, StoreError> {
+        let mut g = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("a writer panicked".into()))?;
+        let (p, clock) = &mut *g;
+        Ok(f(p, clock))
+    }
+}
+
+const LOCAL_WRITER: u64 = 1;
+
+impl Store for LocalStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        self.with(|p, _| p.get(key).cloned())
+    }
+
+    fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError> {
+        self.with(|p, clock| {
+            let value = match value {
+                Value::Lww(l) if l.timestamp().clock == 0 => {
+                    *clock += 1;
+                    let (_, bytes) = l.into_parts();
+                    Value::Lww(kvs_core::lattice::Lww::new(
+                        Timestamp {
+                            clock: *clock,
+                            writer: LOCAL_WRITER,
+                        },
+                        bytes,
+                    ))
+                }
+                v => v,
+            };
+            p.apply(Mutation::Put {
+                key: key.to_vec(),
+                value,
+            })
+            .map(|_| ())
+        })?
+        .map_err(StoreError::from)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.with(|p, clock| {
+            *clock += 1;
+            let ts = Timestamp {
+                clock: *clock,
+                writer: LOCAL_WRITER,
+            };
+            p.apply(Mutation::Delete {
+                key: key.to_vec(),
+                ts,
+            })
+        })?
+        .map(|a| matches!(a, Applied::Deleted { removed: true }))
+        .map_err(StoreError::from)
+    }
+}
