@@ -38,7 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
-    Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value,
+    FnCall, Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value,
 };
 use wire::Status;
 
@@ -228,6 +228,40 @@ impl Client {
         let req = Request::Delete(KvDelete { key: key.to_vec() });
         match self.call(self.shard_for(key), req).await? {
             Response::Deleted(d) => Ok(d.removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Calls a registered function (on the executor beside the shard this
+    /// client first connected to) and returns its result. `timeout_ms` 0 =
+    /// the node's default; the client's own deadline still applies.
+    pub async fn call_function(
+        &mut self,
+        function: &str,
+        args: Vec<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>> {
+        let req = Request::Call(FnCall {
+            function: function.as_bytes().to_vec(),
+            args,
+            timeout_ms,
+        });
+        match self.call(self.topology.shard, req).await? {
+            Response::Output(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Registered function names.
+    pub async fn list_functions(&mut self) -> Result<Vec<String>> {
+        match self
+            .call(self.topology.shard, Request::ListFunctions)
+            .await?
+        {
+            Response::Functions(names) => Ok(names
+                .into_iter()
+                .map(|n| String::from_utf8_lossy(&n).into_owned())
+                .collect()),
             other => Err(unexpected(&other)),
         }
     }

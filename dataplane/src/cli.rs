@@ -40,6 +40,30 @@ enum Command {
         #[command(subcommand)]
         command: KvCommand,
     },
+    /// List and call functions on a running node.
+    Fn {
+        #[command(subcommand)]
+        command: FnCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FnCommand {
+    /// Print the registered functions.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Call FUNCTION with ARGS (byte strings; numeric built-ins take decimal text).
+    Call {
+        function: String,
+        args: Vec<String>,
+        /// The call's deadline on the node.
+        #[arg(long, default_value_t = 10_000)]
+        call_timeout_ms: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,7 +179,56 @@ pub fn main() -> anyhow::Result<()> {
             std::process::exit(0)
         }
         Command::Kv { command } => kv(command),
+        Command::Fn { command } => function(command),
     }
+}
+
+fn connect_blocking<T>(
+    conn: &Conn,
+    name: &str,
+    f: impl AsyncFnOnce(&mut Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let opts = ClientOptions {
+            timeout: Duration::from_millis(conn.timeout_ms),
+            client_name: name.into(),
+        };
+        let mut c = Client::connect(&conn.addr, opts)
+            .await
+            .with_context(|| format!("connecting to {}", conn.addr))?;
+        f(&mut c).await
+    })
+}
+
+fn function(cmd: FnCommand) -> anyhow::Result<()> {
+    match cmd {
+        FnCommand::List { conn } => {
+            let names = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.list_functions().await?)
+            })?;
+            print_out(conn.json, json!({"functions": names}), names.join("\n"));
+        }
+        FnCommand::Call {
+            function,
+            args,
+            call_timeout_ms,
+            conn,
+        } => {
+            let args: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
+            let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.call_function(&function, args, call_timeout_ms).await?)
+            })?;
+            print_out(
+                conn.json,
+                json!({"function": function, "result": text(&out)}),
+                text(&out),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn kv(cmd: KvCommand) -> anyhow::Result<()> {

@@ -21,8 +21,12 @@ use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
 
 use crate::convert::value_from_archived;
-use crate::forward::{ReplyFuture, ShardOp};
-use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
+use crate::forward::{ReplyFuture, ShardOp, ShardReply};
+use crate::functions::FnJob;
+use crate::limits::{
+    CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, READ_BUFFER_BYTES,
+    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+};
 use crate::shard::{bump, Shard};
 
 /// A reply that waits on other shards.
@@ -215,6 +219,19 @@ impl Conn {
                     .await;
             }
             ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
+            ArchivedRequest::Call(call) => self.call(request_id, call),
+            ArchivedRequest::ListFunctions => {
+                let names = match &*self.shard.functions.borrow() {
+                    Some(f) => f
+                        .registry
+                        .names()
+                        .into_iter()
+                        .map(String::into_bytes)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                self.reply(request_id, &w::Response::Functions(names));
+            }
         }
     }
 
@@ -289,6 +306,62 @@ impl Conn {
             }
             Err((status, msg)) => self.error(request_id, status, &msg),
         }
+    }
+
+    /// Queues a call on this shard's executor; the reply is deferred.
+    fn call(&mut self, request_id: u64, call: &w::ArchivedFnCall) {
+        let Some(functions) = self.shard.functions.borrow().clone() else {
+            return self.error(request_id, Status::Internal, "this shard has no executor");
+        };
+        let name = String::from_utf8_lossy(call.function.as_slice()).into_owned();
+        if !functions.registry.contains(&name) {
+            return self.error(
+                request_id,
+                Status::UnknownFunction,
+                &format!("no function named {name:?} is registered"),
+            );
+        }
+        let timeout_ms = match u64::from(call.timeout_ms.to_native()) {
+            0 => CALL_TIMEOUT_MS_DEFAULT,
+            t => t.min(CALL_TIMEOUT_MS_MAX),
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let job = FnJob {
+            function: name.clone(),
+            args: call.args.iter().map(|a| a.to_vec()).collect(),
+            reply: tx,
+        };
+        if let Err(e) = functions.executor.try_send(job) {
+            let status = if e.is_full() {
+                Status::Overloaded
+            } else {
+                Status::Internal
+            };
+            return self.error(
+                request_id,
+                status,
+                &format!("the executor did not take the call: {e}"),
+            );
+        }
+        let reply: ReplyFuture = Box::pin(async move {
+            let deadline = async {
+                glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms)).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(rx.await) }, deadline).await {
+                Some(Ok(Ok(out))) => ShardReply::Output(out),
+                Some(Ok(Err(e))) => ShardReply::Error(Status::FunctionFailed, e.to_string()),
+                Some(Err(_)) => ShardReply::Error(
+                    Status::Internal,
+                    format!("the executor dropped the call to {name}"),
+                ),
+                None => ShardReply::Error(
+                    Status::Timeout,
+                    format!("{name} did not finish within {timeout_ms} ms"),
+                ),
+            }
+        });
+        self.deferred.push(Deferred::Single { request_id, reply });
     }
 
     async fn forward(&mut self, owner: ShardId, op: ShardOp) -> Option<ReplyFuture> {

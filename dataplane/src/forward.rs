@@ -37,6 +37,8 @@ pub enum ShardOp {
 #[derive(Debug)]
 pub enum ShardReply {
     Values(Vec<Option<w::Value>>),
+    /// A function's result.
+    Output(Vec<u8>),
     Stored,
     Deleted(bool),
     Error(Status, String),
@@ -47,6 +49,7 @@ impl ShardReply {
     pub fn into_response(self) -> w::Response {
         match self {
             ShardReply::Values(v) => w::Response::Values(v),
+            ShardReply::Output(b) => w::Response::Output(b),
             ShardReply::Stored => w::Response::Stored,
             ShardReply::Deleted(removed) => w::Response::Deleted(w::Deleted { removed }),
             ShardReply::Error(status, msg) => w::Response::Error(w::ErrorBody {

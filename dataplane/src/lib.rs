@@ -17,15 +17,21 @@
 //!    one write, plus one fdatasync under `--fsync always`, covers every
 //!    connection's records) and writes all replies at once.
 //!
+//! ## Functions
+//! Each shard has an executor thread pinned to its core ([`functions`]);
+//! `Call` requests run there, and functions reach the store through
+//! [`functions::NodeStore`], this crate's implementation of
+//! `executor::store::Store`.
+//!
 //! ## Boundary
-//! Nothing else depends on `dataplane`. The executor crate (functions, next
-//! issue) will reach the store through a trait this crate implements.
+//! Nothing else depends on `dataplane`.
 
 pub mod cli;
 pub mod conn;
 pub mod convert;
 pub mod event;
 pub mod forward;
+pub mod functions;
 pub mod limits;
 pub mod memlock;
 pub mod node;

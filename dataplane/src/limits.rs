@@ -57,3 +57,20 @@ pub const VNODES_PER_SHARD_DEFAULT: u32 = 256;
 /// Most shards one node runs (bounded by the token table in one frame and
 /// by locked memory).
 pub const SHARDS_MAX: usize = 256;
+
+/// Calls queued per executor; a full queue answers `Overloaded` at once
+/// rather than letting work pile up.
+pub const FN_QUEUE_DEPTH: usize = 1024;
+
+/// Deadline of a call whose request gives none.
+pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Longest deadline a call may ask for.
+pub const CALL_TIMEOUT_MS_MAX: u64 = 300_000;
+
+/// Store requests from executors queued per shard (bounded; executors wait
+/// with back-off when it is full).
+pub const STORE_QUEUE_DEPTH: usize = 1024;
+
+/// How long a function's store operation may take before it fails.
+pub const STORE_TIMEOUT_MS: u64 = 10_000;

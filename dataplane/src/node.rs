@@ -28,12 +28,14 @@ use wire::message as w;
 use wire::Status;
 
 use crate::forward::{self, PeerEnds};
+use crate::functions::{self, NodeStore, StoreRequest};
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, SHARDS_MAX,
-    SHUTDOWN_DRAIN_TIMEOUT_MS,
+    CONNECTIONS_PER_SHARD_MAX, FN_QUEUE_DEPTH, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES,
+    SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STORE_QUEUE_DEPTH,
 };
-use crate::shard::{bump, Shard};
+use crate::shard::{bump, Shard, ShardFunctions};
 use crate::storage::{FsyncPolicy, Storage};
+use executor::registry::Registry;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -89,6 +91,13 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    // Function executors: one per shard, pinned to the shard's core; they
+    // reach the store through per-shard request queues.
+    let registry = Arc::new(Registry::with_builtins());
+    let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
+        .unzip();
+    let store = Arc::new(NodeStore::new(store_txs, ring.clone()));
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
     for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH)
@@ -98,6 +107,14 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
         topo_txs.push(topo_tx);
         let cpu = cpus[i % cpus.len()];
+        let executor = functions::spawn_executor(
+            i as u64,
+            cpu,
+            registry.clone(),
+            store.clone(),
+            FN_QUEUE_DEPTH,
+        )
+        .with_context(|| format!("starting the executor of shard {i}"))?;
         let port = if base_port == 0 {
             0
         } else {
@@ -119,6 +136,11 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             shards: n,
             connections_max: config.connections_max,
             partial_frame_timeout_ms: config.partial_frame_timeout_ms,
+            functions: ShardFunctions {
+                executor,
+                registry: registry.clone(),
+            },
+            store_rx: store_rxs.remove(0),
         };
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
@@ -284,6 +306,8 @@ struct ShardStart {
     shards: usize,
     connections_max: usize,
     partial_frame_timeout_ms: u64,
+    functions: ShardFunctions,
+    store_rx: futures_channel::mpsc::Receiver<StoreRequest>,
 }
 
 async fn run_shard(ctx: ShardStart) -> Result<(), String> {
@@ -327,6 +351,8 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     ));
     let peers = forward::connect(&shard, ctx.ends).await;
     *shard.peers.borrow_mut() = peers;
+    *shard.functions.borrow_mut() = Some(ctx.functions);
+    glommio::spawn_local(functions::serve_store(shard.clone(), ctx.store_rx)).detach();
     glommio::spawn_local(storage.clone().run_flusher(shard.partition.clone())).detach();
     glommio::spawn_local(storage.clone().run_batch_syncer()).detach();
     glommio::spawn_local(watch_stop(shard.clone(), ctx.control.clone())).detach();

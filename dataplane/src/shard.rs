@@ -19,6 +19,13 @@ use crate::event::Event;
 use crate::forward::{Peer, ShardOp, ShardReply};
 use crate::storage::Storage;
 
+/// The executor beside a shard and the registry it runs from.
+#[derive(Debug, Clone)]
+pub struct ShardFunctions {
+    pub executor: crossbeam_channel::Sender<crate::functions::FnJob>,
+    pub registry: std::sync::Arc<executor::registry::Registry>,
+}
+
 /// Monotonic counters reported by `Stats`.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -44,6 +51,8 @@ pub struct Shard {
     pub storage: Rc<Storage>,
     pub ring: Rc<HashRing<ShardId>>,
     pub peers: RefCell<Vec<Option<Rc<Peer>>>>,
+    /// This shard's executor and the function registry (set at start-up).
+    pub functions: RefCell<Option<ShardFunctions>>,
     /// The encoded `Response::Hello` body for this shard.
     pub hello_body: Vec<u8>,
     pub stats: Counters,
@@ -86,6 +95,7 @@ impl Shard {
             storage,
             ring,
             peers: RefCell::new(Vec::new()),
+            functions: RefCell::new(None),
             hello_body,
             stats: Counters::default(),
             shutdown: Event::default(),

@@ -183,6 +183,25 @@ impl Function for Counter {
     }
 }
 
+/// Adds 1 to the decimal LWW value stored at the key given as its argument
+/// (missing = 0), stores it, and returns it: state through the store.
+struct IncrKey;
+impl Function for IncrKey {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let key = one(cx, args)?;
+        let current = match cx.get(key)? {
+            None => 0,
+            Some(Value::Lww(l)) => int(cx, l.value())?,
+            Some(other) => {
+                return Err(cx.fail(format!("key holds a {} value, not a number", other.kind())))
+            }
+        };
+        let next = current.checked_add(1).ok_or_else(|| cx.fail("overflow"))?;
+        cx.put_bytes(key, text(next))?;
+        Ok(text(next))
+    }
+}
+
 /// The built-in functions, by name.
 pub fn builtins() -> Vec<(&'static str, Factory)> {
     vec![
@@ -200,6 +219,10 @@ pub fn builtins() -> Vec<(&'static str, Factory)> {
         (
             "counter",
             Arc::new(|| Box::<Counter>::default() as Box<dyn Function>),
+        ),
+        (
+            "incr_key",
+            Arc::new(|| Box::new(IncrKey) as Box<dyn Function>),
         ),
     ]
 }

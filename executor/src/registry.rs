@@ -353,6 +353,20 @@ mod tests {
     }
 
     #[test]
+    fn incr_key_keeps_state_in_the_store() {
+        let (mut ex, _reg, store) = setup();
+        for want in ["1", "2"] {
+            assert_eq!(
+                ex.call("incr_key", &store, &[b"n".to_vec()]).unwrap(),
+                want.as_bytes()
+            );
+        }
+        store.put(b"s", Value::Max(3)).unwrap();
+        let err = ex.call("incr_key", &store, &[b"s".to_vec()]).unwrap_err();
+        assert!(err.to_string().contains("holds a max value"), "{err}");
+    }
+
+    #[test]
     fn class_functions_keep_state_per_executor() {
         let (mut ex, reg, store) = setup();
         let mut other = Executor::new(8, Arc::new(reg));

@@ -122,6 +122,7 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("KvGet", size_of::<ArchivedKvGet>(), 8),
         ("KvPut", size_of::<ArchivedKvPut>(), 33),
         ("KvDelete", size_of::<ArchivedKvDelete>(), 8),
+        ("FnCall", size_of::<ArchivedFnCall>(), 20),
         ("Request", size_of::<ArchivedRequest>(), 34),
         ("LwwValue", size_of::<ArchivedLwwValue>(), 24),
         ("PriorityValue", size_of::<ArchivedPriorityValue>(), 16),

@@ -14,6 +14,20 @@ pub enum Request {
     Put(KvPut),
     Delete(KvDelete),
     Stats,
+    /// Calls one registered function on an executor beside the shard.
+    Call(FnCall),
+    /// Lists registered function names.
+    ListFunctions,
+}
+
+/// A single-function call.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FnCall {
+    pub function: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    /// Deadline; 0 means the node's default.
+    pub timeout_ms: u32,
 }
 
 /// Opens a session: the node answers with its topology.
@@ -116,6 +130,10 @@ pub enum Response {
     Deleted(Deleted),
     Stats(ShardStats),
     Error(ErrorBody),
+    /// A function's result.
+    Output(Vec<u8>),
+    /// Registered function names, sorted.
+    Functions(Vec<Vec<u8>>),
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,11 +32,15 @@ pub enum Status {
     Timeout = 12,
     /// A bug in the node; the message says what happened.
     Internal = 13,
+    /// The function returned an error or panicked; the message names it.
+    FunctionFailed = 14,
+    /// No function is registered under that name.
+    UnknownFunction = 15,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 15] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -50,6 +54,8 @@ impl Status {
         Status::StorageFailure,
         Status::Timeout,
         Status::Internal,
+        Status::FunctionFailed,
+        Status::UnknownFunction,
     ];
 
     /// The wire value.
@@ -81,6 +87,8 @@ impl Status {
             Status::StorageFailure => "storage_failure",
             Status::Timeout => "timeout",
             Status::Internal => "internal",
+            Status::FunctionFailed => "function_failed",
+            Status::UnknownFunction => "unknown_function",
         }
     }
 }

@@ -6,5 +6,6 @@
 mod bad_input;
 mod crash;
 mod e2e;
+mod functions;
 mod harness;
 mod shutdown;
