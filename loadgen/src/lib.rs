@@ -10,6 +10,7 @@
 //! never links the node. Redis is driven through the `redis` crate, a
 //! well-known client, with the same request mix, pipelining and timing.
 
+pub mod call;
 pub mod kv;
 pub mod report;
 pub mod workload;

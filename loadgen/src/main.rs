@@ -1,7 +1,7 @@
 //! `loadgen`: see the library docs.
 
 use clap::{Parser, Subcommand};
-use loadgen::kv;
+use loadgen::{call, kv};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,29 +18,36 @@ struct Cli {
 enum Mode {
     /// Key-value throughput and latency (closed loop, pipelined).
     Kv(kv::KvArgs),
+    /// One client calling one function serially, beside the loopback floor.
+    Call(call::CallArgs),
+}
+
+fn run_kv(args: &kv::KvArgs) -> anyhow::Result<()> {
+    let s = kv::run(args)?;
+    if args.json {
+        println!("{}", kv::report(args, &s));
+    } else {
+        let target = format!("{:?}", args.target).to_lowercase();
+        println!(
+            "kv {target} {} clients={} pipeline={} keys={} value={}B reads={:.0}% zipf={}: {}",
+            args.addr,
+            args.clients,
+            args.pipeline,
+            args.keys,
+            args.value_bytes,
+            args.read_ratio * 100.0,
+            args.zipf,
+            s.line()
+        );
+    }
+    Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.mode {
-        Mode::Kv(args) => kv::run(&args).map(|s| {
-            if args.json {
-                println!("{}", kv::report(&args, &s));
-            } else {
-                let target = format!("{:?}", args.target).to_lowercase();
-                println!(
-                    "kv {target} {} clients={} pipeline={} keys={} value={}B reads={:.0}% zipf={}: {}",
-                    args.addr,
-                    args.clients,
-                    args.pipeline,
-                    args.keys,
-                    args.value_bytes,
-                    args.read_ratio * 100.0,
-                    args.zipf,
-                    s.line()
-                );
-            }
-        }),
+    let result = match &cli.mode {
+        Mode::Kv(args) => run_kv(args),
+        Mode::Call(args) => call::run(args),
     };
     if let Err(e) = result {
         eprintln!("loadgen: error: {e:#}");

@@ -1,0 +1,148 @@
+//! `loadgen call`: one client calling one function serially, beside the
+//! physical floor measured in the same run — a bare loopback TCP echo round
+//! trip of the same size — so the platform's overhead is a ratio, not a
+//! guess. (The composition benchmark of the functions/DAG issue builds on
+//! this mode once DAG calls reach the wire.)
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use client::{Client, ClientOptions};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::report::histogram;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct CallArgs {
+    /// Any shard of the Squall node.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub addr: String,
+    /// Function to call.
+    #[arg(long, default_value = "increment")]
+    pub function: String,
+    /// Its arguments.
+    #[arg(long = "arg", default_values_t = vec!["41".to_owned()])]
+    pub args: Vec<String>,
+    /// Measured calls (serial, one client).
+    #[arg(long, default_value_t = 10_000)]
+    pub calls: u64,
+    /// Unmeasured calls first.
+    #[arg(long, default_value_t = 1_000)]
+    pub warmup: u64,
+    /// CPU the echo server (the floor) runs on: put it where the node's
+    /// shard runs, so both round trips cross the same cores.
+    #[arg(long, default_value_t = 0)]
+    pub echo_cpu: usize,
+    /// Print one JSON object (last line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A loopback echo server on its own threads, pinned to `cpu`; returns its
+/// address.
+fn echo_server(cpu: usize) -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    std::thread::Builder::new()
+        .name("echo".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_nodelay(true);
+                std::thread::spawn(move || {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })?;
+    Ok(addr)
+}
+
+struct Percentiles {
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    mean_us: f64,
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Percentiles {
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        mean_us: h.mean() / 1000.0,
+    }
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(args: &CallArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        // The floor: the same number of bytes a call moves, echoed back.
+        let echo = echo_server(args.echo_cpu)?;
+        let mut s = tokio::net::TcpStream::connect(&echo).await?;
+        s.set_nodelay(true)?;
+        let payload = vec![7u8; 64];
+        let mut back = vec![0u8; payload.len()];
+        let mut floor = histogram();
+        for i in 0..args.warmup + args.calls {
+            let t0 = Instant::now();
+            s.write_all(&payload).await?;
+            s.read_exact(&mut back).await?;
+            if i >= args.warmup {
+                floor.record(t0.elapsed().as_nanos().max(1) as u64)?;
+            }
+        }
+
+        let opts = ClientOptions { timeout: Duration::from_secs(10), client_name: "loadgen-call".into() };
+        let mut c = Client::connect(&args.addr, opts).await.with_context(|| format!("connecting to {}", args.addr))?;
+        let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let mut h = histogram();
+        let started = Instant::now();
+        let mut last = Vec::new();
+        for i in 0..args.warmup + args.calls {
+            let t0 = Instant::now();
+            last = c.call_function(&args.function, fn_args.clone(), 0).await?;
+            if i >= args.warmup {
+                h.record(t0.elapsed().as_nanos().max(1) as u64)?;
+            }
+        }
+        let elapsed = started.elapsed();
+        let (p, f) = (percentiles(&h), percentiles(&floor));
+        let ops = (args.warmup + args.calls) as f64 / elapsed.as_secs_f64();
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "mode": "call", "function": args.function, "calls": args.calls,
+                    "result": String::from_utf8_lossy(&last),
+                    "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
+                    "mean_us": p.mean_us,
+                    "floor_p50_us": f.p50_us, "floor_p99_us": f.p99_us,
+                    "ratio_p50_to_floor": p.p50_us / f.p50_us, "ratio_p99_to_floor": p.p99_us / f.p99_us,
+                })
+            );
+        } else {
+            println!("{} {:?} -> {:?}, {} serial calls:", args.function, args.args, String::from_utf8_lossy(&last), args.calls);
+            println!("| system | median | p99 |");
+            println!("| --- | --- | --- |");
+            println!("| Squall `{}` (this run) | {:.1} µs | {:.1} µs |", args.function, p.p50_us, p.p99_us);
+            println!("| loopback TCP echo (this run, the floor) | {:.1} µs | {:.1} µs |", f.p50_us, f.p99_us);
+            println!("| Cloudburst, square(increment(x)) (paper) | 3590 µs | 6370 µs |");
+            println!("| AWS Lambda, direct (paper) | 79600 µs | 178000 µs |");
+            println!("ratio to the floor: median {:.2}x, p99 {:.2}x", p.p50_us / f.p50_us, p.p99_us / f.p99_us);
+        }
+        Ok(())
+    })
+}
