@@ -28,6 +28,8 @@ use crate::limits::{
     REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use crate::shard::{bump, Shard};
+use executor::function::Placement;
+use executor::store::NoStore;
 
 /// A reply that waits on other shards.
 enum Deferred {
@@ -320,6 +322,27 @@ impl Conn {
                 Status::UnknownFunction,
                 &format!("no function named {name:?} is registered"),
             );
+        }
+        let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.to_vec()).collect();
+        if functions.registry.placement(&name) == Some(Placement::Inline) {
+            // Pure and short: run it right here, no thread hand-off.
+            let shard = self.shard.clone();
+            let result = shard
+                .inline
+                .borrow_mut()
+                .as_mut()
+                .map(|ex| ex.call(&name, &NoStore, &args));
+            let Some(result) = result else {
+                return self.error(
+                    request_id,
+                    Status::Internal,
+                    "this shard has no inline executor",
+                );
+            };
+            return match result {
+                Ok(out) => self.reply(request_id, &w::Response::Output(out)),
+                Err(e) => self.error(request_id, Status::FunctionFailed, &e.to_string()),
+            };
         }
         let timeout_ms = match u64::from(call.timeout_ms.to_native()) {
             0 => CALL_TIMEOUT_MS_DEFAULT,

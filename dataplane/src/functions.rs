@@ -1,10 +1,12 @@
 //! Function executors beside the shards, and the store they see.
 //!
-//! Each shard has one executor thread pinned to the shard's core
-//! (`core_affinity`), fed over a bounded crossbeam channel. A `Call` arriving
-//! at a shard becomes an [`FnJob`] for that shard's executor (the nearest
-//! one); the reply comes back on a oneshot whose waker wakes the shard's
-//! glommio task from the executor thread (glommio accepts foreign wakes).
+//! Functions declared `Placement::Inline` (pure, microsecond built-ins) run
+//! on the shard's own thread inside the request: no hand-off at all. All
+//! others run on the shard's executor thread, pinned to the shard's core
+//! (`core_affinity`) and fed over a bounded crossbeam channel: a `Call`
+//! becomes an [`FnJob`] for that executor (the nearest one); the reply comes
+//! back on a oneshot whose waker wakes the shard's glommio task from the
+//! executor thread (glommio accepts foreign wakes).
 //!
 //! Functions reach the store through [`NodeStore`]: each operation goes to
 //! the key's owning shard over a bounded futures channel (awaited by a task
@@ -27,6 +29,10 @@ use kvs_core::{ShardId, Value};
 
 use crate::limits::STORE_TIMEOUT_MS;
 use crate::shard::{bump, Shard};
+
+/// Executor ids of the shards' inline executors (`| shard`); executor
+/// threads use the plain shard number.
+pub const INLINE_EXECUTOR_ID_BASE: u64 = 1 << 32;
 
 /// One function call for an executor.
 #[derive(Debug)]

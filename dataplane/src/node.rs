@@ -28,7 +28,7 @@ use wire::message as w;
 use wire::Status;
 
 use crate::forward::{self, PeerEnds};
-use crate::functions::{self, NodeStore, StoreRequest};
+use crate::functions::{self, NodeStore, StoreRequest, INLINE_EXECUTOR_ID_BASE};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FN_QUEUE_DEPTH, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES,
     SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STORE_QUEUE_DEPTH,
@@ -351,6 +351,10 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     ));
     let peers = forward::connect(&shard, ctx.ends).await;
     *shard.peers.borrow_mut() = peers;
+    *shard.inline.borrow_mut() = Some(executor::registry::Executor::new(
+        INLINE_EXECUTOR_ID_BASE | u64::from(ctx.id.0),
+        ctx.functions.registry.clone(),
+    ));
     *shard.functions.borrow_mut() = Some(ctx.functions);
     glommio::spawn_local(functions::serve_store(shard.clone(), ctx.store_rx)).detach();
     glommio::spawn_local(storage.clone().run_flusher(shard.partition.clone())).detach();

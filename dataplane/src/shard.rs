@@ -53,6 +53,8 @@ pub struct Shard {
     pub peers: RefCell<Vec<Option<Rc<Peer>>>>,
     /// This shard's executor and the function registry (set at start-up).
     pub functions: RefCell<Option<ShardFunctions>>,
+    /// Instances of inline functions, run on this shard's own thread.
+    pub inline: RefCell<Option<executor::registry::Executor>>,
     /// The encoded `Response::Hello` body for this shard.
     pub hello_body: Vec<u8>,
     pub stats: Counters,
@@ -96,6 +98,7 @@ impl Shard {
             ring,
             peers: RefCell::new(Vec::new()),
             functions: RefCell::new(None),
+            inline: RefCell::new(None),
             hello_body,
             stats: Counters::default(),
             shutdown: Event::default(),

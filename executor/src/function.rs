@@ -202,27 +202,30 @@ impl Function for IncrKey {
     }
 }
 
-/// The built-in functions, by name.
-pub fn builtins() -> Vec<(&'static str, Factory)> {
+/// Where a function may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On the shard's own thread, inside the request: for functions that
+    /// never touch the store, never block, and finish in microseconds. No
+    /// thread hand-off at all.
+    Inline,
+    /// On an executor thread beside the shard: anything that uses the store,
+    /// blocks, or may run long.
+    Executor,
+}
+
+/// The built-in functions: name, factory, placement.
+pub fn builtins() -> Vec<(&'static str, Factory, Placement)> {
+    fn f<F: Function + 'static>(make: fn() -> F) -> Factory {
+        Arc::new(move || Box::new(make()) as Box<dyn Function>)
+    }
     vec![
-        (
-            "increment",
-            Arc::new(|| Box::new(Increment) as Box<dyn Function>) as Factory,
-        ),
-        ("square", Arc::new(|| Box::new(Square) as Box<dyn Function>)),
-        ("sum", Arc::new(|| Box::new(Sum) as Box<dyn Function>)),
-        ("echo", Arc::new(|| Box::new(Echo) as Box<dyn Function>)),
-        (
-            "sleep_ms",
-            Arc::new(|| Box::new(SleepMs) as Box<dyn Function>),
-        ),
-        (
-            "counter",
-            Arc::new(|| Box::<Counter>::default() as Box<dyn Function>),
-        ),
-        (
-            "incr_key",
-            Arc::new(|| Box::new(IncrKey) as Box<dyn Function>),
-        ),
+        ("increment", f(|| Increment), Placement::Inline),
+        ("square", f(|| Square), Placement::Inline),
+        ("sum", f(|| Sum), Placement::Inline),
+        ("echo", f(|| Echo), Placement::Inline),
+        ("sleep_ms", f(|| SleepMs), Placement::Executor),
+        ("counter", f(Counter::default), Placement::Executor),
+        ("incr_key", f(|| IncrKey), Placement::Executor),
     ]
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::dag::Dag;
-use crate::function::{builtins, Context, Factory, FnError, Function};
+use crate::function::{builtins, Context, Factory, FnError, Function, Placement};
 use crate::limits::NAME_BYTES_MAX;
 use crate::store::Store;
 
@@ -23,10 +23,10 @@ pub enum RegistryError {
     Exists(String),
 }
 
-/// Function names → factories.
+/// Function names → factories and placements.
 #[derive(Clone, Default)]
 pub struct Registry {
-    factories: HashMap<String, Factory>,
+    factories: HashMap<String, (Factory, Placement)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -42,13 +42,24 @@ impl Registry {
     #[must_use]
     pub fn with_builtins() -> Registry {
         let mut r = Registry::default();
-        for (name, f) in builtins() {
-            r.factories.insert(name.to_owned(), f);
+        for (name, f, placement) in builtins() {
+            r.factories.insert(name.to_owned(), (f, placement));
         }
         r
     }
 
+    /// Registers a function that runs on executor threads.
     pub fn register(&mut self, name: &str, factory: Factory) -> Result<(), RegistryError> {
+        self.register_with(name, factory, Placement::Executor)
+    }
+
+    /// Registers a function with an explicit placement.
+    pub fn register_with(
+        &mut self,
+        name: &str,
+        factory: Factory,
+        placement: Placement,
+    ) -> Result<(), RegistryError> {
         let valid = !name.is_empty()
             && name.len() <= NAME_BYTES_MAX
             && name
@@ -60,13 +71,19 @@ impl Registry {
         if self.factories.contains_key(name) {
             return Err(RegistryError::Exists(name.to_owned()));
         }
-        self.factories.insert(name.to_owned(), factory);
+        self.factories.insert(name.to_owned(), (factory, placement));
         Ok(())
     }
 
     #[must_use]
     pub fn contains(&self, name: &str) -> bool {
         self.factories.contains_key(name)
+    }
+
+    /// Where `name` runs, if registered.
+    #[must_use]
+    pub fn placement(&self, name: &str) -> Option<Placement> {
+        self.factories.get(name).map(|(_, p)| *p)
     }
 
     /// Registered names, sorted.
@@ -118,7 +135,7 @@ impl Executor {
                     function: name.to_owned(),
                     message: "not registered".to_owned(),
                 })?;
-            self.instances.insert(name.to_owned(), factory());
+            self.instances.insert(name.to_owned(), (factory.0)());
         }
         let instance = self
             .instances
@@ -297,7 +314,7 @@ mod tests {
             "echo2",
             builtins()
                 .into_iter()
-                .find(|(n, _)| *n == "echo")
+                .find(|(n, _, _)| *n == "echo")
                 .unwrap()
                 .1,
         )
@@ -364,6 +381,24 @@ mod tests {
         store.put(b"s", Value::Max(3)).unwrap();
         let err = ex.call("incr_key", &store, &[b"s".to_vec()]).unwrap_err();
         assert!(err.to_string().contains("holds a max value"), "{err}");
+    }
+
+    #[test]
+    fn inline_functions_run_against_a_store_that_refuses() {
+        let (mut ex, _reg, _store) = setup();
+        let err = ex
+            .call("incr_key", &crate::store::NoStore, &[b"k".to_vec()])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("inline functions have no store access"),
+            "{err}"
+        );
+        let reg = Registry::with_builtins();
+        assert_eq!(reg.placement("increment"), Some(Placement::Inline));
+        assert_eq!(reg.placement("incr_key"), Some(Placement::Executor));
+        assert_eq!(reg.placement("sleep_ms"), Some(Placement::Executor));
+        assert_eq!(reg.placement("nope"), None);
     }
 
     #[test]

@@ -98,3 +98,28 @@ impl Store for LocalStore {
         .map_err(StoreError::from)
     }
 }
+
+/// A store that refuses every operation: what inline functions (which must
+/// not touch state) run against, so a misdeclared function fails loudly.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoStore;
+
+impl Store for NoStore {
+    fn get(&self, _key: &[u8]) -> Result<Option<Value>, StoreError> {
+        Err(NoStore::refusal())
+    }
+    fn put(&self, _key: &[u8], _value: Value) -> Result<(), StoreError> {
+        Err(NoStore::refusal())
+    }
+    fn delete(&self, _key: &[u8]) -> Result<bool, StoreError> {
+        Err(NoStore::refusal())
+    }
+}
+
+impl NoStore {
+    fn refusal() -> StoreError {
+        StoreError::Refused(
+            "inline functions have no store access; register it for executor threads".into(),
+        )
+    }
+}

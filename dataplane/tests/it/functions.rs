@@ -109,12 +109,26 @@ fn failures_unknown_functions_and_deadlines_get_their_status_and_the_node_stays_
         // The store keeps serving while the executor is busy.
         c.ping(0).await.unwrap();
         c.put(b"k", Value::Max(1)).await.unwrap();
-        // And the executor serves again once the sleep is over.
+        // Inline functions do not wait for the busy executor thread...
+        let quick = std::time::Instant::now();
         assert_eq!(
-            c.call_function("increment", vec![b"1".to_vec()], 5000)
+            c.call_function("increment", vec![b"1".to_vec()], 0)
                 .await
                 .unwrap(),
             b"2"
+        );
+        assert!(
+            quick.elapsed() < std::time::Duration::from_millis(500),
+            "inline calls skip the executor queue"
+        );
+        // ...and the executor thread serves again once the sleep is over.
+        assert_eq!(
+            c.call_function("counter", vec![], 5000).await.unwrap(),
+            b"1"
+        );
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(1500),
+            "queued behind the sleep"
         );
     });
 }
