@@ -23,7 +23,7 @@ use crate::storage::FsyncPolicy;
     version,
     about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS",
     long_about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS.\n\n\
-        Run a node with `squall node`, then talk to it with `squall kv`.\n\
+        Run a node with `squall node`, then talk to it with `squall kv` (keys) and `squall fn` (functions).\n\
         Logs go to stderr; set RUST_LOG=debug for more."
 )]
 pub struct Cli {
