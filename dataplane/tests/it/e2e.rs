@@ -8,7 +8,7 @@ use wire::message::{
 };
 use wire::Status;
 
-use crate::harness::{cli, connect, rt, temp_dir, Node};
+use crate::harness::{cli, cli_ok, connect, rt, temp_dir, Node};
 
 fn lww(s: &str) -> Value {
     Value::Lww(LwwValue {
@@ -336,13 +336,7 @@ fn the_cli_puts_gets_and_deletes_every_cli_lattice() {
     let dir = temp_dir("cli");
     let node = Node::start(2, "always", &dir);
     let addr = node.addr().to_owned();
-    let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--addr", &addr]);
-        let (code, out, err) = cli(&all);
-        assert_eq!(code, 0, "squall {args:?} failed: {err}");
-        out
-    };
+    let run = |args: &[&str]| cli_ok(&addr, args);
     run(&["kv", "put", "greeting", "hello"]);
     assert_eq!(run(&["kv", "get", "greeting"]).trim(), "hello");
     let json: serde_json::Value =

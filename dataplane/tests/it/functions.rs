@@ -4,20 +4,14 @@
 use wire::message::Value;
 use wire::Status;
 
-use crate::harness::{cli, connect, rt, temp_dir, Node};
+use crate::harness::{cli_ok, connect, rt, temp_dir, Node};
 
 #[test]
 fn the_cli_lists_and_calls_built_in_functions() {
     let dir = temp_dir("fn-cli");
     let node = Node::start(2, "never", &dir);
     let addr = node.addr().to_owned();
-    let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--addr", &addr]);
-        let (code, out, err) = cli(&all);
-        assert_eq!(code, 0, "squall {args:?} failed: {err}");
-        out.trim().to_owned()
-    };
+    let run = |args: &[&str]| cli_ok(&addr, args).trim().to_owned();
     let list = run(&["fn", "list"]);
     for f in ["increment", "square", "sum", "echo", "sleep_ms", "incr_key"] {
         assert!(list.lines().any(|l| l == f), "{f} missing from {list}");

@@ -188,6 +188,16 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the CLI against `addr` and returns its stdout; fails the test if
+/// the command fails.
+pub fn cli_ok(addr: &str, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--addr", addr]);
+    let (code, out, err) = cli(&all);
+    assert_eq!(code, 0, "squall {args:?} failed: {err}");
+    out
+}
+
 /// WAL segments of one shard, oldest first.
 pub fn segments(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
     let dir = data_dir.join(format!("shard-{shard}"));
