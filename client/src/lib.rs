@@ -38,7 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
-    FnCall, Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats, Topology, Value,
+    DagCall, DagDef, DagName, FnCall, Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats,
+    SourceArgs, Topology, Value,
 };
 use wire::Status;
 
@@ -264,6 +265,72 @@ impl Client {
                 .collect()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The shard owning DAG `name`'s registry key (where its requests go).
+    fn dag_shard(&self, name: &str) -> u16 {
+        self.shard_for(format!("{}{name}", wire::DAG_KEY_PREFIX).as_bytes())
+    }
+
+    /// Registers (or replaces) a DAG; the node validates it first.
+    pub async fn register_dag(&mut self, def: DagDef) -> Result<()> {
+        let shard = self.dag_shard(&String::from_utf8_lossy(&def.name));
+        match self.call(shard, Request::RegisterDag(def)).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs DAG `name` with arguments for its source functions; returns the
+    /// sink's result.
+    pub async fn call_dag(
+        &mut self,
+        name: &str,
+        args: Vec<SourceArgs>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>> {
+        let req = Request::CallDag(DagCall {
+            name: name.as_bytes().to_vec(),
+            args,
+            timeout_ms,
+        });
+        match self.call(self.dag_shard(name), req).await? {
+            Response::Output(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes DAG `name`; `true` if it existed.
+    pub async fn delete_dag(&mut self, name: &str) -> Result<bool> {
+        let req = Request::DeleteDag(DagName {
+            name: name.as_bytes().to_vec(),
+        });
+        match self.call(self.dag_shard(name), req).await? {
+            Response::Deleted(d) => Ok(d.removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every registered DAG's name, sorted (asks every shard).
+    pub async fn list_dags(&mut self) -> Result<Vec<String>> {
+        let ops = (0..self.conns.len())
+            .map(|s| Op {
+                shard: u16::try_from(s).unwrap_or(u16::MAX),
+                request: Request::ListDags,
+            })
+            .collect();
+        let mut names = Vec::new();
+        for r in self.execute(ops).await? {
+            match r? {
+                Response::Dags(d) => names.extend(
+                    d.into_iter()
+                        .map(|n| String::from_utf8_lossy(&n).into_owned()),
+                ),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Round trip to one shard.

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, ClientOptions};
 use serde_json::json;
-use wire::message::{LwwValue, PriorityValue, Value};
+use wire::message::{DagDef, DagEdge, DagFunction, LwwValue, PriorityValue, SourceArgs, Value};
 
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, SNAPSHOT_WAL_BYTES_DEFAULT,
@@ -23,7 +23,8 @@ use crate::storage::FsyncPolicy;
     version,
     about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS",
     long_about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS.\n\n\
-        Run a node with `squall node`, then talk to it with `squall kv` (keys) and `squall fn` (functions).\n\
+        Run a node with `squall node`, then talk to it with `squall kv` (keys), `squall fn` (functions)\n\
+        and `squall dag` (compositions of functions).\n\
         Logs go to stderr; set RUST_LOG=debug for more."
 )]
 pub struct Cli {
@@ -44,6 +45,48 @@ enum Command {
     Fn {
         #[command(subcommand)]
         command: FnCommand,
+    },
+    /// Register, call, list and delete DAGs of functions.
+    Dag {
+        #[command(subcommand)]
+        command: DagCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DagCommand {
+    /// Register (or replace) DAG NAME: `--function` for each function, in
+    /// fan-in argument order, and `--edge FROM:TO` for each edge.
+    Create {
+        name: String,
+        #[arg(long = "function", required = true)]
+        functions: Vec<String>,
+        #[arg(long = "edge")]
+        edges: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run DAG NAME; `--arg FUNCTION=VALUE` gives a source function an argument (repeatable).
+    Call {
+        name: String,
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        /// The call's deadline on the node.
+        #[arg(long, default_value_t = 10_000)]
+        call_timeout_ms: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete DAG NAME.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every registered DAG.
+    List {
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -180,7 +223,88 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Kv { command } => kv(command),
         Command::Fn { command } => function(command),
+        Command::Dag { command } => dag(command),
     }
+}
+
+fn dag(cmd: DagCommand) -> anyhow::Result<()> {
+    match cmd {
+        DagCommand::Create {
+            name,
+            functions,
+            edges,
+            conn,
+        } => {
+            let mut def = DagDef {
+                name: name.clone().into_bytes(),
+                functions: Vec::new(),
+                edges: Vec::new(),
+            };
+            for f in &functions {
+                def.functions.push(DagFunction {
+                    name: f.clone().into_bytes(),
+                    replicas: 1,
+                    batch_max: 1,
+                });
+            }
+            for e in &edges {
+                let (from, to) = e
+                    .split_once(':')
+                    .with_context(|| format!("--edge takes FROM:TO, not {e:?}"))?;
+                def.edges.push(DagEdge {
+                    from: from.as_bytes().to_vec(),
+                    to: to.as_bytes().to_vec(),
+                });
+            }
+            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.register_dag(def).await?)
+            })?;
+            print_out(conn.json, json!({"dag": name, "ok": true}), "OK".into());
+        }
+        DagCommand::Call {
+            name,
+            args,
+            call_timeout_ms,
+            conn,
+        } => {
+            let mut sources: Vec<SourceArgs> = Vec::new();
+            for a in &args {
+                let (f, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("--arg takes FUNCTION=VALUE, not {a:?}"))?;
+                sources.push(SourceArgs {
+                    function: f.as_bytes().to_vec(),
+                    args: vec![v.as_bytes().to_vec()],
+                });
+            }
+            let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.call_dag(&name, sources, call_timeout_ms).await?)
+            })?;
+            print_out(
+                conn.json,
+                json!({"dag": name, "result": text(&out)}),
+                text(&out),
+            );
+        }
+        DagCommand::Delete { name, conn } => {
+            let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.delete_dag(&name).await?)
+            })?;
+            let t = if removed { "deleted" } else { "(not found)" };
+            print_out(
+                conn.json,
+                json!({"dag": name, "removed": removed}),
+                t.into(),
+            );
+        }
+        DagCommand::List { conn } => {
+            let names = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.list_dags().await?)
+            })?;
+            print_out(conn.json, json!({"dags": names}), names.join("\n"));
+        }
+    }
+    Ok(())
 }
 
 fn connect_blocking<T>(

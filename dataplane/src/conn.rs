@@ -7,6 +7,7 @@
 //! writes (group commit across the batch) and for any forwarded requests;
 //! write all replies with one write. Then read again.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -22,14 +23,12 @@ use wire::Status;
 
 use crate::convert::value_from_archived;
 use crate::forward::{ReplyFuture, ShardOp, ShardReply};
-use crate::functions::FnJob;
-use crate::limits::{
-    CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, READ_BUFFER_BYTES,
-    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
-};
+use crate::functions::{deadline_after, invoke, invoke_inline, run_dag};
+use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::shard::{bump, Shard};
+use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
-use executor::store::NoStore;
+use kvs_core::lattice::{Lww, Timestamp};
 
 /// A reply that waits on other shards.
 enum Deferred {
@@ -222,6 +221,24 @@ impl Conn {
             }
             ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
             ArchivedRequest::Call(call) => self.call(request_id, call),
+            ArchivedRequest::RegisterDag(def) => self.register_dag(request_id, def).await,
+            ArchivedRequest::CallDag(call) => self.call_dag(request_id, call).await,
+            ArchivedRequest::DeleteDag(d) => {
+                let key = stored::key(&String::from_utf8_lossy(d.name.as_slice()));
+                self.write(request_id, &key, None).await;
+            }
+            ArchivedRequest::ListDags => {
+                let prefix = stored::KEY_PREFIX.as_bytes();
+                let mut names: Vec<Vec<u8>> = self
+                    .shard
+                    .partition
+                    .borrow()
+                    .live_keys_with_prefix(prefix)
+                    .map(|k| k[prefix.len()..].to_vec())
+                    .collect();
+                names.sort();
+                self.reply(request_id, &w::Response::Dags(names));
+            }
             ArchivedRequest::ListFunctions => {
                 let names = match &*self.shard.functions.borrow() {
                     Some(f) => f
@@ -310,78 +327,129 @@ impl Conn {
         }
     }
 
-    /// Queues a call on this shard's executor; the reply is deferred.
+    /// Runs a function call: inline functions now, others deferred.
     fn call(&mut self, request_id: u64, call: &w::ArchivedFnCall) {
         let Some(functions) = self.shard.functions.borrow().clone() else {
             return self.error(request_id, Status::Internal, "this shard has no executor");
         };
         let name = String::from_utf8_lossy(call.function.as_slice()).into_owned();
-        if !functions.registry.contains(&name) {
-            return self.error(
-                request_id,
-                Status::UnknownFunction,
-                &format!("no function named {name:?} is registered"),
-            );
-        }
         let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.to_vec()).collect();
-        if functions.registry.placement(&name) == Some(Placement::Inline) {
-            // Pure and short: run it right here, no thread hand-off.
-            let shard = self.shard.clone();
-            let result = shard
-                .inline
-                .borrow_mut()
-                .as_mut()
-                .map(|ex| ex.call(&name, &NoStore, &args));
-            let Some(result) = result else {
-                return self.error(
-                    request_id,
-                    Status::Internal,
-                    "this shard has no inline executor",
-                );
-            };
-            return match result {
+        match functions.registry.placement(&name) {
+            None => {
+                let msg = format!("no function named {name:?} is registered");
+                self.error(request_id, Status::UnknownFunction, &msg)
+            }
+            Some(Placement::Inline) => match invoke_inline(&self.shard, &name, &args) {
+                // Pure and short: answered in this batch, no thread hand-off.
                 Ok(out) => self.reply(request_id, &w::Response::Output(out)),
-                Err(e) => self.error(request_id, Status::FunctionFailed, &e.to_string()),
-            };
+                Err((status, msg)) => self.error(request_id, status, &msg),
+            },
+            Some(Placement::Executor) => {
+                let deadline = deadline_after(call.timeout_ms.to_native());
+                let shard = self.shard.clone();
+                let reply: ReplyFuture = Box::pin(async move {
+                    match invoke(&shard, &functions, &name, args, deadline).await {
+                        Ok(out) => ShardReply::Output(out),
+                        Err((status, msg)) => ShardReply::Error(status, msg),
+                    }
+                });
+                self.deferred.push(Deferred::Single { request_id, reply });
+            }
         }
-        let timeout_ms = match u64::from(call.timeout_ms.to_native()) {
-            0 => CALL_TIMEOUT_MS_DEFAULT,
-            t => t.min(CALL_TIMEOUT_MS_MAX),
+    }
+
+    /// Validates and stores a DAG under its registry key.
+    async fn register_dag(&mut self, request_id: u64, def: &w::ArchivedDagDef) {
+        let Some(functions) = self.shard.functions.borrow().clone() else {
+            return self.error(request_id, Status::Internal, "this shard has no executor");
         };
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let job = FnJob {
-            function: name.clone(),
-            args: call.args.iter().map(|a| a.to_vec()).collect(),
-            reply: tx,
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let spec = DagSpec {
+            name: text(def.name.as_slice()),
+            functions: def
+                .functions
+                .iter()
+                .map(|f| {
+                    let options = FunctionOptions {
+                        replicas: f.replicas.to_native(),
+                        batch_max: f.batch_max.to_native(),
+                    };
+                    (text(f.name.as_slice()), options)
+                })
+                .collect(),
+            edges: def
+                .edges
+                .iter()
+                .map(|e| (text(e.from.as_slice()), text(e.to.as_slice())))
+                .collect(),
         };
-        if let Err(e) = functions.executor.try_send(job) {
-            let status = if e.is_full() {
-                Status::Overloaded
-            } else {
-                Status::Internal
-            };
+        if let Err(e) = Dag::validate(&spec, |f| functions.registry.contains(f)) {
             return self.error(
                 request_id,
-                status,
-                &format!("the executor did not take the call: {e}"),
+                Status::InvalidDag,
+                &format!("DAG {:?} refused: {e}", spec.name),
             );
         }
+        let value = kvs_core::Value::Lww(Lww::new(Timestamp::default(), stored::encode(&spec)));
+        self.write(request_id, &stored::key(&spec.name), Some(value))
+            .await;
+    }
+
+    /// Runs a DAG; the reply is deferred until its sink has run.
+    async fn call_dag(&mut self, request_id: u64, call: &w::ArchivedDagCall) {
+        let Some(functions) = self.shard.functions.borrow().clone() else {
+            return self.error(request_id, Status::Internal, "this shard has no executor");
+        };
+        let name = String::from_utf8_lossy(call.name.as_slice()).into_owned();
+        let key = stored::key(&name);
+        let owner = self.shard.owner(&key);
+        // The stored spec: read here if this shard owns the key, else ask the owner.
+        let spec: ReplyFuture = if owner == self.shard.id {
+            let v = self.shard.get_local(&key);
+            Box::pin(async move { ShardReply::Values(vec![v]) })
+        } else {
+            match self.forward(owner, ShardOp::Get(vec![key])).await {
+                Some(reply) => reply,
+                None => return self.no_peer(request_id, owner),
+            }
+        };
+        let mut args: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for a in call.args.iter() {
+            let f = String::from_utf8_lossy(a.function.as_slice()).into_owned();
+            args.entry(f)
+                .or_default()
+                .extend(a.args.iter().map(|x| x.to_vec()));
+        }
+        let deadline = deadline_after(call.timeout_ms.to_native());
+        let shard = self.shard.clone();
         let reply: ReplyFuture = Box::pin(async move {
-            let deadline = async {
-                glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms)).await;
-                None
+            let bytes = match spec.await {
+                ShardReply::Values(mut v) => match v.pop().flatten() {
+                    Some(w::Value::Lww(l)) => l.bytes,
+                    Some(_) => {
+                        return ShardReply::Error(
+                            Status::Internal,
+                            format!("DAG {name:?} is stored with the wrong type"),
+                        )
+                    }
+                    None => {
+                        return ShardReply::Error(
+                            Status::UnknownDag,
+                            format!("no DAG named {name:?} is registered"),
+                        )
+                    }
+                },
+                ShardReply::Error(status, msg) => return ShardReply::Error(status, msg),
+                other => {
+                    return ShardReply::Error(
+                        Status::Internal,
+                        format!("unexpected reply {other:?}"),
+                    )
+                }
             };
-            match futures_lite::future::or(async { Some(rx.await) }, deadline).await {
-                Some(Ok(Ok(out))) => ShardReply::Output(out),
-                Some(Ok(Err(e))) => ShardReply::Error(Status::FunctionFailed, e.to_string()),
-                Some(Err(_)) => ShardReply::Error(
-                    Status::Internal,
-                    format!("the executor dropped the call to {name}"),
-                ),
-                None => ShardReply::Error(
-                    Status::Timeout,
-                    format!("{name} did not finish within {timeout_ms} ms"),
-                ),
+            match run_dag(&shard, &functions, &bytes, &args, deadline).await {
+                Ok(out) => ShardReply::Output(out),
+                Err((status, msg)) => ShardReply::Error(status, msg),
             }
         });
         self.deferred.push(Deferred::Single { request_id, reply });

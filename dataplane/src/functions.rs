@@ -27,8 +27,13 @@ use kvs_core::partition::Applied;
 use kvs_core::ring::HashRing;
 use kvs_core::{ShardId, Value};
 
-use crate::limits::STORE_TIMEOUT_MS;
-use crate::shard::{bump, Shard};
+use crate::limits::{CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, STORE_TIMEOUT_MS};
+use crate::shard::{bump, Shard, ShardFunctions};
+use executor::dag::{stored, Dag};
+use executor::function::Placement;
+use executor::store::NoStore;
+use std::collections::HashMap;
+use wire::Status;
 
 /// Executor ids of the shards' inline executors (`| shard`); executor
 /// threads use the plain shard number.
@@ -188,4 +193,136 @@ pub fn spawn_executor(
             }
         })?;
     Ok(tx)
+}
+
+/// The deadline of a call asking for `timeout_ms` (0 = the default).
+pub fn deadline_after(timeout_ms: u32) -> Instant {
+    let ms = match u64::from(timeout_ms) {
+        0 => CALL_TIMEOUT_MS_DEFAULT,
+        t => t.min(CALL_TIMEOUT_MS_MAX),
+    };
+    Instant::now() + Duration::from_millis(ms)
+}
+
+/// Runs an inline function on this shard's thread, now.
+pub fn invoke_inline(
+    shard: &Shard,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Result<Vec<u8>, (Status, String)> {
+    let result = shard
+        .inline
+        .borrow_mut()
+        .as_mut()
+        .map(|ex| ex.call(name, &NoStore, args));
+    match result {
+        Some(Ok(out)) => Ok(out),
+        Some(Err(e)) => Err((Status::FunctionFailed, e.to_string())),
+        None => Err((Status::Internal, "this shard has no inline executor".into())),
+    }
+}
+
+/// Runs a function where its placement says, by `deadline`.
+pub async fn invoke(
+    shard: &Shard,
+    functions: &ShardFunctions,
+    name: &str,
+    args: Vec<Vec<u8>>,
+    deadline: Instant,
+) -> Result<Vec<u8>, (Status, String)> {
+    match functions.registry.placement(name) {
+        None => Err((
+            Status::UnknownFunction,
+            format!("no function named {name:?} is registered"),
+        )),
+        Some(Placement::Inline) => invoke_inline(shard, name, &args),
+        Some(Placement::Executor) => {
+            let (tx, rx) = oneshot::channel();
+            let job = FnJob {
+                function: name.to_owned(),
+                args,
+                reply: tx,
+            };
+            if let Err(e) = functions.executor.try_send(job) {
+                let status = if e.is_full() {
+                    Status::Overloaded
+                } else {
+                    Status::Internal
+                };
+                return Err((
+                    status,
+                    format!("the executor did not take the call to {name}: {e}"),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let expired = async {
+                glommio::timer::sleep(left).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(rx.await) }, expired).await {
+                Some(Ok(Ok(out))) => Ok(out),
+                Some(Ok(Err(e))) => Err((Status::FunctionFailed, e.to_string())),
+                Some(Err(_)) => Err((
+                    Status::Internal,
+                    format!("the executor dropped the call to {name}"),
+                )),
+                None => Err((
+                    Status::Timeout,
+                    format!("{name} did not finish within the call's deadline"),
+                )),
+            }
+        }
+    }
+}
+
+/// Runs a stored DAG: every function once, in topological order, inline
+/// ones on this shard and the others on its executor thread; a function's
+/// upstream results are appended to its arguments in DAG list order.
+pub async fn run_dag(
+    shard: &Shard,
+    functions: &ShardFunctions,
+    stored_spec: &[u8],
+    args: &HashMap<String, Vec<Vec<u8>>>,
+    deadline: Instant,
+) -> Result<Vec<u8>, (Status, String)> {
+    let spec = stored::decode(stored_spec)
+        .map_err(|e| (Status::Internal, format!("stored DAG does not decode: {e}")))?;
+    let dag = Dag::validate(&spec, |f| functions.registry.contains(f)).map_err(|e| {
+        (
+            Status::InvalidDag,
+            format!("DAG {:?} no longer validates: {e}", spec.name),
+        )
+    })?;
+    if let Some(unknown) = args
+        .keys()
+        .find(|f| !dag.sources().iter().any(|&s| dag.node(s).name == **f))
+    {
+        return Err((
+            Status::InvalidArgument,
+            format!(
+                "{unknown:?} is not a source function of DAG {:?}",
+                spec.name
+            ),
+        ));
+    }
+    let mut results: Vec<Option<Vec<u8>>> = vec![None; dag.nodes().len()];
+    for &i in dag.topological_order() {
+        let node = dag.node(i);
+        let mut call_args = args.get(&node.name).cloned().unwrap_or_default();
+        call_args.extend(
+            node.upstream
+                .iter()
+                .map(|&u| results[u].clone().unwrap_or_default()),
+        );
+        results[i] = Some(invoke(shard, functions, &node.name, call_args, deadline).await?);
+    }
+    Ok(results[dag.sink()].take().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dag_key_prefix_is_the_protocols() {
+        assert_eq!(executor::dag::stored::KEY_PREFIX, wire::DAG_KEY_PREFIX);
+    }
 }

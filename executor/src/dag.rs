@@ -401,3 +401,101 @@ mod tests {
         }
     }
 }
+
+/// The stored form of a [`DagSpec`] (the registry keeps DAGs in the KVS):
+/// `name functions:(name replicas:u32 batch_max:u32)* edges:(from to)*`,
+/// with kvs-core's length-prefixed encoding.
+pub mod stored {
+    use kvs_core::codec::{DecodeError, Decoder, Encoder};
+
+    use super::{DagSpec, FunctionOptions};
+    use crate::limits::{DAG_FUNCTIONS_MAX, NAME_BYTES_MAX};
+
+    /// Key prefix of stored DAGs.
+    pub const KEY_PREFIX: &str = "squall:dag:";
+
+    /// The KVS key of DAG `name`.
+    #[must_use]
+    pub fn key(name: &str) -> Vec<u8> {
+        format!("{KEY_PREFIX}{name}").into_bytes()
+    }
+
+    #[must_use]
+    pub fn encode(spec: &DagSpec) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = Encoder::new(&mut out);
+        e.bytes(spec.name.as_bytes());
+        e.u32(spec.functions.len() as u32);
+        for (name, o) in &spec.functions {
+            e.bytes(name.as_bytes());
+            e.u32(o.replicas);
+            e.u32(o.batch_max);
+        }
+        e.u32(spec.edges.len() as u32);
+        for (a, b) in &spec.edges {
+            e.bytes(a.as_bytes());
+            e.bytes(b.as_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DagSpec, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        let text = |d: &mut Decoder<'_>| -> Result<String, DecodeError> {
+            Ok(String::from_utf8_lossy(&d.bytes("name", NAME_BYTES_MAX)?).into_owned())
+        };
+        let name = text(&mut d)?;
+        let n = d.u32()? as usize;
+        if n > DAG_FUNCTIONS_MAX {
+            return Err(DecodeError::TooLong {
+                what: "DAG functions",
+                len: n,
+                max: DAG_FUNCTIONS_MAX,
+            });
+        }
+        let mut functions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let f = text(&mut d)?;
+            functions.push((
+                f,
+                FunctionOptions {
+                    replicas: d.u32()?,
+                    batch_max: d.u32()?,
+                },
+            ));
+        }
+        let m = d.u32()? as usize;
+        if m > DAG_FUNCTIONS_MAX * DAG_FUNCTIONS_MAX {
+            return Err(DecodeError::TooLong {
+                what: "DAG edges",
+                len: m,
+                max: DAG_FUNCTIONS_MAX * DAG_FUNCTIONS_MAX,
+            });
+        }
+        let mut edges = Vec::with_capacity(m);
+        for _ in 0..m {
+            edges.push((text(&mut d)?, text(&mut d)?));
+        }
+        d.finish()?;
+        Ok(DagSpec {
+            name,
+            functions,
+            edges,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn specs_round_trip_and_garbage_is_refused() {
+            let mut spec = DagSpec::chain("compose", &["increment", "square"]);
+            spec.functions[1].1.replicas = 3;
+            assert_eq!(decode(&encode(&spec)).unwrap(), spec);
+            assert!(decode(b"\xff\xff\xff\xff").is_err());
+            assert!(decode(&encode(&spec)[..5]).is_err());
+            assert_eq!(key("x"), b"squall:dag:x");
+        }
+    }
+}

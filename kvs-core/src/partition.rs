@@ -254,6 +254,18 @@ impl Partition {
         self.entries.iter().map(|(k, e)| (k.as_slice(), e))
     }
 
+    /// Live keys starting with `prefix` (a full scan: for administrative
+    /// listings, not the data path).
+    pub fn live_keys_with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
+            .map(|(k, _)| k.as_slice())
+    }
+
     /// Installs an entry read from a snapshot, replacing what was there.
     pub fn restore(&mut self, key: Vec<u8>, entry: Entry) {
         let live = matches!(entry, Entry::Live(_));

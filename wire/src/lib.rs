@@ -40,5 +40,9 @@ pub use status::Status;
 /// The protocol version this crate speaks; sent in `Hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
+/// a client sends DAG requests to the shard owning that key.
+pub const DAG_KEY_PREFIX: &str = "squall:dag:";
+
 /// Identifies the ring hash in [`message::RingInfo::hash`]: XXH64, seed 0.
 pub const RING_HASH_XXH64: u8 = 1;

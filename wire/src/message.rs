@@ -18,6 +18,63 @@ pub enum Request {
     Call(FnCall),
     /// Lists registered function names.
     ListFunctions,
+    /// Registers (or replaces) a DAG; validated first.
+    RegisterDag(DagDef),
+    /// Runs a DAG; the reply is its sink's result.
+    CallDag(DagCall),
+    DeleteDag(DagName),
+    /// Lists the DAGs whose registry key this shard owns.
+    ListDags,
+}
+
+/// A DAG: functions (with options) and edges between them.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DagDef {
+    pub name: Vec<u8>,
+    /// In this order: fan-in arguments follow it.
+    pub functions: Vec<DagFunction>,
+    pub edges: Vec<DagEdge>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DagFunction {
+    pub name: Vec<u8>,
+    /// Competing copies (1 = plain).
+    pub replicas: u32,
+    /// Triggers per invocation (1 = no batching).
+    pub batch_max: u32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DagEdge {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
+/// A DAG call: arguments for source functions, by name.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DagCall {
+    pub name: Vec<u8>,
+    pub args: Vec<SourceArgs>,
+    /// Deadline; 0 means the node's default.
+    pub timeout_ms: u32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SourceArgs {
+    pub function: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DagName {
+    pub name: Vec<u8>,
 }
 
 /// A single-function call.
@@ -134,6 +191,8 @@ pub enum Response {
     Output(Vec<u8>),
     /// Registered function names, sorted.
     Functions(Vec<Vec<u8>>),
+    /// DAG names, sorted.
+    Dags(Vec<Vec<u8>>),
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -36,11 +36,15 @@ pub enum Status {
     FunctionFailed = 14,
     /// No function is registered under that name.
     UnknownFunction = 15,
+    /// No DAG is registered under that name.
+    UnknownDag = 16,
+    /// The DAG was refused at registration; the message says why.
+    InvalidDag = 17,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 15] = [
+    pub const ALL: [Status; 17] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -56,6 +60,8 @@ impl Status {
         Status::Internal,
         Status::FunctionFailed,
         Status::UnknownFunction,
+        Status::UnknownDag,
+        Status::InvalidDag,
     ];
 
     /// The wire value.
@@ -89,6 +95,8 @@ impl Status {
             Status::Internal => "internal",
             Status::FunctionFailed => "function_failed",
             Status::UnknownFunction => "unknown_function",
+            Status::UnknownDag => "unknown_dag",
+            Status::InvalidDag => "invalid_dag",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod crash;
+mod dags;
 mod e2e;
 mod functions;
 mod harness;
