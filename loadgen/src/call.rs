@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::histogram;
+use wire::message::{DagDef, DagEdge, DagFunction, SourceArgs};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CallArgs {
@@ -38,7 +39,13 @@ pub struct CallArgs {
     /// Print one JSON object (last line).
     #[arg(long)]
     pub json: bool,
+    /// Set by `loadgen compose`: call the DAG square(increment(x)) instead.
+    #[arg(skip)]
+    pub compose: bool,
 }
+
+/// Name of the DAG `loadgen compose` registers: increment → square.
+pub const COMPOSE_DAG: &str = "loadgen-compose";
 
 /// A loopback echo server on its own threads, pinned to `cpu`; returns its
 /// address.
@@ -108,12 +115,31 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         let opts = ClientOptions { timeout: Duration::from_secs(10), client_name: "loadgen-call".into() };
         let mut c = Client::connect(&args.addr, opts).await.with_context(|| format!("connecting to {}", args.addr))?;
         let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let label = if args.compose {
+            c.register_dag(DagDef {
+                name: COMPOSE_DAG.as_bytes().to_vec(),
+                functions: ["increment", "square"]
+                    .iter()
+                    .map(|f| DagFunction { name: f.as_bytes().to_vec(), replicas: 1, batch_max: 1 })
+                    .collect(),
+                edges: vec![DagEdge { from: b"increment".to_vec(), to: b"square".to_vec() }],
+            })
+            .await?;
+            "square(increment(x))".to_owned()
+        } else {
+            format!("`{}`", args.function)
+        };
         let mut h = histogram();
         let started = Instant::now();
         let mut last = Vec::new();
         for i in 0..args.warmup + args.calls {
             let t0 = Instant::now();
-            last = c.call_function(&args.function, fn_args.clone(), 0).await?;
+            last = if args.compose {
+                let sources = vec![SourceArgs { function: b"increment".to_vec(), args: fn_args.clone() }];
+                c.call_dag(COMPOSE_DAG, sources, 0).await?
+            } else {
+                c.call_function(&args.function, fn_args.clone(), 0).await?
+            };
             if i >= args.warmup {
                 h.record(t0.elapsed().as_nanos().max(1) as u64)?;
             }
@@ -125,7 +151,9 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
-                    "mode": "call", "function": args.function, "calls": args.calls,
+                    "mode": if args.compose { "compose" } else { "call" },
+                    "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
+                    "calls": args.calls,
                     "result": String::from_utf8_lossy(&last),
                     "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
                     "mean_us": p.mean_us,
@@ -134,10 +162,10 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
                 })
             );
         } else {
-            println!("{} {:?} -> {:?}, {} serial calls:", args.function, args.args, String::from_utf8_lossy(&last), args.calls);
+            println!("{label} {:?} -> {:?}, {} serial calls:", args.args, String::from_utf8_lossy(&last), args.calls);
             println!("| system | median | p99 |");
             println!("| --- | --- | --- |");
-            println!("| Squall `{}` (this run) | {:.1} µs | {:.1} µs |", args.function, p.p50_us, p.p99_us);
+            println!("| Squall {label} (this run) | {:.1} µs | {:.1} µs |", p.p50_us, p.p99_us);
             println!("| loopback TCP echo (this run, the floor) | {:.1} µs | {:.1} µs |", f.p50_us, f.p99_us);
             println!("| Cloudburst, square(increment(x)) (paper) | 3590 µs | 6370 µs |");
             println!("| AWS Lambda, direct (paper) | 79600 µs | 178000 µs |");

@@ -20,6 +20,8 @@ enum Mode {
     Kv(kv::KvArgs),
     /// One client calling one function serially, beside the loopback floor.
     Call(call::CallArgs),
+    /// One client calling the DAG square(increment(x)) serially, beside the loopback floor.
+    Compose(call::CallArgs),
 }
 
 fn run_kv(args: &kv::KvArgs) -> anyhow::Result<()> {
@@ -48,6 +50,10 @@ fn main() {
     let result = match &cli.mode {
         Mode::Kv(args) => run_kv(args),
         Mode::Call(args) => call::run(args),
+        Mode::Compose(args) => call::run(&call::CallArgs {
+            compose: true,
+            ..args.clone()
+        }),
     };
     if let Err(e) = result {
         eprintln!("loadgen: error: {e:#}");
