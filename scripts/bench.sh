@@ -9,8 +9,10 @@
 # (temporary data dir, --fsync batch) and a Redis server (appendonly,
 # appendfsync everysec: both write every put to the OS before replying and
 # sync in the background), runs `loadgen kv` at pipeline 1 and 16 with 1 and
-# 2 Squall shards, prints one table with the ratios, writes the JSON of every
-# run under bench-results/, and stops what it started.
+# 2 Squall shards, then `loadgen compose` and `loadgen call` (functions,
+# beside a loopback floor), prints the tables with the ratios, writes the
+# JSON of every run (and latency CDF plots) under bench-results/, and stops
+# what it started.
 #
 # Placement on a 2-core machine: the 1-shard node and Redis run on core 0,
 # the load generator on core 1; the 2-shard node uses both cores and shares
@@ -31,7 +33,7 @@ cargo build --release --locked -p dataplane -p loadgen >&2
 SQUALL=target/release/squall
 LOADGEN=target/release/loadgen
 
-OUT=bench-results/kv-$(date +%Y%m%d-%H%M%S)
+OUT=bench-results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
 PIDS=()
@@ -85,11 +87,23 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# Functions: square(increment(x)) and a single call, serially, each beside
+# a loopback echo floor measured in the same run (echo thread on core 0,
+# like the 1-shard node); interleaved rounds; CDF plots next to the JSON.
+CALLS=${CALLS:-10000}; [ "${1:-}" = "--quick" ] && CALLS=1000
+for round in $(seq "$ROUNDS"); do
+  for mode in compose call; do
+    echo "bench: round $round/$ROUNDS $mode" >&2
+    taskset -c "$core_last" "$LOADGEN" "$mode" --addr "$SQ1_ADDR" --calls "$CALLS" --warmup $((CALLS / 10)) \
+      --echo-cpu 0 --out "$OUT/fn-r$round" --json >/dev/null
+  done
+done
+
 python3 - "$OUT" <<'PY'
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
 runs = {}
-for f in sorted(out.glob("*.json")):
+for f in sorted(out.glob("*-p*-r*.json")):
     label, p, _ = f.stem.rsplit("-", 2)
     runs.setdefault((label, p[1:]), []).append(json.loads(f.read_text()))
 def med(rs, k): return statistics.median(r.get(k) or 0 for r in rs)
@@ -109,4 +123,22 @@ for (label, p), rs in sorted(runs.items(), key=lambda kv: (int(kv[0][1]), kv[0][
           f"{med(rs, 'p99_us'):.0f}", f"{med(rs, 'p999_us'):.0f}", f"{med(rs, 'server_cpu_pct'):.0f}",
           f"{per_core(rs):.0f}", ratio(med(rs, 'ops_per_sec'), med(base, 'ops_per_sec')),
           ratio(per_core(rs), per_core(base)), ratio(med(rs, 'p99_us'), med(base, 'p99_us'))]) + " |")
+
+fn = {}
+for f in sorted(out.glob("fn-r*/*.json")):
+    fn.setdefault(f.stem, []).append(json.loads(f.read_text()))
+if fn:
+    print(f"\nFunctions, one client, serial calls, 1-shard node; median of {len(next(iter(fn.values())))} round(s); "
+          f"CDF plots: {out}/fn-r*/*-cdf.svg\n")
+    print("| system | median | p99 | floor median | floor p99 | median / floor | p99 / floor |")
+    print("|---|---|---|---|---|---|---|")
+    names = {"compose": "Squall square(increment(x))", "call": "Squall increment (single call)"}
+    for mode in ("compose", "call"):
+        rs = fn.get(mode, [])
+        if rs:
+            m = lambda k: statistics.median(r[k] for r in rs)
+            print(f"| {names[mode]} | {m('p50_us'):.1f} us | {m('p99_us'):.1f} us | {m('floor_p50_us'):.1f} us | "
+                  f"{m('floor_p99_us'):.1f} us | {m('ratio_p50_to_floor'):.2f}x | {m('ratio_p99_to_floor'):.2f}x |")
+    print("| Cloudburst square(increment(x)) (paper) | 3590 us | 6370 us | | | | |")
+    print("| AWS Lambda, direct (paper) | 79600 us | 178000 us | | | | |")
 PY

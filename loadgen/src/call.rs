@@ -39,6 +39,9 @@ pub struct CallArgs {
     /// Print one JSON object (last line).
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON result and an SVG latency CDF into this folder.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
     /// Set by `loadgen compose`: call the DAG square(increment(x)) instead.
     #[arg(skip)]
     pub compose: bool,
@@ -112,17 +115,29 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             }
         }
 
-        let opts = ClientOptions { timeout: Duration::from_secs(10), client_name: "loadgen-call".into() };
-        let mut c = Client::connect(&args.addr, opts).await.with_context(|| format!("connecting to {}", args.addr))?;
+        let opts = ClientOptions {
+            timeout: Duration::from_secs(10),
+            client_name: "loadgen-call".into(),
+        };
+        let mut c = Client::connect(&args.addr, opts)
+            .await
+            .with_context(|| format!("connecting to {}", args.addr))?;
         let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let label = if args.compose {
             c.register_dag(DagDef {
                 name: COMPOSE_DAG.as_bytes().to_vec(),
                 functions: ["increment", "square"]
                     .iter()
-                    .map(|f| DagFunction { name: f.as_bytes().to_vec(), replicas: 1, batch_max: 1 })
+                    .map(|f| DagFunction {
+                        name: f.as_bytes().to_vec(),
+                        replicas: 1,
+                        batch_max: 1,
+                    })
                     .collect(),
-                edges: vec![DagEdge { from: b"increment".to_vec(), to: b"square".to_vec() }],
+                edges: vec![DagEdge {
+                    from: b"increment".to_vec(),
+                    to: b"square".to_vec(),
+                }],
             })
             .await?;
             "square(increment(x))".to_owned()
@@ -135,7 +150,10 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         for i in 0..args.warmup + args.calls {
             let t0 = Instant::now();
             last = if args.compose {
-                let sources = vec![SourceArgs { function: b"increment".to_vec(), args: fn_args.clone() }];
+                let sources = vec![SourceArgs {
+                    function: b"increment".to_vec(),
+                    args: fn_args.clone(),
+                }];
                 c.call_dag(COMPOSE_DAG, sources, 0).await?
             } else {
                 c.call_function(&args.function, fn_args.clone(), 0).await?
@@ -146,30 +164,55 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed();
         let (p, f) = (percentiles(&h), percentiles(&floor));
+        let mode = if args.compose { "compose" } else { "call" };
         let ops = (args.warmup + args.calls) as f64 / elapsed.as_secs_f64();
+        let report = json!({
+            "mode": mode,
+            "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
+            "calls": args.calls,
+            "result": String::from_utf8_lossy(&last),
+            "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
+            "mean_us": p.mean_us,
+            "floor_p50_us": f.p50_us, "floor_p99_us": f.p99_us,
+            "ratio_p50_to_floor": p.p50_us / f.p50_us, "ratio_p99_to_floor": p.p99_us / f.p99_us,
+        });
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{mode}.json")), format!("{report}\n"))?;
+            let plot = dir.join(format!("{mode}-cdf.svg"));
+            let title = format!("{label}: latency CDF, {} serial calls", args.calls);
+            crate::report::write_cdf_svg(
+                &plot,
+                &title,
+                &[("Squall", &h), ("loopback TCP echo (floor)", &floor)],
+            )?;
+        }
         if args.json {
-            println!(
-                "{}",
-                json!({
-                    "mode": if args.compose { "compose" } else { "call" },
-                    "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
-                    "calls": args.calls,
-                    "result": String::from_utf8_lossy(&last),
-                    "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
-                    "mean_us": p.mean_us,
-                    "floor_p50_us": f.p50_us, "floor_p99_us": f.p99_us,
-                    "ratio_p50_to_floor": p.p50_us / f.p50_us, "ratio_p99_to_floor": p.p99_us / f.p99_us,
-                })
-            );
+            println!("{report}");
         } else {
-            println!("{label} {:?} -> {:?}, {} serial calls:", args.args, String::from_utf8_lossy(&last), args.calls);
+            println!(
+                "{label} {:?} -> {:?}, {} serial calls:",
+                args.args,
+                String::from_utf8_lossy(&last),
+                args.calls
+            );
             println!("| system | median | p99 |");
             println!("| --- | --- | --- |");
-            println!("| Squall {label} (this run) | {:.1} µs | {:.1} µs |", p.p50_us, p.p99_us);
-            println!("| loopback TCP echo (this run, the floor) | {:.1} µs | {:.1} µs |", f.p50_us, f.p99_us);
+            println!(
+                "| Squall {label} (this run) | {:.1} µs | {:.1} µs |",
+                p.p50_us, p.p99_us
+            );
+            println!(
+                "| loopback TCP echo (this run, the floor) | {:.1} µs | {:.1} µs |",
+                f.p50_us, f.p99_us
+            );
             println!("| Cloudburst, square(increment(x)) (paper) | 3590 µs | 6370 µs |");
             println!("| AWS Lambda, direct (paper) | 79600 µs | 178000 µs |");
-            println!("ratio to the floor: median {:.2}x, p99 {:.2}x", p.p50_us / f.p50_us, p.p99_us / f.p99_us);
+            println!(
+                "ratio to the floor: median {:.2}x, p99 {:.2}x",
+                p.p50_us / f.p50_us,
+                p.p99_us / f.p99_us
+            );
         }
         Ok(())
     })

@@ -115,3 +115,92 @@ fn stat_cpu(path: &str) -> Duration {
     };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
+
+/// Writes an SVG plot of latency CDFs (x: latency in µs, log scale; y:
+/// fraction of requests at or below it), one line per series.
+pub fn write_cdf_svg(
+    path: &std::path::Path,
+    title: &str,
+    series: &[(&str, &Histogram<u64>)],
+) -> std::io::Result<()> {
+    const W: f64 = 720.0;
+    const H: f64 = 440.0;
+    const L: f64 = 70.0;
+    const R: f64 = 50.0;
+    const T: f64 = 40.0;
+    const B: f64 = 50.0;
+    const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+    let quantiles: Vec<f64> = (0..=1000)
+        .map(|i| f64::from(i) / 1000.0)
+        .chain([0.999, 0.9999])
+        .collect();
+    let lo = series
+        .iter()
+        .map(|(_, h)| h.min() as f64 / 1000.0)
+        .fold(f64::INFINITY, f64::min)
+        .max(0.1);
+    let hi = series
+        .iter()
+        .map(|(_, h)| h.max() as f64 / 1000.0)
+        .fold(0.0, f64::max)
+        .max(lo * 10.0);
+    let (lx0, lx1) = (lo.log10().floor(), hi.log10().ceil());
+    let x = |us: f64| L + (us.max(lo).log10() - lx0) / (lx1 - lx0) * (W - L - R);
+    let y = |q: f64| T + (1.0 - q) * (H - T - B);
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n<text x='{L}' y='24' font-size='15'>{title}</text>\n"
+    );
+    let mut decade = lx0;
+    while decade <= lx1 {
+        let us = 10f64.powf(decade);
+        let px = x(us);
+        svg += &format!(
+            "<line x1='{px:.1}' y1='{T}' x2='{px:.1}' y2='{:.1}' stroke='#ddd'/>\n<text x='{px:.1}' y='{:.1}' text-anchor='middle'>{us} µs</text>\n",
+            H - B,
+            H - B + 18.0
+        );
+        decade += 1.0;
+    }
+    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
+        let py = y(q);
+        svg += &format!(
+            "<line x1='{L}' y1='{py:.1}' x2='{:.1}' y2='{py:.1}' stroke='#eee'/>\n<text x='{:.1}' y='{:.1}' text-anchor='end'>{q}</text>\n",
+            W - R,
+            L - 6.0,
+            py + 4.0
+        );
+    }
+    for (i, (name, h)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut qs = quantiles.clone();
+        qs.sort_by(f64::total_cmp);
+        let points: Vec<String> = qs
+            .iter()
+            .map(|&q| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(h.value_at_quantile(q) as f64 / 1000.0),
+                    y(q)
+                )
+            })
+            .collect();
+        svg += &format!(
+            "<polyline fill='none' stroke='{color}' stroke-width='2' points='{}'/>\n",
+            points.join(" ")
+        );
+        svg += &format!(
+            "<text x='{:.1}' y='{:.1}' fill='{color}'>{name}: p50 {:.1} µs, p99 {:.1} µs</text>\n",
+            L + (W - L - R) * 0.45,
+            y(0.2) + 16.0 * i as f64,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        );
+    }
+    svg += &format!(
+        "<text x='{:.1}' y='{:.1}' text-anchor='middle'>latency (log scale)</text>\n</svg>\n",
+        (L + W - R) / 2.0,
+        H - 8.0
+    );
+    std::fs::write(path, svg)
+}
