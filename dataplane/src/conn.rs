@@ -23,12 +23,18 @@ use wire::Status;
 
 use crate::convert::value_from_archived;
 use crate::forward::{ReplyFuture, ShardOp, ShardReply};
-use crate::functions::{deadline_after, invoke, invoke_inline, run_dag};
+use crate::functions::{deadline_after, invoke, invoke_inline, load_dag, run_dag};
 use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::shard::{bump, Shard};
 use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
 use kvs_core::lattice::{Lww, Timestamp};
+
+/// Where a DAG call gets its validated DAG.
+enum DagSource {
+    Ready(Rc<Dag>),
+    Remote(ReplyFuture),
+}
 
 /// A reply that waits on other shards.
 enum Deferred {
@@ -403,13 +409,25 @@ impl Conn {
         let name = String::from_utf8_lossy(call.name.as_slice()).into_owned();
         let key = stored::key(&name);
         let owner = self.shard.owner(&key);
-        // The stored spec: read here if this shard owns the key, else ask the owner.
-        let spec: ReplyFuture = if owner == self.shard.id {
-            let v = self.shard.get_local(&key);
-            Box::pin(async move { ShardReply::Values(vec![v]) })
+        // The validated DAG: from this shard's cache or its partition when it
+        // owns the key (decoded now, with no await between read and cache
+        // insert, so a concurrent re-registration cannot be cached over);
+        // otherwise fetched from the owner on every call.
+        let dag: DagSource = if owner == self.shard.id {
+            match self.shard.cached_dag(&key, &functions) {
+                Ok(Some(dag)) => DagSource::Ready(dag),
+                Ok(None) => {
+                    return self.error(
+                        request_id,
+                        Status::UnknownDag,
+                        &format!("no DAG named {name:?} is registered"),
+                    )
+                }
+                Err((status, msg)) => return self.error(request_id, status, &msg),
+            }
         } else {
             match self.forward(owner, ShardOp::Get(vec![key])).await {
-                Some(reply) => reply,
+                Some(reply) => DagSource::Remote(reply),
                 None => return self.no_peer(request_id, owner),
             }
         };
@@ -423,31 +441,37 @@ impl Conn {
         let deadline = deadline_after(call.timeout_ms.to_native());
         let shard = self.shard.clone();
         let reply: ReplyFuture = Box::pin(async move {
-            let bytes = match spec.await {
-                ShardReply::Values(mut v) => match v.pop().flatten() {
-                    Some(w::Value::Lww(l)) => l.bytes,
-                    Some(_) => {
+            let dag = match dag {
+                DagSource::Ready(dag) => dag,
+                DagSource::Remote(reply) => match reply.await {
+                    ShardReply::Values(mut v) => match v.pop().flatten() {
+                        Some(w::Value::Lww(l)) => match load_dag(&functions, &l.bytes) {
+                            Ok(dag) => Rc::new(dag),
+                            Err((status, msg)) => return ShardReply::Error(status, msg),
+                        },
+                        Some(_) => {
+                            return ShardReply::Error(
+                                Status::Internal,
+                                format!("DAG {name:?} is stored with the wrong type"),
+                            )
+                        }
+                        None => {
+                            return ShardReply::Error(
+                                Status::UnknownDag,
+                                format!("no DAG named {name:?} is registered"),
+                            )
+                        }
+                    },
+                    ShardReply::Error(status, msg) => return ShardReply::Error(status, msg),
+                    other => {
                         return ShardReply::Error(
                             Status::Internal,
-                            format!("DAG {name:?} is stored with the wrong type"),
-                        )
-                    }
-                    None => {
-                        return ShardReply::Error(
-                            Status::UnknownDag,
-                            format!("no DAG named {name:?} is registered"),
+                            format!("unexpected reply {other:?}"),
                         )
                     }
                 },
-                ShardReply::Error(status, msg) => return ShardReply::Error(status, msg),
-                other => {
-                    return ShardReply::Error(
-                        Status::Internal,
-                        format!("unexpected reply {other:?}"),
-                    )
-                }
             };
-            match run_dag(&shard, &functions, &bytes, &args, deadline).await {
+            match run_dag(&shard, &functions, &dag, &args, deadline).await {
                 Ok(out) => ShardReply::Output(out),
                 Err((status, msg)) => ShardReply::Error(status, msg),
             }

@@ -275,24 +275,28 @@ pub async fn invoke(
     }
 }
 
-/// Runs a stored DAG: every function once, in topological order, inline
-/// ones on this shard and the others on its executor thread; a function's
-/// upstream results are appended to its arguments in DAG list order.
-pub async fn run_dag(
-    shard: &Shard,
-    functions: &ShardFunctions,
-    stored_spec: &[u8],
-    args: &HashMap<String, Vec<Vec<u8>>>,
-    deadline: Instant,
-) -> Result<Vec<u8>, (Status, String)> {
+/// Decodes and validates a stored DAG spec.
+pub fn load_dag(functions: &ShardFunctions, stored_spec: &[u8]) -> Result<Dag, (Status, String)> {
     let spec = stored::decode(stored_spec)
         .map_err(|e| (Status::Internal, format!("stored DAG does not decode: {e}")))?;
-    let dag = Dag::validate(&spec, |f| functions.registry.contains(f)).map_err(|e| {
+    Dag::validate(&spec, |f| functions.registry.contains(f)).map_err(|e| {
         (
             Status::InvalidDag,
             format!("DAG {:?} no longer validates: {e}", spec.name),
         )
-    })?;
+    })
+}
+
+/// Runs a DAG: every function once, in topological order, inline ones on
+/// this shard and the others on its executor thread; a function's upstream
+/// results are appended to its arguments in DAG list order.
+pub async fn run_dag(
+    shard: &Shard,
+    functions: &ShardFunctions,
+    dag: &Dag,
+    args: &HashMap<String, Vec<Vec<u8>>>,
+    deadline: Instant,
+) -> Result<Vec<u8>, (Status, String)> {
     if let Some(unknown) = args
         .keys()
         .find(|f| !dag.sources().iter().any(|&s| dag.node(s).name == **f))
@@ -301,7 +305,7 @@ pub async fn run_dag(
             Status::InvalidArgument,
             format!(
                 "{unknown:?} is not a source function of DAG {:?}",
-                spec.name
+                dag.name()
             ),
         ));
     }

@@ -3,9 +3,11 @@
 //! `RefCell`s are never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use executor::dag::Dag;
 use kvs_core::clock::HybridClock;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::partition::{Applied, Mutation, Partition, PartitionError};
@@ -55,6 +57,9 @@ pub struct Shard {
     pub functions: RefCell<Option<ShardFunctions>>,
     /// Instances of inline functions, run on this shard's own thread.
     pub inline: RefCell<Option<executor::registry::Executor>>,
+    /// Validated DAGs whose registry key this shard owns, by key; an entry
+    /// is dropped whenever its key is written (`write`).
+    dag_cache: RefCell<HashMap<Vec<u8>, Rc<Dag>>>,
     /// The encoded `Response::Hello` body for this shard.
     pub hello_body: Vec<u8>,
     pub stats: Counters,
@@ -99,6 +104,7 @@ impl Shard {
             peers: RefCell::new(Vec::new()),
             functions: RefCell::new(None),
             inline: RefCell::new(None),
+            dag_cache: RefCell::new(HashMap::new()),
             hello_body,
             stats: Counters::default(),
             shutdown: Event::default(),
@@ -147,6 +153,10 @@ impl Shard {
         self.storage
             .check_writable()
             .map_err(|e| (Status::StorageFailure, e))?;
+        if key.starts_with(wire::DAG_KEY_PREFIX.as_bytes()) {
+            // A DAG is being (re)registered or deleted: drop the cached copy.
+            self.dag_cache.borrow_mut().remove(&key);
+        }
         let m = match value {
             Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
                 let (_, bytes) = lww.into_parts();
@@ -203,6 +213,32 @@ impl Shard {
                 (ShardReply::Error(status, msg), None)
             }
         }
+    }
+
+    /// The validated DAG stored under `key` (a key this shard owns), cached.
+    pub fn cached_dag(
+        &self,
+        key: &[u8],
+        functions: &ShardFunctions,
+    ) -> Result<Option<Rc<Dag>>, (Status, String)> {
+        if let Some(dag) = self.dag_cache.borrow().get(key) {
+            return Ok(Some(dag.clone()));
+        }
+        let stored = match self.partition.borrow().get(key) {
+            Some(Value::Lww(l)) => l.value().to_vec(),
+            Some(_) => {
+                return Err((
+                    Status::Internal,
+                    "a DAG is stored with the wrong type".into(),
+                ))
+            }
+            None => return Ok(None),
+        };
+        let dag = Rc::new(crate::functions::load_dag(functions, &stored)?);
+        self.dag_cache
+            .borrow_mut()
+            .insert(key.to_vec(), dag.clone());
+        Ok(Some(dag))
     }
 
     /// This shard's counters.

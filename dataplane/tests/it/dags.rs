@@ -53,6 +53,43 @@ fn dags_compose_validate_survive_restart_and_delete() {
                 .unwrap(),
             b"1764"
         );
+        // Re-registering replaces it (the owner's cached copy is dropped).
+        c.register_dag(def(
+            "compose",
+            &["square", "increment"],
+            &[("square", "increment")],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.call_dag("compose", arg("square", "41"), 0).await.unwrap(),
+            b"1682"
+        );
+        c.register_dag(def(
+            "compose",
+            &["increment", "square"],
+            &[("increment", "square")],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.call_dag("compose", arg("increment", "41"), 0)
+                .await
+                .unwrap(),
+            b"1764"
+        );
+        // A naive client (any shard) gets the same answer, forwarded or not.
+        for shard in 0..2u16 {
+            let req = wire::message::Request::CallDag(wire::message::DagCall {
+                name: b"compose".to_vec(),
+                args: arg("increment", "2"),
+                timeout_ms: 0,
+            });
+            assert_eq!(
+                c.call(shard, req).await.unwrap(),
+                wire::message::Response::Output(b"9".to_vec())
+            );
+        }
 
         // Fan-out and fan-in; echo as the sink shows the argument order
         // (square's result, then increment's: the DAG's list order).
