@@ -29,9 +29,13 @@ pub struct CallArgs {
     /// Measured calls (serial, one client).
     #[arg(long, default_value_t = 10_000)]
     pub calls: u64,
-    /// Unmeasured calls first.
+    /// Unmeasured calls first (per client).
     #[arg(long, default_value_t = 1_000)]
     pub warmup: u64,
+    /// Concurrent closed-loop clients (1 = the serial latency experiment;
+    /// more = the throughput mode). Measured calls are split among them.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
     /// CPU the echo server (the floor) runs on: put it where the node's
     /// shard runs, so both round trips cross the same cores.
     #[arg(long, default_value_t = 0)]
@@ -92,9 +96,70 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
     }
 }
 
+async fn connect(args: &CallArgs, i: usize) -> anyhow::Result<Client> {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(10),
+        client_name: format!("loadgen-call-{i}"),
+    };
+    Client::connect(&args.addr, opts)
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))
+}
+
+async fn register_compose(args: &CallArgs) -> anyhow::Result<()> {
+    let mut c = connect(args, 0).await?;
+    c.register_dag(DagDef {
+        name: COMPOSE_DAG.as_bytes().to_vec(),
+        functions: ["increment", "square"]
+            .iter()
+            .map(|f| DagFunction {
+                name: f.as_bytes().to_vec(),
+                replicas: 1,
+                batch_max: 1,
+            })
+            .collect(),
+        edges: vec![DagEdge {
+            from: b"increment".to_vec(),
+            to: b"square".to_vec(),
+        }],
+    })
+    .await?;
+    Ok(())
+}
+
+/// One closed-loop client: `warmup` unmeasured calls, then `calls`
+/// measured ones. Returns its latencies and the last result.
+async fn one_client(
+    args: &CallArgs,
+    i: usize,
+    calls: u64,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, Vec<u8>)> {
+    let mut c = connect(args, i).await?;
+    let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let mut h = histogram();
+    let mut last = Vec::new();
+    for n in 0..args.warmup + calls {
+        let t0 = Instant::now();
+        last = if args.compose {
+            let sources = vec![SourceArgs {
+                function: b"increment".to_vec(),
+                args: fn_args.clone(),
+            }];
+            c.call_dag(COMPOSE_DAG, sources, 0).await?
+        } else {
+            c.call_function(&args.function, fn_args.clone(), 0).await?
+        };
+        if n >= args.warmup {
+            h.record(t0.elapsed().as_nanos().max(1) as u64)?;
+        }
+    }
+    Ok((h, last))
+}
+
 /// Runs the benchmark and prints its report.
 pub fn run(args: &CallArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
+    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -115,57 +180,32 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             }
         }
 
-        let opts = ClientOptions {
-            timeout: Duration::from_secs(10),
-            client_name: "loadgen-call".into(),
-        };
-        let mut c = Client::connect(&args.addr, opts)
-            .await
-            .with_context(|| format!("connecting to {}", args.addr))?;
-        let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let label = if args.compose {
-            c.register_dag(DagDef {
-                name: COMPOSE_DAG.as_bytes().to_vec(),
-                functions: ["increment", "square"]
-                    .iter()
-                    .map(|f| DagFunction {
-                        name: f.as_bytes().to_vec(),
-                        replicas: 1,
-                        batch_max: 1,
-                    })
-                    .collect(),
-                edges: vec![DagEdge {
-                    from: b"increment".to_vec(),
-                    to: b"square".to_vec(),
-                }],
-            })
-            .await?;
+            register_compose(args).await?;
             "square(increment(x))".to_owned()
         } else {
             format!("`{}`", args.function)
         };
-        let mut h = histogram();
+        // Every client makes `calls / clients` measured calls, serially.
+        let per_client = args.calls.div_ceil(args.clients as u64);
         let started = Instant::now();
+        let tasks: Vec<_> = (0..args.clients)
+            .map(|i| {
+                let args = args.clone();
+                tokio::spawn(async move { one_client(&args, i, per_client).await })
+            })
+            .collect();
+        let mut h = histogram();
         let mut last = Vec::new();
-        for i in 0..args.warmup + args.calls {
-            let t0 = Instant::now();
-            last = if args.compose {
-                let sources = vec![SourceArgs {
-                    function: b"increment".to_vec(),
-                    args: fn_args.clone(),
-                }];
-                c.call_dag(COMPOSE_DAG, sources, 0).await?
-            } else {
-                c.call_function(&args.function, fn_args.clone(), 0).await?
-            };
-            if i >= args.warmup {
-                h.record(t0.elapsed().as_nanos().max(1) as u64)?;
-            }
+        for t in tasks {
+            let (th, out) = t.await??;
+            h.add(th)?;
+            last = out;
         }
         let elapsed = started.elapsed();
         let (p, f) = (percentiles(&h), percentiles(&floor));
         let mode = if args.compose { "compose" } else { "call" };
-        let ops = (args.warmup + args.calls) as f64 / elapsed.as_secs_f64();
+        let ops = ((args.warmup + per_client) * args.clients as u64) as f64 / elapsed.as_secs_f64();
         let report = json!({
             "mode": mode,
             "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
@@ -180,7 +220,10 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)?;
             std::fs::write(dir.join(format!("{mode}.json")), format!("{report}\n"))?;
             let plot = dir.join(format!("{mode}-cdf.svg"));
-            let title = format!("{label}: latency CDF, {} serial calls", args.calls);
+            let title = format!(
+                "{label}: latency CDF, {} calls, {} client(s)",
+                args.calls, args.clients
+            );
             crate::report::write_cdf_svg(
                 &plot,
                 &title,
@@ -191,10 +234,12 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             println!("{report}");
         } else {
             println!(
-                "{label} {:?} -> {:?}, {} serial calls:",
+                "{label} {:?} -> {:?}, {} calls from {} client(s), {:.0} calls/s:",
                 args.args,
                 String::from_utf8_lossy(&last),
-                args.calls
+                args.calls,
+                args.clients,
+                ops
             );
             println!("| system | median | p99 |");
             println!("| --- | --- | --- |");
