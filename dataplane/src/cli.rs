@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, ClientOptions};
 use serde_json::json;
-use wire::message::{DagDef, DagEdge, DagFunction, LwwValue, PriorityValue, SourceArgs, Value};
+use wire::message::{DagDef, LwwValue, PriorityValue, SourceArgs, Value};
 
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, SNAPSHOT_WAL_BYTES_DEFAULT,
@@ -235,27 +235,15 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
             edges,
             conn,
         } => {
-            let mut def = DagDef {
-                name: name.clone().into_bytes(),
-                functions: Vec::new(),
-                edges: Vec::new(),
-            };
-            for f in &functions {
-                def.functions.push(DagFunction {
-                    name: f.clone().into_bytes(),
-                    replicas: 1,
-                    batch_max: 1,
-                });
-            }
+            let mut pairs = Vec::with_capacity(edges.len());
             for e in &edges {
-                let (from, to) = e
+                let pair = e
                     .split_once(':')
                     .with_context(|| format!("--edge takes FROM:TO, not {e:?}"))?;
-                def.edges.push(DagEdge {
-                    from: from.as_bytes().to_vec(),
-                    to: to.as_bytes().to_vec(),
-                });
+                pairs.push(pair);
             }
+            let names: Vec<&str> = functions.iter().map(String::as_str).collect();
+            let def = DagDef::new(&name, &names, &pairs);
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.register_dag(def).await?)
             })?;

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::histogram;
-use wire::message::{DagDef, DagEdge, DagFunction, SourceArgs};
+use wire::message::{DagDef, SourceArgs};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CallArgs {
@@ -108,21 +108,11 @@ async fn connect(args: &CallArgs, i: usize) -> anyhow::Result<Client> {
 
 async fn register_compose(args: &CallArgs) -> anyhow::Result<()> {
     let mut c = connect(args, 0).await?;
-    c.register_dag(DagDef {
-        name: COMPOSE_DAG.as_bytes().to_vec(),
-        functions: ["increment", "square"]
-            .iter()
-            .map(|f| DagFunction {
-                name: f.as_bytes().to_vec(),
-                replicas: 1,
-                batch_max: 1,
-            })
-            .collect(),
-        edges: vec![DagEdge {
-            from: b"increment".to_vec(),
-            to: b"square".to_vec(),
-        }],
-    })
+    c.register_dag(DagDef::new(
+        COMPOSE_DAG,
+        &["increment", "square"],
+        &[("increment", "square")],
+    ))
     .await?;
     Ok(())
 }

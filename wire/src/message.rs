@@ -37,6 +37,32 @@ pub struct DagDef {
     pub edges: Vec<DagEdge>,
 }
 
+impl DagDef {
+    /// A DAG of plainly-run functions (one replica, no batching), listed in
+    /// `functions` order, with `(from, to)` edges.
+    #[must_use]
+    pub fn new(name: &str, functions: &[&str], edges: &[(&str, &str)]) -> DagDef {
+        DagDef {
+            name: name.as_bytes().to_vec(),
+            functions: functions
+                .iter()
+                .map(|f| DagFunction {
+                    name: f.as_bytes().to_vec(),
+                    replicas: 1,
+                    batch_max: 1,
+                })
+                .collect(),
+            edges: edges
+                .iter()
+                .map(|(a, b)| DagEdge {
+                    from: a.as_bytes().to_vec(),
+                    to: b.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct DagFunction {

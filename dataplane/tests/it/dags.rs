@@ -1,30 +1,13 @@
 //! DAGs through the node: registration checks, composition, fan-in order,
 //! state, restart, deletion.
 
-use wire::message::{DagDef, DagEdge, DagFunction, SourceArgs};
+use wire::message::{DagDef, SourceArgs};
 use wire::Status;
 
 use crate::harness::{cli_ok, connect, rt, temp_dir, Node};
 
 fn def(name: &str, functions: &[&str], edges: &[(&str, &str)]) -> DagDef {
-    DagDef {
-        name: name.as_bytes().to_vec(),
-        functions: functions
-            .iter()
-            .map(|f| DagFunction {
-                name: f.as_bytes().to_vec(),
-                replicas: 1,
-                batch_max: 1,
-            })
-            .collect(),
-        edges: edges
-            .iter()
-            .map(|(a, b)| DagEdge {
-                from: a.as_bytes().to_vec(),
-                to: b.as_bytes().to_vec(),
-            })
-            .collect(),
-    }
+    DagDef::new(name, functions, edges)
 }
 
 fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
