@@ -313,15 +313,9 @@ impl Client {
 
     /// Every registered DAG's name, sorted (asks every shard).
     pub async fn list_dags(&mut self) -> Result<Vec<String>> {
-        let ops = (0..self.conns.len())
-            .map(|s| Op {
-                shard: u16::try_from(s).unwrap_or(u16::MAX),
-                request: Request::ListDags,
-            })
-            .collect();
         let mut names = Vec::new();
-        for r in self.execute(ops).await? {
-            match r? {
+        for r in self.to_every_shard(Request::ListDags).await? {
+            match r {
                 Response::Dags(d) => names.extend(
                     d.into_iter()
                         .map(|n| String::from_utf8_lossy(&n).into_owned()),
@@ -331,6 +325,18 @@ impl Client {
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Sends `request` to every shard (pipelined) and returns the replies in
+    /// shard order; any error reply fails the whole call.
+    async fn to_every_shard(&mut self, request: Request) -> Result<Vec<Response>> {
+        let ops = (0..self.conns.len())
+            .map(|s| Op {
+                shard: u16::try_from(s).unwrap_or(u16::MAX),
+                request: request.clone(),
+            })
+            .collect();
+        self.execute(ops).await?.into_iter().collect()
     }
 
     /// Round trip to one shard.
@@ -343,16 +349,10 @@ impl Client {
 
     /// Every shard's counters.
     pub async fn stats(&mut self) -> Result<Vec<ShardStats>> {
-        let ops = (0..self.conns.len())
-            .map(|s| Op {
-                shard: u16::try_from(s).unwrap_or(u16::MAX),
-                request: Request::Stats,
-            })
-            .collect();
-        self.execute(ops)
+        self.to_every_shard(Request::Stats)
             .await?
             .into_iter()
-            .map(|r| match r? {
+            .map(|r| match r {
                 Response::Stats(s) => Ok(s),
                 other => Err(unexpected(&other)),
             })

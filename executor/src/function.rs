@@ -90,6 +90,29 @@ pub trait Function: Send {
     fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError>;
 }
 
+/// Any stateless closure with the right signature is a function.
+impl<F> Function for F
+where
+    F: FnMut(&mut Context<'_>, &[Vec<u8>]) -> Result<Vec<u8>, FnError> + Send,
+{
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        self(cx, args)
+    }
+}
+
+/// A factory for a function given as a closure (`Copy`, so each instance
+/// gets its own).
+pub fn factory_of<F>(f: F) -> Factory
+where
+    F: FnMut(&mut Context<'_>, &[Vec<u8>]) -> Result<Vec<u8>, FnError>
+        + Send
+        + Sync
+        + Copy
+        + 'static,
+{
+    Arc::new(move || Box::new(f) as Box<dyn Function>)
+}
+
 /// Makes a fresh instance for an executor.
 pub type Factory = Arc<dyn Fn() -> Box<dyn Function> + Send + Sync>;
 

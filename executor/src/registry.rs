@@ -193,6 +193,7 @@ impl Executor {
 mod tests {
     use super::*;
     use crate::dag::DagSpec;
+    use crate::function::factory_of;
     use crate::store::LocalStore;
     use kvs_core::lattice::Value;
 
@@ -210,60 +211,31 @@ mod tests {
 
     fn setup() -> (Executor, Registry, LocalStore) {
         let mut reg = Registry::with_builtins();
-        // A function that stores its argument, and one that reads it back.
+        // A function that stores its argument, one that reads it back, and
+        // one that panics.
         reg.register(
             "remember",
-            Arc::new(|| {
-                struct Remember;
-                impl Function for Remember {
-                    fn call(
-                        &mut self,
-                        cx: &mut Context<'_>,
-                        args: &[Vec<u8>],
-                    ) -> Result<Vec<u8>, FnError> {
-                        cx.put_bytes(b"memo", args.concat())?;
-                        Ok(b"ok".to_vec())
-                    }
-                }
-                Box::new(Remember) as Box<dyn Function>
+            factory_of(|cx: &mut Context<'_>, args: &[Vec<u8>]| {
+                cx.put_bytes(b"memo", args.concat())?;
+                Ok(b"ok".to_vec())
             }),
         )
         .unwrap();
         reg.register(
             "recall",
-            Arc::new(|| {
-                struct Recall;
-                impl Function for Recall {
-                    fn call(
-                        &mut self,
-                        cx: &mut Context<'_>,
-                        _args: &[Vec<u8>],
-                    ) -> Result<Vec<u8>, FnError> {
-                        match cx.get(b"memo")? {
-                            Some(Value::Lww(l)) => Ok(l.value().to_vec()),
-                            other => Err(cx.fail(format!("memo is {other:?}"))),
-                        }
-                    }
-                }
-                Box::new(Recall) as Box<dyn Function>
-            }),
+            factory_of(
+                |cx: &mut Context<'_>, _: &[Vec<u8>]| match cx.get(b"memo")? {
+                    Some(Value::Lww(l)) => Ok(l.value().to_vec()),
+                    other => Err(cx.fail(format!("memo is {other:?}"))),
+                },
+            ),
         )
         .unwrap();
         reg.register(
             "explode",
-            Arc::new(|| {
-                struct Explode;
-                impl Function for Explode {
-                    fn call(
-                        &mut self,
-                        _cx: &mut Context<'_>,
-                        _args: &[Vec<u8>],
-                    ) -> Result<Vec<u8>, FnError> {
-                        panic!("boom")
-                    }
-                }
-                Box::new(Explode) as Box<dyn Function>
-            }),
+            factory_of(
+                |_: &mut Context<'_>, _: &[Vec<u8>]| -> Result<Vec<u8>, FnError> { panic!("boom") },
+            ),
         )
         .unwrap();
         (

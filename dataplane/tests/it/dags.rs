@@ -23,13 +23,12 @@ fn dags_compose_validate_survive_restart_and_delete() {
     let node = Node::start(2, "always", &dir);
     rt().block_on(async {
         let mut c = connect(node.addr()).await;
-        c.register_dag(def(
+        let compose = def(
             "compose",
             &["increment", "square"],
             &[("increment", "square")],
-        ))
-        .await
-        .unwrap();
+        );
+        c.register_dag(compose.clone()).await.unwrap();
         assert_eq!(
             c.call_dag("compose", arg("increment", "41"), 0)
                 .await
@@ -48,13 +47,7 @@ fn dags_compose_validate_survive_restart_and_delete() {
             c.call_dag("compose", arg("square", "41"), 0).await.unwrap(),
             b"1682"
         );
-        c.register_dag(def(
-            "compose",
-            &["increment", "square"],
-            &[("increment", "square")],
-        ))
-        .await
-        .unwrap();
+        c.register_dag(compose).await.unwrap();
         assert_eq!(
             c.call_dag("compose", arg("increment", "41"), 0)
                 .await
