@@ -314,7 +314,7 @@ impl Client {
     /// Every registered DAG's name, sorted (asks every shard).
     pub async fn list_dags(&mut self) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for r in self.to_every_shard(Request::ListDags).await? {
+        for r in self.ask_every_shard(Request::ListDags).await? {
             match r {
                 Response::Dags(d) => names.extend(
                     d.into_iter()
@@ -329,7 +329,7 @@ impl Client {
 
     /// Sends `request` to every shard (pipelined) and returns the replies in
     /// shard order; any error reply fails the whole call.
-    async fn to_every_shard(&mut self, request: Request) -> Result<Vec<Response>> {
+    async fn ask_every_shard(&mut self, request: Request) -> Result<Vec<Response>> {
         let ops = (0..self.conns.len())
             .map(|s| Op {
                 shard: u16::try_from(s).unwrap_or(u16::MAX),
@@ -349,7 +349,7 @@ impl Client {
 
     /// Every shard's counters.
     pub async fn stats(&mut self) -> Result<Vec<ShardStats>> {
-        self.to_every_shard(Request::Stats)
+        self.ask_every_shard(Request::Stats)
             .await?
             .into_iter()
             .map(|r| match r {
