@@ -7,6 +7,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use executor::dag::{Dag, DagSpec};
 use executor::registry::{Executor, Registry};
+use executor::run::Arg;
 use executor::store::LocalStore;
 
 fn functions(c: &mut Criterion) {
@@ -17,13 +18,16 @@ fn functions(c: &mut Criterion) {
     c.bench_function("functions/call_increment", |b| {
         b.iter(|| ex.call("increment", &store, &arg).expect("call"))
     });
-    let dag = Dag::validate(&DagSpec::chain("compose", &["increment", "square"]), |f| {
-        reg.contains(f)
-    })
-    .expect("dag");
-    let args: HashMap<String, Vec<Vec<u8>>> = [("increment".to_owned(), arg.clone())].into();
+    let dag = Arc::new(
+        Dag::validate(&DagSpec::chain("compose", &["increment", "square"]), |f| {
+            reg.contains(f)
+        })
+        .expect("dag"),
+    );
+    let args: HashMap<String, Vec<Arg>> =
+        [("increment".to_owned(), vec![Arg::Value(b"41".to_vec())])].into();
     c.bench_function("functions/dag_square_of_increment", |b| {
-        b.iter(|| ex.run_dag(&dag, &store, &args).expect("dag run"))
+        b.iter(|| ex.run_dag(&dag, &store, args.clone()).expect("dag run"))
     });
 }
 

@@ -38,8 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
-    DagCall, DagDef, DagName, FnCall, Hello, KvDelete, KvGet, KvPut, Request, Response, ShardStats,
-    SourceArgs, Topology, Value,
+    Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, Hello,
+    KvDelete, KvGet, KvPut, Request, Response, ShardStats, SourceArgs, Topology, Value,
 };
 use wire::Status;
 
@@ -242,6 +242,18 @@ impl Client {
         args: Vec<Vec<u8>>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>> {
+        let args = args.into_iter().map(Arg::Value).collect();
+        self.call_function_with(function, args, timeout_ms).await
+    }
+
+    /// Like [`Client::call_function`], with arguments that may be key
+    /// references (`Arg::Ref`), read by the node just before the call.
+    pub async fn call_function_with(
+        &mut self,
+        function: &str,
+        args: Vec<Arg>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>> {
         let req = Request::Call(FnCall {
             function: function.as_bytes().to_vec(),
             args,
@@ -249,6 +261,32 @@ impl Client {
         });
         match self.call(self.topology.shard, req).await? {
             Response::Output(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Registers `name` as another name of built-in `builtin` (stored in
+    /// the node's KVS, so it survives restarts).
+    pub async fn register_function(&mut self, name: &str, builtin: &str) -> Result<()> {
+        let req = Request::RegisterFunction(FunctionDef {
+            name: name.as_bytes().to_vec(),
+            body: FunctionBody::Builtin(builtin.as_bytes().to_vec()),
+        });
+        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        match self.call(shard, req).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a registered function; `true` if it existed.
+    pub async fn delete_function(&mut self, name: &str) -> Result<bool> {
+        let req = Request::DeleteFunction(FunctionName {
+            name: name.as_bytes().to_vec(),
+        });
+        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        match self.call(shard, req).await? {
+            Response::Deleted(d) => Ok(d.removed),
             other => Err(unexpected(&other)),
         }
     }
@@ -265,6 +303,16 @@ impl Client {
                 .collect()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The address of the shard owning `key`.
+    fn key_addr(&self, key: &[u8]) -> String {
+        let shard = usize::from(self.shard_for(key));
+        self.topology
+            .shards
+            .get(shard)
+            .map(|s| String::from_utf8_lossy(&s.addr).into_owned())
+            .unwrap_or_default()
     }
 
     /// The shard owning DAG `name`'s registry key (where its requests go).
@@ -289,14 +337,69 @@ impl Client {
         args: Vec<SourceArgs>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>> {
-        let req = Request::CallDag(DagCall {
-            name: name.as_bytes().to_vec(),
-            args,
-            timeout_ms,
-        });
-        match self.call(self.dag_shard(name), req).await? {
+        let mut call = DagCall::new(name, args);
+        call.timeout_ms = timeout_ms;
+        self.call_dag_with(call).await
+    }
+
+    /// Runs a DAG call with every option (retries, continuations); returns
+    /// the result. For a call with an output key use
+    /// [`Client::call_dag_to_key`].
+    pub async fn call_dag_with(&mut self, call: DagCall) -> Result<Vec<u8>> {
+        let shard = self.dag_shard(&String::from_utf8_lossy(&call.name));
+        match self.call(shard, Request::CallDag(call)).await? {
             Response::Output(out) => Ok(out),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts a DAG call whose result the node stores under
+    /// `call.output_key`; returns once the node accepted it. Read the result
+    /// with [`Client::wait_for`].
+    pub async fn call_dag_to_key(&mut self, call: DagCall) -> Result<()> {
+        let shard = self.dag_shard(&String::from_utf8_lossy(&call.name));
+        match self.call(shard, Request::CallDag(call)).await? {
+            Response::Pending(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits up to `timeout` for the outcome of a call made with output key
+    /// `key`: its result, or the error the node stored for it. Polls with
+    /// back-off (50 µs doubling to 5 ms); never waits past `timeout`.
+    pub async fn wait_for(&mut self, key: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let error_key = [wire::ERROR_KEY_PREFIX.as_bytes(), key].concat();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let mut found = self.get_many(&[key, &error_key]).await?.into_iter();
+            match (found.next().flatten(), found.next().flatten()) {
+                (Some(Value::Lww(l)), _) => return Ok(l.bytes),
+                (Some(other), _) => {
+                    return Err(ClientError::Protocol {
+                        addr: self.key_addr(key),
+                        message: format!("output key holds a non-LWW value: {other:?}"),
+                    })
+                }
+                (None, Some(Value::Lww(l))) if l.bytes.len() >= 2 => {
+                    let code = u16::from_le_bytes([l.bytes[0], l.bytes[1]]);
+                    let message = String::from_utf8_lossy(&l.bytes[2..]).into_owned();
+                    return Err(match Status::from_code(code) {
+                        Some(status) => ClientError::Server { status, message },
+                        None => ClientError::UnknownStatus { code, message },
+                    });
+                }
+                _ => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout {
+                    addr: self.key_addr(key),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 

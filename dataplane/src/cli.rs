@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, ClientOptions};
 use serde_json::json;
-use wire::message::{DagDef, LwwValue, PriorityValue, SourceArgs, Value};
+use wire::message::{Arg, DagCall, DagDef, LwwValue, PriorityValue, SourceArgs, Value};
 
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, SNAPSHOT_WAL_BYTES_DEFAULT,
-    VNODES_PER_SHARD_DEFAULT,
+    CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
+    SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
@@ -63,17 +63,38 @@ enum DagCommand {
         functions: Vec<String>,
         #[arg(long = "edge")]
         edges: Vec<String>,
+        /// FUNCTION=N: run N competing replicas of FUNCTION; the first valid result wins.
+        #[arg(long = "replicas")]
+        replicas: Vec<String>,
+        /// FUNCTION=N: hand up to N queued triggers of FUNCTION to one invocation.
+        #[arg(long = "batch")]
+        batch: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Run DAG NAME; `--arg FUNCTION=VALUE` gives a source function an argument (repeatable).
+    /// Run DAG NAME; `--arg FUNCTION=VALUE` gives a source function an argument,
+    /// `--ref FUNCTION=KEY` one read from KEY (both repeatable, values first).
     Call {
         name: String,
         #[arg(long = "arg")]
         args: Vec<String>,
-        /// The call's deadline on the node.
+        #[arg(long = "ref")]
+        refs: Vec<String>,
+        /// The deadline of each run on the node.
         #[arg(long, default_value_t = 10_000)]
         call_timeout_ms: u32,
+        /// Run again (up to this many times) after a run that timed out or panicked.
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// Then run this DAG with the result (repeatable: a chain of continuations).
+        #[arg(long = "then")]
+        then: Vec<String>,
+        /// Store the result under this key instead of returning it; the command
+        /// then waits up to --wait-ms for it (0: print the key and return).
+        #[arg(long)]
+        output_key: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u64,
         #[command(flatten)]
         conn: Conn,
     },
@@ -97,10 +118,29 @@ enum FnCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Call FUNCTION with ARGS (byte strings; numeric built-ins take decimal text).
+    /// Register NAME as another name of a built-in (stored in the KVS: it
+    /// survives restarts and every shard sees it).
+    Register {
+        name: String,
+        #[arg(long)]
+        builtin: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete registered function NAME (built-ins stay).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Call FUNCTION with ARGS (byte strings; numeric built-ins take decimal text)
+    /// and then the values of the `--ref` keys.
     Call {
         function: String,
         args: Vec<String>,
+        /// A key whose LWW value becomes an argument (repeatable).
+        #[arg(long = "ref")]
+        refs: Vec<String>,
         /// The call's deadline on the node.
         #[arg(long, default_value_t = 10_000)]
         call_timeout_ms: u32,
@@ -140,6 +180,9 @@ struct NodeArgs {
     /// Disconnect a client that starts a frame and does not finish it within this time.
     #[arg(long, default_value_t = PARTIAL_FRAME_TIMEOUT_MS_DEFAULT)]
     partial_frame_timeout_ms: u64,
+    /// Function executor threads beside each shard, pinned to its core (1 to 64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=EXECUTORS_PER_SHARD_MAX as i64))]
+    executors_per_shard: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,6 +260,7 @@ pub fn main() -> anyhow::Result<()> {
                 spin_before_park_us: a.spin_before_park_us,
                 connections_max: a.connections_max,
                 partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
+                executors_per_shard: usize::from(a.executors_per_shard),
             })?;
             // Exit now, without tearing down the shard threads (see node::run).
             std::process::exit(0)
@@ -233,6 +277,8 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
             name,
             functions,
             edges,
+            replicas,
+            batch,
             conn,
         } => {
             let mut pairs = Vec::with_capacity(edges.len());
@@ -243,7 +289,27 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
                 pairs.push(pair);
             }
             let names: Vec<&str> = functions.iter().map(String::as_str).collect();
-            let def = DagDef::new(&name, &names, &pairs);
+            let mut def = DagDef::new(&name, &names, &pairs);
+            for (flag, list) in [("--replicas", &replicas), ("--batch", &batch)] {
+                for item in list {
+                    let (f, n) = item
+                        .split_once('=')
+                        .and_then(|(f, n)| Some((f, n.parse::<u32>().ok()?)))
+                        .with_context(|| format!("{flag} takes FUNCTION=N, not {item:?}"))?;
+                    let slot = def
+                        .functions
+                        .iter_mut()
+                        .find(|x| x.name == f.as_bytes())
+                        .with_context(|| {
+                            format!("{flag}: {f:?} is not one of the --function names")
+                        })?;
+                    if flag == "--replicas" {
+                        slot.replicas = n;
+                    } else {
+                        slot.batch_max = n;
+                    }
+                }
+            }
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.register_dag(def).await?)
             })?;
@@ -252,21 +318,52 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
         DagCommand::Call {
             name,
             args,
+            refs,
             call_timeout_ms,
+            retries,
+            then,
+            output_key,
+            wait_ms,
             conn,
         } => {
             let mut sources: Vec<SourceArgs> = Vec::new();
-            for a in &args {
+            let tagged = args
+                .iter()
+                .map(|a| ("--arg", a))
+                .chain(refs.iter().map(|r| ("--ref", r)));
+            for (flag, a) in tagged {
                 let (f, v) = a
                     .split_once('=')
-                    .with_context(|| format!("--arg takes FUNCTION=VALUE, not {a:?}"))?;
-                sources.push(SourceArgs {
-                    function: f.as_bytes().to_vec(),
-                    args: vec![v.as_bytes().to_vec()],
-                });
+                    .with_context(|| format!("{flag} takes FUNCTION=VALUE, not {a:?}"))?;
+                let v = v.as_bytes().to_vec();
+                let arg = if flag == "--ref" {
+                    Arg::Ref(v)
+                } else {
+                    Arg::Value(v)
+                };
+                match sources.iter_mut().find(|s| s.function == f.as_bytes()) {
+                    Some(s) => s.args.push(arg),
+                    None => sources.push(SourceArgs {
+                        function: f.as_bytes().to_vec(),
+                        args: vec![arg],
+                    }),
+                }
             }
+            let mut call = DagCall::new(&name, sources);
+            call.timeout_ms = call_timeout_ms;
+            call.retries = retries;
+            call.then = then.iter().map(|t| t.as_bytes().to_vec()).collect();
             let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.call_dag(&name, sources, call_timeout_ms).await?)
+                let Some(key) = output_key else {
+                    return Ok(c.call_dag_with(call).await?);
+                };
+                call.output_key = key.clone().into_bytes();
+                c.call_dag_to_key(call).await?;
+                if wait_ms == 0 {
+                    return Ok(format!("pending: {key}").into_bytes());
+                }
+                Ok(c.wait_for(key.as_bytes(), Duration::from_millis(wait_ms))
+                    .await?)
             })?;
             print_out(
                 conn.json,
@@ -323,15 +420,46 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
             })?;
             print_out(conn.json, json!({"functions": names}), names.join("\n"));
         }
+        FnCommand::Register {
+            name,
+            builtin,
+            conn,
+        } => {
+            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.register_function(&name, &builtin).await?)
+            })?;
+            print_out(
+                conn.json,
+                json!({"function": name, "ok": true}),
+                "OK".into(),
+            );
+        }
+        FnCommand::Delete { name, conn } => {
+            let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.delete_function(&name).await?)
+            })?;
+            let t = if removed { "deleted" } else { "(not found)" };
+            print_out(
+                conn.json,
+                json!({"function": name, "removed": removed}),
+                t.into(),
+            );
+        }
         FnCommand::Call {
             function,
             args,
+            refs,
             call_timeout_ms,
             conn,
         } => {
-            let args: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
+            let args: Vec<Arg> = args
+                .into_iter()
+                .map(|a| Arg::Value(a.into_bytes()))
+                .chain(refs.into_iter().map(|r| Arg::Ref(r.into_bytes())))
+                .collect();
             let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.call_function(&function, args, call_timeout_ms).await?)
+                Ok(c.call_function_with(&function, args, call_timeout_ms)
+                    .await?)
             })?;
             print_out(
                 conn.json,

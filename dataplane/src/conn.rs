@@ -23,17 +23,33 @@ use wire::Status;
 
 use crate::convert::value_from_archived;
 use crate::forward::{ReplyFuture, ShardOp, ShardReply};
-use crate::functions::{deadline_after, invoke, invoke_inline, load_dag, run_dag};
+use crate::functions::{fetch_dag, invoke_inline, run_call, store_outcome, CallError, CallOptions};
+use crate::limits::BACKGROUND_CALLS_PER_SHARD_MAX;
 use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::shard::{bump, Shard};
 use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
+use executor::limits::{CONTINUATIONS_MAX, RETRIES_MAX};
+use executor::registry::{stored as fn_stored, FunctionBody};
+use executor::run::Arg;
 use kvs_core::lattice::{Lww, Timestamp};
+use std::sync::Arc;
 
-/// Where a DAG call gets its validated DAG.
-enum DagSource {
-    Ready(Rc<Dag>),
-    Remote(ReplyFuture),
+/// The node's form of wire arguments.
+fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
+    args.iter()
+        .map(|a| match a {
+            w::ArchivedArg::Value(v) => Arg::Value(v.to_vec()),
+            w::ArchivedArg::Ref(k) => Arg::Ref(k.to_vec()),
+        })
+        .collect()
+}
+
+fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
+    match result {
+        Ok(out) => ShardReply::Output(out),
+        Err(e) => ShardReply::Error(e.status, e.message),
+    }
 }
 
 /// A reply that waits on other shards.
@@ -245,6 +261,22 @@ impl Conn {
                 names.sort();
                 self.reply(request_id, &w::Response::Dags(names));
             }
+            ArchivedRequest::RegisterFunction(def) => self.register_function(request_id, def).await,
+            ArchivedRequest::DeleteFunction(f) => {
+                let name = String::from_utf8_lossy(f.name.as_slice()).into_owned();
+                let builtin = self
+                    .shard
+                    .functions
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|f| f.registry.is_builtin(&name));
+                if builtin {
+                    let msg =
+                        format!("{name:?} is a built-in function; built-ins cannot be deleted");
+                    return self.error(request_id, Status::InvalidArgument, &msg);
+                }
+                self.write(request_id, &fn_stored::key(&name), None).await;
+            }
             ArchivedRequest::ListFunctions => {
                 let names = match &*self.shard.functions.borrow() {
                     Some(f) => f
@@ -333,35 +365,80 @@ impl Conn {
         }
     }
 
-    /// Runs a function call: inline functions now, others deferred.
+    /// Runs a function call: inline functions now (no references), others
+    /// as a one-function DAG through the executors.
     fn call(&mut self, request_id: u64, call: &w::ArchivedFnCall) {
         let Some(functions) = self.shard.functions.borrow().clone() else {
             return self.error(request_id, Status::Internal, "this shard has no executor");
         };
         let name = String::from_utf8_lossy(call.function.as_slice()).into_owned();
-        let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.to_vec()).collect();
-        match functions.registry.placement(&name) {
+        let args = args_of(&call.args);
+        let placement = functions.registry.placement(&name);
+        let plain = args.iter().all(|a| matches!(a, Arg::Value(_)));
+        match placement {
             None => {
                 let msg = format!("no function named {name:?} is registered");
                 self.error(request_id, Status::UnknownFunction, &msg)
             }
-            Some(Placement::Inline) => match invoke_inline(&self.shard, &name, &args) {
+            Some(Placement::Inline) if plain => {
+                let args: Vec<Vec<u8>> = args
+                    .into_iter()
+                    .map(|a| match a {
+                        Arg::Value(v) | Arg::Ref(v) => v,
+                    })
+                    .collect();
                 // Pure and short: answered in this batch, no thread hand-off.
-                Ok(out) => self.reply(request_id, &w::Response::Output(out)),
-                Err((status, msg)) => self.error(request_id, status, &msg),
-            },
-            Some(Placement::Executor) => {
-                let deadline = deadline_after(call.timeout_ms.to_native());
+                match invoke_inline(&self.shard, &name, &args) {
+                    Ok(out) => self.reply(request_id, &w::Response::Output(out)),
+                    Err((status, msg)) => self.error(request_id, status, &msg),
+                }
+            }
+            Some(_) => {
+                let dag = match Dag::single(&name, |f| functions.registry.contains(f)) {
+                    Ok(dag) => Arc::new(dag),
+                    Err(e) => {
+                        return self.error(request_id, Status::InvalidArgument, &e.to_string())
+                    }
+                };
+                let options = CallOptions {
+                    timeout_ms: call.timeout_ms.to_native(),
+                    ..CallOptions::default()
+                };
                 let shard = self.shard.clone();
                 let reply: ReplyFuture = Box::pin(async move {
-                    match invoke(&shard, &functions, &name, args, deadline).await {
-                        Ok(out) => ShardReply::Output(out),
-                        Err((status, msg)) => ShardReply::Error(status, msg),
-                    }
+                    let args = HashMap::from([(name, args)]);
+                    reply_of(run_call(&shard, &functions, dag, args, &options).await)
                 });
                 self.deferred.push(Deferred::Single { request_id, reply });
             }
         }
+    }
+
+    /// Checks and stores a function registration under its registry key.
+    async fn register_function(&mut self, request_id: u64, def: &w::ArchivedFunctionDef) {
+        let Some(functions) = self.shard.functions.borrow().clone() else {
+            return self.error(request_id, Status::Internal, "this shard has no executor");
+        };
+        let name = String::from_utf8_lossy(def.name.as_slice()).into_owned();
+        let body = match &def.body {
+            w::ArchivedFunctionBody::Builtin(b) => {
+                FunctionBody::Builtin(String::from_utf8_lossy(b.as_slice()).into_owned())
+            }
+        };
+        if let Err(e) = functions.registry.check_definition(&name, &body) {
+            let status = match e {
+                executor::registry::RegistryError::UnknownBuiltin(_) => Status::UnknownFunction,
+                _ => Status::InvalidArgument,
+            };
+            return self.error(
+                request_id,
+                status,
+                &format!("function {name:?} refused: {e}"),
+            );
+        }
+        let value = kvs_core::Value::Lww(Lww::new(Timestamp::default(), fn_stored::encode(&body)));
+        self.write(request_id, &fn_stored::key(&name), Some(value))
+            .await;
     }
 
     /// Validates and stores a DAG under its registry key.
@@ -401,80 +478,90 @@ impl Conn {
             .await;
     }
 
-    /// Runs a DAG; the reply is deferred until its sink has run.
+    /// Runs a DAG: the reply is deferred until its result is in, or is
+    /// `Pending` at once when the call names an output key.
     async fn call_dag(&mut self, request_id: u64, call: &w::ArchivedDagCall) {
         let Some(functions) = self.shard.functions.borrow().clone() else {
             return self.error(request_id, Status::Internal, "this shard has no executor");
         };
-        let name = String::from_utf8_lossy(call.name.as_slice()).into_owned();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let name = text(call.name.as_slice());
+        let retries = call.retries.to_native();
+        if retries > RETRIES_MAX || call.then.len() > CONTINUATIONS_MAX {
+            let msg = format!(
+                "a call asks for 0 to {RETRIES_MAX} retries and 0 to {CONTINUATIONS_MAX} continuations, not {retries} and {}",
+                call.then.len()
+            );
+            return self.error(request_id, Status::InvalidArgument, &msg);
+        }
+        let options = CallOptions {
+            timeout_ms: call.timeout_ms.to_native(),
+            retries,
+            then: call.then.iter().map(|t| text(t.as_slice())).collect(),
+        };
+        let mut args: HashMap<String, Vec<Arg>> = HashMap::new();
+        for a in call.args.iter() {
+            args.entry(text(a.function.as_slice()))
+                .or_default()
+                .extend(args_of(&a.args));
+        }
+        let output_key = call.output_key.to_vec();
+        // A DAG whose key this shard owns comes from its cache now (in
+        // request order: a re-registration earlier on this connection is
+        // seen); others are read from their owner.
         let key = stored::key(&name);
-        let owner = self.shard.owner(&key);
-        // The validated DAG: from this shard's cache or its partition when it
-        // owns the key (decoded now, with no await between read and cache
-        // insert, so a concurrent re-registration cannot be cached over);
-        // otherwise fetched from the owner on every call.
-        let dag: DagSource = if owner == self.shard.id {
+        let local = if self.shard.owner(&key) == self.shard.id {
             match self.shard.cached_dag(&key, &functions) {
-                Ok(Some(dag)) => DagSource::Ready(dag),
+                Ok(Some(dag)) => Some(dag),
                 Ok(None) => {
-                    return self.error(
-                        request_id,
-                        Status::UnknownDag,
-                        &format!("no DAG named {name:?} is registered"),
-                    )
+                    let msg = format!("no DAG named {name:?} is registered");
+                    return self.error(request_id, Status::UnknownDag, &msg);
                 }
                 Err((status, msg)) => return self.error(request_id, status, &msg),
             }
         } else {
-            match self.forward(owner, ShardOp::Get(vec![key])).await {
-                Some(reply) => DagSource::Remote(reply),
-                None => return self.no_peer(request_id, owner),
-            }
+            None
         };
-        let mut args: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for a in call.args.iter() {
-            let f = String::from_utf8_lossy(a.function.as_slice()).into_owned();
-            args.entry(f)
-                .or_default()
-                .extend(a.args.iter().map(|x| x.to_vec()));
-        }
-        let deadline = deadline_after(call.timeout_ms.to_native());
         let shard = self.shard.clone();
+        if !output_key.is_empty() {
+            let error_key = [wire::ERROR_KEY_PREFIX.as_bytes(), &output_key].concat();
+            if let Err(e) = kvs_core::partition::check_key(&error_key) {
+                let (status, msg) = crate::shard::partition_status(e);
+                return self.error(request_id, status, &msg);
+            }
+            let running = shard.background_calls.get();
+            if running >= BACKGROUND_CALLS_PER_SHARD_MAX {
+                let msg = format!(
+                    "{running} calls with output keys are running on this shard; try again later"
+                );
+                return self.error(request_id, Status::Overloaded, &msg);
+            }
+            shard.background_calls.set(running + 1);
+            let reply_key = output_key.clone();
+            glommio::spawn_local(async move {
+                let dag = match local {
+                    Some(dag) => Ok(dag),
+                    None => fetch_dag(&shard, &functions, &name).await,
+                };
+                let outcome = match dag {
+                    Ok(dag) => run_call(&shard, &functions, dag, args, &options).await,
+                    Err(e) => Err(e),
+                };
+                store_outcome(&shard, output_key, outcome).await;
+                shard.background_calls.set(shard.background_calls.get() - 1);
+            })
+            .detach();
+            return self.reply(request_id, &w::Response::Pending(reply_key));
+        }
         let reply: ReplyFuture = Box::pin(async move {
-            let dag = match dag {
-                DagSource::Ready(dag) => dag,
-                DagSource::Remote(reply) => match reply.await {
-                    ShardReply::Values(mut v) => match v.pop().flatten() {
-                        Some(w::Value::Lww(l)) => match load_dag(&functions, &l.bytes) {
-                            Ok(dag) => Rc::new(dag),
-                            Err((status, msg)) => return ShardReply::Error(status, msg),
-                        },
-                        Some(_) => {
-                            return ShardReply::Error(
-                                Status::Internal,
-                                format!("DAG {name:?} is stored with the wrong type"),
-                            )
-                        }
-                        None => {
-                            return ShardReply::Error(
-                                Status::UnknownDag,
-                                format!("no DAG named {name:?} is registered"),
-                            )
-                        }
-                    },
-                    ShardReply::Error(status, msg) => return ShardReply::Error(status, msg),
-                    other => {
-                        return ShardReply::Error(
-                            Status::Internal,
-                            format!("unexpected reply {other:?}"),
-                        )
-                    }
+            let dag = match local {
+                Some(dag) => dag,
+                None => match fetch_dag(&shard, &functions, &name).await {
+                    Ok(dag) => dag,
+                    Err(e) => return ShardReply::Error(e.status, e.message),
                 },
             };
-            match run_dag(&shard, &functions, &dag, &args, deadline).await {
-                Ok(out) => ShardReply::Output(out),
-                Err((status, msg)) => ShardReply::Error(status, msg),
-            }
+            reply_of(run_call(&shard, &functions, dag, args, &options).await)
         });
         self.deferred.push(Deferred::Single { request_id, reply });
     }

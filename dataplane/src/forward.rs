@@ -39,6 +39,8 @@ pub enum ShardReply {
     Values(Vec<Option<w::Value>>),
     /// A function's result.
     Output(Vec<u8>),
+    /// A call accepted; its result will be stored under this key.
+    Pending(Vec<u8>),
     Stored,
     Deleted(bool),
     Error(Status, String),
@@ -50,6 +52,7 @@ impl ShardReply {
         match self {
             ShardReply::Values(v) => w::Response::Values(v),
             ShardReply::Output(b) => w::Response::Output(b),
+            ShardReply::Pending(k) => w::Response::Pending(k),
             ShardReply::Stored => w::Response::Stored,
             ShardReply::Deleted(removed) => w::Response::Deleted(w::Deleted { removed }),
             ShardReply::Error(status, msg) => w::Response::Error(w::ErrorBody {

@@ -58,9 +58,21 @@ pub const VNODES_PER_SHARD_DEFAULT: u32 = 256;
 /// by locked memory).
 pub const SHARDS_MAX: usize = 256;
 
-/// Calls queued per executor; a full queue answers `Overloaded` at once
-/// rather than letting work pile up.
+/// Function steps queued per executor; a full queue fails the call with
+/// `Overloaded` at once rather than letting work pile up.
 pub const FN_QUEUE_DEPTH: usize = 1024;
+
+/// An executor with more steps than this queued or running is skipped by
+/// the scheduler in favour of the least-loaded one (data locality is worth
+/// less than waiting behind this much work).
+pub const EXECUTOR_LOAD_THRESHOLD: usize = 16;
+
+/// Calls with an output key one shard runs in the background at once; more
+/// are refused with `Overloaded`.
+pub const BACKGROUND_CALLS_PER_SHARD_MAX: usize = 1024;
+
+/// Most executor threads beside one shard (`--executors-per-shard`).
+pub const EXECUTORS_PER_SHARD_MAX: usize = 64;
 
 /// Deadline of a call whose request gives none.
 pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;

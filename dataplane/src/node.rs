@@ -35,6 +35,8 @@ use crate::limits::{
 };
 use crate::shard::{bump, Shard, ShardFunctions};
 use crate::storage::{FsyncPolicy, Storage};
+use executor::limits::MAILBOX_DEPTH;
+use executor::message::Postbox;
 use executor::registry::Registry;
 
 /// How to run a node.
@@ -54,6 +56,8 @@ pub struct NodeConfig {
     pub connections_max: usize,
     /// How long a connection may take to finish a frame it started.
     pub partial_frame_timeout_ms: u64,
+    /// Function executor threads beside each shard (on its core).
+    pub executors_per_shard: usize,
 }
 
 /// Shared between the main thread and the shards.
@@ -91,13 +95,30 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    // Function executors: one per shard, pinned to the shard's core; they
-    // reach the store through per-shard request queues.
+    // Function executors: `executors_per_shard` beside each shard, pinned to
+    // the shard's core; they reach the store through per-shard request
+    // queues and each other through mailboxes.
     let registry = Arc::new(Registry::with_builtins());
     let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
         .unzip();
     let store = Arc::new(NodeStore::new(store_txs, ring.clone()));
+    let executors = n * config.executors_per_shard;
+    let post = Arc::new(Postbox::new(
+        0..executors as u64,
+        MAILBOX_DEPTH,
+        crate::shard::wall_us(),
+    ));
+    let shard_cpus: Vec<usize> = (0..n).map(|i| cpus[i % cpus.len()]).collect();
+    let pool = functions::Pool::start(
+        &shard_cpus,
+        config.executors_per_shard,
+        registry.clone(),
+        store,
+        post,
+        FN_QUEUE_DEPTH,
+    )
+    .context("starting the function executors")?;
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
     for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH)
@@ -106,15 +127,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     {
         let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
         topo_txs.push(topo_tx);
-        let cpu = cpus[i % cpus.len()];
-        let executor = functions::spawn_executor(
-            i as u64,
-            cpu,
-            registry.clone(),
-            store.clone(),
-            FN_QUEUE_DEPTH,
-        )
-        .with_context(|| format!("starting the executor of shard {i}"))?;
+        let cpu = shard_cpus[i];
         let port = if base_port == 0 {
             0
         } else {
@@ -137,7 +150,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             connections_max: config.connections_max,
             partial_frame_timeout_ms: config.partial_frame_timeout_ms,
             functions: ShardFunctions {
-                executor,
+                pool: pool.clone(),
                 registry: registry.clone(),
             },
             store_rx: store_rxs.remove(0),
@@ -329,6 +342,25 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
             return Err(e);
         }
     };
+    // Registered functions this shard stores join the shared registry
+    // before any shard serves (the topology waits for every shard).
+    let prefix = executor::registry::stored::KEY_PREFIX.as_bytes();
+    for key in recovered.partition.live_keys_with_prefix(prefix) {
+        let name = executor::registry::stored::name_of(key).unwrap_or_default();
+        let body = match recovered.partition.get(key) {
+            Some(kvs_core::Value::Lww(l)) => executor::registry::stored::decode(l.value()),
+            _ => Err("not an LWW value".to_owned()),
+        };
+        match body.and_then(|b| {
+            ctx.functions
+                .registry
+                .define(name, &b)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(()) => log::info!("{}: function {name:?} registered (recovered)", ctx.id),
+            Err(e) => log::warn!("{}: stored function {name:?} ignored: {e}", ctx.id),
+        }
+    }
     let _ = ctx.ready.send((i, Ok(addr)));
     // Blocks this thread briefly at start-up only: nothing else runs here yet.
     let Ok(mut topology) = ctx.topology.recv() else {

@@ -5,9 +5,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use executor::dag::Dag;
+use executor::registry::stored as fn_stored;
 use kvs_core::clock::HybridClock;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::partition::{Applied, Mutation, Partition, PartitionError};
@@ -21,11 +23,11 @@ use crate::event::Event;
 use crate::forward::{Peer, ShardOp, ShardReply};
 use crate::storage::Storage;
 
-/// The executor beside a shard and the registry it runs from.
+/// The node's executors and the function registry they run from.
 #[derive(Debug, Clone)]
 pub struct ShardFunctions {
-    pub executor: crossbeam_channel::Sender<crate::functions::FnJob>,
-    pub registry: std::sync::Arc<executor::registry::Registry>,
+    pub pool: Arc<crate::functions::Pool>,
+    pub registry: Arc<executor::registry::Registry>,
 }
 
 /// Monotonic counters reported by `Stats`.
@@ -59,7 +61,9 @@ pub struct Shard {
     pub inline: RefCell<Option<executor::registry::Executor>>,
     /// Validated DAGs whose registry key this shard owns, by key; an entry
     /// is dropped whenever its key is written (`write`).
-    dag_cache: RefCell<HashMap<Vec<u8>, Rc<Dag>>>,
+    dag_cache: RefCell<HashMap<Vec<u8>, Arc<Dag>>>,
+    /// Calls with an output key running in the background now.
+    pub background_calls: Cell<usize>,
     /// The encoded `Response::Hello` body for this shard.
     pub hello_body: Vec<u8>,
     pub stats: Counters,
@@ -78,7 +82,7 @@ pub struct Shard {
 /// choosing their own writer ids should stay below it.
 pub const NODE_WRITER_BASE: u64 = 1 << 63;
 
-fn wall_us() -> u64 {
+pub(crate) fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -105,6 +109,7 @@ impl Shard {
             functions: RefCell::new(None),
             inline: RefCell::new(None),
             dag_cache: RefCell::new(HashMap::new()),
+            background_calls: Cell::new(0),
             hello_body,
             stats: Counters::default(),
             shutdown: Event::default(),
@@ -157,6 +162,7 @@ impl Shard {
             // A DAG is being (re)registered or deleted: drop the cached copy.
             self.dag_cache.borrow_mut().remove(&key);
         }
+        let registration = fn_stored::name_of(&key).map(|n| (n.to_owned(), key.clone()));
         let m = match value {
             Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
                 let (_, bytes) = lww.into_parts();
@@ -185,12 +191,44 @@ impl Shard {
         let applied = partition
             .apply(m)
             .map_err(|e| (Status::Internal, format!("checked mutation refused: {e}")))?;
+        if let Some((name, name_key)) = registration {
+            // A function (re)registered or deleted: every shard's registry
+            // sees it now.
+            self.apply_registration(name, partition.get(&name_key));
+        }
         bump(if is_put {
             &self.stats.puts
         } else {
             &self.stats.deletes
         });
         Ok((applied, lsn))
+    }
+
+    /// Mirrors the stored registration of function `name` (now `value`)
+    /// into the shared registry.
+    pub fn apply_registration(&self, name: String, value: Option<&Value>) {
+        let Some(functions) = self.functions.borrow().clone() else {
+            return;
+        };
+        let outcome = match value {
+            None => {
+                functions.registry.undefine(&name);
+                Ok(())
+            }
+            Some(Value::Lww(l)) => fn_stored::decode(l.value()).and_then(|body| {
+                functions
+                    .registry
+                    .define(&name, &body)
+                    .map_err(|e| e.to_string())
+            }),
+            Some(other) => Err(format!("stored as a {} value", other.kind())),
+        };
+        if let Err(e) = outcome {
+            log::warn!(
+                "{}: registration of function {name:?} ignored: {e}",
+                self.id
+            );
+        }
     }
 
     /// Executes a forwarded operation (this shard owns its keys).
@@ -220,7 +258,7 @@ impl Shard {
         &self,
         key: &[u8],
         functions: &ShardFunctions,
-    ) -> Result<Option<Rc<Dag>>, (Status, String)> {
+    ) -> Result<Option<Arc<Dag>>, (Status, String)> {
         if let Some(dag) = self.dag_cache.borrow().get(key) {
             return Ok(Some(dag.clone()));
         }
@@ -234,7 +272,7 @@ impl Shard {
             }
             None => return Ok(None),
         };
-        let dag = Rc::new(crate::functions::load_dag(functions, &stored)?);
+        let dag = Arc::new(crate::functions::load_dag(functions, &stored)?);
         self.dag_cache
             .borrow_mut()
             .insert(key.to_vec(), dag.clone());

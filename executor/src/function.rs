@@ -12,6 +12,7 @@ use std::time::Duration;
 use kvs_core::lattice::{Lww, Timestamp, Value};
 use thiserror::Error;
 
+use crate::message::{Delivery, Message, Postbox};
 use crate::store::{Store, StoreError};
 
 /// A failed call; the message names the function.
@@ -19,6 +20,14 @@ use crate::store::{Store, StoreError};
 pub enum FnError {
     #[error("function {function}: {message}")]
     Failed { function: String, message: String },
+    /// The function panicked; its instance was discarded. A DAG call may be
+    /// re-run after this (the next run gets a fresh instance).
+    #[error("function {function}: panicked: {message}")]
+    Panicked { function: String, message: String },
+    /// The function declared its result invalid: with competing replicas
+    /// another replica's valid result wins.
+    #[error("function {function}: invalid result: {reason}")]
+    Invalid { function: String, reason: String },
     #[error("function {function}: store: {source}")]
     Store {
         function: String,
@@ -27,11 +36,22 @@ pub enum FnError {
     },
 }
 
+impl FnError {
+    /// Whether running the call again may succeed (a panic may come from
+    /// lost instance state; a plain error or invalid result is the
+    /// function's answer).
+    #[must_use]
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, FnError::Panicked { .. })
+    }
+}
+
 /// What a function sees during a call.
 pub struct Context<'a> {
     function: &'a str,
     executor_id: u64,
     store: &'a dyn Store,
+    post: &'a Postbox,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -44,11 +64,17 @@ impl std::fmt::Debug for Context<'_> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(function: &'a str, executor_id: u64, store: &'a dyn Store) -> Context<'a> {
+    pub fn new(
+        function: &'a str,
+        executor_id: u64,
+        store: &'a dyn Store,
+        post: &'a Postbox,
+    ) -> Context<'a> {
         Context {
             function,
             executor_id,
             store,
+            post,
         }
     }
     /// This executor's id (the address other functions `send` to).
@@ -69,6 +95,27 @@ impl<'a> Context<'a> {
     pub fn delete(&self, key: &[u8]) -> Result<bool, FnError> {
         self.store.delete(key).map_err(|e| self.store_err(e))
     }
+    /// Sends `bytes` to executor `dest_id`: into its mailbox, or its inbox
+    /// key in the store when it cannot be reached directly.
+    pub fn send(&self, dest_id: u64, bytes: Vec<u8>) -> Result<Delivery, FnError> {
+        self.post
+            .send(self.store, self.executor_id, dest_id, bytes)
+            .map_err(|e| self.store_err(e))
+    }
+    /// Messages waiting for this executor (inbox key, then mailbox); empty
+    /// if none. Never blocks.
+    pub fn recv(&self) -> Result<Vec<Message>, FnError> {
+        self.post
+            .recv(self.store, self.executor_id)
+            .map_err(|e| self.store_err(e))
+    }
+    /// Declares this call's result invalid (see [`FnError::Invalid`]).
+    pub fn invalid(&self, reason: impl Into<String>) -> FnError {
+        FnError::Invalid {
+            function: self.function.to_owned(),
+            reason: reason.into(),
+        }
+    }
     /// A failure of the running function, with its name.
     pub fn fail(&self, message: impl Into<String>) -> FnError {
         FnError::Failed {
@@ -88,6 +135,18 @@ impl<'a> Context<'a> {
 /// calls (Cloudburst's class functions): `call` takes `&mut self`.
 pub trait Function: Send {
     fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError>;
+
+    /// Several triggers at once (DAG functions with `batch_max > 1`): one
+    /// result per trigger, in order. The default calls `call` for each; a
+    /// function that gains from batching (one model inference over many
+    /// inputs) overrides it.
+    fn call_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &[Vec<Vec<u8>>],
+    ) -> Vec<Result<Vec<u8>, FnError>> {
+        batch.iter().map(|args| self.call(cx, args)).collect()
+    }
 }
 
 /// Any stateless closure with the right signature is a function.
@@ -225,6 +284,99 @@ impl Function for IncrKey {
     }
 }
 
+/// Returns this executor's id (`get_id`).
+struct WhoAmI;
+impl Function for WhoAmI {
+    fn call(&mut self, cx: &mut Context<'_>, _args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        Ok(text(cx.get_id() as i64))
+    }
+}
+
+/// `send_to DEST PAYLOAD`: sends PAYLOAD to executor DEST; returns
+/// `direct` or `inbox`.
+struct SendTo;
+impl Function for SendTo {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let [dest, payload] = args else {
+            return Err(cx.fail(format!(
+                "takes DEST and PAYLOAD, got {} arguments",
+                args.len()
+            )));
+        };
+        let dest = u64::try_from(int(cx, dest)?).map_err(|_| cx.fail("DEST is an executor id"))?;
+        Ok(match cx.send(dest, payload.clone())? {
+            Delivery::Direct => b"direct".to_vec(),
+            Delivery::Inbox => b"inbox".to_vec(),
+        })
+    }
+}
+
+/// `recv_wait MS`: waits up to MS (≤ 60 000) milliseconds for messages,
+/// polling `recv`; returns their payloads joined by `,`.
+struct RecvWait;
+impl Function for RecvWait {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let ms = int(cx, one(cx, args)?)?;
+        if !(0..=60_000).contains(&ms) {
+            return Err(cx.fail(format!("waits 0 to 60000 ms, not {ms}")));
+        }
+        let until = std::time::Instant::now() + Duration::from_millis(ms as u64);
+        loop {
+            let got = cx.recv()?;
+            if !got.is_empty() {
+                let parts: Vec<&[u8]> = got.iter().map(|m| m.bytes.as_slice()).collect();
+                return Ok(parts.join(&b','));
+            }
+            if std::time::Instant::now() >= until {
+                return Err(cx.fail(format!("no message within {ms} ms")));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// `valid_on ID`: valid (returns the executor id) only on executor ID;
+/// elsewhere it declares its result invalid. For competitive execution.
+struct ValidOn;
+impl Function for ValidOn {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let want = int(cx, args.first().map_or(&[][..], Vec::as_slice))?;
+        if cx.get_id() as i64 == want {
+            Ok(text(want))
+        } else {
+            Err(cx.invalid(format!("executor {} is not {want}", cx.get_id())))
+        }
+    }
+}
+
+/// Returns, for every trigger, how many triggers its invocation received
+/// (shows batching).
+struct BatchSize;
+impl Function for BatchSize {
+    fn call(&mut self, _cx: &mut Context<'_>, _args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        Ok(b"1".to_vec())
+    }
+    fn call_batch(
+        &mut self,
+        _cx: &mut Context<'_>,
+        batch: &[Vec<Vec<u8>>],
+    ) -> Vec<Result<Vec<u8>, FnError>> {
+        let n = text(batch.len() as i64);
+        batch.iter().map(|_| Ok(n.clone())).collect()
+    }
+}
+
+/// `fail_first KEY`: counts its calls in KEY (through the store); the
+/// first call panics, later ones return the count. For re-runs.
+struct FailFirst;
+impl Function for FailFirst {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let count = IncrKey.call(cx, args)?;
+        assert!(count != b"1", "first call fails on purpose");
+        Ok(count)
+    }
+}
+
 /// Where a function may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -250,5 +402,11 @@ pub fn builtins() -> Vec<(&'static str, Factory, Placement)> {
         ("sleep_ms", f(|| SleepMs), Placement::Executor),
         ("counter", f(Counter::default), Placement::Executor),
         ("incr_key", f(|| IncrKey), Placement::Executor),
+        ("whoami", f(|| WhoAmI), Placement::Executor),
+        ("send_to", f(|| SendTo), Placement::Executor),
+        ("recv_wait", f(|| RecvWait), Placement::Executor),
+        ("valid_on", f(|| ValidOn), Placement::Executor),
+        ("batch_size", f(|| BatchSize), Placement::Executor),
+        ("fail_first", f(|| FailFirst), Placement::Executor),
     ]
 }

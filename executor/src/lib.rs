@@ -1,21 +1,23 @@
 //! # executor — functions and DAGs over the store
 //!
-//! This crate will own everything about running user functions next to the
-//! store: the function registry, native and (later) WebAssembly functions,
-//! DAG composition and the per-call state API (`get`, `put`, `delete`,
-//! `get_id`, `send`, `recv`). Work in progress for the functions/DAG issue;
-//! today it holds:
+//! Everything about running user functions next to the store, with no
+//! threads and no I/O of its own (the node supplies both):
 //!
 //! * [`dag`] — the DAG model: registration-time validation, wait-all fan-in,
-//!   the fan-in argument order;
-//! * [`function`] — the [`function::Function`] trait, the state API a call
-//!   sees ([`function::Context`]: `get`, `put`, `delete`, `get_id`; `send`
-//!   and `recv` come with executor threads), and the built-ins (`increment`,
-//!   `square`, `sum`, `echo`, `sleep_ms`, `counter`);
-//! * [`registry`] — names → factories, and an [`registry::Executor`] that
-//!   keeps per-executor instances (class functions), turns panics into
-//!   errors naming the function, and runs a whole DAG in-thread;
-//! * [`store`] — the [`store::Store`] trait the node will implement, and
+//!   the fan-in argument order, per-function options;
+//! * [`run`] — one DAG call in flight as a state machine (triggers, fan-in,
+//!   competing replicas), advanced by whichever thread completes a function;
+//! * [`schedule`] — picking executors for a call's functions (data
+//!   locality, chains, parallel branches, load threshold, replicas);
+//! * [`function`] — the [`function::Function`] trait (with a batch form), the
+//!   state API a call sees ([`function::Context`]: `get`, `put`, `delete`,
+//!   `get_id`, `send`, `recv`), and the built-ins;
+//! * [`message`] — mailboxes between executors, with the KVS inbox fallback;
+//! * [`registry`] — names → functions (built-ins plus registrations stored
+//!   in the KVS), and an [`registry::Executor`] that keeps per-executor
+//!   instances (class functions), turns panics into errors naming the
+//!   function, and can run a whole DAG in-thread;
+//! * [`store`] — the [`store::Store`] trait the node implements, and
 //!   [`store::LocalStore`] over one in-memory partition.
 //!
 //! ## Boundary
@@ -38,5 +40,8 @@
 pub mod dag;
 pub mod function;
 pub mod limits;
+pub mod message;
 pub mod registry;
+pub mod run;
+pub mod schedule;
 pub mod store;

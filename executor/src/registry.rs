@@ -1,17 +1,24 @@
-//! The function registry and one executor's instances, with an in-thread
-//! DAG runner: every function of the call runs on this executor, one after
-//! the other in topological order (the placement that pays no cross-thread
-//! hop; spreading a DAG over executors comes with the scheduler).
+//! The function registry and one executor's instances.
+//!
+//! The registry holds the built-ins (compiled into the node) and the
+//! functions users register by name. A registration is stored in the KVS
+//! under `squall:fn:<name>` ([`stored`]), so it survives restarts and every
+//! shard sees it: the node applies each write of such a key to its one
+//! shared [`Registry`]. Today a registered function binds a name to a
+//! built-in ([`FunctionBody::Builtin`]); uploaded WebAssembly modules come as
+//! another body kind, without reshaping the rest.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
 
 use crate::dag::Dag;
 use crate::function::{builtins, Context, Factory, FnError, Function, Placement};
 use crate::limits::NAME_BYTES_MAX;
+use crate::message::Postbox;
+use crate::run::{Arg, DagRun, Progress};
 use crate::store::Store;
 
 /// A registration that was refused.
@@ -21,12 +28,76 @@ pub enum RegistryError {
     BadName(String),
     #[error("a function named {0:?} is already registered")]
     Exists(String),
+    #[error("{0:?} is a built-in function; built-ins cannot be replaced or deleted")]
+    Builtin(String),
+    #[error("there is no built-in function named {0:?}")]
+    UnknownBuiltin(String),
 }
 
-/// Function names → factories and placements.
-#[derive(Clone, Default)]
+/// What a registered function runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FunctionBody {
+    /// A built-in function, under another name.
+    Builtin(String),
+}
+
+/// A registered function's stored form.
+pub mod stored {
+    use super::FunctionBody;
+
+    /// Key prefix of registered functions (`squall:fn:<name>`).
+    pub const KEY_PREFIX: &str = "squall:fn:";
+    const VERSION: u8 = 1;
+    const KIND_BUILTIN: u8 = 1;
+
+    #[must_use]
+    pub fn key(name: &str) -> Vec<u8> {
+        format!("{KEY_PREFIX}{name}").into_bytes()
+    }
+
+    /// The function name in a registry key, if it is one.
+    #[must_use]
+    pub fn name_of(key: &[u8]) -> Option<&str> {
+        key.strip_prefix(KEY_PREFIX.as_bytes())
+            .and_then(|n| std::str::from_utf8(n).ok())
+    }
+
+    /// `[version, kind, body...]`.
+    #[must_use]
+    pub fn encode(body: &FunctionBody) -> Vec<u8> {
+        match body {
+            FunctionBody::Builtin(b) => [&[VERSION, KIND_BUILTIN][..], b.as_bytes()].concat(),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<FunctionBody, String> {
+        match bytes {
+            [VERSION, KIND_BUILTIN, rest @ ..] => std::str::from_utf8(rest)
+                .map(|b| FunctionBody::Builtin(b.to_owned()))
+                .map_err(|_| "built-in name is not UTF-8".to_owned()),
+            [v, k, ..] => Err(format!("unknown function record version {v} kind {k}")),
+            _ => Err("function record too short".to_owned()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    factory: Factory,
+    placement: Placement,
+    /// Which implementation: instances are kept per (name, implementation).
+    implementation: String,
+}
+
+/// Function names → factories and placements. Shared by every shard and
+/// executor of a node; registrations from the store are applied to it at
+/// run time.
+#[derive(Default)]
 pub struct Registry {
-    factories: HashMap<String, (Factory, Placement)>,
+    /// Compiled in (built-ins, and what the embedding program registered).
+    fixed: HashMap<String, Entry>,
+    /// Registered by users, mirrored from the store.
+    defined: RwLock<HashMap<String, Entry>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -37,69 +108,152 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    let valid = !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(RegistryError::BadName(name.to_owned()))
+    }
+}
+
 impl Registry {
     /// A registry holding the built-in functions.
     #[must_use]
     pub fn with_builtins() -> Registry {
         let mut r = Registry::default();
-        for (name, f, placement) in builtins() {
-            r.factories.insert(name.to_owned(), (f, placement));
+        for (name, factory, placement) in builtins() {
+            let implementation = name.to_owned();
+            r.fixed.insert(
+                name.to_owned(),
+                Entry {
+                    factory,
+                    placement,
+                    implementation,
+                },
+            );
         }
         r
     }
 
-    /// Registers a function that runs on executor threads.
+    /// Compiles in a function that runs on executor threads.
     pub fn register(&mut self, name: &str, factory: Factory) -> Result<(), RegistryError> {
         self.register_with(name, factory, Placement::Executor)
     }
 
-    /// Registers a function with an explicit placement.
+    /// Compiles in a function with an explicit placement.
     pub fn register_with(
         &mut self,
         name: &str,
         factory: Factory,
         placement: Placement,
     ) -> Result<(), RegistryError> {
-        let valid = !name.is_empty()
-            && name.len() <= NAME_BYTES_MAX
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !valid {
-            return Err(RegistryError::BadName(name.to_owned()));
-        }
-        if self.factories.contains_key(name) {
+        check_name(name)?;
+        if self.contains(name) {
             return Err(RegistryError::Exists(name.to_owned()));
         }
-        self.factories.insert(name.to_owned(), (factory, placement));
+        let implementation = name.to_owned();
+        self.fixed.insert(
+            name.to_owned(),
+            Entry {
+                factory,
+                placement,
+                implementation,
+            },
+        );
         Ok(())
+    }
+
+    /// Checks a user registration without applying it (before it is stored).
+    pub fn check_definition(&self, name: &str, body: &FunctionBody) -> Result<(), RegistryError> {
+        check_name(name)?;
+        if self.fixed.contains_key(name) {
+            return Err(RegistryError::Builtin(name.to_owned()));
+        }
+        match body {
+            FunctionBody::Builtin(b) if self.fixed.contains_key(b) => Ok(()),
+            FunctionBody::Builtin(b) => Err(RegistryError::UnknownBuiltin(b.clone())),
+        }
+    }
+
+    /// Applies a user registration (replacing any earlier one of the name).
+    pub fn define(&self, name: &str, body: &FunctionBody) -> Result<(), RegistryError> {
+        self.check_definition(name, body)?;
+        let FunctionBody::Builtin(b) = body;
+        let mut entry = self.fixed[b].clone();
+        entry.implementation = format!("builtin:{b}");
+        self.defined_mut().insert(name.to_owned(), entry);
+        Ok(())
+    }
+
+    /// Removes a user registration; `true` if there was one.
+    pub fn undefine(&self, name: &str) -> bool {
+        self.defined_mut().remove(name).is_some()
+    }
+
+    fn defined_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (single insert/remove), so a poisoned lock is still consistent.
+        self.defined
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry(&self, name: &str) -> Option<Entry> {
+        if let Some(e) = self.fixed.get(name) {
+            return Some(e.clone());
+        }
+        self.defined
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Whether `name` is compiled in (cannot be replaced or deleted).
+    #[must_use]
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.fixed.contains_key(name)
     }
 
     #[must_use]
     pub fn contains(&self, name: &str) -> bool {
-        self.factories.contains_key(name)
+        self.placement(name).is_some()
     }
 
     /// Where `name` runs, if registered.
     #[must_use]
     pub fn placement(&self, name: &str) -> Option<Placement> {
-        self.factories.get(name).map(|(_, p)| *p)
+        self.entry(name).map(|e| e.placement)
     }
 
-    /// Registered names, sorted.
+    /// Registered names (built-in and user), sorted.
     #[must_use]
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.factories.keys().cloned().collect();
+        let mut v: Vec<String> = self.fixed.keys().cloned().collect();
+        v.extend(
+            self.defined
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys()
+                .cloned(),
+        );
         v.sort();
         v
     }
 }
 
-/// One executor: its id and its live function instances.
+/// One executor: its id, its live function instances, and the mailboxes.
 pub struct Executor {
     id: u64,
     registry: Arc<Registry>,
-    instances: HashMap<String, Box<dyn Function>>,
+    post: Arc<Postbox>,
+    /// By name: the implementation the instance came from, and the instance.
+    instances: HashMap<String, (String, Box<dyn Function>)>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -108,45 +262,97 @@ impl std::fmt::Debug for Executor {
     }
 }
 
+fn not_registered(name: &str) -> FnError {
+    FnError::Failed {
+        function: name.to_owned(),
+        message: "not registered".to_owned(),
+    }
+}
+
 impl Executor {
+    /// An executor with no mailboxes (`send` goes to inbox keys).
     #[must_use]
     pub fn new(id: u64, registry: Arc<Registry>) -> Executor {
+        Executor::with_post(id, registry, Arc::new(Postbox::default()))
+    }
+
+    #[must_use]
+    pub fn with_post(id: u64, registry: Arc<Registry>, post: Arc<Postbox>) -> Executor {
         Executor {
             id,
             registry,
+            post,
             instances: HashMap::new(),
         }
     }
 
-    /// Calls one function. A panic becomes an error naming the function, and
-    /// the instance is discarded (the next call gets a fresh one).
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Calls one function.
     pub fn call(
         &mut self,
         name: &str,
         store: &dyn Store,
         args: &[Vec<u8>],
     ) -> Result<Vec<u8>, FnError> {
-        if !self.instances.contains_key(name) {
-            let factory = self
-                .registry
-                .factories
-                .get(name)
-                .ok_or_else(|| FnError::Failed {
-                    function: name.to_owned(),
-                    message: "not registered".to_owned(),
-                })?;
-            self.instances.insert(name.to_owned(), (factory.0)());
+        self.call_batch(name, store, std::slice::from_ref(&args.to_vec()))
+            .pop()
+            .unwrap_or_else(|| Err(not_registered(name)))
+    }
+
+    /// Calls one function with several triggers at once (one result each).
+    /// A panic fails every trigger of the batch with an error naming the
+    /// function, and the instance is discarded (the next call gets a fresh
+    /// one).
+    pub fn call_batch(
+        &mut self,
+        name: &str,
+        store: &dyn Store,
+        batch: &[Vec<Vec<u8>>],
+    ) -> Vec<Result<Vec<u8>, FnError>> {
+        let Some(entry) = self.registry.entry(name) else {
+            return batch.iter().map(|_| Err(not_registered(name))).collect();
+        };
+        let fresh = match self.instances.get(name) {
+            Some((implementation, _)) => *implementation != entry.implementation,
+            None => true,
+        };
+        if fresh {
+            self.instances
+                .insert(name.to_owned(), (entry.implementation, (entry.factory)()));
         }
-        let instance = self
-            .instances
-            .get_mut(name)
-            .ok_or_else(|| FnError::Failed {
-                function: name.to_owned(),
-                message: "instance vanished".to_owned(),
-            })?;
-        let mut cx = Context::new(name, self.id, store);
-        match catch_unwind(AssertUnwindSafe(|| instance.call(&mut cx, args))) {
-            Ok(result) => result,
+        let Some((_, instance)) = self.instances.get_mut(name) else {
+            return batch.iter().map(|_| Err(not_registered(name))).collect();
+        };
+        let mut cx = Context::new(name, self.id, store, &self.post);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if let [args] = batch {
+                vec![instance.call(&mut cx, args)]
+            } else {
+                instance.call_batch(&mut cx, batch)
+            }
+        }));
+        match outcome {
+            Ok(results) if results.len() == batch.len() => results,
+            Ok(results) => {
+                let message = format!(
+                    "returned {} results for a batch of {}",
+                    results.len(),
+                    batch.len()
+                );
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(FnError::Failed {
+                            function: name.to_owned(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect()
+            }
             Err(panic) => {
                 self.instances.remove(name);
                 let message = panic
@@ -154,39 +360,82 @@ impl Executor {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic payload".to_owned());
-                Err(FnError::Failed {
-                    function: name.to_owned(),
-                    message: format!("panicked: {message}"),
-                })
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(FnError::Panicked {
+                            function: name.to_owned(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect()
             }
         }
     }
 
-    /// Runs a whole DAG on this executor. `args` gives each source function
-    /// its arguments (by name); every other function gets its upstreams'
-    /// results, in DAG function-list order. Returns the sink's result.
+    /// Runs a whole DAG on this executor, one function after another
+    /// (replicas too, in turn). `args` gives source functions their
+    /// arguments by name; references are read from `store`. Returns the
+    /// sink's result.
     pub fn run_dag(
         &mut self,
-        dag: &Dag,
+        dag: &Arc<Dag>,
         store: &dyn Store,
-        args: &HashMap<String, Vec<Vec<u8>>>,
+        args: HashMap<String, Vec<Arg>>,
     ) -> Result<Vec<u8>, FnError> {
-        let mut results: Vec<Option<Vec<u8>>> = vec![None; dag.nodes().len()];
-        for &i in dag.topological_order() {
-            let node = dag.node(i);
-            let mut call_args = args.get(&node.name).cloned().unwrap_or_default();
-            for &u in &node.upstream {
-                // Topological order: every upstream has run.
-                call_args.push(results[u].take().unwrap_or_default());
-                if dag.node(u).downstream.len() > 1 {
-                    // Fan-out: the other downstreams need it too.
-                    results[u] = call_args.last().cloned();
+        let (mut run, mut ready) =
+            DagRun::start(dag.clone(), args).map_err(|message| FnError::Failed {
+                function: dag.name().to_owned(),
+                message,
+            })?;
+        while let Some(t) = ready.pop() {
+            let name = dag.node(t.node).name.clone();
+            for _ in 0..dag.node(t.node).options.replicas {
+                let result =
+                    resolve(&name, store, &t.args).and_then(|a| self.call(&name, store, &a));
+                match run.complete(t.node, result) {
+                    Progress::Ready(more) => ready.extend(more),
+                    Progress::Finished(out) => return out,
+                    Progress::Ignored => {}
                 }
             }
-            results[i] = Some(self.call(&node.name, store, &call_args)?);
         }
-        Ok(results[dag.sink()].take().unwrap_or_default())
+        Err(FnError::Failed {
+            function: dag.name().to_owned(),
+            message: "the DAG stopped before its sink ran".to_owned(),
+        })
     }
+}
+
+/// Resolves references among `args` (each must name a key holding an LWW
+/// value) for a call to `function`.
+pub fn resolve(function: &str, store: &dyn Store, args: &[Arg]) -> Result<Vec<Vec<u8>>, FnError> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Value(v) => Ok(v.clone()),
+            Arg::Ref(key) => {
+                let fail = |message: String| FnError::Failed {
+                    function: function.to_owned(),
+                    message,
+                };
+                let shown = String::from_utf8_lossy(key);
+                match store.get(key) {
+                    Ok(Some(kvs_core::lattice::Value::Lww(l))) => Ok(l.value().to_vec()),
+                    Ok(Some(other)) => Err(fail(format!(
+                        "argument references key {shown:?}, which holds a {} value; references read LWW values",
+                        other.kind()
+                    ))),
+                    Ok(None) => Err(fail(format!(
+                        "argument references key {shown:?}, which has no value"
+                    ))),
+                    Err(e) => Err(FnError::Store {
+                        function: function.to_owned(),
+                        source: e,
+                    }),
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,19 +446,25 @@ mod tests {
     use crate::store::LocalStore;
     use kvs_core::lattice::Value;
 
-    fn args(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<Vec<u8>>> {
+    fn validated(spec: &DagSpec, known: impl Fn(&str) -> bool) -> Arc<Dag> {
+        Arc::new(Dag::validate(spec, known).unwrap())
+    }
+
+    fn args(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<Arg>> {
         pairs
             .iter()
             .map(|(f, a)| {
                 (
                     (*f).to_owned(),
-                    a.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                    a.iter()
+                        .map(|s| Arg::Value(s.as_bytes().to_vec()))
+                        .collect(),
                 )
             })
             .collect()
     }
 
-    fn setup() -> (Executor, Registry, LocalStore) {
+    fn setup() -> (Executor, Arc<Registry>, LocalStore) {
         let mut reg = Registry::with_builtins();
         // A function that stores its argument, one that reads it back, and
         // one that panics.
@@ -238,22 +493,18 @@ mod tests {
             ),
         )
         .unwrap();
-        (
-            Executor::new(7, Arc::new(reg.clone())),
-            reg,
-            LocalStore::default(),
-        )
+        let reg = Arc::new(reg);
+        (Executor::new(7, reg.clone()), reg, LocalStore::default())
     }
 
     #[test]
     fn square_of_increment() {
         let (mut ex, reg, store) = setup();
-        let dag = Dag::validate(&DagSpec::chain("compose", &["increment", "square"]), |f| {
+        let dag = validated(&DagSpec::chain("compose", &["increment", "square"]), |f| {
             reg.contains(f)
-        })
-        .unwrap();
+        });
         assert_eq!(
-            ex.run_dag(&dag, &store, &args(&[("increment", &["41"])]))
+            ex.run_dag(&dag, &store, args(&[("increment", &["41"])]))
                 .unwrap(),
             b"1764"
         );
@@ -271,35 +522,26 @@ mod tests {
             ("square".into(), "sum".into()),
             ("increment".into(), "sum".into()),
         ];
-        let dag = Dag::validate(&spec, |f| reg.contains(f)).unwrap();
+        let dag = validated(&spec, |f| reg.contains(f));
         // sum(square(3), increment(3)) = 9 + 4
         assert_eq!(
-            ex.run_dag(&dag, &store, &args(&[("echo", &["3"])]))
-                .unwrap(),
+            ex.run_dag(&dag, &store, args(&[("echo", &["3"])])).unwrap(),
             b"13"
         );
         // Argument order is the function-list order: check with echo as the sink.
         let mut spec2 = spec.clone();
         spec2.functions[3].0 = "echo2".into();
-        let mut reg2 = reg.clone();
-        reg2.register(
-            "echo2",
-            builtins()
-                .into_iter()
-                .find(|(n, _, _)| *n == "echo")
-                .unwrap()
-                .1,
-        )
-        .unwrap();
+        reg.define("echo2", &FunctionBody::Builtin("echo".into()))
+            .unwrap();
         for e in &mut spec2.edges {
             if e.1 == "sum" {
                 e.1 = "echo2".into();
             }
         }
-        let dag2 = Dag::validate(&spec2, |f| reg2.contains(f)).unwrap();
-        let mut ex2 = Executor::new(1, Arc::new(reg2));
+        let dag2 = validated(&spec2, |f| reg.contains(f));
+        let mut ex2 = Executor::new(1, reg.clone());
         assert_eq!(
-            ex2.run_dag(&dag2, &store, &args(&[("echo", &["3"])]))
+            ex2.run_dag(&dag2, &store, args(&[("echo", &["3"])]))
                 .unwrap(),
             b"94",
             "square's 9, then increment's 4"
@@ -309,12 +551,11 @@ mod tests {
     #[test]
     fn state_written_by_one_function_is_visible_to_the_next() {
         let (mut ex, reg, store) = setup();
-        let dag = Dag::validate(&DagSpec::chain("memo", &["remember", "recall"]), |f| {
+        let dag = validated(&DagSpec::chain("memo", &["remember", "recall"]), |f| {
             reg.contains(f)
-        })
-        .unwrap();
+        });
         assert_eq!(
-            ex.run_dag(&dag, &store, &args(&[("remember", &["hello"])]))
+            ex.run_dag(&dag, &store, args(&[("remember", &["hello"])]))
                 .unwrap(),
             b"hello"
         );
@@ -376,7 +617,7 @@ mod tests {
     #[test]
     fn class_functions_keep_state_per_executor() {
         let (mut ex, reg, store) = setup();
-        let mut other = Executor::new(8, Arc::new(reg));
+        let mut other = Executor::new(8, reg);
         for want in ["1", "2", "3"] {
             assert_eq!(ex.call("counter", &store, &[]).unwrap(), want.as_bytes());
         }
@@ -404,5 +645,137 @@ mod tests {
             Err(RegistryError::BadName(_))
         ));
         assert!(reg.names().contains(&"sleep_ms".to_owned()));
+    }
+
+    #[test]
+    fn registered_names_bind_builtins_and_round_trip_through_their_stored_form() {
+        let reg = Registry::with_builtins();
+        let body = FunctionBody::Builtin("increment".into());
+        assert_eq!(stored::decode(&stored::encode(&body)).unwrap(), body);
+        assert_eq!(stored::name_of(&stored::key("plus_one")), Some("plus_one"));
+        reg.define("plus_one", &body).unwrap();
+        assert_eq!(reg.placement("plus_one"), Some(Placement::Inline));
+        let mut ex = Executor::new(1, Arc::new(reg));
+        assert_eq!(
+            ex.call("plus_one", &LocalStore::default(), &[b"1".to_vec()])
+                .unwrap(),
+            b"2"
+        );
+        let reg = Registry::with_builtins();
+        assert_eq!(
+            reg.define("square", &body),
+            Err(RegistryError::Builtin("square".into()))
+        );
+        assert_eq!(
+            reg.define("x", &FunctionBody::Builtin("nope".into())),
+            Err(RegistryError::UnknownBuiltin("nope".into()))
+        );
+        assert!(stored::decode(&[9, 9]).is_err());
+        reg.define("x", &body).unwrap();
+        assert!(reg.undefine("x") && !reg.contains("x"));
+    }
+
+    #[test]
+    fn a_redefined_name_gets_a_fresh_instance_of_the_new_builtin() {
+        let reg = Arc::new(Registry::with_builtins());
+        reg.define("f", &FunctionBody::Builtin("counter".into()))
+            .unwrap();
+        let mut ex = Executor::new(1, reg.clone());
+        let store = LocalStore::default();
+        assert_eq!(ex.call("f", &store, &[]).unwrap(), b"1");
+        assert_eq!(ex.call("f", &store, &[]).unwrap(), b"2");
+        reg.define("f", &FunctionBody::Builtin("square".into()))
+            .unwrap();
+        assert_eq!(ex.call("f", &store, &[b"3".to_vec()]).unwrap(), b"9");
+    }
+
+    #[test]
+    fn competitive_replicas_in_thread_first_valid_result_wins() {
+        let (mut ex, reg, store) = setup();
+        let mut spec = DagSpec::chain("race", &["valid_on"]);
+        spec.functions[0].1.replicas = 3;
+        let dag = validated(&spec, |f| reg.contains(f));
+        // valid only on executor 7 (this one): every replica is valid.
+        assert_eq!(
+            ex.run_dag(&dag, &store, args(&[("valid_on", &["7"])]))
+                .unwrap(),
+            b"7"
+        );
+        let err = ex
+            .run_dag(&dag, &store, args(&[("valid_on", &["8"])]))
+            .unwrap_err();
+        assert!(err.to_string().contains("all 3 replicas failed"), "{err}");
+    }
+
+    #[test]
+    fn reference_arguments_are_read_before_the_call() {
+        let (mut ex, reg, store) = setup();
+        let dag = validated(&DagSpec::chain("r", &["increment", "square"]), |f| {
+            reg.contains(f)
+        });
+        store
+            .put(
+                b"x",
+                Value::Lww(kvs_core::lattice::Lww::new(
+                    Default::default(),
+                    b"4".to_vec(),
+                )),
+            )
+            .unwrap();
+        let refs = HashMap::from([("increment".to_owned(), vec![Arg::Ref(b"x".to_vec())])]);
+        assert_eq!(ex.run_dag(&dag, &store, refs).unwrap(), b"25");
+        let missing = HashMap::from([("increment".to_owned(), vec![Arg::Ref(b"y".to_vec())])]);
+        let err = ex.run_dag(&dag, &store, missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "function increment: argument references key \"y\", which has no value"
+        );
+        store.put(b"s", Value::Max(1)).unwrap();
+        let err = resolve("f", &store, &[Arg::Ref(b"s".to_vec())]).unwrap_err();
+        assert!(err.to_string().contains("holds a max value"), "{err}");
+    }
+
+    #[test]
+    fn batches_reach_functions_that_take_them_and_panics_fail_the_whole_batch() {
+        let (mut ex, _reg, store) = setup();
+        let batch = vec![vec![], vec![], vec![]];
+        let out = ex.call_batch("batch_size", &store, &batch);
+        assert_eq!(out, vec![Ok(b"3".to_vec()); 3]);
+        // Functions without a batch form see each trigger in turn.
+        let out = ex.call_batch(
+            "increment",
+            &store,
+            &[vec![b"1".to_vec()], vec![b"5".to_vec()]],
+        );
+        assert_eq!(out, vec![Ok(b"2".to_vec()), Ok(b"6".to_vec())]);
+        let out = ex.call_batch("explode", &store, &batch);
+        assert!(out
+            .iter()
+            .all(|r| matches!(r, Err(FnError::Panicked { .. }))));
+    }
+
+    #[test]
+    fn send_and_recv_between_executors() {
+        let reg = Arc::new(Registry::with_builtins());
+        let post = Arc::new(Postbox::new([1, 2], 8, 0));
+        let store = LocalStore::default();
+        let mut a = Executor::with_post(1, reg.clone(), post.clone());
+        let mut b = Executor::with_post(2, reg, post);
+        assert_eq!(
+            a.call("send_to", &store, &[b"2".to_vec(), b"hi".to_vec()])
+                .unwrap(),
+            b"direct"
+        );
+        assert_eq!(
+            a.call("send_to", &store, &[b"5".to_vec(), b"later".to_vec()])
+                .unwrap(),
+            b"inbox"
+        );
+        assert_eq!(
+            b.call("recv_wait", &store, &[b"100".to_vec()]).unwrap(),
+            b"hi"
+        );
+        let err = b.call("recv_wait", &store, &[b"1".to_vec()]).unwrap_err();
+        assert!(err.to_string().contains("no message within 1 ms"), "{err}");
     }
 }

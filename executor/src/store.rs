@@ -31,6 +31,9 @@ pub trait Store: Send + Sync {
     fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError>;
     /// `true` if a live value went away.
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError>;
+    /// Reads and deletes `key` in one step (nothing can merge in between);
+    /// a missing key is left alone.
+    fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError>;
 }
 
 /// A store over one in-memory partition with a logical clock.
@@ -97,6 +100,25 @@ impl Store for LocalStore {
         .map(|a| matches!(a, Applied::Deleted { removed: true }))
         .map_err(StoreError::from)
     }
+
+    fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        self.with(|p, clock| {
+            let value = p.get(key).cloned();
+            if value.is_some() {
+                *clock += 1;
+                let ts = Timestamp {
+                    clock: *clock,
+                    writer: LOCAL_WRITER,
+                };
+                p.apply(Mutation::Delete {
+                    key: key.to_vec(),
+                    ts,
+                })?;
+            }
+            Ok::<_, PartitionError>(value)
+        })?
+        .map_err(StoreError::from)
+    }
 }
 
 /// A store that refuses every operation: what inline functions (which must
@@ -112,6 +134,9 @@ impl Store for NoStore {
         Err(NoStore::refusal())
     }
     fn delete(&self, _key: &[u8]) -> Result<bool, StoreError> {
+        Err(NoStore::refusal())
+    }
+    fn take(&self, _key: &[u8]) -> Result<Option<Value>, StoreError> {
         Err(NoStore::refusal())
     }
 }

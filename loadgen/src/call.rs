@@ -131,10 +131,7 @@ async fn one_client(
     for n in 0..args.warmup + calls {
         let t0 = Instant::now();
         last = if args.compose {
-            let sources = vec![SourceArgs {
-                function: b"increment".to_vec(),
-                args: fn_args.clone(),
-            }];
+            let sources = vec![SourceArgs::values("increment", fn_args.clone())];
             c.call_dag(COMPOSE_DAG, sources, 0).await?
         } else {
             c.call_function(&args.function, fn_args.clone(), 0).await?

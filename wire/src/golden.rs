@@ -37,11 +37,11 @@ where
 fn examples() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
-            "Request 1: Hello { protocol_version: 1, client_name: \"py\" }",
+            "Request 1: Hello { protocol_version: 2, client_name: \"py\" }",
             frame(
                 1,
                 &Request::Hello(Hello {
-                    protocol_version: 1,
+                    protocol_version: 2,
                     client_name: b"py".to_vec(),
                 }),
             ),
@@ -123,13 +123,17 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("KvPut", size_of::<ArchivedKvPut>(), 33),
         ("KvDelete", size_of::<ArchivedKvDelete>(), 8),
         ("FnCall", size_of::<ArchivedFnCall>(), 20),
+        ("Arg", size_of::<ArchivedArg>(), 9),
+        ("FunctionDef", size_of::<ArchivedFunctionDef>(), 17),
+        ("FunctionBody", size_of::<ArchivedFunctionBody>(), 9),
+        ("FunctionName", size_of::<ArchivedFunctionName>(), 8),
         ("DagDef", size_of::<ArchivedDagDef>(), 24),
         ("DagFunction", size_of::<ArchivedDagFunction>(), 16),
         ("DagEdge", size_of::<ArchivedDagEdge>(), 16),
-        ("DagCall", size_of::<ArchivedDagCall>(), 20),
+        ("DagCall", size_of::<ArchivedDagCall>(), 40),
         ("SourceArgs", size_of::<ArchivedSourceArgs>(), 16),
         ("DagName", size_of::<ArchivedDagName>(), 8),
-        ("Request", size_of::<ArchivedRequest>(), 34),
+        ("Request", size_of::<ArchivedRequest>(), 41),
         ("LwwValue", size_of::<ArchivedLwwValue>(), 24),
         ("PriorityValue", size_of::<ArchivedPriorityValue>(), 16),
         ("ClockEntry", size_of::<ArchivedClockEntry>(), 16),
@@ -173,7 +177,7 @@ fn an_empty_vector_points_at_the_start_of_its_object() {
         }),
     );
     let body = &f[crate::frame::FRAME_HEADER_BYTES..];
-    assert_eq!(body.len(), 34, "{}", hex(body));
+    assert_eq!(body.len(), 41, "{}", hex(body));
     assert_eq!(&body[5..9], &(-5i32).to_le_bytes(), "{}", hex(body));
     assert!(crate::frame::decode_request(body).is_ok());
 }

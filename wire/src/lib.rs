@@ -38,11 +38,24 @@ pub use rkyv;
 pub use status::Status;
 
 /// The protocol version this crate speaks; sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.
 pub const DAG_KEY_PREFIX: &str = "squall:dag:";
+
+/// Prefix of the KVS keys under which registered functions are stored
+/// (`squall:fn:<name>`).
+pub const FUNCTION_KEY_PREFIX: &str = "squall:fn:";
+
+/// Prefix of executors' inbox keys (`squall:inbox:<executor id>`): an
+/// ordered set of messages `send` could not deliver directly.
+pub const INBOX_KEY_PREFIX: &str = "squall:inbox:";
+
+/// Where a call with an output key stores its error instead of a result
+/// (`squall:error:<output key>`): an LWW value, the status code as a
+/// little-endian u16 followed by the UTF-8 message.
+pub const ERROR_KEY_PREFIX: &str = "squall:error:";
 
 /// Identifies the ring hash in [`message::RingInfo::hash`]: XXH64, seed 0.
 pub const RING_HASH_XXH64: u8 = 1;

@@ -25,6 +25,50 @@ pub enum Request {
     DeleteDag(DagName),
     /// Lists the DAGs whose registry key this shard owns.
     ListDags,
+    /// Registers (or replaces) a function under a name; stored in the KVS.
+    RegisterFunction(FunctionDef),
+    /// Removes a registered function (built-ins cannot be removed).
+    DeleteFunction(FunctionName),
+}
+
+/// A function registration.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FunctionDef {
+    pub name: Vec<u8>,
+    pub body: FunctionBody,
+}
+
+/// What a registered function runs.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum FunctionBody {
+    /// A built-in function (by its name), under the new name.
+    Builtin(Vec<u8>),
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FunctionName {
+    pub name: Vec<u8>,
+}
+
+/// A call argument.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Arg {
+    /// These bytes.
+    Value(Vec<u8>),
+    /// The LWW value of this key, read just before the function runs.
+    Ref(Vec<u8>),
+}
+
+impl Arg {
+    /// A byte-string argument.
+    #[must_use]
+    pub fn value(bytes: impl Into<Vec<u8>>) -> Arg {
+        Arg::Value(bytes.into())
+    }
 }
 
 /// A DAG: functions (with options) and edges between them.
@@ -86,15 +130,49 @@ pub struct DagEdge {
 pub struct DagCall {
     pub name: Vec<u8>,
     pub args: Vec<SourceArgs>,
-    /// Deadline; 0 means the node's default.
+    /// Deadline of each run; 0 means the node's default.
     pub timeout_ms: u32,
+    /// Empty: the result comes back in the reply. Otherwise the reply is
+    /// `Pending(key)` at once and the result is stored under this key.
+    pub output_key: Vec<u8>,
+    /// Continuations: DAGs run one after another, each source of each
+    /// getting the previous result as its one argument.
+    pub then: Vec<Vec<u8>>,
+    /// Re-runs after a run that timed out, panicked or found no executor.
+    pub retries: u32,
+}
+
+impl DagCall {
+    /// A direct call: `args` per source function, default options.
+    #[must_use]
+    pub fn new(name: &str, args: Vec<SourceArgs>) -> DagCall {
+        DagCall {
+            name: name.as_bytes().to_vec(),
+            args,
+            timeout_ms: 0,
+            output_key: Vec::new(),
+            then: Vec::new(),
+            retries: 0,
+        }
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct SourceArgs {
     pub function: Vec<u8>,
-    pub args: Vec<Vec<u8>>,
+    pub args: Vec<Arg>,
+}
+
+impl SourceArgs {
+    /// Byte-string arguments for `function`.
+    #[must_use]
+    pub fn values(function: &str, args: Vec<Vec<u8>>) -> SourceArgs {
+        SourceArgs {
+            function: function.as_bytes().to_vec(),
+            args: args.into_iter().map(Arg::Value).collect(),
+        }
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -108,7 +186,7 @@ pub struct DagName {
 #[rkyv(derive(Debug))]
 pub struct FnCall {
     pub function: Vec<u8>,
-    pub args: Vec<Vec<u8>>,
+    pub args: Vec<Arg>,
     /// Deadline; 0 means the node's default.
     pub timeout_ms: u32,
 }
@@ -219,6 +297,9 @@ pub enum Response {
     Functions(Vec<Vec<u8>>),
     /// DAG names, sorted.
     Dags(Vec<Vec<u8>>),
+    /// The call was accepted; its result will be stored under this key
+    /// (or, if it fails, its error under `squall:error:<key>`).
+    Pending(Vec<u8>),
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

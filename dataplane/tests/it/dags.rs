@@ -11,10 +11,7 @@ fn def(name: &str, functions: &[&str], edges: &[(&str, &str)]) -> DagDef {
 }
 
 fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
-    vec![SourceArgs {
-        function: function.as_bytes().to_vec(),
-        args: vec![value.as_bytes().to_vec()],
-    }]
+    vec![SourceArgs::values(function, vec![value.as_bytes().to_vec()])]
 }
 
 #[test]
@@ -56,11 +53,10 @@ fn dags_compose_validate_survive_restart_and_delete() {
         );
         // A naive client (any shard) gets the same answer, forwarded or not.
         for shard in 0..2u16 {
-            let req = wire::message::Request::CallDag(wire::message::DagCall {
-                name: b"compose".to_vec(),
-                args: arg("increment", "2"),
-                timeout_ms: 0,
-            });
+            let req = wire::message::Request::CallDag(wire::message::DagCall::new(
+                "compose",
+                arg("increment", "2"),
+            ));
             assert_eq!(
                 c.call(shard, req).await.unwrap(),
                 wire::message::Response::Output(b"9".to_vec())

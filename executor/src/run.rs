@@ -1,0 +1,263 @@
+//! One DAG call in flight, as a state machine with no threads and no I/O:
+//! [`DagRun::start`] yields the first triggers (the sources), and each
+//! completed function ([`DagRun::complete`]) yields the triggers it made
+//! ready, or the call's outcome. Whoever completes a function advances the
+//! run — the shard for inline functions, an executor thread for the others —
+//! so triggers flow executor to executor without returning to the shard.
+//!
+//! * **Wait-all fan-in**: a function becomes ready once every upstream has a
+//!   result; its arguments are its call arguments (sources only) followed by
+//!   its upstreams' results in DAG function-list order.
+//! * **Competitive execution**: a function with `replicas > 1` is triggered
+//!   once per replica; the first successful result wins and later ones are
+//!   ignored. A replica that fails or declares its result invalid is
+//!   discarded; only when every replica failed does the call fail.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::dag::Dag;
+use crate::function::FnError;
+
+/// A call argument: bytes, or a reference to a KVS key whose (LWW) value is
+/// read just before the function runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Value(Vec<u8>),
+    Ref(Vec<u8>),
+}
+
+/// One function of the run, ready to execute (once per replica).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    pub node: usize,
+    pub args: Vec<Arg>,
+}
+
+/// What completing a function led to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// These functions are now ready (possibly none).
+    Ready(Vec<Trigger>),
+    /// The call is over: the sink's result, or why it failed.
+    Finished(Result<Vec<u8>, FnError>),
+    /// The run was already over, or another replica had already won.
+    Ignored,
+}
+
+/// The state of one DAG call.
+#[derive(Debug)]
+pub struct DagRun {
+    dag: Arc<Dag>,
+    /// Upstreams each node still waits for.
+    waiting: Vec<usize>,
+    results: Vec<Option<Vec<u8>>>,
+    /// Replicas of each node not yet completed.
+    outstanding: Vec<u32>,
+    finished: bool,
+}
+
+impl DagRun {
+    /// Starts a call. `args` gives source functions their arguments by name;
+    /// naming a function that is not a source is refused.
+    pub fn start(
+        dag: Arc<Dag>,
+        mut args: HashMap<String, Vec<Arg>>,
+    ) -> Result<(DagRun, Vec<Trigger>), String> {
+        if let Some(f) = args
+            .keys()
+            .find(|f| !dag.sources().iter().any(|&s| dag.node(s).name == **f))
+        {
+            return Err(format!(
+                "{f:?} is not a source function of DAG {:?}",
+                dag.name()
+            ));
+        }
+        let triggers = dag
+            .sources()
+            .iter()
+            .map(|&s| Trigger {
+                node: s,
+                args: args.remove(&dag.node(s).name).unwrap_or_default(),
+            })
+            .collect();
+        let n = dag.nodes().len();
+        let run = DagRun {
+            waiting: dag.nodes().iter().map(|node| node.upstream.len()).collect(),
+            outstanding: dag
+                .nodes()
+                .iter()
+                .map(|node| node.options.replicas)
+                .collect(),
+            results: vec![None; n],
+            finished: false,
+            dag,
+        };
+        Ok((run, triggers))
+    }
+
+    #[must_use]
+    pub fn dag(&self) -> &Arc<Dag> {
+        &self.dag
+    }
+
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the run from outside (deadline passed): later completions are
+    /// ignored.
+    pub fn abandon(&mut self) {
+        self.finished = true;
+    }
+
+    /// One replica of `node` completed with `result`.
+    pub fn complete(&mut self, node: usize, result: Result<Vec<u8>, FnError>) -> Progress {
+        if self.finished || self.results[node].is_some() {
+            return Progress::Ignored;
+        }
+        self.outstanding[node] = self.outstanding[node].saturating_sub(1);
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let replicas = self.dag.node(node).options.replicas;
+                if self.outstanding[node] > 0 {
+                    return Progress::Ignored; // another replica may still win
+                }
+                self.finished = true;
+                return Progress::Finished(Err(if replicas > 1 {
+                    FnError::Failed {
+                        function: self.dag.node(node).name.clone(),
+                        message: format!("all {replicas} replicas failed; the last: {e}"),
+                    }
+                } else {
+                    e
+                }));
+            }
+        };
+        if node == self.dag.sink() {
+            self.finished = true;
+            return Progress::Finished(Ok(out));
+        }
+        self.results[node] = Some(out);
+        let mut ready = Vec::new();
+        for &d in &self.dag.node(node).downstream {
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 {
+                let args = self
+                    .dag
+                    .node(d)
+                    .upstream
+                    .iter()
+                    .map(|&u| Arg::Value(self.results[u].clone().unwrap_or_default()))
+                    .collect();
+                ready.push(Trigger { node: d, args });
+            }
+        }
+        Progress::Ready(ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::{DagSpec, FunctionOptions};
+
+    fn v(s: &str) -> Arg {
+        Arg::Value(s.as_bytes().to_vec())
+    }
+
+    fn diamond(replicas_of_b: u32) -> Arc<Dag> {
+        // a → b, a → c, then b, c → d; listed a, c, b, d.
+        let mut spec = DagSpec::chain("x", &["a", "c", "b", "d"]);
+        spec.edges = vec![
+            ("a".into(), "b".into()),
+            ("a".into(), "c".into()),
+            ("b".into(), "d".into()),
+            ("c".into(), "d".into()),
+        ];
+        spec.functions[2].1 = FunctionOptions {
+            replicas: replicas_of_b,
+            batch_max: 1,
+        };
+        Arc::new(Dag::validate(&spec, |_| true).unwrap())
+    }
+
+    #[test]
+    fn fan_out_then_wait_all_fan_in_in_list_order() {
+        let args = HashMap::from([("a".to_owned(), vec![v("in")])]);
+        let (mut run, t) = DagRun::start(diamond(1), args).unwrap();
+        assert_eq!(
+            t,
+            vec![Trigger {
+                node: 0,
+                args: vec![v("in")]
+            }]
+        );
+        let Progress::Ready(t) = run.complete(0, Ok(b"A".to_vec())) else {
+            panic!()
+        };
+        assert_eq!(t.iter().map(|t| t.node).collect::<Vec<_>>(), [1, 2]);
+        // b (node 2) finishes first, but d waits for c too.
+        assert_eq!(run.complete(2, Ok(b"B".to_vec())), Progress::Ready(vec![]));
+        let Progress::Ready(t) = run.complete(1, Ok(b"C".to_vec())) else {
+            panic!()
+        };
+        assert_eq!(
+            t,
+            vec![Trigger {
+                node: 3,
+                args: vec![v("C"), v("B")]
+            }]
+        );
+        assert_eq!(
+            run.complete(3, Ok(b"D".to_vec())),
+            Progress::Finished(Ok(b"D".to_vec()))
+        );
+        assert_eq!(run.complete(3, Ok(b"late".to_vec())), Progress::Ignored);
+    }
+
+    #[test]
+    fn competing_replicas_first_valid_wins_invalid_ones_are_filtered() {
+        let (mut run, _) = DagRun::start(diamond(3), HashMap::new()).unwrap();
+        run.complete(0, Ok(b"A".to_vec()));
+        let invalid = FnError::Invalid {
+            function: "b".into(),
+            reason: "no".into(),
+        };
+        assert_eq!(run.complete(2, Err(invalid.clone())), Progress::Ignored);
+        assert_eq!(run.complete(2, Ok(b"B1".to_vec())), Progress::Ready(vec![]));
+        assert_eq!(run.complete(2, Ok(b"B2".to_vec())), Progress::Ignored);
+        let Progress::Ready(t) = run.complete(1, Ok(b"C".to_vec())) else {
+            panic!()
+        };
+        assert_eq!(t[0].args, vec![v("C"), v("B1")]);
+
+        // Every replica invalid: the call fails, naming the function.
+        let (mut run, _) = DagRun::start(diamond(2), HashMap::new()).unwrap();
+        run.complete(0, Ok(b"A".to_vec()));
+        assert_eq!(run.complete(2, Err(invalid.clone())), Progress::Ignored);
+        let Progress::Finished(Err(e)) = run.complete(2, Err(invalid)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.to_string(),
+            "function b: all 2 replicas failed; the last: function b: invalid result: no"
+        );
+        assert!(run.is_finished());
+    }
+
+    #[test]
+    fn a_plain_failure_ends_the_run_and_unknown_sources_are_refused() {
+        let (mut run, _) = DagRun::start(diamond(1), HashMap::new()).unwrap();
+        let e = FnError::Failed {
+            function: "a".into(),
+            message: "x".into(),
+        };
+        assert_eq!(run.complete(0, Err(e.clone())), Progress::Finished(Err(e)));
+        assert_eq!(run.complete(1, Ok(vec![])), Progress::Ignored);
+        let err = DagRun::start(diamond(1), HashMap::from([("d".to_owned(), vec![])])).unwrap_err();
+        assert_eq!(err, "\"d\" is not a source function of DAG \"x\"");
+    }
+}
