@@ -506,9 +506,9 @@ impl Conn {
                 .extend(args_of(&a.args));
         }
         let output_key = call.output_key.to_vec();
-        // A DAG whose key this shard owns comes from its cache now (in
-        // request order: a re-registration earlier on this connection is
-        // seen); others are read from their owner.
+        // The DAG from this shard's cache now when it can (in request order:
+        // a re-registration earlier on this connection is seen); otherwise
+        // read from its owner in the deferred part.
         let key = stored::key(&name);
         let local = if self.shard.owner(&key) == self.shard.id {
             match self.shard.cached_dag(&key, &functions) {
@@ -520,7 +520,7 @@ impl Conn {
                 Err((status, msg)) => return self.error(request_id, status, &msg),
             }
         } else {
-            None
+            self.shard.cached_copy(&key, &functions)
         };
         let shard = self.shard.clone();
         if !output_key.is_empty() {

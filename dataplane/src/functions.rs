@@ -432,8 +432,8 @@ pub fn load_dag(functions: &ShardFunctions, stored_spec: &[u8]) -> Result<Dag, (
     })
 }
 
-/// The validated DAG `name`: from this shard's cache when it owns the DAG's
-/// key, else read from the owner.
+/// The validated DAG `name`: from this shard's cache (owned DAGs and copies
+/// of other shards'), else read from its owner and cached.
 pub async fn fetch_dag(
     shard: &Shard,
     functions: &ShardFunctions,
@@ -450,25 +450,36 @@ pub async fn fetch_dag(
     if owner == shard.id {
         return shard.cached_dag(&key, functions)?.ok_or_else(unknown);
     }
+    if let Some(dag) = shard.cached_copy(&key, functions) {
+        return Ok(dag);
+    }
+    // Read before asking: a write racing with the read makes the copy stale.
+    let generations = functions.generations();
     let peer = shard
         .peer(owner)
         .ok_or_else(|| CallError::new(Status::Internal, format!("no route to {owner}")))?;
     bump(&shard.stats.forwarded_out);
-    match peer.send(ShardOp::Get(vec![key])).await.await {
+    let dag = match peer.send(ShardOp::Get(vec![key.clone()])).await.await {
         ShardReply::Values(mut v) => match v.pop().flatten() {
-            Some(w::Value::Lww(l)) => Ok(Arc::new(load_dag(functions, &l.bytes)?)),
-            Some(_) => Err(CallError::new(
-                Status::Internal,
-                format!("DAG {name:?} is stored with the wrong type"),
-            )),
-            None => Err(unknown()),
+            Some(w::Value::Lww(l)) => Arc::new(load_dag(functions, &l.bytes)?),
+            Some(_) => {
+                return Err(CallError::new(
+                    Status::Internal,
+                    format!("DAG {name:?} is stored with the wrong type"),
+                ))
+            }
+            None => return Err(unknown()),
         },
-        ShardReply::Error(status, msg) => Err(CallError::new(status, msg)),
-        other => Err(CallError::new(
-            Status::Internal,
-            format!("unexpected reply {other:?}"),
-        )),
-    }
+        ShardReply::Error(status, msg) => return Err(CallError::new(status, msg)),
+        other => {
+            return Err(CallError::new(
+                Status::Internal,
+                format!("unexpected reply {other:?}"),
+            ))
+        }
+    };
+    shard.cache_copy(&key, generations, dag.clone());
+    Ok(dag)
 }
 
 /// Runs one DAG call once: plans it, starts it, waits for its result until

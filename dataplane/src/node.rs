@@ -119,6 +119,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         FN_QUEUE_DEPTH,
     )
     .context("starting the function executors")?;
+    let dag_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
     for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH)
@@ -152,6 +153,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             functions: ShardFunctions {
                 pool: pool.clone(),
                 registry: registry.clone(),
+                dag_generation: dag_generation.clone(),
             },
             store_rx: store_rxs.remove(0),
         };

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,22 @@ use crate::storage::Storage;
 pub struct ShardFunctions {
     pub pool: Arc<crate::functions::Pool>,
     pub registry: Arc<executor::registry::Registry>,
+    /// Bumped by every write of a DAG key on any shard of the node.
+    pub dag_generation: Arc<AtomicU64>,
+}
+
+/// (function registry, DAG) generations a cached DAG was validated under.
+pub type Generations = (u64, u64);
+
+impl ShardFunctions {
+    /// The generations now.
+    #[must_use]
+    pub fn generations(&self) -> Generations {
+        (
+            self.registry.generation(),
+            self.dag_generation.load(Ordering::Acquire),
+        )
+    }
 }
 
 /// Monotonic counters reported by `Stats`.
@@ -61,7 +78,10 @@ pub struct Shard {
     pub inline: RefCell<Option<executor::registry::Executor>>,
     /// Validated DAGs whose registry key this shard owns, by key; an entry
     /// is dropped whenever its key is written (`write`).
-    dag_cache: RefCell<HashMap<Vec<u8>, Arc<Dag>>>,
+    /// Validated DAGs by key — owned ones and copies of other shards' —
+    /// each with the [`Generations`] it was read under: any DAG write or
+    /// function change on the node makes every entry stale.
+    dag_cache: RefCell<HashMap<Vec<u8>, (Generations, Arc<Dag>)>>,
     /// Calls with an output key running in the background now.
     pub background_calls: Cell<usize>,
     /// The encoded `Response::Hello` body for this shard.
@@ -159,8 +179,12 @@ impl Shard {
             .check_writable()
             .map_err(|e| (Status::StorageFailure, e))?;
         if key.starts_with(wire::DAG_KEY_PREFIX.as_bytes()) {
-            // A DAG is being (re)registered or deleted: drop the cached copy.
+            // A DAG is being (re)registered or deleted: every shard's cached
+            // copies go stale.
             self.dag_cache.borrow_mut().remove(&key);
+            if let Some(f) = &*self.functions.borrow() {
+                f.dag_generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let registration = fn_stored::name_of(&key).map(|n| (n.to_owned(), key.clone()));
         let m = match value {
@@ -253,15 +277,30 @@ impl Shard {
         }
     }
 
+    /// A cached DAG that is still current.
+    pub fn cached_copy(&self, key: &[u8], functions: &ShardFunctions) -> Option<Arc<Dag>> {
+        let now = functions.generations();
+        match self.dag_cache.borrow().get(key) {
+            Some((g, dag)) if *g == now => Some(dag.clone()),
+            _ => None,
+        }
+    }
+
+    /// Caches `dag`, read from its owner under generations `g`.
+    pub fn cache_copy(&self, key: &[u8], g: Generations, dag: Arc<Dag>) {
+        self.dag_cache.borrow_mut().insert(key.to_vec(), (g, dag));
+    }
+
     /// The validated DAG stored under `key` (a key this shard owns), cached.
     pub fn cached_dag(
         &self,
         key: &[u8],
         functions: &ShardFunctions,
     ) -> Result<Option<Arc<Dag>>, (Status, String)> {
-        if let Some(dag) = self.dag_cache.borrow().get(key) {
-            return Ok(Some(dag.clone()));
+        if let Some(dag) = self.cached_copy(key, functions) {
+            return Ok(Some(dag));
         }
+        let generation = functions.generations();
         let stored = match self.partition.borrow().get(key) {
             Some(Value::Lww(l)) => l.value().to_vec(),
             Some(_) => {
@@ -275,7 +314,7 @@ impl Shard {
         let dag = Arc::new(crate::functions::load_dag(functions, &stored)?);
         self.dag_cache
             .borrow_mut()
-            .insert(key.to_vec(), dag.clone());
+            .insert(key.to_vec(), (generation, dag.clone()));
         Ok(Some(dag))
     }
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
@@ -98,6 +99,9 @@ pub struct Registry {
     fixed: HashMap<String, Entry>,
     /// Registered by users, mirrored from the store.
     defined: RwLock<HashMap<String, Entry>>,
+    /// Bumped by every change of `defined`: what was validated against an
+    /// older generation must be validated again.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -195,7 +199,14 @@ impl Registry {
         self.defined_mut().remove(name).is_some()
     }
 
+    /// Changes with every user registration or removal.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn defined_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         // A panic while holding the lock cannot leave the map half-updated
         // (single insert/remove), so a poisoned lock is still consistent.
         self.defined

@@ -10,8 +10,19 @@ fn def(name: &str, functions: &[&str], edges: &[(&str, &str)]) -> DagDef {
     DagDef::new(name, functions, edges)
 }
 
+fn compose_again() -> DagDef {
+    def(
+        "compose",
+        &["increment", "square"],
+        &[("increment", "square")],
+    )
+}
+
 fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
-    vec![SourceArgs::values(function, vec![value.as_bytes().to_vec()])]
+    vec![SourceArgs::values(
+        function,
+        vec![value.as_bytes().to_vec()],
+    )]
 }
 
 #[test]
@@ -62,6 +73,25 @@ fn dags_compose_validate_survive_restart_and_delete() {
                 wire::message::Response::Output(b"9".to_vec())
             );
         }
+        // Both shards now hold a copy; re-registering makes both stale.
+        let flipped = def(
+            "compose",
+            &["square", "increment"],
+            &[("square", "increment")],
+        );
+        c.register_dag(flipped).await.unwrap();
+        for shard in 0..2u16 {
+            let req = wire::message::Request::CallDag(wire::message::DagCall::new(
+                "compose",
+                arg("square", "2"),
+            ));
+            assert_eq!(
+                c.call(shard, req).await.unwrap(),
+                wire::message::Response::Output(b"5".to_vec()),
+                "shard {shard} sees the new DAG"
+            );
+        }
+        c.register_dag(compose_again()).await.unwrap();
 
         // Fan-out and fan-in; echo as the sink shows the argument order
         // (square's result, then increment's: the DAG's list order).

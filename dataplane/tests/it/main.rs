@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod dags;
 mod e2e;
+mod engine;
 mod functions;
 mod harness;
 mod shutdown;
