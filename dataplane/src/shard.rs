@@ -36,6 +36,8 @@ pub struct ShardFunctions {
 /// (function registry, DAG) generations a cached DAG was validated under.
 pub type Generations = (u64, u64);
 
+type CachedDag = (Generations, Arc<Dag>);
+
 impl ShardFunctions {
     /// The generations now.
     #[must_use]
@@ -81,7 +83,7 @@ pub struct Shard {
     /// Validated DAGs by key — owned ones and copies of other shards' —
     /// each with the [`Generations`] it was read under: any DAG write or
     /// function change on the node makes every entry stale.
-    dag_cache: RefCell<HashMap<Vec<u8>, (Generations, Arc<Dag>)>>,
+    dag_cache: RefCell<HashMap<Vec<u8>, CachedDag>>,
     /// Calls with an output key running in the background now.
     pub background_calls: Cell<usize>,
     /// The encoded `Response::Hello` body for this shard.
