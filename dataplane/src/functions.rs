@@ -356,11 +356,12 @@ fn executor_loop(
             local = others;
         }
         // Skip steps whose call is over; resolve references of the rest.
+        // A step counts in this executor's load until it has run.
         let mut live = Vec::with_capacity(batch.len());
         let mut inputs = Vec::with_capacity(batch.len());
         for step in batch {
-            pool.load[index].fetch_sub(1, Ordering::Relaxed);
             if step.run.over() {
+                pool.load[index].fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             match resolve(&name, store, &step.args) {
@@ -369,6 +370,7 @@ fn executor_loop(
                     live.push(step);
                 }
                 Err(e) => {
+                    pool.load[index].fetch_sub(1, Ordering::Relaxed);
                     let mut here = Here::Executor {
                         index,
                         ex: &mut ex,
@@ -383,6 +385,7 @@ fn executor_loop(
         }
         let results = ex.call_batch(&name, store, &inputs);
         for (step, result) in live.into_iter().zip(results) {
+            pool.load[index].fetch_sub(1, Ordering::Relaxed);
             let mut here = Here::Executor {
                 index,
                 ex: &mut ex,

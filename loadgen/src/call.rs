@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::histogram;
-use wire::message::{DagDef, SourceArgs};
+use wire::message::{Arg, DagCall, DagDef, FnCall, Request, Response, SourceArgs};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CallArgs {
@@ -36,6 +36,12 @@ pub struct CallArgs {
     /// more = the throughput mode). Measured calls are split among them.
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
+    /// Client i sends its calls to shard i mod shards (each shard keeps a
+    /// copy of the DAG) instead of all to one shard (the DAG's owner for
+    /// compose, the first shard for call): the throughput mode over every
+    /// shard.
+    #[arg(long)]
+    pub spread: bool,
     /// CPU the echo server (the floor) runs on: put it where the node's
     /// shard runs, so both round trips cross the same cores.
     #[arg(long, default_value_t = 0)]
@@ -128,13 +134,32 @@ async fn one_client(
     let fn_args: Vec<Vec<u8>> = args.args.iter().map(|a| a.as_bytes().to_vec()).collect();
     let mut h = histogram();
     let mut last = Vec::new();
+    let shards = c.topology().shards.len().max(1);
+    let shard = u16::try_from(i % shards).unwrap_or(0);
     for n in 0..args.warmup + calls {
         let t0 = Instant::now();
-        last = if args.compose {
-            let sources = vec![SourceArgs::values("increment", fn_args.clone())];
-            c.call_dag(COMPOSE_DAG, sources, 0).await?
-        } else {
-            c.call_function(&args.function, fn_args.clone(), 0).await?
+        last = match (args.compose, args.spread) {
+            (true, false) => {
+                let sources = vec![SourceArgs::values("increment", fn_args.clone())];
+                c.call_dag(COMPOSE_DAG, sources, 0).await?
+            }
+            (false, false) => c.call_function(&args.function, fn_args.clone(), 0).await?,
+            (compose, true) => {
+                let request = if compose {
+                    let sources = vec![SourceArgs::values("increment", fn_args.clone())];
+                    Request::CallDag(DagCall::new(COMPOSE_DAG, sources))
+                } else {
+                    Request::Call(FnCall {
+                        function: args.function.as_bytes().to_vec(),
+                        args: fn_args.iter().cloned().map(Arg::Value).collect(),
+                        timeout_ms: 0,
+                    })
+                };
+                match c.call(shard, request).await? {
+                    Response::Output(out) => out,
+                    other => anyhow::bail!("unexpected reply {other:?}"),
+                }
+            }
         };
         if n >= args.warmup {
             h.record(t0.elapsed().as_nanos().max(1) as u64)?;
@@ -196,7 +221,7 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         let report = json!({
             "mode": mode,
             "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
-            "calls": args.calls,
+            "calls": args.calls, "clients": args.clients, "spread": args.spread,
             "result": String::from_utf8_lossy(&last),
             "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
             "mean_us": p.mean_us,
