@@ -99,6 +99,20 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# Throughput: 16 closed-loop clients calling square(increment(x)); the
+# 2-shard node with clients spread over both shards (each keeps a copy of
+# the DAG).
+TPUT_CALLS=${TPUT_CALLS:-100000}; [ "${1:-}" = "--quick" ] && TPUT_CALLS=5000
+for round in $(seq "$ROUNDS"); do
+  echo "bench: round $round/$ROUNDS compose throughput" >&2
+  taskset -c "$core_last" "$LOADGEN" compose --addr "$SQ1_ADDR" --calls "$TPUT_CALLS" --warmup 500 --clients 16 \
+    --json | tail -1 >"$OUT/tput-1shard-r$round.json"
+  if [ "$ncpu" -ge 2 ]; then
+    taskset -c "0-$core_last" "$LOADGEN" compose --addr "$SQ_ADDR" --calls "$TPUT_CALLS" --warmup 500 --clients 16 \
+      --spread --json | tail -1 >"$OUT/tput-2shards-r$round.json"
+  fi
+done
+
 python3 - "$OUT" <<'PY'
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
@@ -141,4 +155,15 @@ if fn:
                   f"{m('floor_p99_us'):.1f} us | {m('ratio_p50_to_floor'):.2f}x | {m('ratio_p99_to_floor'):.2f}x |")
     print("| Cloudburst square(increment(x)) (paper) | 3590 us | 6370 us | | | | |")
     print("| AWS Lambda, direct (paper) | 79600 us | 178000 us | | | | |")
+
+tput = {}
+for f in sorted(out.glob("tput-*-r*.json")):
+    tput.setdefault(f.stem.rsplit("-", 1)[0][len("tput-"):], []).append(json.loads(f.read_text()))
+if tput:
+    print(f"\nComposition throughput, 16 clients; median of {len(next(iter(tput.values())))} round(s)\n")
+    print("| node | compositions/s | median | p99 |")
+    print("|---|---|---|---|")
+    for label, rs in sorted(tput.items()):
+        m = lambda k: statistics.median(r[k] for r in rs)
+        print(f"| {label} | {m('ops_per_sec'):.0f} | {m('p50_us'):.0f} us | {m('p99_us'):.0f} us |")
 PY

@@ -541,6 +541,11 @@ pub async fn run_once(
         };
         dispatch(&run, triggers, &mut Here::Shard(ex));
     }
+    let mut rx = rx;
+    if let Ok(Some(result)) = rx.try_recv() {
+        // Finished on this thread (all-inline): no timer armed at all.
+        return result;
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     let expired = async {
         glommio::timer::sleep(left).await;
@@ -605,19 +610,18 @@ async fn run_retrying(
     options: &CallOptions,
 ) -> Result<Vec<u8>, CallError> {
     let mut attempt = 0;
+    let mut args = Some(args);
     loop {
         let deadline = deadline_after(options.timeout_ms);
         let spread = attempt > 0;
-        match run_once(
-            shard,
-            functions,
-            dag.clone(),
-            args.clone(),
-            deadline,
-            spread,
-        )
-        .await
-        {
+        // Keep a copy only while a re-run may still need it.
+        let this_run = if attempt < options.retries {
+            args.clone()
+        } else {
+            args.take()
+        }
+        .unwrap_or_default();
+        match run_once(shard, functions, dag.clone(), this_run, deadline, spread).await {
             Err(e) if e.retriable && attempt < options.retries => {
                 log::info!(
                     "{}: DAG {:?} run {} failed, running again: {}",

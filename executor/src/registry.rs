@@ -87,7 +87,7 @@ struct Entry {
     factory: Factory,
     placement: Placement,
     /// Which implementation: instances are kept per (name, implementation).
-    implementation: String,
+    implementation: Arc<str>,
 }
 
 /// Function names → factories and placements. Shared by every shard and
@@ -131,7 +131,7 @@ impl Registry {
     pub fn with_builtins() -> Registry {
         let mut r = Registry::default();
         for (name, factory, placement) in builtins() {
-            let implementation = name.to_owned();
+            let implementation: Arc<str> = Arc::from(name);
             r.fixed.insert(
                 name.to_owned(),
                 Entry {
@@ -160,7 +160,7 @@ impl Registry {
         if self.contains(name) {
             return Err(RegistryError::Exists(name.to_owned()));
         }
-        let implementation = name.to_owned();
+        let implementation: Arc<str> = Arc::from(name);
         self.fixed.insert(
             name.to_owned(),
             Entry {
@@ -189,7 +189,7 @@ impl Registry {
         self.check_definition(name, body)?;
         let FunctionBody::Builtin(b) = body;
         let mut entry = self.fixed[b].clone();
-        entry.implementation = format!("builtin:{b}");
+        entry.implementation = Arc::from(format!("builtin:{b}"));
         self.defined_mut().insert(name.to_owned(), entry);
         Ok(())
     }
@@ -239,7 +239,14 @@ impl Registry {
     /// Where `name` runs, if registered.
     #[must_use]
     pub fn placement(&self, name: &str) -> Option<Placement> {
-        self.entry(name).map(|e| e.placement)
+        if let Some(e) = self.fixed.get(name) {
+            return Some(e.placement);
+        }
+        self.defined
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .map(|e| e.placement)
     }
 
     /// Registered names (built-in and user), sorted.
@@ -264,12 +271,28 @@ pub struct Executor {
     registry: Arc<Registry>,
     post: Arc<Postbox>,
     /// By name: the implementation the instance came from, and the instance.
-    instances: HashMap<String, (String, Box<dyn Function>)>,
+    instances: HashMap<String, (Arc<str>, Box<dyn Function>)>,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor").field("id", &self.id).finish()
+    }
+}
+
+/// What one invocation receives: one trigger's arguments, or a batch.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    One(&'a [Vec<u8>]),
+    Batch(&'a [Vec<Vec<u8>>]),
+}
+
+impl Input<'_> {
+    fn len(self) -> usize {
+        match self {
+            Input::One(_) => 1,
+            Input::Batch(b) => b.len(),
+        }
     }
 }
 
@@ -309,7 +332,7 @@ impl Executor {
         store: &dyn Store,
         args: &[Vec<u8>],
     ) -> Result<Vec<u8>, FnError> {
-        self.call_batch(name, store, std::slice::from_ref(&args.to_vec()))
+        self.invoke(name, store, Input::One(args))
             .pop()
             .unwrap_or_else(|| Err(not_registered(name)))
     }
@@ -324,46 +347,59 @@ impl Executor {
         store: &dyn Store,
         batch: &[Vec<Vec<u8>>],
     ) -> Vec<Result<Vec<u8>, FnError>> {
-        let Some(entry) = self.registry.entry(name) else {
-            return batch.iter().map(|_| Err(not_registered(name))).collect();
+        match batch {
+            [one] => self.invoke(name, store, Input::One(one)),
+            _ => self.invoke(name, store, Input::Batch(batch)),
+        }
+    }
+
+    fn invoke(
+        &mut self,
+        name: &str,
+        store: &dyn Store,
+        input: Input<'_>,
+    ) -> Vec<Result<Vec<u8>, FnError>> {
+        let n = input.len();
+        let fail = |e: FnError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        // The current implementation of `name`: a fresh instance if it
+        // changed (re-registered) or none exists yet.
+        let current = self
+            .registry
+            .fixed
+            .get(name)
+            .map(|e| e.implementation.clone());
+        let stale = match (self.instances.get(name), &current) {
+            (Some((have, _)), Some(now)) => have != now,
+            (Some(_), None) | (None, _) => true,
         };
-        let fresh = match self.instances.get(name) {
-            Some((implementation, _)) => *implementation != entry.implementation,
-            None => true,
-        };
-        if fresh {
-            self.instances
-                .insert(name.to_owned(), (entry.implementation, (entry.factory)()));
+        if stale {
+            let Some(entry) = self.registry.entry(name) else {
+                self.instances.remove(name);
+                return fail(not_registered(name));
+            };
+            let fresh = match self.instances.get(name) {
+                Some((have, _)) => *have != entry.implementation,
+                None => true,
+            };
+            if fresh {
+                self.instances
+                    .insert(name.to_owned(), (entry.implementation, (entry.factory)()));
+            }
         }
         let Some((_, instance)) = self.instances.get_mut(name) else {
-            return batch.iter().map(|_| Err(not_registered(name))).collect();
+            return fail(not_registered(name));
         };
         let mut cx = Context::new(name, self.id, store, &self.post);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if let [args] = batch {
-                vec![instance.call(&mut cx, args)]
-            } else {
-                instance.call_batch(&mut cx, batch)
-            }
+        let outcome = catch_unwind(AssertUnwindSafe(|| match input {
+            Input::One(args) => vec![instance.call(&mut cx, args)],
+            Input::Batch(batch) => instance.call_batch(&mut cx, batch),
         }));
         match outcome {
-            Ok(results) if results.len() == batch.len() => results,
-            Ok(results) => {
-                let message = format!(
-                    "returned {} results for a batch of {}",
-                    results.len(),
-                    batch.len()
-                );
-                batch
-                    .iter()
-                    .map(|_| {
-                        Err(FnError::Failed {
-                            function: name.to_owned(),
-                            message: message.clone(),
-                        })
-                    })
-                    .collect()
-            }
+            Ok(results) if results.len() == n => results,
+            Ok(results) => fail(FnError::Failed {
+                function: name.to_owned(),
+                message: format!("returned {} results for a batch of {n}", results.len()),
+            }),
             Err(panic) => {
                 self.instances.remove(name);
                 let message = panic
@@ -371,15 +407,10 @@ impl Executor {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic payload".to_owned());
-                batch
-                    .iter()
-                    .map(|_| {
-                        Err(FnError::Panicked {
-                            function: name.to_owned(),
-                            message: message.clone(),
-                        })
-                    })
-                    .collect()
+                fail(FnError::Panicked {
+                    function: name.to_owned(),
+                    message,
+                })
             }
         }
     }
