@@ -85,6 +85,10 @@ impl<'a> Context<'a> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>, FnError> {
         self.store.get(key).map_err(|e| self.store_err(e))
     }
+    /// Several keys at once; values in the order of `keys`.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, FnError> {
+        self.store.get_many(keys).map_err(|e| self.store_err(e))
+    }
     pub fn put(&self, key: &[u8], value: Value) -> Result<(), FnError> {
         self.store.put(key, value).map_err(|e| self.store_err(e))
     }

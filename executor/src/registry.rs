@@ -625,6 +625,32 @@ mod tests {
     }
 
     #[test]
+    fn a_function_reads_several_keys_at_once() {
+        let (_, _, store) = setup();
+        let mut reg = Registry::with_builtins();
+        reg.register(
+            "pair",
+            factory_of(|cx: &mut Context<'_>, _: &[Vec<u8>]| {
+                let found = cx.get_many(&[b"a", b"missing", b"b"])?;
+                Ok(found
+                    .iter()
+                    .map(|v| match v {
+                        Some(Value::Max(n)) => n.to_string(),
+                        _ => "-".to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_bytes())
+            }),
+        )
+        .unwrap();
+        store.put(b"a", Value::Max(1)).unwrap();
+        store.put(b"b", Value::Max(2)).unwrap();
+        let mut ex = Executor::new(1, Arc::new(reg));
+        assert_eq!(ex.call("pair", &store, &[]).unwrap(), b"1,-,2");
+    }
+
+    #[test]
     fn incr_key_keeps_state_in_the_store() {
         let (mut ex, _reg, store) = setup();
         for want in ["1", "2"] {

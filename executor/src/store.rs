@@ -28,6 +28,10 @@ impl From<PartitionError> for StoreError {
 /// LWW values with timestamp 0 are stamped by the store.
 pub trait Store: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError>;
+    /// Several keys; values in the order of `keys`.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError>;
     /// `true` if a live value went away.
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError>;
