@@ -10,7 +10,8 @@
 # appendfsync everysec: both write every put to the OS before replying and
 # sync in the background), runs `loadgen kv` at pipeline 1 and 16 with 1 and
 # 2 Squall shards, then `loadgen compose` and `loadgen call` (functions,
-# beside a loopback floor), prints the tables with the ratios, writes the
+# beside a loopback floor and the same echo on glommio) and composition
+# throughput with 1 and 2 shards, prints the tables with the ratios, writes the
 # JSON of every run (and latency CDF plots) under bench-results/, and stops
 # what it started.
 #
@@ -144,17 +145,19 @@ for f in sorted(out.glob("fn-r*/*.json")):
 if fn:
     print(f"\nFunctions, one client, serial calls, 1-shard node; median of {len(next(iter(fn.values())))} round(s); "
           f"CDF plots: {out}/fn-r*/*-cdf.svg\n")
-    print("| system | median | p99 | floor median | floor p99 | median / floor | p99 / floor |")
-    print("|---|---|---|---|---|---|---|")
+    print("| system | median | p99 | floor median | floor p99 | median / floor | p99 / floor | glommio echo median | median / glommio echo |")
+    print("|---|---|---|---|---|---|---|---|---|")
     names = {"compose": "Squall square(increment(x))", "call": "Squall increment (single call)"}
     for mode in ("compose", "call"):
         rs = fn.get(mode, [])
         if rs:
             m = lambda k: statistics.median(r[k] for r in rs)
+            g = statistics.median(r.get("glommio_floor_p50_us") or 0 for r in rs)
+            gtxt = f"{g:.1f} us | {m('p50_us') / g:.2f}x" if g else "- | -"
             print(f"| {names[mode]} | {m('p50_us'):.1f} us | {m('p99_us'):.1f} us | {m('floor_p50_us'):.1f} us | "
-                  f"{m('floor_p99_us'):.1f} us | {m('ratio_p50_to_floor'):.2f}x | {m('ratio_p99_to_floor'):.2f}x |")
-    print("| Cloudburst square(increment(x)) (paper) | 3590 us | 6370 us | | | | |")
-    print("| AWS Lambda, direct (paper) | 79600 us | 178000 us | | | | |")
+                  f"{m('floor_p99_us'):.1f} us | {m('ratio_p50_to_floor'):.2f}x | {m('ratio_p99_to_floor'):.2f}x | {gtxt} |")
+    print("| Cloudburst square(increment(x)) (paper) | 3590 us | 6370 us | | | | | | |")
+    print("| AWS Lambda, direct (paper) | 79600 us | 178000 us | | | | | | |")
 
 tput = {}
 for f in sorted(out.glob("tput-*-r*.json")):

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use executor::dag::{Dag, DagSpec};
+use executor::registry::resolve;
 use executor::registry::{Executor, Registry};
-use executor::run::Arg;
+use executor::run::{Arg, DagRun, Progress};
+use executor::schedule;
 use executor::store::LocalStore;
 
 fn functions(c: &mut Criterion) {
@@ -28,6 +30,25 @@ fn functions(c: &mut Criterion) {
         [("increment".to_owned(), vec![Arg::Value(b"41".to_vec())])].into();
     c.bench_function("functions/dag_square_of_increment", |b| {
         b.iter(|| ex.run_dag(&dag, &store, args.clone()).expect("dag run"))
+    });
+    // What the node adds per DAG call before any I/O: the plan, the run's
+    // state machine, and the argument hand-over between the functions.
+    c.bench_function("functions/plan_and_run_square_of_increment", |b| {
+        b.iter(|| {
+            let plan = schedule::plan(&dag, &[None, None], &[0, 0], 0, 16);
+            let (mut run, mut ready) = DagRun::start(dag.clone(), args.clone()).expect("start");
+            let mut out = None;
+            while let Some(t) = ready.pop() {
+                let name = &dag.node(t.node).name;
+                let input = resolve(name, &store, &t.args).expect("args");
+                match run.complete(t.node, ex.call(name, &store, &input)) {
+                    Progress::Ready(more) => ready.extend(more),
+                    Progress::Finished(r) => out = Some(r.expect("result")),
+                    Progress::Ignored => {}
+                }
+            }
+            (plan, out)
+        })
     });
 }
 

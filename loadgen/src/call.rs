@@ -85,6 +85,67 @@ fn echo_server(cpu: usize) -> anyhow::Result<String> {
     Ok(addr)
 }
 
+/// The same echo on a glommio executor pinned to `cpu` (the runtime the
+/// node's shards use): the floor for a server on this runtime, so the gap
+/// between the two floors is the runtime's share of a request.
+fn glommio_echo_server(cpu: usize) -> anyhow::Result<String> {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (tx, rx) = std::sync::mpsc::channel();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+        .name("glommio-echo")
+        .io_memory(128 * 1024)
+        .spawn(move || async move {
+            let listener = match glommio::net::TcpListener::bind("127.0.0.1:0") {
+                Ok(l) => l,
+                Err(e) => return drop(tx.send(Err(e.to_string()))),
+            };
+            let _ = tx.send(
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .map_err(|e| e.to_string()),
+            );
+            while let Ok(mut s) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+        .map_err(|e| {
+            anyhow::anyhow!("starting the glommio echo (needs 512 KiB of locked memory): {e}")
+        })?;
+    rx.recv()?.map_err(|e| anyhow::anyhow!("glommio echo: {e}"))
+}
+
+/// `warmup + calls` echo round trips of 64 bytes to `addr`; the measured ones.
+async fn echo_floor(
+    addr: &str,
+    warmup: u64,
+    calls: u64,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let payload = vec![7u8; 64];
+    let mut back = vec![0u8; payload.len()];
+    let mut floor = histogram();
+    for i in 0..warmup + calls {
+        let t0 = Instant::now();
+        s.write_all(&payload).await?;
+        s.read_exact(&mut back).await?;
+        if i >= warmup {
+            floor.record(t0.elapsed().as_nanos().max(1) as u64)?;
+        }
+    }
+    Ok(floor)
+}
+
 struct Percentiles {
     p50_us: f64,
     p99_us: f64,
@@ -176,21 +237,17 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // The floor: the same number of bytes a call moves, echoed back.
+        // The floor: the same number of bytes a call moves, echoed back by
+        // a blocking thread; and the same echo on glommio (the runtime floor).
         let echo = echo_server(args.echo_cpu)?;
-        let mut s = tokio::net::TcpStream::connect(&echo).await?;
-        s.set_nodelay(true)?;
-        let payload = vec![7u8; 64];
-        let mut back = vec![0u8; payload.len()];
-        let mut floor = histogram();
-        for i in 0..args.warmup + args.calls {
-            let t0 = Instant::now();
-            s.write_all(&payload).await?;
-            s.read_exact(&mut back).await?;
-            if i >= args.warmup {
-                floor.record(t0.elapsed().as_nanos().max(1) as u64)?;
+        let floor = echo_floor(&echo, args.warmup, args.calls).await?;
+        let runtime_floor = match glommio_echo_server(args.echo_cpu) {
+            Ok(addr) => Some(echo_floor(&addr, args.warmup, args.calls).await?),
+            Err(e) => {
+                eprintln!("loadgen: no glommio echo floor: {e:#}");
+                None
             }
-        }
+        };
 
         let label = if args.compose {
             register_compose(args).await?;
@@ -216,6 +273,7 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed();
         let (p, f) = (percentiles(&h), percentiles(&floor));
+        let g = runtime_floor.as_ref().map(percentiles);
         let mode = if args.compose { "compose" } else { "call" };
         let ops = ((args.warmup + per_client) * args.clients as u64) as f64 / elapsed.as_secs_f64();
         let report = json!({
@@ -226,6 +284,8 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
             "mean_us": p.mean_us,
             "floor_p50_us": f.p50_us, "floor_p99_us": f.p99_us,
+            "glommio_floor_p50_us": g.as_ref().map(|g| g.p50_us),
+            "glommio_floor_p99_us": g.as_ref().map(|g| g.p99_us),
             "ratio_p50_to_floor": p.p50_us / f.p50_us, "ratio_p99_to_floor": p.p99_us / f.p99_us,
         });
         if let Some(dir) = &args.out {
@@ -236,11 +296,11 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
                 "{label}: latency CDF, {} calls, {} client(s)",
                 args.calls, args.clients
             );
-            crate::report::write_cdf_svg(
-                &plot,
-                &title,
-                &[("Squall", &h), ("loopback TCP echo (floor)", &floor)],
-            )?;
+            let mut series = vec![("Squall", &h), ("loopback TCP echo (floor)", &floor)];
+            if let Some(g) = &runtime_floor {
+                series.push(("the same echo on glommio", g));
+            }
+            crate::report::write_cdf_svg(&plot, &title, &series)?;
         }
         if args.json {
             println!("{report}");
@@ -263,6 +323,12 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
                 "| loopback TCP echo (this run, the floor) | {:.1} µs | {:.1} µs |",
                 f.p50_us, f.p99_us
             );
+            if let Some(g) = &g {
+                println!(
+                    "| the same echo on a glommio executor (this run: the runtime's floor) | {:.1} µs | {:.1} µs |",
+                    g.p50_us, g.p99_us
+                );
+            }
             println!("| Cloudburst, square(increment(x)) (paper) | 3590 µs | 6370 µs |");
             println!("| AWS Lambda, direct (paper) | 79600 µs | 178000 µs |");
             println!(

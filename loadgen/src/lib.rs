@@ -9,6 +9,9 @@
 //! Speaks to Squall only through `client`/`wire` (what any user has); it
 //! never links the node. Redis is driven through the `redis` crate, a
 //! well-known client, with the same request mix, pipelining and timing.
+//! It uses glommio only to run the runtime's own echo floor (`loadgen call`
+//! and `compose` measure a bare echo on a blocking thread and on a glommio
+//! executor beside every run), never to talk to the node.
 
 pub mod call;
 pub mod kv;
