@@ -49,13 +49,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ncpu=$(nproc)
 core_last=$((ncpu - 1))
 
-start_squall() { # shards cpus -> sets SQ_PID SQ_ADDR
-  local shards=$1 cpus=$2 port; port=$(free_port)
+start_squall() { # shards cpus [node flags...] -> sets SQ_PID SQ_ADDR
+  local shards=$1 cpus=$2 port; shift 2; port=$(free_port)
+  local name="squall-$shards-$port"
   taskset -c "$cpus" "$SQUALL" node --shards "$shards" --listen "127.0.0.1:$port" \
-    --data-dir "$TMP/squall-$shards" --fsync batch >"$TMP/squall-$shards.out" 2>"$TMP/squall-$shards.err" &
+    --data-dir "$TMP/$name" --fsync batch "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   SQ_PID=$!; PIDS+=("$SQ_PID")
-  for _ in $(seq 100); do grep -q "squall ready" "$TMP/squall-$shards.out" 2>/dev/null && break; sleep 0.1; done
-  grep -q "squall ready" "$TMP/squall-$shards.out" || { cat "$TMP/squall-$shards.err" >&2; exit 1; }
+  for _ in $(seq 100); do grep -q "squall ready" "$TMP/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "squall ready" "$TMP/$name.out" || { cat "$TMP/$name.err" >&2; exit 1; }
   SQ_ADDR="127.0.0.1:$port"
 }
 # All servers start once and stay up; idle ones cost nothing. Runs are
@@ -92,11 +93,16 @@ done
 # a loopback echo floor measured in the same run (echo thread on core 0,
 # like the 1-shard node); interleaved rounds; CDF plots next to the JSON.
 CALLS=${CALLS:-10000}; [ "${1:-}" = "--quick" ] && CALLS=1000
+# The same on a node whose shard spins 50 us before sleeping (the bounded
+# spin the design offers: a core's idle cycles for fewer wake-ups).
+start_squall 1 0 --spin-before-park-us 50; SQ1S_ADDR=$SQ_ADDR
 for round in $(seq "$ROUNDS"); do
   for mode in compose call; do
     echo "bench: round $round/$ROUNDS $mode" >&2
     taskset -c "$core_last" "$LOADGEN" "$mode" --addr "$SQ1_ADDR" --calls "$CALLS" --warmup $((CALLS / 10)) \
       --echo-cpu 0 --out "$OUT/fn-r$round" --json >/dev/null
+    taskset -c "$core_last" "$LOADGEN" "$mode" --addr "$SQ1S_ADDR" --calls "$CALLS" --warmup $((CALLS / 10)) \
+      --echo-cpu 0 --out "$OUT/fnspin-r$round" --json >/dev/null
   done
 done
 
@@ -142,13 +148,16 @@ for (label, p), rs in sorted(runs.items(), key=lambda kv: (int(kv[0][1]), kv[0][
 fn = {}
 for f in sorted(out.glob("fn-r*/*.json")):
     fn.setdefault(f.stem, []).append(json.loads(f.read_text()))
+for f in sorted(out.glob("fnspin-r*/*.json")):
+    fn.setdefault(f.stem + "-spin", []).append(json.loads(f.read_text()))
 if fn:
     print(f"\nFunctions, one client, serial calls, 1-shard node; median of {len(next(iter(fn.values())))} round(s); "
           f"CDF plots: {out}/fn-r*/*-cdf.svg\n")
     print("| system | median | p99 | floor median | floor p99 | median / floor | p99 / floor | glommio echo median | median / glommio echo |")
     print("|---|---|---|---|---|---|---|---|---|")
-    names = {"compose": "Squall square(increment(x))", "call": "Squall increment (single call)"}
-    for mode in ("compose", "call"):
+    names = {"compose": "Squall square(increment(x))", "call": "Squall increment (single call)",
+             "compose-spin": "... same, shard spins 50 us before parking", "call-spin": "... same, shard spins 50 us before parking"}
+    for mode in ("compose", "compose-spin", "call", "call-spin"):
         rs = fn.get(mode, [])
         if rs:
             m = lambda k: statistics.median(r[k] for r in rs)
