@@ -31,7 +31,8 @@ use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
 use executor::limits::{CONTINUATIONS_MAX, RETRIES_MAX};
 use executor::registry::{stored as fn_stored, FunctionBody};
-use executor::run::Arg;
+use executor::run::{check_sources, Arg};
+use executor::store::NoStore;
 use kvs_core::lattice::{Lww, Timestamp};
 use std::sync::Arc;
 
@@ -43,6 +44,16 @@ fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
             w::ArchivedArg::Ref(k) => Arg::Ref(k.to_vec()),
         })
         .collect()
+}
+
+/// Whether every function of `dag` runs inline (pure built-ins, one
+/// replica, no batching): such a DAG can run start to end on the shard.
+fn all_inline(dag: &Dag, functions: &crate::shard::ShardFunctions) -> bool {
+    dag.nodes().iter().all(|n| {
+        n.options.replicas == 1
+            && n.options.batch_max == 1
+            && functions.registry.placement(&n.name) == Some(Placement::Inline)
+    })
 }
 
 fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
@@ -522,6 +533,34 @@ impl Conn {
         } else {
             self.shard.cached_copy(&key, &functions)
         };
+        if let Some(dag) = &local {
+            if let Err(msg) = check_sources(dag, &args) {
+                return self.error(request_id, Status::InvalidArgument, &msg);
+            }
+            let plain = output_key.is_empty()
+                && options.then.is_empty()
+                && options.retries == 0
+                && args.values().flatten().all(|a| matches!(a, Arg::Value(_)));
+            if plain && all_inline(dag, &functions) {
+                // Pure built-ins only: run the whole DAG now on this thread
+                // and answer in this batch (no run state, no hand-off).
+                let result = self
+                    .shard
+                    .inline
+                    .borrow_mut()
+                    .as_mut()
+                    .map(|ex| ex.run_dag(dag, &NoStore, args));
+                return match result {
+                    Some(Ok(out)) => self.reply(request_id, &w::Response::Output(out)),
+                    Some(Err(e)) => self.error(request_id, Status::FunctionFailed, &e.to_string()),
+                    None => self.error(
+                        request_id,
+                        Status::Internal,
+                        "this shard has no inline executor",
+                    ),
+                };
+            }
+        }
         let shard = self.shard.clone();
         if !output_key.is_empty() {
             let error_key = [wire::ERROR_KEY_PREFIX.as_bytes(), &output_key].concat();

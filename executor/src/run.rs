@@ -45,6 +45,20 @@ pub enum Progress {
     Ignored,
 }
 
+/// Refuses arguments for functions that are not sources of `dag`.
+pub fn check_sources<V>(dag: &Dag, args: &HashMap<String, V>) -> Result<(), String> {
+    match args
+        .keys()
+        .find(|f| !dag.sources().iter().any(|&s| dag.node(s).name == **f))
+    {
+        Some(f) => Err(format!(
+            "{f:?} is not a source function of DAG {:?}",
+            dag.name()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The state of one DAG call.
 #[derive(Debug)]
 pub struct DagRun {
@@ -64,15 +78,7 @@ impl DagRun {
         dag: Arc<Dag>,
         mut args: HashMap<String, Vec<Arg>>,
     ) -> Result<(DagRun, Vec<Trigger>), String> {
-        if let Some(f) = args
-            .keys()
-            .find(|f| !dag.sources().iter().any(|&s| dag.node(s).name == **f))
-        {
-            return Err(format!(
-                "{f:?} is not a source function of DAG {:?}",
-                dag.name()
-            ));
-        }
+        check_sources(&dag, &args)?;
         let triggers = dag
             .sources()
             .iter()
