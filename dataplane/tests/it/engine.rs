@@ -168,6 +168,30 @@ fn continuations_references_locality_and_parallel_branches() {
         let err = c.call_dag_with(call).await.unwrap_err();
         assert_eq!(err.status(), Some(Status::UnknownDag), "{err}");
 
+        // Through the engine (a re-run allowed keeps a DAG off the
+        // in-request path) fan-in order is still the list order.
+        let edges = [
+            ("sum", "square"),
+            ("sum", "increment"),
+            ("square", "echo"),
+            ("increment", "echo"),
+        ];
+        for (name, list, want) in [
+            ("sq-first", ["sum", "square", "increment", "echo"], "94"),
+            ("inc-first", ["sum", "increment", "square", "echo"], "49"),
+        ] {
+            c.register_dag(DagDef::new(name, &list, &edges))
+                .await
+                .unwrap();
+            let mut call = DagCall::new(name, arg("sum", "3"));
+            call.retries = 1;
+            assert_eq!(
+                c.call_dag_with(call).await.unwrap(),
+                want.as_bytes(),
+                "{name}"
+            );
+        }
+
         // References are read just before the call, from any shard.
         let (k0, k1) = (key_on(&c, 0, "ref-"), key_on(&c, 1, "ref-"));
         c.put(k0.as_bytes(), lww("6")).await.unwrap();
