@@ -6,6 +6,7 @@
 #   loadgen:  of Squall crates only client and wire (never the node); glommio
 #             only for the runtime's echo floor it measures beside the node
 #   executor: no runtime, never the node (reaches the store through a trait)
+#   wasm-host: wasmtime and executor only: no network runtime, never the node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ forbid kvs-core glommio tokio mio wire client dataplane loadgen
 forbid wire glommio tokio mio kvs-core client dataplane loadgen
 forbid client glommio kvs-core dataplane loadgen
 forbid loadgen kvs-core dataplane executor
-forbid executor glommio tokio dataplane loadgen client
+forbid executor glommio tokio dataplane loadgen client wasmtime wasm-host
+forbid wasm-host glommio tokio mio dataplane loadgen client wire
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs beyond the Rust toolchain, if missing:
 #   - redis-server (the benchmark's comparison target; Debian package)
+#   - the wasm32-unknown-unknown Rust target (the example guests; rustup)
 # Safe to run repeatedly. Run as root (or with sudo available).
 set -euo pipefail
 
@@ -14,6 +15,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing ${need_apt[*]} (apt)" >&2
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  echo "install-deps: adding the wasm32-unknown-unknown target (rustup)" >&2
+  rustup target add wasm32-unknown-unknown >&2
 fi
 # The packaged service may have started on 6379; the benchmark runs its own.
 exit 0

@@ -15,8 +15,10 @@ if [ "$(ulimit -l)" != unlimited ] && [ "$(ulimit -l)" -lt 4096 ]; then
 fi
 
 step() { echo; echo "== $*"; }
-step "format";       cargo fmt --all -- --check
+step "format";       cargo fmt --all -- --check && cargo fmt --all --manifest-path guests/Cargo.toml -- --check
+step "guests";       ./scripts/build-guests.sh
 step "clippy";       cargo clippy --release --workspace --all-targets --locked -- -D warnings
+cargo clippy --release --locked --target wasm32-unknown-unknown --manifest-path guests/Cargo.toml -- -D warnings
 step "boundaries";   ./scripts/check-deps.sh
 step "tests";        cargo test --release --workspace --all-targets --locked
 step "doc tests";    cargo test --release --workspace --doc --locked

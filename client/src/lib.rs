@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
     Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, Hello,
-    KvDelete, KvGet, KvPut, Request, Response, ShardStats, SourceArgs, Topology, Value,
+    KvDelete, KvGet, KvPut, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
 };
 use wire::Status;
 
@@ -271,6 +271,32 @@ impl Client {
         let req = Request::RegisterFunction(FunctionDef {
             name: name.as_bytes().to_vec(),
             body: FunctionBody::Builtin(builtin.as_bytes().to_vec()),
+        });
+        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        match self.call(shard, req).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Uploads a WebAssembly module as function `name`, with its sandbox
+    /// limits (0 = the node's default for each). The node compiles and
+    /// checks it before storing it; a refusal says why.
+    pub async fn register_wasm(
+        &mut self,
+        name: &str,
+        module: Vec<u8>,
+        memory_mb: u32,
+        timeout_ms: u32,
+    ) -> Result<()> {
+        let req = Request::RegisterFunction(FunctionDef {
+            name: name.as_bytes().to_vec(),
+            body: FunctionBody::Wasm(WasmBody {
+                module,
+                memory_mb,
+                timeout_ms,
+                result_bytes_max: 0,
+            }),
         });
         let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
         match self.call(shard, req).await? {

@@ -118,12 +118,22 @@ enum FnCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Register NAME as another name of a built-in (stored in the KVS: it
-    /// survives restarts and every shard sees it).
+    /// Register function NAME: a WebAssembly MODULE file (compiled and checked
+    /// by the node, run sandboxed), or `--builtin B`, another name of a
+    /// built-in. Stored in the KVS: it survives restarts and every shard sees it.
     Register {
         name: String,
+        /// A `.wasm` file built with the guest SDK (see docs/functions.md).
+        #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
+        module: Option<PathBuf>,
         #[arg(long)]
-        builtin: String,
+        builtin: Option<String>,
+        /// The guest's linear memory limit (default 64, at most 256).
+        #[arg(long, default_value_t = 0)]
+        memory_mb: u32,
+        /// The guest's CPU time per call (default 1000, at most 60000).
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u32,
         #[command(flatten)]
         conn: Conn,
     },
@@ -193,9 +203,9 @@ struct Conn {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Give up after this long.
+    /// The client gives up on the node after this long.
     #[arg(long, default_value_t = 5000, global = true)]
-    timeout_ms: u64,
+    client_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -402,7 +412,7 @@ fn connect_blocking<T>(
         .build()?;
     rt.block_on(async {
         let opts = ClientOptions {
-            timeout: Duration::from_millis(conn.timeout_ms),
+            timeout: Duration::from_millis(conn.client_timeout_ms),
             client_name: name.into(),
         };
         let mut c = Client::connect(&conn.addr, opts)
@@ -422,11 +432,25 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
         }
         FnCommand::Register {
             name,
+            module,
             builtin,
+            memory_mb,
+            timeout_ms,
             conn,
         } => {
+            let module = module
+                .map(|path| {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+                })
+                .transpose()?;
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.register_function(&name, &builtin).await?)
+                match (module, builtin) {
+                    (Some(bytes), _) => {
+                        Ok(c.register_wasm(&name, bytes, memory_mb, timeout_ms).await?)
+                    }
+                    (None, Some(b)) => Ok(c.register_function(&name, &b).await?),
+                    (None, None) => anyhow::bail!("give a MODULE file or --builtin"),
+                }
             })?;
             print_out(
                 conn.json,
@@ -482,7 +506,7 @@ fn kv(cmd: KvCommand) -> anyhow::Result<()> {
             | KvCommand::Del { conn, .. }
             | KvCommand::Stats { conn } => conn,
         };
-        let opts = ClientOptions { timeout: Duration::from_millis(conn.timeout_ms), client_name: "squall-cli".into() };
+        let opts = ClientOptions { timeout: Duration::from_millis(conn.client_timeout_ms), client_name: "squall-cli".into() };
         let mut c = Client::connect(&conn.addr, opts).await.with_context(|| format!("connecting to {}", conn.addr))?;
         let json = conn.json;
         match &cmd {

@@ -30,7 +30,7 @@ use crate::shard::{bump, Shard};
 use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
 use executor::limits::{CONTINUATIONS_MAX, RETRIES_MAX};
-use executor::registry::{stored as fn_stored, FunctionBody};
+use executor::registry::{stored as fn_stored, FunctionBody, SandboxLimits, WasmModule};
 use executor::run::{check_sources, Arg};
 use executor::store::NoStore;
 use kvs_core::lattice::{Lww, Timestamp};
@@ -434,6 +434,23 @@ impl Conn {
         let body = match &def.body {
             w::ArchivedFunctionBody::Builtin(b) => {
                 FunctionBody::Builtin(String::from_utf8_lossy(b.as_slice()).into_owned())
+            }
+            w::ArchivedFunctionBody::Wasm(m) => {
+                let limits = match SandboxLimits::new(
+                    m.memory_mb.to_native(),
+                    m.timeout_ms.to_native(),
+                    m.result_bytes_max.to_native(),
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let msg = format!("function {name:?} refused: {e}");
+                        return self.error(request_id, Status::InvalidArgument, &msg);
+                    }
+                };
+                FunctionBody::Wasm(WasmModule {
+                    bytes: m.module.to_vec(),
+                    limits,
+                })
             }
         };
         if let Err(e) = functions.registry.check_definition(&name, &body) {

@@ -81,7 +81,10 @@ impl CallError {
 impl From<FnError> for CallError {
     fn from(e: FnError) -> CallError {
         CallError {
-            status: Status::FunctionFailed,
+            status: match e {
+                FnError::LimitExceeded { .. } => Status::LimitExceeded,
+                _ => Status::FunctionFailed,
+            },
             retriable: e.is_retriable(),
             message: e.to_string(),
         }

@@ -98,7 +98,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     // Function executors: `executors_per_shard` beside each shard, pinned to
     // the shard's core; they reach the store through per-shard request
     // queues and each other through mailboxes.
-    let registry = Arc::new(Registry::with_builtins());
+    let wasm = wasm_host::WasmRuntime::new().context("starting the WebAssembly runtime")?;
+    let registry = Arc::new(Registry::with_builtins().with_wasm(wasm));
     let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
         .unzip();

@@ -28,6 +28,10 @@ pub enum FnError {
     /// another replica's valid result wins.
     #[error("function {function}: invalid result: {reason}")]
     Invalid { function: String, reason: String },
+    /// The function broke a sandbox limit (memory, CPU time, result size);
+    /// its instance was discarded.
+    #[error("function {function}: {message}")]
+    LimitExceeded { function: String, message: String },
     #[error("function {function}: store: {source}")]
     Store {
         function: String,

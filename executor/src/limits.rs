@@ -26,3 +26,26 @@ pub const CONTINUATIONS_MAX: usize = 8;
 
 /// Re-runs of a failed or timed-out DAG one call may ask for.
 pub const RETRIES_MAX: u32 = 5;
+
+/// Default and largest linear memory of a WebAssembly function (MiB). The
+/// node reserves address space for its instance slots at this maximum.
+pub const WASM_MEMORY_MB_DEFAULT: u32 = 64;
+pub const WASM_MEMORY_MB_MAX: u32 = 256;
+
+/// Default and largest CPU time of one WebAssembly call (ms), enforced by
+/// epoch interruption with a `WASM_EPOCH_TICK_MS` granularity.
+pub const WASM_TIMEOUT_MS_DEFAULT: u32 = 1_000;
+pub const WASM_TIMEOUT_MS_MAX: u32 = 60_000;
+pub const WASM_EPOCH_TICK_MS: u64 = 5;
+
+/// Default and largest result of one WebAssembly call (bytes).
+pub const WASM_RESULT_BYTES_DEFAULT: u32 = 1 << 20;
+pub const WASM_RESULT_BYTES_MAX: u32 = 4 << 20;
+
+/// Largest uploaded module: it is stored in one KVS value (1 MiB) with its
+/// record header.
+pub const WASM_MODULE_BYTES_MAX: usize = (1 << 20) - 64;
+
+/// WebAssembly instances one node keeps at once (one per executor and
+/// function in use); the pooling allocator reserves this many slots.
+pub const WASM_INSTANCES_MAX: u32 = 256;

@@ -17,7 +17,10 @@ use thiserror::Error;
 
 use crate::dag::Dag;
 use crate::function::{builtins, Context, Factory, FnError, Function, Placement};
-use crate::limits::NAME_BYTES_MAX;
+use crate::limits::{
+    NAME_BYTES_MAX, WASM_MEMORY_MB_DEFAULT, WASM_MEMORY_MB_MAX, WASM_RESULT_BYTES_DEFAULT,
+    WASM_RESULT_BYTES_MAX, WASM_TIMEOUT_MS_DEFAULT, WASM_TIMEOUT_MS_MAX,
+};
 use crate::message::Postbox;
 use crate::run::{Arg, DagRun, Progress};
 use crate::store::Store;
@@ -33,6 +36,10 @@ pub enum RegistryError {
     Builtin(String),
     #[error("there is no built-in function named {0:?}")]
     UnknownBuiltin(String),
+    #[error("module refused: {0}")]
+    InvalidModule(String),
+    #[error("this node runs no WebAssembly")]
+    NoWasm,
 }
 
 /// What a registered function runs.
@@ -40,6 +47,72 @@ pub enum RegistryError {
 pub enum FunctionBody {
     /// A built-in function, under another name.
     Builtin(String),
+    /// An uploaded WebAssembly module, run sandboxed.
+    Wasm(WasmModule),
+}
+
+/// An uploaded module and the limits it runs under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WasmModule {
+    pub bytes: Vec<u8>,
+    pub limits: SandboxLimits,
+}
+
+/// What one WebAssembly function may use; set at registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxLimits {
+    pub memory_mb: u32,
+    pub timeout_ms: u32,
+    pub result_bytes_max: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            memory_mb: WASM_MEMORY_MB_DEFAULT,
+            timeout_ms: WASM_TIMEOUT_MS_DEFAULT,
+            result_bytes_max: WASM_RESULT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl SandboxLimits {
+    /// Limits asked for (0 = default), checked against the maxima.
+    pub fn new(
+        memory_mb: u32,
+        timeout_ms: u32,
+        result_bytes_max: u32,
+    ) -> Result<SandboxLimits, String> {
+        let d = SandboxLimits::default();
+        let pick = |v: u32, default: u32| if v == 0 { default } else { v };
+        let l = SandboxLimits {
+            memory_mb: pick(memory_mb, d.memory_mb),
+            timeout_ms: pick(timeout_ms, d.timeout_ms),
+            result_bytes_max: pick(result_bytes_max, d.result_bytes_max),
+        };
+        for (what, v, max) in [
+            ("memory_mb", l.memory_mb, WASM_MEMORY_MB_MAX),
+            ("timeout_ms", l.timeout_ms, WASM_TIMEOUT_MS_MAX),
+            (
+                "result_bytes_max",
+                l.result_bytes_max,
+                WASM_RESULT_BYTES_MAX,
+            ),
+        ] {
+            if v > max {
+                return Err(format!("{what} is at most {max}, not {v}"));
+            }
+        }
+        Ok(l)
+    }
+}
+
+/// Turns uploaded modules into functions (implemented by `wasm-host`, so
+/// this crate does not depend on a WebAssembly runtime).
+pub trait WasmCompiler: Send + Sync {
+    /// Compiles and checks `module` (imports, exports) for function `name`;
+    /// the factory makes one sandboxed instance per executor.
+    fn compile(&self, name: &str, module: &WasmModule) -> Result<Factory, String>;
 }
 
 /// A registered function's stored form.
@@ -50,6 +123,7 @@ pub mod stored {
     pub const KEY_PREFIX: &str = "squall:fn:";
     const VERSION: u8 = 1;
     const KIND_BUILTIN: u8 = 1;
+    const KIND_WASM: u8 = 2;
 
     #[must_use]
     pub fn key(name: &str) -> Vec<u8> {
@@ -63,11 +137,25 @@ pub mod stored {
             .and_then(|n| std::str::from_utf8(n).ok())
     }
 
-    /// `[version, kind, body...]`.
+    /// `[version, kind, body...]`; a WebAssembly body is its three limits
+    /// (u32 LE each: memory MiB, timeout ms, result bytes) then the module.
     #[must_use]
     pub fn encode(body: &FunctionBody) -> Vec<u8> {
         match body {
             FunctionBody::Builtin(b) => [&[VERSION, KIND_BUILTIN][..], b.as_bytes()].concat(),
+            FunctionBody::Wasm(m) => {
+                let mut out = Vec::with_capacity(14 + m.bytes.len());
+                out.extend_from_slice(&[VERSION, KIND_WASM]);
+                for v in [
+                    m.limits.memory_mb,
+                    m.limits.timeout_ms,
+                    m.limits.result_bytes_max,
+                ] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(&m.bytes);
+                out
+            }
         }
     }
 
@@ -76,6 +164,18 @@ pub mod stored {
             [VERSION, KIND_BUILTIN, rest @ ..] => std::str::from_utf8(rest)
                 .map(|b| FunctionBody::Builtin(b.to_owned()))
                 .map_err(|_| "built-in name is not UTF-8".to_owned()),
+            [VERSION, KIND_WASM, rest @ ..] if rest.len() >= 12 => {
+                let u =
+                    |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+                Ok(FunctionBody::Wasm(super::WasmModule {
+                    limits: super::SandboxLimits {
+                        memory_mb: u(0),
+                        timeout_ms: u(4),
+                        result_bytes_max: u(8),
+                    },
+                    bytes: rest[12..].to_vec(),
+                }))
+            }
             [v, k, ..] => Err(format!("unknown function record version {v} kind {k}")),
             _ => Err("function record too short".to_owned()),
         }
@@ -102,6 +202,8 @@ pub struct Registry {
     /// Bumped by every change of `defined`: what was validated against an
     /// older generation must be validated again.
     generation: AtomicU64,
+    /// Compiles uploaded WebAssembly; none: such registrations are refused.
+    wasm: Option<Arc<dyn WasmCompiler>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -144,6 +246,13 @@ impl Registry {
         r
     }
 
+    /// Accepts WebAssembly registrations, compiled by `compiler`.
+    #[must_use]
+    pub fn with_wasm(mut self, compiler: Arc<dyn WasmCompiler>) -> Registry {
+        self.wasm = Some(compiler);
+        self
+    }
+
     /// Compiles in a function that runs on executor threads.
     pub fn register(&mut self, name: &str, factory: Factory) -> Result<(), RegistryError> {
         self.register_with(name, factory, Placement::Executor)
@@ -172,24 +281,57 @@ impl Registry {
         Ok(())
     }
 
-    /// Checks a user registration without applying it (before it is stored).
+    /// Checks a user registration without applying it (before it is
+    /// stored): the name, the built-in, or the module (compiled here).
     pub fn check_definition(&self, name: &str, body: &FunctionBody) -> Result<(), RegistryError> {
+        self.entry_for(name, body).map(|_| ())
+    }
+
+    fn entry_for(&self, name: &str, body: &FunctionBody) -> Result<Entry, RegistryError> {
         check_name(name)?;
         if self.fixed.contains_key(name) {
             return Err(RegistryError::Builtin(name.to_owned()));
         }
         match body {
-            FunctionBody::Builtin(b) if self.fixed.contains_key(b) => Ok(()),
-            FunctionBody::Builtin(b) => Err(RegistryError::UnknownBuiltin(b.clone())),
+            FunctionBody::Builtin(b) => {
+                let mut entry = self
+                    .fixed
+                    .get(b)
+                    .cloned()
+                    .ok_or_else(|| RegistryError::UnknownBuiltin(b.clone()))?;
+                entry.implementation = Arc::from(format!("builtin:{b}"));
+                Ok(entry)
+            }
+            FunctionBody::Wasm(module) => {
+                let compiler = self.wasm.as_ref().ok_or(RegistryError::NoWasm)?;
+                let factory = compiler
+                    .compile(name, module)
+                    .map_err(RegistryError::InvalidModule)?;
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&module.bytes, &mut h);
+                std::hash::Hash::hash(
+                    &(
+                        module.limits.memory_mb,
+                        module.limits.timeout_ms,
+                        module.limits.result_bytes_max,
+                    ),
+                    &mut h,
+                );
+                Ok(Entry {
+                    factory,
+                    placement: Placement::Executor,
+                    implementation: Arc::from(format!(
+                        "wasm:{:016x}",
+                        std::hash::Hasher::finish(&h)
+                    )),
+                })
+            }
         }
     }
 
     /// Applies a user registration (replacing any earlier one of the name).
     pub fn define(&self, name: &str, body: &FunctionBody) -> Result<(), RegistryError> {
-        self.check_definition(name, body)?;
-        let FunctionBody::Builtin(b) = body;
-        let mut entry = self.fixed[b].clone();
-        entry.implementation = Arc::from(format!("builtin:{b}"));
+        let entry = self.entry_for(name, body)?;
         self.defined_mut().insert(name.to_owned(), entry);
         Ok(())
     }

@@ -45,6 +45,18 @@ pub struct FunctionDef {
 pub enum FunctionBody {
     /// A built-in function (by its name), under the new name.
     Builtin(Vec<u8>),
+    /// An uploaded WebAssembly module, run sandboxed.
+    Wasm(WasmBody),
+}
+
+/// A WebAssembly module and its sandbox limits (0 = the node's default).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct WasmBody {
+    pub module: Vec<u8>,
+    pub memory_mb: u32,
+    pub timeout_ms: u32,
+    pub result_bytes_max: u32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

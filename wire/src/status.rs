@@ -40,11 +40,14 @@ pub enum Status {
     UnknownDag = 16,
     /// The DAG was refused at registration; the message says why.
     InvalidDag = 17,
+    /// A sandboxed function broke a limit set at its registration (memory,
+    /// CPU time, result size); the message says which.
+    LimitExceeded = 18,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 17] = [
+    pub const ALL: [Status; 18] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -62,6 +65,7 @@ impl Status {
         Status::UnknownFunction,
         Status::UnknownDag,
         Status::InvalidDag,
+        Status::LimitExceeded,
     ];
 
     /// The wire value.
@@ -97,6 +101,7 @@ impl Status {
             Status::UnknownFunction => "unknown_function",
             Status::UnknownDag => "unknown_dag",
             Status::InvalidDag => "invalid_dag",
+            Status::LimitExceeded => "limit_exceeded",
         }
     }
 }

@@ -424,7 +424,7 @@ fn the_cli_puts_gets_and_deletes_every_cli_lattice() {
         "k",
         "--addr",
         "127.0.0.1:1",
-        "--timeout-ms",
+        "--client-timeout-ms",
         "500",
     ]);
     assert_ne!(code, 0);

@@ -209,3 +209,31 @@ pub fn segments(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The path of example guest `name` (`guests/`), built on first use with
+/// `scripts/build-guests.sh` (which test.sh has usually run already).
+pub fn guest_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join(format!(
+        "guests/target/wasm32-unknown-unknown/release/{name}.wasm"
+    ));
+    BUILT.get_or_init(|| {
+        let status = Command::new(root.join("scripts/build-guests.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/build-guests.sh");
+        assert!(status.success(), "scripts/build-guests.sh failed");
+    });
+    assert!(
+        path.exists(),
+        "{} missing after building the guests",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of example guest `name`.
+pub fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(guest_path(name)).expect("read guest")
+}

@@ -11,3 +11,4 @@ mod engine;
 mod functions;
 mod harness;
 mod shutdown;
+mod wasm;

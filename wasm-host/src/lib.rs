@@ -1,0 +1,318 @@
+//! # wasm-host — uploaded WebAssembly functions, sandboxed
+//!
+//! Runs guest modules with wasmtime behind the executor's
+//! [`executor::function::Function`] trait, so they register, call, batch and
+//! compose in DAGs exactly like native functions.
+//!
+//! * [`WasmRuntime`]: one per node. One wasmtime engine (cranelift, epoch
+//!   interruption, pooling instance allocator), one linker with the host API,
+//!   a cache of compiled modules (a module is compiled once at upload), and a
+//!   thread that advances the epoch every `WASM_EPOCH_TICK_MS`.
+//! * [`WasmFunction`]: one per executor and function. It instantiates the
+//!   module once (from an `InstancePre`, from the pool) and reuses the
+//!   instance for every call — like a class function, its memory persists —
+//!   until a call traps or breaks a limit; then the instance is dropped and
+//!   the next call gets a fresh one.
+//!
+//! The guest ABI (module `squall`) is specified in `docs/functions.md`; the
+//! guest SDK in `guests/sdk` implements its other side.
+//!
+//! ## Boundary
+//! Depends on `executor` (the Function trait, the state API) and wasmtime;
+//! never on the node or a network runtime. `scripts/check-deps.sh` checks it.
+
+mod abi;
+mod host;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use executor::function::{Context, Factory, FnError, Function};
+use executor::limits::{
+    WASM_EPOCH_TICK_MS, WASM_INSTANCES_MAX, WASM_MEMORY_MB_MAX, WASM_MODULE_BYTES_MAX,
+};
+use executor::registry::{SandboxLimits, WasmCompiler, WasmModule};
+use thiserror::Error;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
+    PoolingAllocationConfig, Store, Trap, TypedFunc,
+};
+
+use crate::host::{Host, HostError};
+
+/// The runtime could not start.
+#[derive(Debug, Error)]
+#[error("WebAssembly runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// Compiled modules kept for re-registration and restarts of a name.
+const MODULE_CACHE_MAX: usize = 64;
+
+/// The node's WebAssembly engine, host API and compiled modules.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<Host>,
+    /// Compiled modules by content hash (upload and each shard's apply of
+    /// the stored registration compile once).
+    cache: Mutex<HashMap<u64, Module>>,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime").finish_non_exhaustive()
+    }
+}
+
+impl WasmRuntime {
+    /// Starts the engine and its epoch thread.
+    pub fn new() -> Result<Arc<WasmRuntime>, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(WASM_INSTANCES_MAX)
+            .total_tables(WASM_INSTANCES_MAX)
+            .total_core_instances(WASM_INSTANCES_MAX)
+            .max_memory_size(WASM_MEMORY_MB_MAX as usize * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        host::define(&mut linker).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(WASM_EPOCH_TICK_MS));
+                ticker.increment_epoch();
+            })
+            .map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Compiles `bytes` (or takes it from the cache) and checks that it is
+    /// a Squall guest: only `squall` imports of the right types, and the
+    /// `memory`, `squall_alloc` and `squall_call` exports.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Module, InstancePre<Host>), String> {
+        if bytes.len() > WASM_MODULE_BYTES_MAX {
+            return Err(format!(
+                "a module is at most {WASM_MODULE_BYTES_MAX} bytes, not {}",
+                bytes.len()
+            ));
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err("not a WebAssembly module (no \\0asm header)".to_owned());
+        }
+        let key = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(bytes, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let cached = self.lock_cache().get(&key).cloned();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, bytes)
+                    .map_err(|e| format!("does not compile: {e:#}"))?;
+                let mut cache = self.lock_cache();
+                if cache.len() >= MODULE_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(key, m.clone());
+                m
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| format!("imports: {e:#}"))?;
+        abi::check_exports(&module)?;
+        Ok((module, pre))
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Module>> {
+        // Inserts and clears cannot be interrupted halfway.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl WasmCompiler for WasmRuntime {
+    fn compile(&self, _name: &str, module: &WasmModule) -> Result<Factory, String> {
+        let (_, pre) = WasmRuntime::compile(self, &module.bytes)?;
+        let limits = module.limits;
+        let engine = self.engine.clone();
+        Ok(Arc::new(move || {
+            Box::new(WasmFunction {
+                pre: pre.clone(),
+                engine: engine.clone(),
+                limits,
+                live: None,
+            }) as Box<dyn Function>
+        }))
+    }
+}
+
+/// One executor's instance of a WebAssembly function.
+pub struct WasmFunction {
+    pre: InstancePre<Host>,
+    engine: Engine,
+    limits: SandboxLimits,
+    live: Option<Live>,
+}
+
+impl std::fmt::Debug for WasmFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmFunction")
+            .field("limits", &self.limits)
+            .field("instantiated", &self.live.is_some())
+            .finish()
+    }
+}
+
+/// A live instance and its entry points.
+struct Live {
+    store: Store<Host>,
+    alloc: TypedFunc<i32, i32>,
+    call: TypedFunc<(i32, i32), i64>,
+    memory: Memory,
+}
+
+impl WasmFunction {
+    fn instantiate(&self) -> wasmtime::Result<Live> {
+        let mut store = Store::new(&self.engine, Host::new(self.limits));
+        store.limiter(|h| &mut h.limiter);
+        store.set_epoch_deadline(epoch_ticks(self.limits.timeout_ms));
+        let instance = self.pre.instantiate(&mut store)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+        store.data_mut().memory = Some(memory);
+        Ok(Live {
+            alloc: instance.get_typed_func(&mut store, "squall_alloc")?,
+            call: instance.get_typed_func(&mut store, "squall_call")?,
+            memory,
+            store,
+        })
+    }
+
+    fn run(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        if self.live.is_none() {
+            let live = self.instantiate().map_err(|e| self.error(cx, &e, None))?;
+            self.live = Some(live);
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(cx.fail("no instance"));
+        };
+        let input = abi::encode_args(args);
+        let len = i32::try_from(input.len()).map_err(|_| cx.fail("arguments exceed 2 GiB"))?;
+        live.store
+            .set_epoch_deadline(epoch_ticks(self.limits.timeout_ms));
+        let outcome = host::with_context(&mut live.store, cx, |store| {
+            let ptr = live.alloc.call(&mut *store, len)?;
+            live.memory
+                .write(&mut *store, ptr as u32 as usize, &input)
+                .map_err(|_| wasmtime::Error::msg("squall_alloc returned memory out of bounds"))?;
+            live.call.call(&mut *store, (ptr, len))
+        });
+        let host = live.store.data_mut();
+        let declared = host.outcome.take();
+        let memory_denied = std::mem::take(&mut host.limiter.denied);
+        match outcome {
+            Ok(packed) => {
+                if let Some((kind, message)) = declared {
+                    return Err(if kind == abi::FAIL_INVALID {
+                        cx.invalid(message)
+                    } else {
+                        cx.fail(message)
+                    });
+                }
+                let (ptr, len) = ((packed >> 32) as u32 as usize, packed as u32 as usize);
+                if len > self.limits.result_bytes_max as usize {
+                    self.live = None;
+                    return Err(limit(
+                        cx,
+                        format!(
+                            "returned {len} bytes; its result limit is {} bytes",
+                            self.limits.result_bytes_max
+                        ),
+                    ));
+                }
+                let data = live.memory.data(&live.store);
+                data.get(ptr..ptr.saturating_add(len))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| cx.fail("returned a result outside its memory"))
+            }
+            Err(e) => {
+                self.live = None; // state unknown after a trap: start afresh
+                let interrupted = matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt));
+                match declared {
+                    // The SDK's panic hook reported the panic, then trapped.
+                    Some((_, message)) if !memory_denied && !interrupted => {
+                        Err(match cx.fail(message) {
+                            FnError::Failed { function, message } => {
+                                FnError::Panicked { function, message }
+                            }
+                            other => other,
+                        })
+                    }
+                    _ => Err(self.error(cx, &e, Some(memory_denied))),
+                }
+            }
+        }
+    }
+
+    fn error(&self, cx: &Context<'_>, e: &wasmtime::Error, memory_denied: Option<bool>) -> FnError {
+        if memory_denied == Some(true) || e.downcast_ref::<host::MemoryLimit>().is_some() {
+            return limit(
+                cx,
+                format!(
+                    "grew past its memory limit of {} MiB",
+                    self.limits.memory_mb
+                ),
+            );
+        }
+        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+            return limit(
+                cx,
+                format!(
+                    "ran past its CPU time limit of {} ms",
+                    self.limits.timeout_ms
+                ),
+            );
+        }
+        if let Some(HostError(message)) = e.downcast_ref::<HostError>() {
+            return cx.fail(message.clone());
+        }
+        if let Some(trap) = e.downcast_ref::<Trap>() {
+            return cx.fail(format!("trapped: {trap}"));
+        }
+        cx.fail(format!("{e:#}"))
+    }
+}
+
+fn limit(cx: &Context<'_>, message: String) -> FnError {
+    match cx.fail(message) {
+        FnError::Failed { function, message } => FnError::LimitExceeded { function, message },
+        other => other,
+    }
+}
+
+/// Epoch ticks for `timeout_ms` (at least one whole tick beyond it).
+fn epoch_ticks(timeout_ms: u32) -> u64 {
+    u64::from(timeout_ms).div_ceil(WASM_EPOCH_TICK_MS) + 1
+}
+
+impl Function for WasmFunction {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        self.run(cx, args)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! The runtime against hand-written guests (WAT): the ABI, every host call,
+//! limits, traps, and upload checks. The Rust guests of `guests/` are tested
+//! through a running node (`dataplane/tests/it/wasm.rs`).
+
+use std::sync::Arc;
+
+use executor::function::FnError;
+use executor::message::Postbox;
+use executor::registry::{Executor, FunctionBody, Registry, SandboxLimits, WasmModule};
+use executor::store::{LocalStore, Store};
+use kvs_core::lattice::Value;
+
+use super::*;
+
+/// A bump allocator and the exports every guest needs; `body` defines
+/// `squall_call`.
+fn guest(imports: &str, body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            {imports}
+            (memory (export "memory") 1)
+            (global $next (mut i32) (i32.const 1024))
+            (func (export "squall_alloc") (param $len i32) (result i32)
+              (local $p i32)
+              (local.set $p (global.get $next))
+              (global.set $next (i32.add (global.get $next) (local.get $len)))
+              (local.get $p))
+            {body})"#
+    ))
+    .expect("valid WAT")
+}
+
+/// Returns its encoded arguments as the result.
+const ECHO_ARGS: &str = r#"(func (export "squall_call") (param $p i32) (param $n i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32)) (i64.extend_i32_u (local.get $n))))"#;
+
+fn registry(
+    name: &str,
+    bytes: Vec<u8>,
+    limits: SandboxLimits,
+) -> (Arc<Registry>, Result<(), String>) {
+    let runtime = WasmRuntime::new().expect("runtime");
+    let reg = Registry::with_builtins().with_wasm(runtime);
+    let outcome = reg
+        .define(name, &FunctionBody::Wasm(WasmModule { bytes, limits }))
+        .map_err(|e| e.to_string());
+    (Arc::new(reg), outcome)
+}
+
+#[test]
+fn a_guest_gets_its_arguments_and_returns_bytes_and_its_instance_is_reused() {
+    let (reg, ok) = registry("echo_args", guest("", ECHO_ARGS), SandboxLimits::default());
+    ok.unwrap();
+    let mut ex = Executor::new(3, reg);
+    let store = LocalStore::default();
+    let out = ex
+        .call("echo_args", &store, &[b"ab".to_vec(), b"c".to_vec()])
+        .unwrap();
+    assert_eq!(out, abi::encode_args(&[b"ab".to_vec(), b"c".to_vec()]));
+    // Same instance: its bump allocator moved on, results still right.
+    for _ in 0..100 {
+        assert_eq!(
+            ex.call("echo_args", &store, &[b"x".to_vec()]).unwrap(),
+            abi::encode_args(&[b"x".to_vec()])
+        );
+    }
+}
+
+#[test]
+fn every_host_call_works_from_a_guest() {
+    // put("k", Max 5); get("k") → pending; take_pending into 2048; delete;
+    // send to executor 9 (no mailbox: inbox key); recv; log; get_id; the
+    // result is the 9 bytes of the encoded Max value read back.
+    let imports = r#"
+        (import "squall" "get" (func $get (param i32 i32) (result i32)))
+        (import "squall" "put" (func $put (param i32 i32 i32 i32)))
+        (import "squall" "delete" (func $delete (param i32 i32) (result i32)))
+        (import "squall" "take_pending" (func $take (param i32)))
+        (import "squall" "send" (func $send (param i64 i32 i32) (result i32)))
+        (import "squall" "recv" (func $recv (result i32)))
+        (import "squall" "log" (func $log (param i32 i32 i32)))
+        (import "squall" "get_id" (func $get_id (result i64)))"#;
+    let body = r#"
+        (data (i32.const 16) "k")
+        (data (i32.const 32) "\03\05\00\00\00\00\00\00\00")
+        (data (i32.const 64) "hi")
+        (func (export "squall_call") (param i32 i32) (result i64)
+          (local $n i32)
+          (call $put (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 9))
+          (local.set $n (call $get (i32.const 16) (i32.const 1)))
+          (call $take (i32.const 2048))
+          (drop (call $delete (i32.const 16) (i32.const 1)))
+          (drop (call $send (i64.const 9) (i32.const 64) (i32.const 2)))
+          (drop (call $recv))
+          (call $log (i32.const 2) (i32.const 64) (i32.const 2))
+          (if (i64.ne (call $get_id) (i64.const 3)) (then unreachable))
+          (i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.extend_i32_u (local.get $n))))"#;
+    let (reg, ok) = registry("kitchen", guest(imports, body), SandboxLimits::default());
+    ok.unwrap();
+    let post = Arc::new(Postbox::new([3], 4, 0));
+    let mut ex = Executor::with_post(3, reg, post);
+    let store = LocalStore::default();
+    let out = ex.call("kitchen", &store, &[]).unwrap();
+    assert_eq!(out, abi::encode_value(&Value::Max(5)).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), None, "deleted");
+    let Some(Value::OrderedSet(inbox)) = store.get(b"squall:inbox:9").unwrap() else {
+        panic!("the message to 9 waits in its inbox key")
+    };
+    assert!(inbox.iter().next().unwrap().ends_with(b"hi"));
+}
+
+#[test]
+fn limits_and_traps_end_the_call_with_the_reason_and_the_next_call_works() {
+    let looping = r#"(func (export "squall_call") (param $p i32) (param $n i32) (result i64)
+        (if (i32.eq (local.get $n) (i32.const 8)) (then (loop (br 0))))
+        (i64.const 0))"#;
+    let limits = SandboxLimits::new(0, 50, 0).unwrap();
+    let (reg, ok) = registry("spin", guest("", looping), limits);
+    ok.unwrap();
+    let mut ex = Executor::new(1, reg);
+    let store = LocalStore::default();
+    let t0 = std::time::Instant::now();
+    // One argument of 0 bytes encodes to 8 bytes: the loop.
+    let err = ex.call("spin", &store, &[vec![]]).unwrap_err();
+    assert!(matches!(err, FnError::LimitExceeded { .. }), "{err}");
+    assert!(err.to_string().contains("CPU time limit of 50 ms"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        ex.call("spin", &store, &[]).unwrap(),
+        b"",
+        "a fresh instance serves the next call"
+    );
+
+    let grow = r#"(func (export "squall_call") (param i32 i32) (result i64)
+        (drop (memory.grow (i32.const 1000)))
+        (i64.const 0))"#;
+    let (reg, ok) = registry(
+        "grow",
+        guest("", grow),
+        SandboxLimits::new(16, 0, 0).unwrap(),
+    );
+    ok.unwrap();
+    let err = Executor::new(1, reg).call("grow", &store, &[]).unwrap_err();
+    assert!(matches!(err, FnError::LimitExceeded { .. }), "{err}");
+    assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
+
+    let trap = r#"(func (export "squall_call") (param i32 i32) (result i64) unreachable)"#;
+    let (reg, ok) = registry("trap", guest("", trap), SandboxLimits::default());
+    ok.unwrap();
+    let err = Executor::new(1, reg).call("trap", &store, &[]).unwrap_err();
+    assert!(err.to_string().contains("function trap: trapped"), "{err}");
+
+    let big = r#"(func (export "squall_call") (param i32 i32) (result i64) (i64.const 100))"#;
+    let (reg, ok) = registry("big", guest("", big), SandboxLimits::new(0, 0, 10).unwrap());
+    ok.unwrap();
+    let err = Executor::new(1, reg).call("big", &store, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("result limit is 10 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_guest_can_fail_or_declare_its_result_invalid() {
+    let imports = r#"(import "squall" "fail" (func $fail (param i32 i32 i32)))"#;
+    let body = r#"(data (i32.const 16) "nope")
+        (func (export "squall_call") (param $p i32) (param $n i32) (result i64)
+          (call $fail (i32.eq (local.get $n) (i32.const 8)) (i32.const 16) (i32.const 4))
+          (i64.const 0))"#;
+    let (reg, ok) = registry("picky", guest(imports, body), SandboxLimits::default());
+    ok.unwrap();
+    let mut ex = Executor::new(1, reg);
+    let store = LocalStore::default();
+    // No arguments (4 encoded bytes): an error; one empty argument (8
+    // bytes): an invalid result.
+    let err = ex.call("picky", &store, &[]).unwrap_err();
+    assert_eq!(
+        err,
+        FnError::Failed {
+            function: "picky".into(),
+            message: "nope".into()
+        }
+    );
+    let err = ex.call("picky", &store, &[b"".to_vec()]).unwrap_err();
+    assert_eq!(
+        err,
+        FnError::Invalid {
+            function: "picky".into(),
+            reason: "nope".into()
+        }
+    );
+}
+
+#[test]
+fn uploads_that_are_not_guests_are_refused_with_the_reason() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"hello".to_vec(), "not a WebAssembly module"),
+        (b"\0asm\x01\0\0\0\x99".to_vec(), "does not compile"),
+        (
+            wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap(),
+            "missing export function `squall_alloc`",
+        ),
+        (
+            guest(
+                r#"(import "squall" "get" (func (param i32) (result i32)))"#,
+                ECHO_ARGS,
+            ),
+            "imports",
+        ),
+        (
+            guest(r#"(import "env" "clock" (func (result i64)))"#, ECHO_ARGS),
+            "imports",
+        ),
+        (
+            guest(
+                "",
+                r#"(func (export "squall_call") (param i32) (result i64) (i64.const 0))"#,
+            ),
+            "it must be (i32 i32) -> i64",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let (_, outcome) = registry("bad", bytes, SandboxLimits::default());
+        let err = outcome.unwrap_err();
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+    assert!(SandboxLimits::new(100_000, 0, 0).is_err());
+}
