@@ -38,6 +38,11 @@ pub const WASM_TIMEOUT_MS_DEFAULT: u32 = 1_000;
 pub const WASM_TIMEOUT_MS_MAX: u32 = 60_000;
 pub const WASM_EPOCH_TICK_MS: u64 = 5;
 
+/// A pure guest (no store or messaging imports) whose CPU limit is at most
+/// this runs inline on the shard's thread, like the pure built-ins: the
+/// limit bounds how long it can hold the shard.
+pub const WASM_INLINE_TIMEOUT_MS_MAX: u32 = 10;
+
 /// Default and largest result of one WebAssembly call (bytes).
 pub const WASM_RESULT_BYTES_DEFAULT: u32 = 1 << 20;
 pub const WASM_RESULT_BYTES_MAX: u32 = 4 << 20;

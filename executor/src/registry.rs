@@ -111,8 +111,9 @@ impl SandboxLimits {
 /// this crate does not depend on a WebAssembly runtime).
 pub trait WasmCompiler: Send + Sync {
     /// Compiles and checks `module` (imports, exports) for function `name`;
-    /// the factory makes one sandboxed instance per executor.
-    fn compile(&self, name: &str, module: &WasmModule) -> Result<Factory, String>;
+    /// the factory makes one sandboxed instance per executor, and the
+    /// placement says where it may run.
+    fn compile(&self, name: &str, module: &WasmModule) -> Result<(Factory, Placement), String>;
 }
 
 /// A registered function's stored form.
@@ -304,7 +305,7 @@ impl Registry {
             }
             FunctionBody::Wasm(module) => {
                 let compiler = self.wasm.as_ref().ok_or(RegistryError::NoWasm)?;
-                let factory = compiler
+                let (factory, placement) = compiler
                     .compile(name, module)
                     .map_err(RegistryError::InvalidModule)?;
                 let mut h = std::hash::DefaultHasher::new();
@@ -319,7 +320,7 @@ impl Registry {
                 );
                 Ok(Entry {
                     factory,
-                    placement: Placement::Executor,
+                    placement,
                     implementation: Arc::from(format!(
                         "wasm:{:016x}",
                         std::hash::Hasher::finish(&h)

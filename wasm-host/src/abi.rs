@@ -11,6 +11,10 @@ use wasmtime::{ExternType, Module};
 /// any other kind (the SDK sends 0) is an error.
 pub const FAIL_INVALID: i32 = 1;
 
+/// Host calls that touch neither the store nor other executors: a guest
+/// importing only these is pure.
+pub const PURE_IMPORTS: [&str; 4] = ["fail", "log", "get_id", "take_pending"];
+
 const TAG_LWW: u8 = 0;
 const TAG_SET: u8 = 1;
 const TAG_ORDERED_SET: u8 = 2;

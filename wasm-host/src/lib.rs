@@ -28,9 +28,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use executor::function::{Context, Factory, FnError, Function};
+use executor::function::{Context, Factory, FnError, Function, Placement};
 use executor::limits::{
-    WASM_EPOCH_TICK_MS, WASM_INSTANCES_MAX, WASM_MEMORY_MB_MAX, WASM_MODULE_BYTES_MAX,
+    WASM_EPOCH_TICK_MS, WASM_INLINE_TIMEOUT_MS_MAX, WASM_INSTANCES_MAX, WASM_MEMORY_MB_MAX,
+    WASM_MODULE_BYTES_MAX,
 };
 use executor::registry::{SandboxLimits, WasmCompiler, WasmModule};
 use thiserror::Error;
@@ -143,18 +144,29 @@ impl WasmRuntime {
 }
 
 impl WasmCompiler for WasmRuntime {
-    fn compile(&self, _name: &str, module: &WasmModule) -> Result<Factory, String> {
-        let (_, pre) = WasmRuntime::compile(self, &module.bytes)?;
+    fn compile(&self, _name: &str, module: &WasmModule) -> Result<(Factory, Placement), String> {
+        let (compiled, pre) = WasmRuntime::compile(self, &module.bytes)?;
         let limits = module.limits;
+        // Pure (no store or messaging imports) and short: like a pure
+        // built-in, it may run on the shard's own thread.
+        let pure = compiled
+            .imports()
+            .all(|i| abi::PURE_IMPORTS.contains(&i.name()));
+        let placement = if pure && limits.timeout_ms <= WASM_INLINE_TIMEOUT_MS_MAX {
+            Placement::Inline
+        } else {
+            Placement::Executor
+        };
         let engine = self.engine.clone();
-        Ok(Arc::new(move || {
+        let factory: Factory = Arc::new(move || {
             Box::new(WasmFunction {
                 pre: pre.clone(),
                 engine: engine.clone(),
                 limits,
                 live: None,
             }) as Box<dyn Function>
-        }))
+        });
+        Ok((factory, placement))
     }
 }
 

@@ -226,3 +226,23 @@ fn uploads_that_are_not_guests_are_refused_with_the_reason() {
     }
     assert!(SandboxLimits::new(100_000, 0, 0).is_err());
 }
+
+#[test]
+fn pure_short_guests_run_inline_and_the_rest_on_executor_threads() {
+    use executor::function::Placement;
+    let store_import = r#"(import "squall" "get" (func (param i32 i32) (result i32)))"#;
+    for (imports, timeout_ms, want) in [
+        ("", 5, Placement::Inline),
+        ("", 0, Placement::Executor),
+        (store_import, 5, Placement::Executor),
+    ] {
+        let limits = SandboxLimits::new(0, timeout_ms, 0).unwrap();
+        let (reg, ok) = registry("f", guest(imports, ECHO_ARGS), limits);
+        ok.unwrap();
+        assert_eq!(
+            reg.placement("f"),
+            Some(want),
+            "imports {imports:?}, timeout {timeout_ms}"
+        );
+    }
+}

@@ -46,6 +46,31 @@ fn uploaded_guests_run_compose_in_a_dag_and_survive_restart() {
             c.call_dag("wcompose", arg("winc", "41"), 0).await.unwrap(),
             b"1764"
         );
+        // Pure guests with a short CPU limit run inline on the shard: same
+        // answers through the in-request path.
+        c.register_wasm("pinc", guest("increment"), 0, 10)
+            .await
+            .unwrap();
+        c.register_wasm("psq", guest("square"), 0, 10)
+            .await
+            .unwrap();
+        c.register_dag(DagDef::new(
+            "pcompose",
+            &["pinc", "psq"],
+            &[("pinc", "psq")],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.call_dag("pcompose", arg("pinc", "41"), 0).await.unwrap(),
+            b"1764"
+        );
+        assert_eq!(
+            c.call_function("pinc", vec![b"1".to_vec()], 0)
+                .await
+                .unwrap(),
+            b"2"
+        );
         // Guest errors come back with the guest's message.
         let err = c
             .call_function("winc", vec![b"x".to_vec()], 0)
