@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub partial_frame_timeout_ms: u64,
     /// Function executor threads beside each shard (on its core).
     pub executors_per_shard: usize,
+    /// What compiles uploaded WebAssembly.
+    pub wasm_compiler: wasm_host::Compiler,
 }
 
 /// Shared between the main thread and the shards.
@@ -98,7 +100,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     // Function executors: `executors_per_shard` beside each shard, pinned to
     // the shard's core; they reach the store through per-shard request
     // queues and each other through mailboxes.
-    let wasm = wasm_host::WasmRuntime::new().context("starting the WebAssembly runtime")?;
+    let wasm = wasm_host::WasmRuntime::new(config.wasm_compiler)
+        .context("starting the WebAssembly runtime")?;
     let registry = Arc::new(Registry::with_builtins().with_wasm(wasm));
     let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))

@@ -52,9 +52,41 @@ pub struct CallArgs {
     /// Also write the JSON result and an SVG latency CDF into this folder.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Which implementation of increment and square: the node's built-ins,
+    /// or the example WebAssembly guests uploaded by this run (see --guests).
+    #[arg(long, value_enum, default_value = "native")]
+    pub functions: Functions,
+    /// Where the built guests are (`scripts/build-guests.sh`).
+    #[arg(long, default_value = "guests/target/wasm32-unknown-unknown/release")]
+    pub guests: std::path::PathBuf,
+    /// The uploaded guests' CPU limit: 10 ms or less lets a pure guest run
+    /// inline on the shard, as the native built-ins do.
+    #[arg(long, default_value_t = 10)]
+    pub wasm_timeout_ms: u32,
     /// Set by `loadgen compose`: call the DAG square(increment(x)) instead.
     #[arg(skip)]
     pub compose: bool,
+}
+
+/// Implementations of the benchmark's functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Functions {
+    Native,
+    Wasm,
+}
+
+impl CallArgs {
+    /// (source function, sink function, DAG) names for this run.
+    fn names(&self) -> (&'static str, &'static str, &'static str) {
+        match self.functions {
+            Functions::Native => ("increment", "square", COMPOSE_DAG),
+            Functions::Wasm => (
+                "loadgen-wasm-increment",
+                "loadgen-wasm-square",
+                "loadgen-compose-wasm",
+            ),
+        }
+    }
 }
 
 /// Name of the DAG `loadgen compose` registers: increment → square.
@@ -173,15 +205,44 @@ async fn connect(args: &CallArgs, i: usize) -> anyhow::Result<Client> {
         .with_context(|| format!("connecting to {}", args.addr))
 }
 
-async fn register_compose(args: &CallArgs) -> anyhow::Result<()> {
+/// What uploading the guests cost, per guest: the registration (compile +
+/// checks + durable write) and the first call (instantiation + call).
+#[derive(Debug, Default)]
+struct Upload {
+    register_ms: Vec<f64>,
+    first_call_us: Vec<f64>,
+}
+
+/// Registers what the run calls: the guests (timed) when the functions are
+/// WebAssembly, and the composition DAG.
+async fn register(args: &CallArgs) -> anyhow::Result<Upload> {
     let mut c = connect(args, 0).await?;
-    c.register_dag(DagDef::new(
-        COMPOSE_DAG,
-        &["increment", "square"],
-        &[("increment", "square")],
-    ))
-    .await?;
-    Ok(())
+    let (inc, sq, dag) = args.names();
+    let mut upload = Upload::default();
+    if args.functions == Functions::Wasm {
+        for (name, file, input) in [(inc, "increment", "41"), (sq, "square", "42")] {
+            let path = args.guests.join(format!("{file}.wasm"));
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!(
+                    "reading {} (build it with scripts/build-guests.sh)",
+                    path.display()
+                )
+            })?;
+            let t0 = Instant::now();
+            c.register_wasm(name, bytes, 0, args.wasm_timeout_ms)
+                .await?;
+            let t1 = Instant::now();
+            c.call_function(name, vec![input.as_bytes().to_vec()], 0)
+                .await?;
+            upload.register_ms.push((t1 - t0).as_secs_f64() * 1e3);
+            upload.first_call_us.push(t1.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    if args.compose {
+        c.register_dag(DagDef::new(dag, &[inc, sq], &[(inc, sq)]))
+            .await?;
+    }
+    Ok(upload)
 }
 
 /// One closed-loop client: `warmup` unmeasured calls, then `calls`
@@ -197,21 +258,27 @@ async fn one_client(
     let mut last = Vec::new();
     let shards = c.topology().shards.len().max(1);
     let shard = u16::try_from(i % shards).unwrap_or(0);
+    let (inc, _, dag) = args.names();
+    let function = if args.functions == Functions::Wasm && !args.compose {
+        inc
+    } else {
+        args.function.as_str()
+    };
     for n in 0..args.warmup + calls {
         let t0 = Instant::now();
         last = match (args.compose, args.spread) {
             (true, false) => {
-                let sources = vec![SourceArgs::values("increment", fn_args.clone())];
-                c.call_dag(COMPOSE_DAG, sources, 0).await?
+                let sources = vec![SourceArgs::values(inc, fn_args.clone())];
+                c.call_dag(dag, sources, 0).await?
             }
-            (false, false) => c.call_function(&args.function, fn_args.clone(), 0).await?,
+            (false, false) => c.call_function(function, fn_args.clone(), 0).await?,
             (compose, true) => {
                 let request = if compose {
-                    let sources = vec![SourceArgs::values("increment", fn_args.clone())];
-                    Request::CallDag(DagCall::new(COMPOSE_DAG, sources))
+                    let sources = vec![SourceArgs::values(inc, fn_args.clone())];
+                    Request::CallDag(DagCall::new(dag, sources))
                 } else {
                     Request::Call(FnCall {
-                        function: args.function.as_bytes().to_vec(),
+                        function: function.as_bytes().to_vec(),
                         args: fn_args.iter().cloned().map(Arg::Value).collect(),
                         timeout_ms: 0,
                     })
@@ -249,11 +316,12 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
             }
         };
 
-        let label = if args.compose {
-            register_compose(args).await?;
-            "square(increment(x))".to_owned()
-        } else {
-            format!("`{}`", args.function)
+        let upload = register(args).await?;
+        let label = match (args.compose, args.functions) {
+            (true, Functions::Native) => "square(increment(x))".to_owned(),
+            (true, Functions::Wasm) => "square(increment(x)), WebAssembly guests".to_owned(),
+            (false, Functions::Native) => format!("`{}`", args.function),
+            (false, Functions::Wasm) => "`increment`, WebAssembly guest".to_owned(),
         };
         // Every client makes `calls / clients` measured calls, serially.
         let per_client = args.calls.div_ceil(args.clients as u64);
@@ -274,12 +342,19 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
         let elapsed = started.elapsed();
         let (p, f) = (percentiles(&h), percentiles(&floor));
         let g = runtime_floor.as_ref().map(percentiles);
-        let mode = if args.compose { "compose" } else { "call" };
+        let mode = match (args.compose, args.functions) {
+            (true, Functions::Native) => "compose",
+            (true, Functions::Wasm) => "compose-wasm",
+            (false, Functions::Native) => "call",
+            (false, Functions::Wasm) => "call-wasm",
+        };
         let ops = ((args.warmup + per_client) * args.clients as u64) as f64 / elapsed.as_secs_f64();
         let report = json!({
             "mode": mode,
             "function": if args.compose { "square(increment(x))" } else { args.function.as_str() },
             "calls": args.calls, "clients": args.clients, "spread": args.spread,
+            "functions": format!("{:?}", args.functions).to_lowercase(),
+            "upload_register_ms": upload.register_ms, "upload_first_call_us": upload.first_call_us,
             "result": String::from_utf8_lossy(&last),
             "ops_per_sec": ops, "p50_us": p.p50_us, "p99_us": p.p99_us, "p999_us": p.p999_us,
             "mean_us": p.mean_us,
@@ -327,6 +402,12 @@ pub fn run(args: &CallArgs) -> anyhow::Result<()> {
                 println!(
                     "| the same echo on a glommio executor (this run: the runtime's floor) | {:.1} µs | {:.1} µs |",
                     g.p50_us, g.p99_us
+                );
+            }
+            for (i, (ms, us)) in upload.register_ms.iter().zip(&upload.first_call_us).enumerate() {
+                println!(
+                    "(upload of guest {}: registration {ms:.1} ms, then first call {us:.0} µs)",
+                    i + 1
                 );
             }
             println!("| Cloudburst, square(increment(x)) (paper) | 3590 µs | 6370 µs |");

@@ -4,8 +4,8 @@
 //! [`executor::function::Function`] trait, so they register, call, batch and
 //! compose in DAGs exactly like native functions.
 //!
-//! * [`WasmRuntime`]: one per node. One wasmtime engine (cranelift, epoch
-//!   interruption, pooling instance allocator), one linker with the host API,
+//! * [`WasmRuntime`]: one per node. One wasmtime engine (Winch or Cranelift,
+//!   epoch interruption, pooling instance allocator), one linker with the host API,
 //!   a cache of compiled modules (a module is compiled once at upload), and a
 //!   thread that advances the epoch every `WASM_EPOCH_TICK_MS`.
 //! * [`WasmFunction`]: one per executor and function. It instantiates the
@@ -47,6 +47,17 @@ use crate::host::{Host, HostError};
 #[error("WebAssembly runtime: {0}")]
 pub struct RuntimeError(String);
 
+/// Which compiler turns uploads into machine code. Measured on the example
+/// guests (`docs/benchmarks.md`): Winch compiles ≈ 3× faster, Cranelift's
+/// code runs ≈ 2.4× faster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiler {
+    /// Baseline compiler: uploads are ready in milliseconds.
+    Winch,
+    /// Optimising compiler: faster guest code, slower uploads.
+    Cranelift,
+}
+
 /// Compiled modules kept for re-registration and restarts of a name.
 const MODULE_CACHE_MAX: usize = 64;
 
@@ -66,8 +77,8 @@ impl std::fmt::Debug for WasmRuntime {
 }
 
 impl WasmRuntime {
-    /// Starts the engine and its epoch thread.
-    pub fn new() -> Result<Arc<WasmRuntime>, RuntimeError> {
+    /// Starts the engine (compiling with `compiler`) and its epoch thread.
+    pub fn new(compiler: Compiler) -> Result<Arc<WasmRuntime>, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(WASM_INSTANCES_MAX)
             .total_tables(WASM_INSTANCES_MAX)
@@ -75,6 +86,10 @@ impl WasmRuntime {
             .max_memory_size(WASM_MEMORY_MB_MAX as usize * 1024 * 1024);
         let mut config = Config::new();
         config
+            .strategy(match compiler {
+                Compiler::Winch => wasmtime::Strategy::Winch,
+                Compiler::Cranelift => wasmtime::Strategy::Cranelift,
+            })
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
@@ -133,6 +148,26 @@ impl WasmRuntime {
             .map_err(|e| format!("imports: {e:#}"))?;
         abi::check_exports(&module)?;
         Ok((module, pre))
+    }
+
+    /// Compiles `bytes` bypassing the cache (what an upload of new bytes
+    /// costs; for benchmarks).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<(), String> {
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        abi::check_exports(&module)
+    }
+
+    /// A function of `module` outside any registry (for benchmarks and
+    /// embedders).
+    pub fn function(&self, module: &WasmModule) -> Result<WasmFunction, String> {
+        let (_, pre) = WasmRuntime::compile(self, &module.bytes)?;
+        Ok(WasmFunction {
+            pre,
+            engine: self.engine.clone(),
+            limits: module.limits,
+            live: None,
+        })
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Module>> {
@@ -196,6 +231,14 @@ struct Live {
 }
 
 impl WasmFunction {
+    /// Drops the live instance (if any) and makes a new one from the pool
+    /// now (what a call after a trap pays; for benchmarks).
+    pub fn reinstantiate(&mut self) -> Result<(), String> {
+        self.live = None;
+        self.live = Some(self.instantiate().map_err(|e| format!("{e:#}"))?);
+        Ok(())
+    }
+
     fn instantiate(&self) -> wasmtime::Result<Live> {
         let mut store = Store::new(&self.engine, Host::new(self.limits));
         store.limiter(|h| &mut h.limiter);

@@ -39,7 +39,7 @@ fn registry(
     bytes: Vec<u8>,
     limits: SandboxLimits,
 ) -> (Arc<Registry>, Result<(), String>) {
-    let runtime = WasmRuntime::new().expect("runtime");
+    let runtime = WasmRuntime::new(Compiler::Winch).expect("runtime");
     let reg = Registry::with_builtins().with_wasm(runtime);
     let outcome = reg
         .define(name, &FunctionBody::Wasm(WasmModule { bytes, limits }))
@@ -225,6 +225,21 @@ fn uploads_that_are_not_guests_are_refused_with_the_reason() {
         assert!(err.contains(want), "{err:?} should mention {want:?}");
     }
     assert!(SandboxLimits::new(100_000, 0, 0).is_err());
+}
+
+#[test]
+fn both_compilers_run_guests() {
+    let runtime = WasmRuntime::new(Compiler::Cranelift).expect("runtime");
+    let reg = Arc::new(Registry::with_builtins().with_wasm(runtime));
+    let module = WasmModule {
+        bytes: guest("", ECHO_ARGS),
+        limits: SandboxLimits::default(),
+    };
+    reg.define("e", &FunctionBody::Wasm(module)).unwrap();
+    let out = Executor::new(1, reg)
+        .call("e", &LocalStore::default(), &[b"z".to_vec()])
+        .unwrap();
+    assert_eq!(out, abi::encode_args(&[b"z".to_vec()]));
 }
 
 #[test]
