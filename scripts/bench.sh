@@ -29,8 +29,9 @@ CLIENTS=${CLIENTS:-50}
 if [ "${1:-}" = "--quick" ]; then DURATION_S=1; WARMUP_S=0.5; KEYS=10000; ROUNDS=1; fi
 
 ./scripts/install-deps.sh
-echo "bench: building release binaries (first build takes ~2 min)" >&2
+echo "bench: building release binaries (first build takes ~8 min)" >&2
 cargo build --release --locked -p dataplane -p loadgen >&2
+./scripts/build-guests.sh >/dev/null
 SQUALL=target/release/squall
 LOADGEN=target/release/loadgen
 
@@ -104,6 +105,11 @@ for round in $(seq "$ROUNDS"); do
     taskset -c "$core_last" "$LOADGEN" "$mode" --addr "$SQ1S_ADDR" --calls "$CALLS" --warmup $((CALLS / 10)) \
       --echo-cpu 0 --out "$OUT/fnspin-r$round" --json >/dev/null
   done
+  # The same composition with uploaded WebAssembly guests (first round:
+  # the upload is timed; later rounds re-register the same bytes).
+  echo "bench: round $round/$ROUNDS compose, WebAssembly guests" >&2
+  taskset -c "$core_last" "$LOADGEN" compose --functions wasm --addr "$SQ1_ADDR" --calls "$CALLS" \
+    --warmup $((CALLS / 10)) --echo-cpu 0 --out "$OUT/fn-r$round" --json >/dev/null
 done
 
 # Throughput: 16 closed-loop clients calling square(increment(x)); the
@@ -156,8 +162,9 @@ if fn:
     print("| system | median | p99 | floor median | floor p99 | median / floor | p99 / floor | glommio echo median | median / glommio echo |")
     print("|---|---|---|---|---|---|---|---|---|")
     names = {"compose": "Squall square(increment(x))", "call": "Squall increment (single call)",
-             "compose-spin": "... same, shard spins 50 us before parking", "call-spin": "... same, shard spins 50 us before parking"}
-    for mode in ("compose", "compose-spin", "call", "call-spin"):
+             "compose-spin": "... same, shard spins 50 us before parking", "call-spin": "... same, shard spins 50 us before parking",
+             "compose-wasm": "Squall square(increment(x)), WebAssembly guests"}
+    for mode in ("compose", "compose-spin", "compose-wasm", "call", "call-spin"):
         rs = fn.get(mode, [])
         if rs:
             m = lambda k: statistics.median(r[k] for r in rs)
@@ -167,6 +174,13 @@ if fn:
                   f"{m('floor_p99_us'):.1f} us | {m('ratio_p50_to_floor'):.2f}x | {m('ratio_p99_to_floor'):.2f}x | {gtxt} |")
     print("| Cloudburst square(increment(x)) (paper) | 3590 us | 6370 us | | | | | | |")
     print("| AWS Lambda, direct (paper) | 79600 us | 178000 us | | | | | | |")
+    if fn.get("compose-wasm") and fn.get("compose"):
+        w = statistics.median(r["p50_us"] for r in fn["compose-wasm"])
+        n = statistics.median(r["p50_us"] for r in fn["compose"])
+        up = fn["compose-wasm"][0]
+        print(f"\nWebAssembly composition / native: {w / n:.2f}x at the median. Upload (first round): registration "
+              f"{', '.join(f'{x:.1f}' for x in up.get('upload_register_ms', []))} ms, then first call "
+              f"{', '.join(f'{x:.0f}' for x in up.get('upload_first_call_us', []))} us (increment, square)\n")
 
 tput = {}
 for f in sorted(out.glob("tput-*-r*.json")):
