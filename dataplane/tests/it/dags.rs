@@ -1,10 +1,10 @@
 //! DAGs through the node: registration checks, composition, fan-in order,
 //! state, restart, deletion.
 
-use wire::message::{DagDef, SourceArgs};
+use wire::message::DagDef;
 use wire::Status;
 
-use crate::harness::{cli_ok, connect, rt, temp_dir, Node};
+use crate::harness::{arg, cli_ok, connect, rt, temp_dir, Node};
 
 fn def(name: &str, functions: &[&str], edges: &[(&str, &str)]) -> DagDef {
     DagDef::new(name, functions, edges)
@@ -16,13 +16,6 @@ fn compose_again() -> DagDef {
         &["increment", "square"],
         &[("increment", "square")],
     )
-}
-
-fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
-    vec![SourceArgs::values(
-        function,
-        vec![value.as_bytes().to_vec()],
-    )]
 }
 
 #[test]

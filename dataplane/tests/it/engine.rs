@@ -7,33 +7,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use client::{Client, ClientError};
-use wire::message::{Arg, DagCall, DagDef, LwwValue, SourceArgs, Value};
+use wire::message::{Arg, DagCall, DagDef, SourceArgs, Value};
 use wire::Status;
 
-use crate::harness::{cli_ok, connect, rt, temp_dir, Node};
-
-fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
-    vec![SourceArgs::values(
-        function,
-        vec![value.as_bytes().to_vec()],
-    )]
-}
-
-fn lww(v: &str) -> Value {
-    Value::Lww(LwwValue {
-        timestamp: 0,
-        writer: 0,
-        bytes: v.as_bytes().to_vec(),
-    })
-}
-
-/// A key (`prefix` + a number) that shard `shard` owns.
-fn key_on(c: &Client, shard: u16, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| c.shard_for(k.as_bytes()) == shard)
-        .unwrap_or_default()
-}
+use crate::harness::{arg, cli_ok, connect, key_on, lww, rt, temp_dir, Node};
 
 #[test]
 fn competing_replicas_first_valid_result_wins_on_whichever_executor_gives_it() {

@@ -237,3 +237,28 @@ pub fn guest_path(name: &str) -> PathBuf {
 pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(guest_path(name)).expect("read guest")
 }
+
+/// An LWW value the node stamps.
+pub fn lww(v: &str) -> wire::message::Value {
+    wire::message::Value::Lww(wire::message::LwwValue {
+        timestamp: 0,
+        writer: 0,
+        bytes: v.as_bytes().to_vec(),
+    })
+}
+
+/// One text argument for source function `function`.
+pub fn arg(function: &str, value: &str) -> Vec<wire::message::SourceArgs> {
+    vec![wire::message::SourceArgs::values(
+        function,
+        vec![value.as_bytes().to_vec()],
+    )]
+}
+
+/// A key (`prefix` + a number) that shard `shard` owns.
+pub fn key_on(c: &Client, shard: u16, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| c.shard_for(k.as_bytes()) == shard)
+        .unwrap_or_default()
+}

@@ -3,25 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use wire::message::{Arg, DagDef, LwwValue, SourceArgs, Value};
+use wire::message::{Arg, DagDef, Value};
 use wire::Status;
 
-use crate::harness::{cli_ok, connect, guest, guest_path, rt, temp_dir, Node};
-
-fn lww(v: &str) -> Value {
-    Value::Lww(LwwValue {
-        timestamp: 0,
-        writer: 0,
-        bytes: v.as_bytes().to_vec(),
-    })
-}
-
-fn arg(function: &str, value: &str) -> Vec<SourceArgs> {
-    vec![SourceArgs::values(
-        function,
-        vec![value.as_bytes().to_vec()],
-    )]
-}
+use crate::harness::{arg, cli_ok, connect, guest, guest_path, key_on, lww, rt, temp_dir, Node};
 
 #[test]
 fn uploaded_guests_run_compose_in_a_dag_and_survive_restart() {
@@ -111,14 +96,6 @@ fn uploaded_guests_run_compose_in_a_dag_and_survive_restart() {
             .unwrap_err();
         assert_eq!(err.status(), Some(Status::UnknownFunction), "{err}");
     });
-}
-
-/// A key (`prefix` + a number) that shard `shard` owns.
-fn key_on(c: &client::Client, shard: u16, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| c.shard_for(k.as_bytes()) == shard)
-        .unwrap_or_default()
 }
 
 #[test]
