@@ -58,6 +58,15 @@ pub enum Compiler {
     Cranelift,
 }
 
+/// `(module (func (export "f") (result i32) i32.const 1))`.
+const WARM_UP_MODULE: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // types: () -> i32
+    0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+    0x07, 0x05, 0x01, 0x01, 0x66, 0x00, 0x00, // exports: "f" = function 0
+    0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x01, 0x0b, // code: i32.const 1
+];
+
 /// Compiled modules kept for re-registration and restarts of a name.
 const MODULE_CACHE_MAX: usize = 64;
 
@@ -95,6 +104,10 @@ impl WasmRuntime {
         let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         host::define(&mut linker).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        // Warm the compiler (its thread pool, code memory) now, so the
+        // first upload pays only for its own module.
+        Module::new(&engine, WARM_UP_MODULE)
+            .map_err(|e| RuntimeError(format!("compiler warm-up: {e:#}")))?;
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
