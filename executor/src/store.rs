@@ -90,39 +90,34 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
-        self.with(|p, clock| {
-            *clock += 1;
-            let ts = Timestamp {
-                clock: *clock,
-                writer: LOCAL_WRITER,
-            };
-            p.apply(Mutation::Delete {
-                key: key.to_vec(),
-                ts,
-            })
-        })?
-        .map(|a| matches!(a, Applied::Deleted { removed: true }))
-        .map_err(StoreError::from)
+        self.with(|p, clock| tombstone(p, clock, key))?
+            .map(|a| matches!(a, Applied::Deleted { removed: true }))
+            .map_err(StoreError::from)
     }
 
     fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
         self.with(|p, clock| {
             let value = p.get(key).cloned();
             if value.is_some() {
-                *clock += 1;
-                let ts = Timestamp {
-                    clock: *clock,
-                    writer: LOCAL_WRITER,
-                };
-                p.apply(Mutation::Delete {
-                    key: key.to_vec(),
-                    ts,
-                })?;
+                tombstone(p, clock, key)?;
             }
             Ok::<_, PartitionError>(value)
         })?
         .map_err(StoreError::from)
     }
+}
+
+/// Deletes `key` with the next logical timestamp.
+fn tombstone(p: &mut Partition, clock: &mut u64, key: &[u8]) -> Result<Applied, PartitionError> {
+    *clock += 1;
+    let ts = Timestamp {
+        clock: *clock,
+        writer: LOCAL_WRITER,
+    };
+    p.apply(Mutation::Delete {
+        key: key.to_vec(),
+        ts,
+    })
 }
 
 /// A store that refuses every operation: what inline functions (which must
