@@ -399,12 +399,7 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
             let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.delete_dag(&name).await?)
             })?;
-            let t = if removed { "deleted" } else { "(not found)" };
-            print_out(
-                conn.json,
-                json!({"dag": name, "removed": removed}),
-                t.into(),
-            );
+            print_removed(conn.json, "dag", &name, removed);
         }
         DagCommand::List { conn } => {
             let names = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
@@ -414,6 +409,12 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reports a delete: `deleted` / `(not found)`, or JSON naming what it was.
+fn print_removed(json: bool, kind: &str, name: &str, removed: bool) {
+    let text = if removed { "deleted" } else { "(not found)" };
+    print_out(json, json!({kind: name, "removed": removed}), text.into());
 }
 
 fn connect_blocking<T>(
@@ -476,12 +477,7 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
             let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.delete_function(&name).await?)
             })?;
-            let t = if removed { "deleted" } else { "(not found)" };
-            print_out(
-                conn.json,
-                json!({"function": name, "removed": removed}),
-                t.into(),
-            );
+            print_removed(conn.json, "function", &name, removed);
         }
         FnCommand::Call {
             function,
