@@ -7,6 +7,7 @@
 #             only for the runtime's echo floor it measures beside the node
 #   executor: no runtime, never the node (reaches the store through a trait)
 #   wasm-host: wasmtime and executor only: no network runtime, never the node
+#   models:   no Squall crate, no runtime (inference and images only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +29,6 @@ forbid client glommio kvs-core dataplane loadgen
 forbid loadgen kvs-core dataplane executor
 forbid executor glommio tokio dataplane loadgen client wasmtime wasm-host
 forbid wasm-host glommio tokio mio dataplane loadgen client wire
+forbid models glommio tokio mio kvs-core wire client executor wasm-host dataplane loadgen
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail

@@ -30,6 +30,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod pipeline;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -39,7 +41,8 @@ use tokio::net::TcpStream;
 use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
     Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, Hello,
-    KvDelete, KvGet, KvPut, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
+    KvDelete, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value,
+    WasmBody,
 };
 use wire::Status;
 
@@ -303,6 +306,93 @@ impl Client {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Registers `name` as a function running the stored model `model`
+    /// (one argument: the input tensor). Refused here if the model is not
+    /// stored.
+    pub async fn register_model_function(&mut self, name: &str, model: &str) -> Result<()> {
+        if self.get(&wire::model::manifest_key(model)).await?.is_none() {
+            return Err(ClientError::Server {
+                status: Status::InvalidArgument,
+                message: format!(
+                    "no model named {model:?} is stored (upload it with `squall model put {model} FILE`)"
+                ),
+            });
+        }
+        let req = Request::RegisterFunction(FunctionDef {
+            name: name.as_bytes().to_vec(),
+            body: FunctionBody::Model(model.as_bytes().to_vec()),
+        });
+        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        match self.call(shard, req).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stores model `name` (its file's bytes, chunked; see [`wire::model`])
+    /// and its optional class labels, then registers function `name`
+    /// running it. The manifest is written after every chunk, so a reader
+    /// never sees a partial model.
+    pub async fn put_model(
+        &mut self,
+        name: &str,
+        model: &[u8],
+        labels: Option<&[u8]>,
+    ) -> Result<()> {
+        use wire::model::{
+            chunk_key, labels_key, manifest_key, Manifest, CHUNK_BYTES, MODEL_BYTES_MAX,
+        };
+        if model.is_empty() || model.len() as u64 > MODEL_BYTES_MAX {
+            return Err(ClientError::Server {
+                status: Status::InvalidArgument,
+                message: format!(
+                    "a model is 1 to {MODEL_BYTES_MAX} bytes, not {}",
+                    model.len()
+                ),
+            });
+        }
+        let manifest = Manifest {
+            model_bytes: model.len() as u64,
+            hash: xxhash_rust::xxh64::xxh64(model, 0),
+        };
+        let lww = |bytes: &[u8]| {
+            Value::Lww(LwwValue {
+                timestamp: 0,
+                writer: 0,
+                bytes: bytes.to_vec(),
+            })
+        };
+        // A few chunks per pipelined batch: bounded memory and frames.
+        let chunks: Vec<(u64, &[u8])> = (0..).zip(model.chunks(CHUNK_BYTES)).collect();
+        for group in chunks.chunks(4) {
+            let ops = group
+                .iter()
+                .map(|(i, bytes)| {
+                    let key = chunk_key(name, manifest.hash, *i);
+                    Op {
+                        shard: self.shard_for(&key),
+                        request: Request::Put(KvPut {
+                            key,
+                            value: lww(bytes),
+                        }),
+                    }
+                })
+                .collect();
+            for reply in self.execute(ops).await? {
+                match reply? {
+                    Response::Stored => {}
+                    other => return Err(unexpected(&other)),
+                }
+            }
+        }
+        if let Some(labels) = labels {
+            self.put(&labels_key(name), lww(labels)).await?;
+        }
+        self.put(&manifest_key(name), lww(&manifest.encode()))
+            .await?;
+        self.register_model_function(name, name).await
     }
 
     /// Removes a registered function; `true` if it existed.

@@ -51,6 +51,56 @@ enum Command {
         #[command(subcommand)]
         command: DagCommand,
     },
+    /// Store models (ONNX) and register the prediction pipeline.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Classify IMAGE (PNG or JPEG) with the prediction pipeline (see
+    /// `squall model pipeline`) and print the top-5 classes.
+    Predict {
+        image: PathBuf,
+        /// The pipeline DAG.
+        #[arg(long, default_value = "predict")]
+        dag: String,
+        /// The model whose labels name the classes.
+        #[arg(long, default_value = "squeezenet")]
+        model: String,
+        /// The deadline of the run on the node.
+        #[arg(long, default_value_t = 10_000)]
+        call_timeout_ms: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Store the ONNX model in FILE as NAME (in the KVS, chunked), with its
+    /// class labels, and register function NAME running it: one argument, the
+    /// input tensor (little-endian f32); the result, the output tensor.
+    /// Executors load it once, on first use, and again after a new `put`.
+    Put {
+        name: String,
+        file: PathBuf,
+        /// Class labels, one `index,label` line per class (e.g. imagenet_labels.txt).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Register DAG --dag: preprocess → --replicas parallel uses of model
+    /// --model on different executors → average → top5 (with the model's labels).
+    Pipeline {
+        #[arg(long, default_value = "predict")]
+        dag: String,
+        #[arg(long, default_value = "squeezenet")]
+        model: String,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=i64::from(client::pipeline::REPLICAS_MAX)))]
+        replicas: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,15 +169,19 @@ enum FnCommand {
         conn: Conn,
     },
     /// Register function NAME: a WebAssembly MODULE file (compiled and checked
-    /// by the node, run sandboxed), or `--builtin B`, another name of a
-    /// built-in. Stored in the KVS: it survives restarts and every shard sees it.
+    /// by the node, run sandboxed), `--builtin B`, another name of a
+    /// built-in, or `--model M`, inference with a stored model. Stored in the
+    /// KVS: it survives restarts and every shard sees it.
     Register {
         name: String,
         /// A `.wasm` file built with the guest SDK (see docs/functions.md).
-        #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
+        #[arg(required_unless_present_any = ["builtin", "model"], conflicts_with_all = ["builtin", "model"])]
         module: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "model")]
         builtin: Option<String>,
+        /// A model stored with `squall model put`.
+        #[arg(long)]
+        model: Option<String>,
         /// The guest's linear memory limit (default 64, at most 256).
         #[arg(long, default_value_t = 0)]
         memory_mb: u32,
@@ -292,7 +346,81 @@ pub fn main() -> anyhow::Result<()> {
         Command::Kv { command } => kv(command),
         Command::Fn { command } => function(command),
         Command::Dag { command } => dag(command),
+        Command::Model { command } => model(command),
+        Command::Predict {
+            image,
+            dag,
+            model,
+            call_timeout_ms,
+            conn,
+        } => {
+            let bytes =
+                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let call = client::pipeline::prediction_call(&dag, &model, bytes, call_timeout_ms);
+            let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.call_dag_with(call).await?)
+            })?;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let ranked: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| {
+                    let mut p = l.splitn(3, '\t');
+                    let (c, pr, label) = (p.next()?, p.next()?, p.next()?);
+                    Some(json!({"class": c.parse::<u64>().ok()?, "probability": pr.parse::<f64>().ok()?, "label": label}))
+                })
+                .collect();
+            print_out(
+                conn.json,
+                json!({"image": image.display().to_string(), "top5": ranked}),
+                text.trim_end().to_owned(),
+            );
+            Ok(())
+        }
     }
+}
+
+fn model(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Put {
+            name,
+            file,
+            labels,
+            conn,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let labels = labels
+                .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+                .transpose()?;
+            let size = bytes.len();
+            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.put_model(&name, &bytes, labels.as_deref()).await?)
+            })?;
+            print_out(
+                conn.json,
+                json!({"model": name, "bytes": size, "ok": true}),
+                format!("OK: model {name} ({size} bytes) stored; function {name} registered"),
+            );
+        }
+        ModelCommand::Pipeline {
+            dag,
+            model,
+            replicas,
+            conn,
+        } => {
+            let def = client::pipeline::prediction_dag(&dag, &model, replicas);
+            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                if c.get(&wire::model::labels_key(&model)).await?.is_none() {
+                    anyhow::bail!(
+                        "model {model:?} has no labels stored; run `squall model put {model} FILE --labels LABELS`"
+                    );
+                }
+                Ok(c.register_dag(def).await?)
+            })?;
+            print_out(conn.json, json!({"dag": dag, "ok": true}), "OK".into());
+        }
+    }
+    Ok(())
 }
 
 fn dag(cmd: DagCommand) -> anyhow::Result<()> {
@@ -449,6 +577,7 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
             name,
             module,
             builtin,
+            model,
             memory_mb,
             timeout_ms,
             conn,
@@ -459,12 +588,13 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                match (module, builtin) {
-                    (Some(bytes), _) => {
+                match (module, builtin, model) {
+                    (Some(bytes), _, _) => {
                         Ok(c.register_wasm(&name, bytes, memory_mb, timeout_ms).await?)
                     }
-                    (None, Some(b)) => Ok(c.register_function(&name, &b).await?),
-                    (None, None) => anyhow::bail!("give a MODULE file or --builtin"),
+                    (None, Some(b), _) => Ok(c.register_function(&name, &b).await?),
+                    (None, None, Some(m)) => Ok(c.register_model_function(&name, &m).await?),
+                    (None, None, None) => anyhow::bail!("give a MODULE file, --builtin or --model"),
                 }
             })?;
             print_out(

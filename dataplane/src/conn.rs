@@ -52,7 +52,7 @@ fn all_inline(dag: &Dag, functions: &crate::shard::ShardFunctions) -> bool {
     dag.nodes().iter().all(|n| {
         n.options.replicas == 1
             && n.options.batch_max == 1
-            && functions.registry.placement(&n.name) == Some(Placement::Inline)
+            && functions.registry.placement(&n.function) == Some(Placement::Inline)
     })
 }
 
@@ -434,6 +434,9 @@ impl Conn {
         let body = match &def.body {
             w::ArchivedFunctionBody::Builtin(b) => {
                 FunctionBody::Builtin(String::from_utf8_lossy(b.as_slice()).into_owned())
+            }
+            w::ArchivedFunctionBody::Model(m) => {
+                FunctionBody::Model(String::from_utf8_lossy(m.as_slice()).into_owned())
             }
             w::ArchivedFunctionBody::Wasm(m) => {
                 let limits = match SandboxLimits::new(

@@ -272,7 +272,7 @@ impl Here<'_> {
 fn dispatch(run: &Arc<Run>, mut triggers: Vec<Trigger>, here: &mut Here<'_>) {
     while let Some(t) = triggers.pop() {
         let node = run.dag.node(t.node);
-        let inline = run.pool.registry.placement(&node.name) == Some(Placement::Inline)
+        let inline = run.pool.registry.placement(&node.function) == Some(Placement::Inline)
             && node.options.replicas == 1
             && node.options.batch_max == 1
             && t.args.iter().all(|a| matches!(a, Arg::Value(_)));
@@ -284,7 +284,7 @@ fn dispatch(run: &Arc<Run>, mut triggers: Vec<Trigger>, here: &mut Here<'_>) {
                     Arg::Value(v) | Arg::Ref(v) => v,
                 })
                 .collect();
-            let result = here.executor().call(&node.name, &NoStore, &args);
+            let result = here.executor().call(&node.function, &NoStore, &args);
             let progress = run.lock().complete(t.node, result);
             match progress {
                 Progress::Ready(more) => triggers.extend(more),
@@ -337,7 +337,7 @@ fn executor_loop(
                 Err(_) => return, // the node is gone
             },
         };
-        let name = first.run.dag.node(first.node).name.clone();
+        let name = first.run.dag.node(first.node).function.clone();
         let batch_max = first.run.dag.node(first.node).options.batch_max as usize;
         let mut batch = vec![first];
         if batch_max > 1 {
@@ -349,7 +349,7 @@ fn executor_loop(
                     break;
                 };
                 let node = s.run.dag.node(s.node);
-                if node.name == name && node.options.batch_max > 1 {
+                if node.function == name && node.options.batch_max > 1 {
                     batch.push(s);
                 } else {
                     others.push_back(s);

@@ -21,7 +21,8 @@
 //! Each shard has an executor thread pinned to its core ([`functions`]);
 //! `Call` requests run there, and functions reach the store through
 //! [`functions::NodeStore`], this crate's implementation of
-//! `executor::store::Store`.
+//! `executor::store::Store`. The model functions of the prediction
+//! pipeline ([`model_fns`]) wrap the `models` crate the same way.
 //!
 //! ## Boundary
 //! Nothing else depends on `dataplane`.
@@ -34,6 +35,7 @@ pub mod forward;
 pub mod functions;
 pub mod limits;
 pub mod memlock;
+pub mod model_fns;
 pub mod node;
 pub mod shard;
 pub mod storage;

@@ -102,7 +102,11 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     // queues and each other through mailboxes.
     let wasm = wasm_host::WasmRuntime::new(config.wasm_compiler)
         .context("starting the WebAssembly runtime")?;
-    let registry = Arc::new(Registry::with_builtins().with_wasm(wasm));
+    let mut registry = Registry::with_builtins()
+        .with_wasm(wasm)
+        .with_models(Arc::new(crate::model_fns::Runtime));
+    crate::model_fns::register_builtins(&mut registry)?;
+    let registry = Arc::new(registry);
     let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
         .unzip();

@@ -4,7 +4,10 @@
 //! once, at registration ([`Dag::validate`]):
 //!
 //! * it has 1 to `DAG_FUNCTIONS_MAX` functions, each named once, each known
-//!   to the registry;
+//!   to the registry; to use one function several times (parallel branches
+//!   of the same model, say), name each use `function#tag` — the part
+//!   before `#` is the function, the whole name is the DAG's node (what
+//!   edges and per-function arguments refer to);
 //! * every edge joins two of its functions, at most once, never a function
 //!   to itself;
 //! * it is acyclic, and has exactly one sink (a function with no
@@ -100,10 +103,19 @@ pub enum DagError {
     },
 }
 
+/// The function a DAG node name runs: the part before `#`, if any.
+#[must_use]
+pub fn function_of(node_name: &str) -> &str {
+    node_name.split_once('#').map_or(node_name, |(f, _)| f)
+}
+
 /// One function of a validated DAG.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
+    /// The node's name in the DAG (`function` or `function#tag`).
     pub name: String,
+    /// The registered function it runs.
+    pub function: String,
     pub options: FunctionOptions,
     /// Upstream node indices, in DAG function-list order (= argument order).
     pub upstream: Vec<usize>,
@@ -136,7 +148,7 @@ impl Dag {
             if index.insert(name.as_str(), i).is_some() {
                 return Err(DagError::DuplicateFunction(name.clone()));
             }
-            if !known(name) {
+            if !known(function_of(name)) {
                 return Err(DagError::UnknownFunction(name.clone()));
             }
             for (what, value, max) in [
@@ -154,6 +166,7 @@ impl Dag {
             }
             nodes.push(Node {
                 name: name.clone(),
+                function: function_of(name).to_owned(),
                 options: *options,
                 upstream: Vec::new(),
                 downstream: Vec::new(),

@@ -40,6 +40,10 @@ pub enum RegistryError {
     InvalidModule(String),
     #[error("this node runs no WebAssembly")]
     NoWasm,
+    #[error("model {0:?}: {1}")]
+    InvalidModel(String, String),
+    #[error("this node runs no models")]
+    NoModels,
 }
 
 /// What a registered function runs.
@@ -49,6 +53,8 @@ pub enum FunctionBody {
     Builtin(String),
     /// An uploaded WebAssembly module, run sandboxed.
     Wasm(WasmModule),
+    /// Inference with the model stored under this name.
+    Model(String),
 }
 
 /// An uploaded module and the limits it runs under.
@@ -116,6 +122,15 @@ pub trait WasmCompiler: Send + Sync {
     fn compile(&self, name: &str, module: &WasmModule) -> Result<(Factory, Placement), String>;
 }
 
+/// Turns model registrations into functions (implemented by `models`, so
+/// this crate does not depend on an inference engine).
+pub trait ModelRuntime: Send + Sync {
+    /// The factory of instances running model `model`; each instance loads
+    /// the model from the store on its first call (and again when the
+    /// stored model changes).
+    fn function(&self, model: &str) -> Result<(Factory, Placement), String>;
+}
+
 /// A registered function's stored form.
 pub mod stored {
     use super::FunctionBody;
@@ -125,6 +140,7 @@ pub mod stored {
     const VERSION: u8 = 1;
     const KIND_BUILTIN: u8 = 1;
     const KIND_WASM: u8 = 2;
+    const KIND_MODEL: u8 = 3;
 
     #[must_use]
     pub fn key(name: &str) -> Vec<u8> {
@@ -139,11 +155,13 @@ pub mod stored {
     }
 
     /// `[version, kind, body...]`; a WebAssembly body is its three limits
-    /// (u32 LE each: memory MiB, timeout ms, result bytes) then the module.
+    /// (u32 LE each: memory MiB, timeout ms, result bytes) then the module;
+    /// a model body is the model's name.
     #[must_use]
     pub fn encode(body: &FunctionBody) -> Vec<u8> {
         match body {
             FunctionBody::Builtin(b) => [&[VERSION, KIND_BUILTIN][..], b.as_bytes()].concat(),
+            FunctionBody::Model(m) => [&[VERSION, KIND_MODEL][..], m.as_bytes()].concat(),
             FunctionBody::Wasm(m) => {
                 let mut out = Vec::with_capacity(14 + m.bytes.len());
                 out.extend_from_slice(&[VERSION, KIND_WASM]);
@@ -165,6 +183,9 @@ pub mod stored {
             [VERSION, KIND_BUILTIN, rest @ ..] => std::str::from_utf8(rest)
                 .map(|b| FunctionBody::Builtin(b.to_owned()))
                 .map_err(|_| "built-in name is not UTF-8".to_owned()),
+            [VERSION, KIND_MODEL, rest @ ..] => std::str::from_utf8(rest)
+                .map(|m| FunctionBody::Model(m.to_owned()))
+                .map_err(|_| "model name is not UTF-8".to_owned()),
             [VERSION, KIND_WASM, rest @ ..] if rest.len() >= 12 => {
                 let u =
                     |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
@@ -205,6 +226,8 @@ pub struct Registry {
     generation: AtomicU64,
     /// Compiles uploaded WebAssembly; none: such registrations are refused.
     wasm: Option<Arc<dyn WasmCompiler>>,
+    /// Runs models; none: model registrations are refused.
+    models: Option<Arc<dyn ModelRuntime>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -251,6 +274,13 @@ impl Registry {
     #[must_use]
     pub fn with_wasm(mut self, compiler: Arc<dyn WasmCompiler>) -> Registry {
         self.wasm = Some(compiler);
+        self
+    }
+
+    /// Accepts model registrations, run by `runtime`.
+    #[must_use]
+    pub fn with_models(mut self, runtime: Arc<dyn ModelRuntime>) -> Registry {
+        self.models = Some(runtime);
         self
     }
 
@@ -302,6 +332,18 @@ impl Registry {
                     .ok_or_else(|| RegistryError::UnknownBuiltin(b.clone()))?;
                 entry.implementation = Arc::from(format!("builtin:{b}"));
                 Ok(entry)
+            }
+            FunctionBody::Model(model) => {
+                check_name(model)?;
+                let runtime = self.models.as_ref().ok_or(RegistryError::NoModels)?;
+                let (factory, placement) = runtime
+                    .function(model)
+                    .map_err(|e| RegistryError::InvalidModel(model.clone(), e))?;
+                Ok(Entry {
+                    factory,
+                    placement,
+                    implementation: Arc::from(format!("model:{model}")),
+                })
             }
             FunctionBody::Wasm(module) => {
                 let compiler = self.wasm.as_ref().ok_or(RegistryError::NoWasm)?;
@@ -574,7 +616,7 @@ impl Executor {
                 message,
             })?;
         while let Some(t) = ready.pop() {
-            let name = dag.node(t.node).name.clone();
+            let name = dag.node(t.node).function.clone();
             for _ in 0..dag.node(t.node).options.replicas {
                 let result =
                     resolve(&name, store, &t.args).and_then(|a| self.call(&name, store, &a));

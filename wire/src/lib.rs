@@ -32,6 +32,7 @@ pub mod frame;
 mod golden;
 pub mod limits;
 pub mod message;
+pub mod model;
 pub mod status;
 
 pub use rkyv;

@@ -47,6 +47,9 @@ pub enum FunctionBody {
     Builtin(Vec<u8>),
     /// An uploaded WebAssembly module, run sandboxed.
     Wasm(WasmBody),
+    /// Inference with the model stored under this name (see [`crate::model`]):
+    /// one argument, the input tensor; the result, the output tensor.
+    Model(Vec<u8>),
 }
 
 /// A WebAssembly module and its sandbox limits (0 = the node's default).
