@@ -317,7 +317,10 @@ enum KvCommand {
 
 /// Entry point of the `squall` binary.
 pub fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,tract_onnx=error"),
+    )
+    .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => {

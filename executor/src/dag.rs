@@ -329,6 +329,29 @@ mod tests {
     }
 
     #[test]
+    fn one_function_may_appear_several_times_under_tags() {
+        let s = spec(
+            &["pre", "model#1", "model#2", "avg"],
+            &[
+                ("pre", "model#1"),
+                ("pre", "model#2"),
+                ("model#1", "avg"),
+                ("model#2", "avg"),
+            ],
+        );
+        let known = |f: &str| ["pre", "model", "avg"].contains(&f);
+        let dag = Dag::validate(&s, known).unwrap();
+        assert_eq!(dag.node(1).name, "model#1");
+        assert_eq!(dag.node(2).function, "model");
+        assert_eq!(function_of("plain"), "plain");
+        let s = spec(&["nope#1"], &[]);
+        assert_eq!(
+            Dag::validate(&s, known),
+            Err(DagError::UnknownFunction("nope#1".into()))
+        );
+    }
+
+    #[test]
     fn every_refusal_names_what_to_fix() {
         let cases: Vec<(DagSpec, DagError)> = vec![
             (spec(&[], &[]), DagError::BadSize(0)),

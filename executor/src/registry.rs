@@ -924,6 +924,9 @@ mod tests {
             Err(RegistryError::UnknownBuiltin("nope".into()))
         );
         assert!(stored::decode(&[9, 9]).is_err());
+        let model = FunctionBody::Model("squeezenet".into());
+        assert_eq!(stored::decode(&stored::encode(&model)).unwrap(), model);
+        assert_eq!(reg.define("m", &model), Err(RegistryError::NoModels));
         reg.define("x", &body).unwrap();
         assert!(reg.undefine("x") && !reg.contains("x"));
     }

@@ -10,5 +10,6 @@ mod e2e;
 mod engine;
 mod functions;
 mod harness;
+mod models;
 mod shutdown;
 mod wasm;
