@@ -3,7 +3,7 @@
 #   kvs-core: no runtime, no I/O crates, no other Squall crate
 #   wire:     no other Squall crate, no runtime
 #   client:   of Squall crates only wire
-#   loadgen:  of Squall crates only client and wire (never the node); glommio
+#   loadgen:  of Squall crates only client, wire and models (never the node); glommio
 #             only for the runtime's echo floor it measures beside the node
 #   executor: no runtime, never the node (reaches the store through a trait)
 #   wasm-host: wasmtime and executor only: no network runtime, never the node

@@ -251,6 +251,11 @@ struct NodeArgs {
     /// Function executor threads beside each shard, pinned to its core (1 to 64).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=EXECUTORS_PER_SHARD_MAX as i64))]
     executors_per_shard: u16,
+    /// Let the OS place executor threads on any core instead of pinning them
+    /// to their shard's core: better when long CPU-bound functions (model
+    /// inference) outnumber cores, worse for microsecond functions.
+    #[arg(long)]
+    executors_float: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,6 +343,7 @@ pub fn main() -> anyhow::Result<()> {
                 connections_max: a.connections_max,
                 partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
                 executors_per_shard: usize::from(a.executors_per_shard),
+                pin_executors: !a.executors_float,
                 wasm_compiler: match a.wasm_compiler {
                     WasmCompilerArg::Winch => wasm_host::Compiler::Winch,
                     WasmCompilerArg::Cranelift => wasm_host::Compiler::Cranelift,

@@ -174,9 +174,11 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `per_shard` executors beside each of `cpus.len()` shards,
-    /// each pinned to its shard's cpu, with a queue of `depth` steps.
+    /// each pinned to its shard's cpu (unless `pin` is false: then the OS
+    /// places them), with a queue of `depth` steps.
     pub fn start(
         cpus: &[usize],
+        pin: bool,
         per_shard: usize,
         registry: Arc<Registry>,
         store: Arc<NodeStore>,
@@ -198,7 +200,7 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("executor-{e}"))
                 .spawn(move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    if pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                         log::warn!("executor-{e}: could not pin to cpu {cpu}; running unpinned");
                     }
                     executor_loop(e, ex, &rx, &pool, &*store);

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub partial_frame_timeout_ms: u64,
     /// Function executor threads beside each shard (on its core).
     pub executors_per_shard: usize,
+    /// Pin each executor to its shard's core (false: the OS places them).
+    pub pin_executors: bool,
     /// What compiles uploaded WebAssembly.
     pub wasm_compiler: wasm_host::Compiler,
 }
@@ -120,6 +122,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let shard_cpus: Vec<usize> = (0..n).map(|i| cpus[i % cpus.len()]).collect();
     let pool = functions::Pool::start(
         &shard_cpus,
+        config.pin_executors,
         config.executors_per_shard,
         registry.clone(),
         store,

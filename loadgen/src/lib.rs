@@ -11,9 +11,12 @@
 //! well-known client, with the same request mix, pipelining and timing.
 //! It uses glommio only to run the runtime's own echo floor (`loadgen call`
 //! and `compose` measure a bare echo on a blocking thread and on a glommio
-//! executor beside every run), never to talk to the node.
+//! executor beside every run), never to talk to the node. It links the
+//! `models` crate (inference only, no Squall runtime) for the in-process
+//! floors of `loadgen squeezenet`: the same code the node's functions run.
 
 pub mod call;
 pub mod kv;
 pub mod report;
+pub mod squeezenet;
 pub mod workload;

@@ -1,7 +1,7 @@
 //! `loadgen`: see the library docs.
 
 use clap::{Parser, Subcommand};
-use loadgen::{call, kv};
+use loadgen::{call, kv, squeezenet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +22,10 @@ enum Mode {
     Call(call::CallArgs),
     /// One client calling the DAG square(increment(x)) serially, beside the loopback floor.
     Compose(call::CallArgs),
+    /// One client calling the SqueezeNet pipeline DAG (preprocess → 3 replicas →
+    /// average → top-5), beside the same pipeline in this process, sequential
+    /// and with the replicas on threads.
+    Squeezenet(squeezenet::SqueezeArgs),
 }
 
 fn run_kv(args: &kv::KvArgs) -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ fn main() {
     let result = match &cli.mode {
         Mode::Kv(args) => run_kv(args),
         Mode::Call(args) => call::run(args),
+        Mode::Squeezenet(args) => squeezenet::run(args),
         Mode::Compose(args) => call::run(&call::CallArgs {
             compose: true,
             ..args.clone()
