@@ -11,7 +11,8 @@
 # sync in the background), runs `loadgen kv` at pipeline 1 and 16 with 1 and
 # 2 Squall shards, then `loadgen compose` and `loadgen call` (functions,
 # beside a loopback floor and the same echo on glommio) and composition
-# throughput with 1 and 2 shards, prints the tables with the ratios, writes the
+# throughput with 1 and 2 shards, the SqueezeNet prediction pipeline
+# beside its in-process floors (and onnxruntime's inference time), prints the tables with the ratios, writes the
 # JSON of every run (and latency CDF plots) under bench-results/, and stops
 # what it started.
 #
@@ -126,6 +127,20 @@ for round in $(seq "$ROUNDS"); do
   fi
 done
 
+# Prediction serving: the SqueezeNet pipeline (preprocess -> 3 replicas ->
+# average -> top-5) on a 1-shard node with 3 executors the OS may place on
+# any core (three 20 ms inferences over two cores), one client; loadgen
+# measures the in-process floors (sequential, replicas on threads) in the
+# same run, phases interleaved. Then onnxruntime's time for one inference
+# (reference only; installed from PyPI into target/ort-venv).
+SQZ_CALLS=${SQZ_CALLS:-200}
+start_squall 1 "0-$core_last" --executors-per-shard 3 --executors-float; SQP_ADDR=$SQ_ADDR
+echo "bench: squeezenet pipeline ($SQZ_CALLS calls of each phase)" >&2
+if [ "${1:-}" = "--quick" ]; then sqz_flags=(--quick); else sqz_flags=(--calls "$SQZ_CALLS"); fi
+"$LOADGEN" squeezenet --addr "$SQP_ADDR" "${sqz_flags[@]}" --out "$OUT/squeezenet" --json >/dev/null
+./scripts/onnxruntime-reference.sh 100 2>/dev/null | tail -1 >"$OUT/squeezenet/onnxruntime.json" ||
+  echo "bench: onnxruntime reference unavailable (no PyPI?)" >&2
+
 python3 - "$OUT" <<'PY'
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
@@ -185,6 +200,26 @@ if fn:
 tput = {}
 for f in sorted(out.glob("tput-*-r*.json")):
     tput.setdefault(f.stem.rsplit("-", 1)[0][len("tput-"):], []).append(json.loads(f.read_text()))
+sq = out / "squeezenet" / "squeezenet.json"
+if sq.exists():
+    r = json.loads(sq.read_text())
+    print(f"\nSqueezeNet pipeline ({r['replicas']} replicas), one client, {r['calls']} calls of each: {r['top1']}\n")
+    print("| system | median | p99 |")
+    print("|---|---|---|")
+    for name, k in (("Squall pipeline (this run)", ""), ("in-process, replicas on threads (this run, floor)", "parallel_"),
+                    ("in-process, sequential (this run)", "sequential_")):
+        print(f"| {name} | {r[k + 'p50_us'] / 1000:.1f} ms | {r[k + 'p99_us'] / 1000:.1f} ms |")
+    for name, a, b in (("Cloudburst (paper)", 90.6, 122.9), ("plain Python, sequential (paper)", 153.8, 156.3),
+                       ("AWS SageMaker (paper)", 282.2, 361.7)):
+        print(f"| {name} | {a} ms | {b} ms |")
+    print(f"\npipeline / sequential {r['ratio_p50_to_sequential']:.2f}x at the median (target <= 0.70); "
+          f"overhead over the parallel floor {r['overhead_p50_us'] / 1000:.2f} ms (target <= 1 ms)")
+    ort = out / "squeezenet" / "onnxruntime.json"
+    if ort.exists() and ort.read_text().strip():
+        o = json.loads(ort.read_text())
+        print(f"one inference: tract {r['model_p50_us'] / 1000:.1f} ms, onnxruntime {o['onnxruntime']} "
+              f"{o['one_thread_p50_us'] / 1000:.1f} ms on one thread ({r['model_p50_us'] / o['one_thread_p50_us']:.2f}x; target <= 1.3x), "
+              f"{o['default_threads_p50_us'] / 1000:.1f} ms on all cores")
 if tput:
     print(f"\nComposition throughput, 16 clients; median of {len(next(iter(tput.values())))} round(s)\n")
     print("| node | compositions/s | median | p99 |")
