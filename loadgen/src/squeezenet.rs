@@ -61,13 +61,16 @@ pub struct SqueezeArgs {
 pub const DAG: &str = "loadgen-predict";
 const MODEL: &str = "squeezenet";
 
+/// A replica thread: tensors in, model outputs out.
+type Worker = (mpsc::SyncSender<Arc<Vec<u8>>>, mpsc::Receiver<Vec<u8>>);
+
 /// The in-process pipeline: the same functions the node runs.
 struct Local {
     labels: String,
     image: Vec<u8>,
     model: Model,
     /// Per replica: a thread with its own model state, fed a tensor.
-    workers: Vec<(mpsc::SyncSender<Arc<Vec<u8>>>, mpsc::Receiver<Vec<u8>>)>,
+    workers: Vec<Worker>,
 }
 
 impl Local {
