@@ -83,6 +83,9 @@ pub enum ClientError {
     UnknownStatus { code: u16, message: String },
     #[error("protocol error from {addr}: {message}")]
     Protocol { addr: String, message: String },
+    /// Refused by this client before anything was sent; says why.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ClientError {
@@ -271,9 +274,15 @@ impl Client {
     /// Registers `name` as another name of built-in `builtin` (stored in
     /// the node's KVS, so it survives restarts).
     pub async fn register_function(&mut self, name: &str, builtin: &str) -> Result<()> {
+        self.register(name, FunctionBody::Builtin(builtin.as_bytes().to_vec()))
+            .await
+    }
+
+    /// Sends a registration to the shard owning its registry key.
+    async fn register(&mut self, name: &str, body: FunctionBody) -> Result<()> {
         let req = Request::RegisterFunction(FunctionDef {
             name: name.as_bytes().to_vec(),
-            body: FunctionBody::Builtin(builtin.as_bytes().to_vec()),
+            body,
         });
         let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
         match self.call(shard, req).await? {
@@ -292,20 +301,13 @@ impl Client {
         memory_mb: u32,
         timeout_ms: u32,
     ) -> Result<()> {
-        let req = Request::RegisterFunction(FunctionDef {
-            name: name.as_bytes().to_vec(),
-            body: FunctionBody::Wasm(WasmBody {
-                module,
-                memory_mb,
-                timeout_ms,
-                result_bytes_max: 0,
-            }),
+        let body = FunctionBody::Wasm(WasmBody {
+            module,
+            memory_mb,
+            timeout_ms,
+            result_bytes_max: 0,
         });
-        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
-        match self.call(shard, req).await? {
-            Response::Stored => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.register(name, body).await
     }
 
     /// Registers `name` as a function running the stored model `model`
@@ -313,22 +315,12 @@ impl Client {
     /// stored.
     pub async fn register_model_function(&mut self, name: &str, model: &str) -> Result<()> {
         if self.get(&wire::model::manifest_key(model)).await?.is_none() {
-            return Err(ClientError::Server {
-                status: Status::InvalidArgument,
-                message: format!(
-                    "no model named {model:?} is stored (upload it with `squall model put {model} FILE`)"
-                ),
-            });
+            return Err(ClientError::Invalid(format!(
+                "no model named {model:?} is stored (upload it with `squall model put {model} FILE`)"
+            )));
         }
-        let req = Request::RegisterFunction(FunctionDef {
-            name: name.as_bytes().to_vec(),
-            body: FunctionBody::Model(model.as_bytes().to_vec()),
-        });
-        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
-        match self.call(shard, req).await? {
-            Response::Stored => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.register(name, FunctionBody::Model(model.as_bytes().to_vec()))
+            .await
     }
 
     /// Stores model `name` (its file's bytes, chunked; see [`wire::model`])
@@ -345,13 +337,10 @@ impl Client {
             chunk_key, labels_key, manifest_key, Manifest, CHUNK_BYTES, MODEL_BYTES_MAX,
         };
         if model.is_empty() || model.len() as u64 > MODEL_BYTES_MAX {
-            return Err(ClientError::Server {
-                status: Status::InvalidArgument,
-                message: format!(
-                    "a model is 1 to {MODEL_BYTES_MAX} bytes, not {}",
-                    model.len()
-                ),
-            });
+            return Err(ClientError::Invalid(format!(
+                "a model is 1 to {MODEL_BYTES_MAX} bytes, not {}",
+                model.len()
+            )));
         }
         let manifest = Manifest {
             model_bytes: model.len() as u64,
