@@ -11,10 +11,7 @@ use models::image_input::preprocess;
 use models::onnx::Model;
 use models::tensor::{average, from_bytes, parse_labels, top_k};
 
-fn shared(file: &str) -> Vec<u8> {
-    let path = format!("{}/../../shared/models/{file}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use models::reference_file as shared;
 
 fn pipeline_pieces(c: &mut Criterion) {
     let image = shared("kitten_224.png");

@@ -25,7 +25,34 @@ pub mod limits;
 pub mod onnx;
 pub mod tensor;
 
+use std::path::PathBuf;
+
 use thiserror::Error;
+
+/// Where the reference SqueezeNet files (weights, labels, sample images)
+/// are, for tests and benchmarks: `$SQUALL_MODELS_DIR`, else
+/// `../shared/models` beside the checkout.
+#[must_use]
+pub fn reference_dir() -> PathBuf {
+    std::env::var_os("SQUALL_MODELS_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models")),
+        PathBuf::from,
+    )
+}
+
+/// A file of [`reference_dir`]; panics naming the path if it cannot be
+/// read (for tests and benchmarks).
+#[must_use]
+pub fn reference_file(file: &str) -> Vec<u8> {
+    let path = reference_dir().join(file);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the reference models live in ../shared/models beside the checkout; \
+             set SQUALL_MODELS_DIR to use another folder)",
+            path.display()
+        )
+    })
+}
 
 /// Why a model step failed; each says what to fix.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

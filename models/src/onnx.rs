@@ -108,11 +108,7 @@ mod tests {
     use crate::image_input::preprocess;
     use crate::tensor::{from_bytes, parse_labels, top_k};
 
-    /// The shared SqueezeNet files (`../shared/models` beside the repo).
-    pub(crate) fn shared(file: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/models/{file}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::reference_file as shared;
 
     #[test]
     fn squeezenet_classifies_the_reference_images_like_onnxruntime() {

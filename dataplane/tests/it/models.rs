@@ -8,9 +8,9 @@ use wire::Status;
 
 use crate::harness::{cli, cli_ok, connect, rt, temp_dir, Node};
 
-/// A file of the shared model directory (`../shared/models` beside the repo).
+/// The path of a reference file (`models::reference_dir`).
 fn shared(file: &str) -> String {
-    format!("{}/../../shared/models/{file}", env!("CARGO_MANIFEST_DIR"))
+    models::reference_dir().join(file).display().to_string()
 }
 
 fn start(dir: &std::path::Path) -> Node {
@@ -83,7 +83,7 @@ fn the_pipeline_classifies_the_reference_images_with_three_replicas_on_three_exe
 
     // The same through the client library, and after a restart (the model
     // and the DAG are KVS data).
-    let image = std::fs::read(shared("fish.png")).unwrap();
+    let image = models::reference_file("fish.png");
     let call = || client::pipeline::prediction_call("predict", "squeezenet", image.clone(), 0);
     let best_class = |addr: String| {
         rt().block_on(async {
@@ -111,7 +111,7 @@ fn bad_images_tensors_and_models_give_clear_errors() {
         err
     };
     // A corrupt image: a PNG cut in half, and bytes that are no image.
-    let png = std::fs::read(shared("kitten_224.png")).unwrap();
+    let png = models::reference_file("kitten_224.png");
     let cut = temp_dir("cut").join("cut.png");
     std::fs::write(&cut, &png[..png.len() / 2]).unwrap();
     let err = fail(&["predict", cut.to_str().unwrap()]);
@@ -155,7 +155,7 @@ fn bad_images_tensors_and_models_give_clear_errors() {
         c.put_model("squeezenet", b"not an onnx file", None).await.unwrap();
         let e = c.call_function("sq2", vec![tensor.clone()], 0).await.unwrap_err();
         assert!(e.to_string().contains("not a usable ONNX model"), "{e}");
-        let onnx = std::fs::read(shared("squeezenet1.1_fp32.onnx")).unwrap();
+        let onnx = models::reference_file("squeezenet1.1_fp32.onnx");
         c.put_model("squeezenet", &onnx, None).await.unwrap();
         let out = c.call_function("sq2", vec![tensor], 0).await.unwrap();
         assert_eq!(out.len(), 4000, "1000 f32 probabilities");
