@@ -161,3 +161,42 @@ fn bad_images_tensors_and_models_give_clear_errors() {
         assert_eq!(out.len(), 4000, "1000 f32 probabilities");
     });
 }
+
+#[test]
+fn loadgen_squeezenet_quick_mode_reports_the_pipeline_beside_both_floors() {
+    // Built with the workspace's other binaries (`cargo test --workspace`).
+    let loadgen = std::path::Path::new(crate::harness::SQUALL).with_file_name("loadgen");
+    assert!(
+        loadgen.exists(),
+        "{} is missing: build it with `cargo build --release -p loadgen`",
+        loadgen.display()
+    );
+    let node = start(&temp_dir("loadgen-squeezenet"));
+    let out = std::process::Command::new(&loadgen)
+        .args(["squeezenet", "--quick", "--json", "--addr", node.addr()])
+        .arg("--models-dir")
+        .arg(models::reference_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "p50_us",
+        "p99_us",
+        "sequential_p50_us",
+        "parallel_p50_us",
+        "model_p50_us",
+    ] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(
+        report["top1"].as_str().unwrap().starts_with("281\t0.93"),
+        "{report}"
+    );
+    assert_eq!(report["calls"].as_u64(), Some(6));
+}
