@@ -20,6 +20,9 @@ step "guests";       ./scripts/build-guests.sh
 step "clippy";       cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo clippy --release --locked --target wasm32-unknown-unknown --manifest-path guests/Cargo.toml -- -D warnings
 step "boundaries";   ./scripts/check-deps.sh
-step "tests";        cargo test --release --workspace --all-targets --locked
+# The binaries first: integration tests start `squall` and `loadgen`
+# (cargo builds only a package's own binaries for its tests).
+step "tests";        cargo build --release --workspace --bins --locked
+cargo test --release --workspace --all-targets --locked
 step "doc tests";    cargo test --release --workspace --doc --locked
 echo; echo "test.sh: all checks passed"

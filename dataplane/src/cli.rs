@@ -370,13 +370,9 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(c.call_dag_with(call).await?)
             })?;
             let text = String::from_utf8_lossy(&out).into_owned();
-            let ranked: Vec<serde_json::Value> = text
-                .lines()
-                .filter_map(|l| {
-                    let mut p = l.splitn(3, '\t');
-                    let (c, pr, label) = (p.next()?, p.next()?, p.next()?);
-                    Some(json!({"class": c.parse::<u64>().ok()?, "probability": pr.parse::<f64>().ok()?, "label": label}))
-                })
+            let ranked: Vec<serde_json::Value> = models::tensor::parse_ranked(&text)?
+                .into_iter()
+                .map(|(class, p, label)| json!({"class": class, "probability": p, "label": label}))
                 .collect();
             print_out(
                 conn.json,

@@ -112,7 +112,7 @@ pub fn format_ranked(ranked: &[Ranked<'_>]) -> String {
 }
 
 /// Reads [`format_ranked`] output back: (class, probability, label).
-pub fn parse_ranked(text: &str) -> Result<Vec<(usize, f32, String)>, ModelError> {
+pub fn parse_ranked(text: &str) -> Result<Vec<(usize, f64, String)>, ModelError> {
     text.lines()
         .map(|line| {
             let mut parts = line.splitn(3, '\t');
