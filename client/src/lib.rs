@@ -55,6 +55,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Sent in `Hello`, shown in the node's logs.
     pub client_name: String,
+    /// The secret to prove to a node that requires authentication
+    /// (`wire::auth`); never sent, and redacted from `Debug`.
+    pub token: Option<wire::auth::Secret>,
 }
 
 impl Default for ClientOptions {
@@ -62,7 +65,27 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(5),
             client_name: "squall-client".to_owned(),
+            token: None,
         }
+    }
+}
+
+/// The secret a client presents: the first line of `file` when given
+/// (`wire::auth::parse_client_secret`), else the `SQUALL_TOKEN` environment
+/// variable, else none (for open nodes).
+pub fn load_token(file: Option<&std::path::Path>) -> Result<Option<wire::auth::Secret>, String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the token file {}: {e}", path.display()))?;
+        return wire::auth::parse_client_secret(&text)
+            .map(Some)
+            .map_err(|e| format!("in the token file {}: {e}", path.display()));
+    }
+    match std::env::var("SQUALL_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => wire::auth::Secret::new(t.trim().as_bytes())
+            .map(Some)
+            .map_err(|e| format!("SQUALL_TOKEN: {e}")),
+        _ => Ok(None),
     }
 }
 
@@ -676,6 +699,15 @@ impl Client {
 }
 
 impl ShardConn {
+    /// Writes one request frame (the handshake's).
+    async fn send_one(&mut self, id: u64, req: &Request) -> Result<()> {
+        let addr = self.addr.clone();
+        encode_frame(id, req, &mut self.wbuf).map_err(|e| protocol(&addr, &e.to_string()))?;
+        let res = self.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        res.map_err(|e| io(&addr, e))
+    }
+
     async fn read_frame(&mut self) -> Result<(u64, Response)> {
         loop {
             let avail = &self.rbuf[self.rpos..];
@@ -735,15 +767,37 @@ async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)>
             protocol_version: wire::PROTOCOL_VERSION,
             client_name: opts.client_name.as_bytes().to_vec(),
         });
-        encode_frame(0, &hello, &mut conn.wbuf).map_err(|e| protocol(addr, &e.to_string()))?;
-        conn.stream
-            .write_all(&conn.wbuf)
-            .await
-            .map_err(|e| io(addr, e))?;
-        conn.wbuf.clear();
-        let (_, resp) = conn.read_frame().await?;
-        match into_result(resp)? {
-            Response::Hello(t) => Ok((conn, t)),
+        conn.send_one(1, &hello).await?;
+        let nonce = match into_result(conn.read_frame().await?.1)? {
+            Response::Hello(t) => return Ok((conn, t)),
+            Response::Challenge(c) => c.nonce,
+            other => return Err(unexpected(&other)),
+        };
+        let Some(secret) = &opts.token else {
+            return Err(ClientError::Server {
+                status: Status::Unauthenticated,
+                message: format!(
+                    "{addr} requires authentication; give the client a token \
+                     (SQUALL_TOKEN or --token-file for the CLI)"
+                ),
+            });
+        };
+        let mut client_nonce = [0u8; wire::auth::NONCE_BYTES];
+        getrandom::fill(&mut client_nonce)
+            .map_err(|e| protocol(addr, &format!("no randomness for the handshake: {e}")))?;
+        let answer = Request::Authenticate(wire::message::Authenticate {
+            client_nonce: client_nonce.to_vec(),
+            proof: secret.client_proof(&nonce, &client_nonce),
+        });
+        conn.send_one(2, &answer).await?;
+        match into_result(conn.read_frame().await?.1)? {
+            Response::Welcome(w) if secret.verify_node(&nonce, &client_nonce, &w.proof) => {
+                Ok((conn, w.topology))
+            }
+            Response::Welcome(_) => Err(protocol(
+                addr,
+                "the node could not prove it holds the secret (not the node you meant?)",
+            )),
             other => Err(unexpected(&other)),
         }
     };

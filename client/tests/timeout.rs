@@ -21,6 +21,7 @@ async fn a_node_that_never_answers_gives_a_timeout_not_a_hang() {
     let opts = ClientOptions {
         timeout: Duration::from_millis(300),
         client_name: "t".into(),
+        ..ClientOptions::default()
     };
     let err = Client::connect(&addr, opts).await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");

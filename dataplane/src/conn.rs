@@ -2,13 +2,28 @@
 //! beyond the values being copied in and out.
 //!
 //! The loop: read what the socket has; handle every complete frame in the
-//! buffer (up to `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`), appending each
-//! reply to one write buffer; wait once for the durability of the batch's
-//! writes (group commit across the batch) and for any forwarded requests;
-//! write all replies with one write. Then read again.
+//! buffer, appending each immediate reply to one write buffer; wait once
+//! for the durability of the batch's writes (group commit across the
+//! batch); write all replies with one write. Then read again. Requests that
+//! wait on something else — function calls, requests forwarded to another
+//! shard — run as their own tasks and put their reply in the connection's
+//! [`Outbox`] when they complete; the loop writes it as soon as it is there,
+//! so a slow call never holds up the requests behind it. Requests read but
+//! not yet answered are bounded (`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`):
+//! at the bound the loop stops reading until replies complete.
+//!
+//! Deadlines: a new connection must send `Hello` within `hello_timeout_ms`;
+//! a started frame must be finished within `partial_frame_timeout_ms`;
+//! either closes the connection without an error frame. Idle connections
+//! are reclaimed when the shard nears its connection limit.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -25,7 +40,9 @@ use crate::convert::value_from_archived;
 use crate::forward::{ReplyFuture, ShardOp, ShardReply};
 use crate::functions::{fetch_dag, invoke_inline, run_call, store_outcome, CallError, CallOptions};
 use crate::limits::BACKGROUND_CALLS_PER_SHARD_MAX;
-use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
+use crate::limits::{
+    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+};
 use crate::shard::{bump, Shard};
 use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
 use executor::function::Placement;
@@ -35,6 +52,25 @@ use executor::run::{check_sources, Arg};
 use executor::store::NoStore;
 use kvs_core::lattice::{Lww, Timestamp};
 use std::sync::Arc;
+use wire::auth::Role;
+
+/// How a node's connections behave; one per node, shared by its shards.
+#[derive(Debug)]
+pub struct ConnSettings {
+    /// How long a connection may take to finish a frame it started.
+    pub partial_frame_timeout_ms: u64,
+    /// How long a new connection may take to send `Hello`.
+    pub hello_timeout_ms: u64,
+    /// Idle time after which a connection may be reclaimed when its shard
+    /// nears the connection limit.
+    pub idle_reclaim_ms: u64,
+    /// The secrets accepted; `None`: an open node.
+    pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Node-wide budget for read buffers grown past `READ_BUFFER_BYTES`.
+    pub read_buffers_max_bytes: usize,
+    /// Bytes of grown read buffers held now, node-wide.
+    pub read_buffers_bytes: AtomicUsize,
+}
 
 /// The node's form of wire arguments.
 fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
@@ -63,16 +99,64 @@ fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
     }
 }
 
-/// A reply that waits on other shards.
-enum Deferred {
-    /// The whole request went to one owner.
-    Single { request_id: u64, reply: ReplyFuture },
-    /// A get whose keys span shards: local values filled in, the rest pending.
-    Get {
-        request_id: u64,
-        values: Vec<Option<w::Value>>,
-        parts: Vec<(Vec<usize>, ReplyFuture)>,
-    },
+/// Replies that complete after their batch (calls, forwarded requests):
+/// each runs as its own task and leaves its encoded frame here.
+#[derive(Debug, Default)]
+struct Outbox {
+    frames: RefCell<Vec<u8>>,
+    /// Replies still running.
+    in_flight: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Outbox {
+    /// Runs `reply` as a task; its response joins the outbox when done.
+    fn spawn(self: &Rc<Self>, request_id: u64, reply: impl Future<Output = w::Response> + 'static) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        let outbox = self.clone();
+        glommio::spawn_local(async move {
+            let resp = reply.await;
+            {
+                let mut frames = outbox.frames.borrow_mut();
+                if let Err(e) = encode_frame(request_id, &resp, &mut frames) {
+                    encode_error(
+                        request_id,
+                        Status::Internal,
+                        &format!("reply did not encode: {e}"),
+                        &mut frames,
+                    );
+                }
+            }
+            outbox.in_flight.set(outbox.in_flight.get() - 1);
+            if let Some(w) = outbox.waker.borrow_mut().take() {
+                w.wake();
+            }
+        })
+        .detach();
+    }
+
+    /// Completes when a reply is waiting to be written.
+    async fn ready(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.frames.borrow().is_empty() {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}
+
+/// What woke a waiting connection.
+enum Input {
+    /// This many bytes arrived.
+    Bytes(usize),
+    /// Replies are waiting in the outbox.
+    Replies,
+    /// The shard set or pulsed its shutdown event.
+    Notice,
 }
 
 struct Conn {
@@ -82,20 +166,33 @@ struct Conn {
     /// Bytes of `rbuf` holding data.
     filled: usize,
     wbuf: Vec<u8>,
+    /// Whether the session is open: `Hello` answered (and, on a node that
+    /// requires it, authenticated).
     greeted: bool,
+    /// What this connection may do (`Admin` on an open node).
+    role: Role,
+    /// The nonce of the challenge sent, until it is answered.
+    challenge: Option<[u8; wire::auth::NONCE_BYTES]>,
+    /// Set when the connection must close after the replies in hand.
+    closing: Option<String>,
+    peer_ip: Option<std::net::IpAddr>,
     /// Highest LSN this batch wrote.
     batch_lsn: Option<Lsn>,
-    deferred: Vec<Deferred>,
+    outbox: Rc<Outbox>,
+    opened: Instant,
+    last_active: Instant,
+    /// Bytes of `rbuf` beyond `READ_BUFFER_BYTES`, counted in the node's
+    /// read-buffer budget.
+    grown: usize,
 }
 
 /// Serves one connection until the peer closes, a fatal protocol error, or
 /// shutdown.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    let now = Instant::now();
     let mut c = Conn {
         shard,
         stream,
@@ -103,10 +200,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         filled: 0,
         wbuf: Vec::with_capacity(READ_BUFFER_BYTES),
         greeted: false,
+        role: Role::Admin,
+        challenge: None,
+        closing: None,
+        peer_ip: peer_addr.map(|a| a.ip()),
         batch_lsn: None,
-        deferred: Vec::new(),
+        outbox: Rc::default(),
+        opened: now,
+        last_active: now,
+        grown: 0,
     };
-    if let Err(e) = c.run().await {
+    let result = c.run().await;
+    c.set_grown(0);
+    if let Err(e) = result {
         log::debug!("{}: connection from {peer} closed: {e}", c.shard.id);
     }
 }
@@ -125,54 +231,142 @@ impl Conn {
                 continue; // more complete frames may be buffered
             }
             if self.shard.shutdown.is_set() {
+                // Answer what is running (calls have deadlines), then close.
+                while self.outbox.in_flight.get() > 0 {
+                    self.outbox.ready().await;
+                    self.finish_batch().await?;
+                }
+                self.finish_batch().await?;
                 return Err("node shutting down".into());
             }
-            self.read_more().await?;
+            let room = self.outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
+            match self.wait(room).await? {
+                Input::Bytes(n) => {
+                    self.filled += n;
+                    self.last_active = Instant::now();
+                }
+                Input::Replies => self.finish_batch().await?,
+                Input::Notice => {
+                    if !self.shard.shutdown.is_set() && self.reclaimable() {
+                        return Err(
+                            "idle connection reclaimed (the shard is near its connection limit)"
+                                .into(),
+                        );
+                    }
+                }
+            }
         }
     }
 
-    /// Reads at least one more byte. A full buffer grows (doubling, up to
-    /// the frame at its start) only as bytes actually arrive, so a header
-    /// that merely announces a large frame pins no memory.
-    async fn read_more(&mut self) -> Result<(), String> {
-        let need = match FrameHeader::parse(&self.rbuf[..self.filled]) {
-            Ok(Some(h)) => h.frame_len(),
-            _ => FRAME_HEADER_BYTES,
-        };
-        if self.filled == self.rbuf.len() && self.rbuf.len() < need {
-            let grown = (self.rbuf.len() * 2).min(need);
-            self.rbuf.resize(grown, 0);
-        } else if self.filled == 0 && self.rbuf.len() > READ_BUFFER_BYTES {
-            // A large frame has passed: give its memory back.
-            self.rbuf.truncate(READ_BUFFER_BYTES);
-            self.rbuf.shrink_to_fit();
+    /// Whether this connection is idle enough to close for a new one.
+    fn reclaimable(&self) -> bool {
+        self.filled == 0
+            && self.outbox.in_flight.get() == 0
+            && self.last_active.elapsed() >= Duration::from_millis(self.shard.conn.idle_reclaim_ms)
+    }
+
+    /// Counts `bytes` of grown read buffer against the node's budget.
+    fn set_grown(&mut self, bytes: usize) -> bool {
+        let budget = &self.shard.conn;
+        if bytes > self.grown {
+            let more = bytes - self.grown;
+            let held = budget.read_buffers_bytes.fetch_add(more, Ordering::Relaxed);
+            if held + more > budget.read_buffers_max_bytes {
+                budget.read_buffers_bytes.fetch_sub(more, Ordering::Relaxed);
+                return false;
+            }
+        } else {
+            budget
+                .read_buffers_bytes
+                .fetch_sub(self.grown - bytes, Ordering::Relaxed);
         }
-        let partial = self.filled > 0;
-        let timeout_ms = self.shard.partial_frame_timeout_ms;
-        let read = self.stream.read(&mut self.rbuf[self.filled..]);
-        let stop = async {
-            self.shard.shutdown.wait().await;
-            Err(std::io::Error::other("node shutting down"))
+        self.grown = bytes;
+        true
+    }
+
+    /// Waits for bytes (when `read`: reads at least one more), for replies
+    /// in the outbox, or for a notice from the shard. A full buffer grows
+    /// (doubling, up to the frame at its start) only as bytes actually
+    /// arrive, so a header that merely announces a large frame pins no
+    /// memory.
+    async fn wait(&mut self, read: bool) -> Result<Input, String> {
+        if read {
+            let need = match FrameHeader::parse(&self.rbuf[..self.filled]) {
+                Ok(Some(h)) => h.frame_len(),
+                _ => FRAME_HEADER_BYTES,
+            };
+            if self.filled == self.rbuf.len() && self.rbuf.len() < need {
+                let grown = (self.rbuf.len() * 2).min(need);
+                if !self.set_grown(grown - READ_BUFFER_BYTES) {
+                    let msg = format!(
+                        "the node holds {} MiB of large frames being received (its limit); retry later",
+                        self.shard.conn.read_buffers_max_bytes >> 20
+                    );
+                    let id = request_id_of(&self.rbuf[..self.filled]);
+                    encode_error(id, Status::Overloaded, &msg, &mut self.wbuf);
+                    self.finish_batch().await?;
+                    return Err(msg);
+                }
+                self.rbuf.resize(grown, 0);
+            } else if self.filled == 0 && self.rbuf.len() > READ_BUFFER_BYTES {
+                // A large frame has passed: give its memory back.
+                self.rbuf = vec![0; READ_BUFFER_BYTES];
+                self.set_grown(0);
+            }
+        }
+        // A connection has a deadline until its Hello, and while a frame
+        // it started is unfinished; idle connections may wait.
+        let settings = &self.shard.conn;
+        let deadline = if !self.greeted {
+            let at = self.opened + Duration::from_millis(settings.hello_timeout_ms);
+            Some((
+                at,
+                format!("no Hello within {} ms", settings.hello_timeout_ms),
+            ))
+        } else if read && self.filled > 0 {
+            let ms = settings.partial_frame_timeout_ms;
+            Some((
+                Instant::now() + Duration::from_millis(ms),
+                format!("frame not completed within {ms} ms"),
+            ))
+        } else {
+            None
         };
-        // Only a started frame has a deadline; idle connections may wait.
-        let stalled = async {
-            if !partial {
+        let filled = self.filled;
+        let (stream, rbuf, outbox, shard) =
+            (&mut self.stream, &mut self.rbuf, &self.outbox, &self.shard);
+        let bytes = async {
+            if !read {
                 return futures_lite::future::pending().await;
             }
-            glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms)).await;
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("frame not completed within {timeout_ms} ms"),
-            ))
-        };
-        match futures_lite::future::or(read, futures_lite::future::or(stop, stalled)).await {
-            Ok(0) => Err("peer closed".into()),
-            Ok(n) => {
-                self.filled += n;
-                Ok(())
+            match stream.read(&mut rbuf[filled..]).await {
+                Ok(0) => Err("peer closed".to_owned()),
+                Ok(n) => Ok(Input::Bytes(n)),
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
-        }
+        };
+        let replies = async {
+            outbox.ready().await;
+            Ok(Input::Replies)
+        };
+        let notice = async {
+            shard.shutdown.wait().await;
+            Ok(Input::Notice)
+        };
+        let stalled = async {
+            match deadline {
+                None => futures_lite::future::pending().await,
+                Some((at, why)) => {
+                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                    Err(why)
+                }
+            }
+        };
+        futures_lite::future::or(
+            bytes,
+            futures_lite::future::or(replies, futures_lite::future::or(notice, stalled)),
+        )
+        .await
     }
 
     /// Handles the complete frames in the buffer. Returns how many, and a
@@ -181,8 +375,20 @@ impl Conn {
         let mut off = 0;
         let mut handled = 0;
         let mut fatal = None;
-        while handled < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
+        while handled + self.outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
             let header = match FrameHeader::parse(&self.rbuf[off..self.filled]) {
+                Ok(Some(h)) if !self.greeted && h.body_len > HELLO_FRAME_BODY_BYTES_MAX => {
+                    // Before the handshake only small frames: an unknown
+                    // peer cannot make the node buffer megabytes.
+                    let msg = format!(
+                        "a frame before Hello may carry at most {HELLO_FRAME_BODY_BYTES_MAX} bytes, not {}",
+                        h.body_len
+                    );
+                    encode_error(h.request_id, Status::FrameTooLarge, &msg, &mut self.wbuf);
+                    bump(&self.shard.stats.errors);
+                    fatal = Some(msg);
+                    break;
+                }
                 Ok(Some(h)) if self.filled - off >= h.frame_len() => h,
                 Ok(_) => break,
                 Err(e) => {
@@ -204,6 +410,10 @@ impl Conn {
             self.rbuf = rbuf;
             off = end;
             handled += 1;
+            if let Some(why) = self.closing.take() {
+                fatal = Some(why);
+                break;
+            }
         }
         if off > 0 {
             self.rbuf.copy_within(off..self.filled, 0);
@@ -217,29 +427,29 @@ impl Conn {
             Ok(r) => r,
             Err(e) => return self.error(request_id, e.status(), &e.to_string()),
         };
-        if !self.greeted && !matches!(req, ArchivedRequest::Hello(_)) {
-            return self.error(
-                request_id,
-                Status::HandshakeRequired,
-                "send Hello first: it returns the topology",
-            );
+        if !self.greeted {
+            return self.handshake(request_id, req);
+        }
+        if let Some(need) = crate::auth::required_role(req) {
+            if self.role < need {
+                let msg = format!(
+                    "this request needs the {need} role; this connection has {}",
+                    self.role
+                );
+                return self.error(request_id, Status::Forbidden, &msg);
+            }
         }
         match req {
-            ArchivedRequest::Hello(h) => {
-                let v = h.protocol_version.to_native();
-                if v != wire::PROTOCOL_VERSION {
-                    let msg = format!(
-                        "protocol version {v} is not supported; this node speaks {}",
-                        wire::PROTOCOL_VERSION
-                    );
-                    return self.error(request_id, Status::VersionMismatch, &msg);
-                }
-                self.greeted = true;
+            ArchivedRequest::Hello(_) => {
+                // Again: the same topology.
                 let body = &self.shard.hello_body;
                 self.wbuf
                     .extend_from_slice(&(body.len() as u32).to_le_bytes());
                 self.wbuf.extend_from_slice(&request_id.to_le_bytes());
                 self.wbuf.extend_from_slice(body);
+            }
+            ArchivedRequest::Authenticate(_) => {
+                self.error(request_id, Status::InvalidArgument, "already authenticated");
             }
             ArchivedRequest::Ping => self.reply(request_id, &w::Response::Pong),
             ArchivedRequest::Stats => {
@@ -303,6 +513,97 @@ impl Conn {
         }
     }
 
+    /// Before the session opens: `Hello`, then, on a node that requires
+    /// it, the challenge–response (`wire::auth`). Anything else is refused;
+    /// on such a node with `unauthenticated`, closing the connection.
+    fn handshake(&mut self, request_id: u64, req: &ArchivedRequest) {
+        let auth = self.shard.conn.auth.clone();
+        match (req, auth) {
+            (ArchivedRequest::Hello(h), auth) => {
+                let v = h.protocol_version.to_native();
+                if !(wire::PROTOCOL_VERSION_MIN..=wire::PROTOCOL_VERSION).contains(&v) {
+                    let msg = format!(
+                        "protocol version {v} is not supported; this node speaks {} to {}",
+                        wire::PROTOCOL_VERSION_MIN,
+                        wire::PROTOCOL_VERSION
+                    );
+                    return self.error(request_id, Status::VersionMismatch, &msg);
+                }
+                let Some(auth) = auth else {
+                    self.greeted = true;
+                    let body = &self.shard.hello_body;
+                    self.wbuf
+                        .extend_from_slice(&(body.len() as u32).to_le_bytes());
+                    self.wbuf.extend_from_slice(&request_id.to_le_bytes());
+                    self.wbuf.extend_from_slice(body);
+                    return;
+                };
+                if let Some(wait) = auth.blocked(self.peer_ip) {
+                    let msg = format!(
+                        "too many failed authentications from this address; try again in {} s",
+                        wait.as_secs() + 1
+                    );
+                    return self.refuse(request_id, Status::Unauthenticated, msg);
+                }
+                let mut nonce = [0u8; wire::auth::NONCE_BYTES];
+                if let Err(e) = getrandom::fill(&mut nonce) {
+                    return self.refuse(
+                        request_id,
+                        Status::Internal,
+                        format!("no randomness: {e}"),
+                    );
+                }
+                self.challenge = Some(nonce);
+                let challenge = w::Challenge {
+                    nonce: nonce.to_vec(),
+                };
+                self.reply(request_id, &w::Response::Challenge(challenge));
+            }
+            (ArchivedRequest::Authenticate(a), Some(auth)) => {
+                let Some(nonce) = self.challenge.take() else {
+                    let msg = "send Hello first and answer its Challenge".to_owned();
+                    return self.refuse(request_id, Status::Unauthenticated, msg);
+                };
+                let client_nonce = a.client_nonce.as_slice();
+                let Some((role, secret)) = auth.verify(&nonce, client_nonce, a.proof.as_slice())
+                else {
+                    auth.record_failure(self.peer_ip);
+                    log::warn!(
+                        "{}: failed authentication from {}",
+                        self.shard.id,
+                        self.peer_ip.map_or("?".to_owned(), |ip| ip.to_string())
+                    );
+                    let msg = "the proof matches no secret this node accepts".to_owned();
+                    return self.refuse(request_id, Status::Unauthenticated, msg);
+                };
+                let welcome = w::Welcome {
+                    role: role.code(),
+                    proof: secret.node_proof(&nonce, client_nonce),
+                    topology: self.shard.topology.clone(),
+                };
+                self.greeted = true;
+                self.role = role;
+                self.reply(request_id, &w::Response::Welcome(welcome));
+            }
+            (_, Some(_)) => {
+                let msg = "this node requires authentication: send Hello and answer its Challenge"
+                    .to_owned();
+                self.refuse(request_id, Status::Unauthenticated, msg);
+            }
+            (_, None) => self.error(
+                request_id,
+                Status::HandshakeRequired,
+                "send Hello first: it returns the topology",
+            ),
+        }
+    }
+
+    /// Answers with an error, then closes the connection.
+    fn refuse(&mut self, request_id: u64, status: Status, msg: String) {
+        self.error(request_id, status, &msg);
+        self.closing = Some(msg);
+    }
+
     async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet) {
         let n = get.keys.len();
         if n == 0 || n > KEYS_PER_GET_MAX {
@@ -323,7 +624,7 @@ impl Conn {
                 .collect();
             return self.reply(request_id, &w::Response::Values(values));
         }
-        let mut values = vec![None; n];
+        let mut values: Vec<Option<w::Value>> = vec![None; n];
         let mut remote: Vec<(ShardId, Vec<usize>)> = Vec::new();
         for (i, k) in get.keys.iter().enumerate() {
             let owner = self.shard.owner(k.as_slice());
@@ -343,10 +644,18 @@ impl Conn {
                 None => return self.no_peer(request_id, owner),
             }
         }
-        self.deferred.push(Deferred::Get {
-            request_id,
-            values,
-            parts,
+        self.outbox.spawn(request_id, async move {
+            for (idx, reply) in parts {
+                match reply.await.into_response() {
+                    w::Response::Values(vs) if vs.len() == idx.len() => {
+                        for (i, v) in idx.into_iter().zip(vs) {
+                            values[i] = v;
+                        }
+                    }
+                    other => return other,
+                }
+            }
+            w::Response::Values(values)
         });
     }
 
@@ -358,7 +667,7 @@ impl Conn {
                 None => ShardOp::Delete(key.to_vec()),
             };
             match self.forward(owner, op).await {
-                Some(reply) => self.deferred.push(Deferred::Single { request_id, reply }),
+                Some(reply) => self.defer(request_id, reply),
                 None => self.no_peer(request_id, owner),
             }
             return;
@@ -420,7 +729,7 @@ impl Conn {
                     let args = HashMap::from([(name, args)]);
                     reply_of(run_call(&shard, &functions, dag, args, &options).await)
                 });
-                self.deferred.push(Deferred::Single { request_id, reply });
+                self.defer(request_id, reply);
             }
         }
     }
@@ -503,6 +812,20 @@ impl Conn {
                 Status::InvalidDag,
                 &format!("DAG {:?} refused: {e}", spec.name),
             );
+        }
+        let executors = functions.pool.len();
+        if let Some((f, o)) = spec
+            .functions
+            .iter()
+            .find(|(_, o)| o.replicas as usize > executors)
+        {
+            let msg = format!(
+                "DAG {:?} refused: function {f:?} asks for {} replicas, but replicas run on \
+                 different executors and this node has {executors} (start it with more \
+                 --executors-per-shard, or ask for fewer)",
+                spec.name, o.replicas
+            );
+            return self.error(request_id, Status::InvalidDag, &msg);
         }
         let value = kvs_core::Value::Lww(Lww::new(Timestamp::default(), stored::encode(&spec)));
         self.write(request_id, &stored::key(&spec.name), Some(value))
@@ -622,7 +945,7 @@ impl Conn {
             };
             reply_of(run_call(&shard, &functions, dag, args, &options).await)
         });
-        self.deferred.push(Deferred::Single { request_id, reply });
+        self.defer(request_id, reply);
     }
 
     async fn forward(&mut self, owner: ShardId, op: ShardOp) -> Option<ReplyFuture> {
@@ -652,8 +975,15 @@ impl Conn {
         encode_error(request_id, status, msg, &mut self.wbuf);
     }
 
-    /// Waits for the batch's durability and forwarded replies, then writes
-    /// every reply at once.
+    /// Answers `request_id` when `reply` completes, without holding up
+    /// the requests behind it.
+    fn defer(&mut self, request_id: u64, reply: ReplyFuture) {
+        self.outbox
+            .spawn(request_id, async move { reply.await.into_response() });
+    }
+
+    /// Waits for the batch's durability, then writes every reply ready now
+    /// (the batch's and completed deferred ones) at once.
     async fn finish_batch(&mut self) -> Result<(), String> {
         if let Some(lsn) = self.batch_lsn.take() {
             if let Err(e) = self.shard.storage.wait_durable(lsn).await {
@@ -662,35 +992,7 @@ impl Conn {
                 return Err(format!("WAL failure: {e}"));
             }
         }
-        for d in std::mem::take(&mut self.deferred) {
-            match d {
-                Deferred::Single { request_id, reply } => {
-                    let resp = reply.await.into_response();
-                    self.reply(request_id, &resp);
-                }
-                Deferred::Get {
-                    request_id,
-                    mut values,
-                    parts,
-                } => {
-                    let mut failed = None;
-                    for (idx, reply) in parts {
-                        match reply.await.into_response() {
-                            w::Response::Values(vs) if vs.len() == idx.len() => {
-                                for (i, v) in idx.into_iter().zip(vs) {
-                                    values[i] = v;
-                                }
-                            }
-                            other => failed = Some(other),
-                        }
-                    }
-                    match failed {
-                        Some(err) => self.reply(request_id, &err),
-                        None => self.reply(request_id, &w::Response::Values(values)),
-                    }
-                }
-            }
-        }
+        self.wbuf.append(&mut self.outbox.frames.borrow_mut());
         if !self.wbuf.is_empty() {
             let res = self.stream.write_all(&self.wbuf).await;
             self.wbuf.clear();

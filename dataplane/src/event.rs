@@ -1,7 +1,9 @@
 //! A shard-local, set-once event: tasks `wait()` until someone calls
-//! `set()`. Used for shutdown. Single-threaded; a waiter that is dropped
-//! before the event fires unregisters itself, so short-lived waiters (one
-//! per connection read) never accumulate.
+//! `set()`, or until a `pulse()` asks every current waiter to look at its
+//! state once. Used for shutdown and for reclaiming idle connections.
+//! Single-threaded; a waiter that is dropped before the event fires
+//! unregisters itself, so short-lived waiters (one per connection read)
+//! never accumulate.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 #[derive(Debug, Default)]
 pub struct Event {
     set: Cell<bool>,
+    pulses: Cell<u64>,
     next_id: Cell<u64>,
     waiters: RefCell<HashMap<u64, Waker>>,
 }
@@ -25,15 +28,34 @@ impl Event {
         }
     }
 
+    /// Wakes every current waiter without setting the event.
+    pub fn pulse(&self) {
+        self.pulses.set(self.pulses.get() + 1);
+        for (_, w) in self.waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+
     pub fn is_set(&self) -> bool {
         self.set.get()
     }
 
-    /// Completes once the event is set.
+    /// Completes once the event is set (pulses are ignored).
+    pub async fn wait_set(&self) {
+        while !self.is_set() {
+            self.wait().await;
+        }
+    }
+
+    /// Completes once the event is set or pulsed.
     pub fn wait(&self) -> Wait<'_> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        Wait { event: self, id }
+        Wait {
+            event: self,
+            id,
+            pulses: self.pulses.get(),
+        }
     }
 }
 
@@ -41,12 +63,13 @@ impl Event {
 pub struct Wait<'a> {
     event: &'a Event,
     id: u64,
+    pulses: u64,
 }
 
 impl Future for Wait<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.event.set.get() {
+        if self.event.set.get() || self.event.pulses.get() != self.pulses {
             return Poll::Ready(());
         }
         self.event
@@ -80,6 +103,12 @@ mod tests {
                 let _ = futures_lite::future::poll_once(w).await;
             }
             assert!(ev.waiters.borrow().is_empty());
+            let ev2 = ev.clone();
+            let pulsed = glommio::spawn_local(async move { ev2.wait().await });
+            glommio::yield_if_needed().await;
+            ev.pulse();
+            pulsed.await;
+            assert!(!ev.is_set());
             let ev2 = ev.clone();
             let t = glommio::spawn_local(async move { ev2.wait().await });
             glommio::yield_if_needed().await;

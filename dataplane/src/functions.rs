@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -167,6 +167,12 @@ pub struct Pool {
     queues: Vec<cb::Sender<Step>>,
     /// Steps queued or running, per executor (what scheduling compares).
     load: Vec<AtomicUsize>,
+    /// Per executor: the deadline (ms after `epoch`) of the call whose step
+    /// it is running now, 0 when idle. A native function cannot be stopped:
+    /// one still running past its call's deadline makes its executor count
+    /// as over the load threshold, so new work goes elsewhere.
+    running_deadline_ms: Vec<AtomicU64>,
+    epoch: Instant,
     /// Executors per shard: executor `e` sits beside shard `e / per_shard`.
     per_shard: usize,
     pub registry: Arc<Registry>,
@@ -190,6 +196,8 @@ impl Pool {
         let pool = Arc::new(Pool {
             queues,
             load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            running_deadline_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
             per_shard,
             registry: registry.clone(),
         });
@@ -223,17 +231,32 @@ impl Pool {
     #[must_use]
     pub fn beside(&self, shard: ShardId) -> usize {
         let first = usize::from(shard.0) * self.per_shard;
+        let now_ms = self.ms_since_epoch(Instant::now());
         (first..first + self.per_shard)
-            .min_by_key(|&e| self.load[e].load(Ordering::Relaxed))
+            .min_by_key(|&e| self.load_of(e, now_ms))
             .unwrap_or(0)
             .min(self.len().saturating_sub(1))
     }
 
+    fn ms_since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    /// Executor `e`'s load as the scheduler sees it: its steps queued or
+    /// running, plus `EXECUTOR_LOAD_THRESHOLD + 1` while it runs a step past
+    /// its call's deadline.
+    fn load_of(&self, e: usize, now_ms: u64) -> usize {
+        let load = self.load[e].load(Ordering::Relaxed);
+        match self.running_deadline_ms[e].load(Ordering::Relaxed) {
+            0 => load,
+            d if d < now_ms => load + EXECUTOR_LOAD_THRESHOLD + 1,
+            _ => load,
+        }
+    }
+
     fn loads(&self) -> Vec<usize> {
-        self.load
-            .iter()
-            .map(|l| l.load(Ordering::Relaxed))
-            .collect()
+        let now_ms = self.ms_since_epoch(Instant::now());
+        (0..self.len()).map(|e| self.load_of(e, now_ms)).collect()
     }
 
     fn send(&self, e: usize, step: Step) -> Result<(), String> {
@@ -388,7 +411,21 @@ fn executor_loop(
         if live.is_empty() {
             continue;
         }
+        let deadline = live.iter().map(|s| s.run.deadline).max();
+        if let Some(d) = deadline {
+            pool.running_deadline_ms[index].store(pool.ms_since_epoch(d), Ordering::Relaxed);
+        }
+        let started = Instant::now();
         let results = ex.call_batch(&name, store, &inputs);
+        pool.running_deadline_ms[index].store(0, Ordering::Relaxed);
+        if let Some(late) = deadline.and_then(|d| Instant::now().checked_duration_since(d)) {
+            log::warn!(
+                "executor-{index}: {name:?} ran {} ms, {} ms past its call's deadline; \
+                 new work went to other executors meanwhile",
+                started.elapsed().as_millis(),
+                late.as_millis()
+            );
+        }
         for (step, result) in live.into_iter().zip(results) {
             pool.load[index].fetch_sub(1, Ordering::Relaxed);
             let mut here = Here::Executor {

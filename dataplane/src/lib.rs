@@ -27,6 +27,7 @@
 //! ## Boundary
 //! Nothing else depends on `dataplane`.
 
+pub mod auth;
 pub mod cli;
 pub mod conn;
 pub mod convert;

@@ -6,10 +6,12 @@
 /// Bounds per-connection buffers × count.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 1024;
 
-/// Requests one connection may have read but not yet answered. A client
-/// that pipelines deeper is not refused: the node simply stops reading its
-/// socket until replies are written (TCP back-pressure), so memory per
-/// connection stays bounded by this many requests plus one frame.
+/// Requests one connection may have read but not yet answered: those of the
+/// batch in hand plus calls and forwarded requests still running (each is
+/// answered when it completes, in any order). A client that pipelines
+/// deeper is not refused: the node simply stops reading its socket until
+/// replies are written (TCP back-pressure), so memory per connection stays
+/// bounded by this many requests plus one frame.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 
 /// Default time a connection may take to finish sending a frame it has
@@ -17,6 +19,52 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 /// mid-frame is disconnected instead of holding a slot and a buffer forever.
 /// Idle connections between frames are not timed out.
 pub const PARTIAL_FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Default time a new connection has to send its `Hello` (the default of
+/// `--hello-timeout-ms`); then it is closed without an error frame. Silent
+/// connections cannot hold the shard's connection slots.
+pub const HELLO_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Largest frame body accepted before the handshake: `Hello` is a few dozen
+/// bytes, so an unauthenticated peer cannot make the node buffer megabytes.
+/// A larger frame gets `frame_too_large` and the connection closes.
+pub const HELLO_FRAME_BODY_BYTES_MAX: usize = 4096;
+
+/// Default idle time after which a connection may be reclaimed (the default
+/// of `--idle-reclaim-ms`): when a shard's connections reach
+/// `RECLAIM_AT_PERCENT` of its limit, connections with nothing buffered,
+/// nothing in flight and no request for this long are closed to make room.
+pub const IDLE_RECLAIM_MS_DEFAULT: u64 = 60_000;
+
+/// Connections, as a percentage of `--connections-max`, at which a shard
+/// starts reclaiming idle connections.
+pub const RECLAIM_AT_PERCENT: usize = 90;
+
+/// Shortest interval between two reclaim passes of one shard (each wakes
+/// all its connections once).
+pub const RECLAIM_PULSE_INTERVAL_MS: u64 = 100;
+
+/// Default node-wide budget for read buffers grown past
+/// `READ_BUFFER_BYTES` to hold large frames (the default of
+/// `--read-buffers-mb`, in MiB). A connection whose frame would exceed it
+/// gets `overloaded` and is closed: many slow large frames cannot pin
+/// gigabytes.
+pub const READ_BUFFERS_MB_DEFAULT: usize = 256;
+
+/// Failed authentications one source address may make per
+/// `AUTH_FAILURE_WINDOW_MS`; then its connections are refused
+/// (`unauthenticated`) until the window ends. Makes guessing secrets slow.
+pub const AUTH_FAILURES_PER_WINDOW_MAX: u32 = 10;
+pub const AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+
+/// Source addresses whose failures the node remembers at once (bounded
+/// memory under a flood of sources).
+pub const AUTH_FAILURE_SOURCES_MAX: usize = 4096;
+
+/// Allocations at least this large are mapped from the OS on their own and
+/// returned to it when freed (the allocator's mmap threshold), so memory
+/// held for large frames comes back when their connections close.
+pub const LARGE_BLOCK_BYTES: usize = 128 * 1024;
 
 /// Initial read buffer of a connection; grows to one maximal frame only when
 /// a large frame arrives, and shrinks back after.
@@ -44,6 +92,15 @@ pub const SNAPSHOT_WAL_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// Interval between background fdatasyncs under `--fsync batch`.
 pub const FSYNC_BATCH_INTERVAL_MS: u64 = 10;
+
+/// After a failed WAL write, a shard retries (probe write, then resume)
+/// after this long, doubling up to `STORAGE_RETRY_MS_MAX`.
+pub const STORAGE_RETRY_MS_MIN: u64 = 100;
+pub const STORAGE_RETRY_MS_MAX: u64 = 5_000;
+
+/// Bytes a shard writes (and removes) to check that the disk takes writes
+/// again before resuming: one largest record.
+pub const STORAGE_PROBE_BYTES: usize = 2 << 20;
 
 /// Longest a graceful shutdown waits for in-flight requests before closing
 /// connections anyway (their replies are then lost, their writes are not).

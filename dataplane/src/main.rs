@@ -1,8 +1,5 @@
 //! The `squall` binary; all logic lives in the library (`dataplane::cli`).
 
-fn main() {
-    if let Err(e) = dataplane::cli::main() {
-        eprintln!("squall: error: {e:#}");
-        std::process::exit(2);
-    }
+fn main() -> std::process::ExitCode {
+    dataplane::cli::main()
 }

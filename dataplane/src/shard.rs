@@ -86,14 +86,16 @@ pub struct Shard {
     dag_cache: RefCell<HashMap<Vec<u8>, CachedDag>>,
     /// Calls with an output key running in the background now.
     pub background_calls: Cell<usize>,
-    /// The encoded `Response::Hello` body for this shard.
+    /// The topology this shard reports, and its encoded `Response::Hello`
+    /// body.
+    pub topology: w::Topology,
     pub hello_body: Vec<u8>,
     pub stats: Counters,
     pub shutdown: Event,
     /// Connections open now.
     pub open_connections: Cell<usize>,
-    /// How long a connection may take to finish a frame it started.
-    pub partial_frame_timeout_ms: u64,
+    /// How this node's connections behave (deadlines, budgets).
+    pub conn: Arc<crate::conn::ConnSettings>,
     clock: RefCell<HybridClock>,
     /// LWW writer id of timestamps this shard assigns.
     writer: u64,
@@ -116,9 +118,9 @@ impl Shard {
         partition: Partition,
         storage: Rc<Storage>,
         ring: Rc<HashRing<ShardId>>,
-        hello_body: Vec<u8>,
+        (topology, hello_body): (w::Topology, Vec<u8>),
         clock_floor_us: u64,
-        partial_frame_timeout_ms: u64,
+        conn: Arc<crate::conn::ConnSettings>,
     ) -> Shard {
         let mut clock = HybridClock::default();
         clock.observe(clock_floor_us);
@@ -132,11 +134,12 @@ impl Shard {
             inline: RefCell::new(None),
             dag_cache: RefCell::new(HashMap::new()),
             background_calls: Cell::new(0),
+            topology,
             hello_body,
             stats: Counters::default(),
             shutdown: Event::default(),
             open_connections: Cell::new(0),
-            partial_frame_timeout_ms,
+            conn,
             clock: RefCell::new(clock),
             writer: NODE_WRITER_BASE | u64::from(id.0),
             started: Instant::now(),
@@ -198,6 +201,12 @@ impl Shard {
                 }
             }
             Some(value) => {
+                // A writer's own clock may lead ours only so far: one bad
+                // clock must not drag the shard's into the future.
+                self.partition
+                    .borrow()
+                    .check_clocks(&key, &value, wall_us())
+                    .map_err(partition_status)?;
                 if let Value::Lww(lww) = &value {
                     self.clock.borrow_mut().observe(lww.timestamp().clock);
                 }
@@ -351,7 +360,12 @@ pub fn partition_status(e: PartitionError) -> (Status, String) {
     let status = match e {
         PartitionError::TypeMismatch { .. } => Status::TypeMismatch,
         PartitionError::KeyTooLarge { .. } => Status::KeyTooLarge,
-        PartitionError::ValueTooLarge { .. } => Status::ValueTooLarge,
+        PartitionError::ValueTooLarge { .. } | PartitionError::EncodingTooLarge { .. } => {
+            Status::ValueTooLarge
+        }
+        PartitionError::ClockAhead { .. } | PartitionError::VectorClockAhead { .. } => {
+            Status::ClockSkew
+        }
         PartitionError::EmptyKey => Status::InvalidArgument,
     };
     (status, e.to_string())

@@ -31,12 +31,15 @@ use anyhow::Context as _;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::io::{BufferedFile, Directory, OpenOptions};
+use kvs_core::limits::CLOCK_LEAD_MAX_US;
 use kvs_core::partition::{Mutation, Partition};
 use kvs_core::snapshot::{encode_snapshot, recover, Recovered};
 use kvs_core::wal::{encode_record, SEGMENT_MAGIC};
 use kvs_core::{Lsn, ShardId};
 
-use crate::limits::FSYNC_BATCH_INTERVAL_MS;
+use crate::limits::{
+    FSYNC_BATCH_INTERVAL_MS, STORAGE_PROBE_BYTES, STORAGE_RETRY_MS_MAX, STORAGE_RETRY_MS_MIN,
+};
 
 /// glommio's error type is not `Sync`, so it cannot travel inside
 /// `anyhow::Error`; its `io::Error` form can.
@@ -144,6 +147,80 @@ fn list(dir: &Path) -> anyhow::Result<Listing> {
     Ok(l)
 }
 
+/// What the files of a shard directory hold, read with `std::fs`: the
+/// recovered state and where appends continue (segment, offset).
+struct OnDisk {
+    recovered: Recovered,
+    seq: u64,
+    pos: u64,
+    snapshot: Option<String>,
+    segments: usize,
+    log_bytes: u64,
+}
+
+/// Reads `dir` and recovers its state, cutting a torn tail off the last
+/// segment (start-up, and after a failed write: memory is rebuilt from
+/// exactly what the log holds).
+fn read_on_disk(dir: &Path, shard: ShardId) -> anyhow::Result<OnDisk> {
+    let listing = list(dir)?;
+    let snap = match listing.snapshots.last() {
+        Some(&lsn) => {
+            let name = snapshot_name(Lsn(lsn));
+            Some((
+                name.clone(),
+                std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+            ))
+        }
+        None => None,
+    };
+    let mut segs = Vec::new();
+    for &seq in &listing.segments {
+        let name = segment_name(seq);
+        segs.push((
+            name.clone(),
+            std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+        ));
+    }
+    let recovered = recover(
+        snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
+        segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    )
+    .with_context(|| {
+        format!(
+            "{shard}: recovery of {} failed; refusing to start",
+            dir.display()
+        )
+    })?;
+    let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
+        (Some(&seq), Some(torn)) => {
+            let name = segment_name(seq);
+            log::warn!(
+                "{shard}: cut torn WAL tail of {name}: {} bytes at offset {} ({}); \
+                 every whole record before it was kept",
+                torn.cut_bytes,
+                torn.offset,
+                torn.reason
+            );
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(&name))?;
+            f.set_len(torn.offset as u64)?;
+            f.sync_all()?;
+            (seq, torn.offset as u64)
+        }
+        (Some(&seq), None) => (seq, segs.last().map_or(0, |(_, b)| b.len() as u64)),
+        (None, _) => (1, 0),
+    };
+    Ok(OnDisk {
+        recovered,
+        seq,
+        pos,
+        snapshot: snap.map(|(n, _)| n),
+        segments: listing.segments.len(),
+        log_bytes: segs.iter().map(|(_, b)| b.len() as u64).sum(),
+    })
+}
+
 impl Storage {
     /// Recovers the shard's state from `dir` and opens the WAL for appends.
     pub async fn open(
@@ -154,56 +231,14 @@ impl Storage {
     ) -> anyhow::Result<(Rc<Storage>, Recovered)> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let started = Instant::now();
-        let listing = list(&dir)?;
-        let snap = match listing.snapshots.last() {
-            Some(&lsn) => {
-                let name = snapshot_name(Lsn(lsn));
-                Some((
-                    name.clone(),
-                    std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
-                ))
-            }
-            None => None,
-        };
-        let mut segs = Vec::new();
-        for &seq in &listing.segments {
-            let name = segment_name(seq);
-            segs.push((
-                name.clone(),
-                std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
-            ));
-        }
-        let recovered = recover(
-            snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
-            segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
-        )
-        .with_context(|| {
-            format!(
-                "{shard}: recovery of {} failed; refusing to start",
-                dir.display()
-            )
-        })?;
-
-        let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
-            (Some(&seq), Some(torn)) => {
-                let name = segment_name(seq);
-                log::warn!(
-                    "{shard}: cut torn WAL tail of {name}: {} bytes at offset {} ({}); \
-                     every whole record before it was kept",
-                    torn.cut_bytes,
-                    torn.offset,
-                    torn.reason
-                );
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(dir.join(&name))?;
-                f.set_len(torn.offset as u64)?;
-                f.sync_all()?;
-                (seq, torn.offset as u64)
-            }
-            (Some(&seq), None) => (seq, segs.last().map_or(0, |(_, b)| b.len() as u64)),
-            (None, _) => (1, 0),
-        };
+        let OnDisk {
+            mut recovered,
+            seq,
+            pos,
+            snapshot,
+            segments,
+            log_bytes,
+        } = read_on_disk(&dir, shard)?;
         let file = open_segment(&dir, seq).await?;
         let pos = if pos < SEGMENT_MAGIC.len() as u64 {
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
@@ -214,16 +249,34 @@ impl Storage {
             pos
         };
         log::info!(
-            "{shard}: recovered {} keys ({} tombstones) at {} in {} ms: snapshot {}, {} WAL records replayed from {} segment(s)",
+            "{shard}: recovered {} keys ({} tombstones) at {} in {} ms: snapshot {}, {} WAL records replayed from {segments} segment(s)",
             recovered.partition.live_keys(),
             recovered.partition.tombstones(),
             recovered.last_lsn,
             started.elapsed().as_millis(),
-            snap.as_ref().map_or("none", |(n, _)| n.as_str()),
+            snapshot.as_deref().unwrap_or("none"),
             recovered.replayed,
-            listing.segments.len(),
         );
-        let bytes_since_snapshot: u64 = segs.iter().map(|(_, b)| b.len() as u64).sum();
+        // A clock poisoned before writers' clocks were bounded (a timestamp
+        // far in the future) would win against every later write: move such
+        // entries back to now, and make that durable with a snapshot below
+        // (replaying the log alone would bring the old stamps back).
+        let now_us = crate::shard::wall_us();
+        let bound_us = now_us.saturating_add(CLOCK_LEAD_MAX_US);
+        let healed = if recovered.max_clock_us > bound_us {
+            let n = recovered.partition.restamp_after(bound_us, now_us);
+            log::warn!(
+                "{shard}: recovered clock {} us is more than {} ms ahead of wall time: \
+                 {n} entries re-stamped to now ({now_us} us); writing a snapshot",
+                recovered.max_clock_us,
+                CLOCK_LEAD_MAX_US / 1000
+            );
+            recovered.max_clock_us = now_us;
+            n
+        } else {
+            0
+        };
+        let bytes_since_snapshot = log_bytes;
         let (kick, kicked) = local_channel::new_bounded(1);
         let last = recovered.last_lsn;
         let inline = inline_handle(&dir, seq)?;
@@ -252,6 +305,14 @@ impl Storage {
             kicked: RefCell::new(Some(kicked)),
             idle: Cell::new(true),
         });
+        if healed > 0 {
+            let partition = RefCell::new(std::mem::take(&mut recovered.partition));
+            storage
+                .snapshot(&partition)
+                .await
+                .context("snapshot of the re-stamped entries")?;
+            recovered.partition = partition.into_inner();
+        }
         Ok((storage, recovered))
     }
 
@@ -259,7 +320,7 @@ impl Storage {
     pub fn check_writable(&self) -> Result<(), String> {
         match &self.state.borrow().failed {
             Some(e) => Err(format!(
-                "{}: the WAL failed earlier ({e}); this shard refuses writes",
+                "{}: the WAL failed ({e}); this shard refuses writes until the disk takes them again",
                 self.shard
             )),
             None => Ok(()),
@@ -341,17 +402,9 @@ impl Storage {
                 continue;
             };
             if let Err(e) = self.flush(buf, Lsn(upto)).await {
-                let msg = format!("{e:#}");
-                log::error!(
-                    "{}: WAL write failed, refusing further writes: {msg}",
-                    self.shard
-                );
-                let mut s = self.state.borrow_mut();
-                s.failed = Some(msg.clone());
-                for (_, tx) in s.waiters.drain(..) {
-                    let _ = tx.send(Err(msg.clone()));
-                }
-                return;
+                self.fail(format!("{e:#}"));
+                self.recover_after_failure(&partition).await;
+                continue;
             }
             let due = self.state.borrow().bytes_since_snapshot >= self.snapshot_wal_bytes;
             if due {
@@ -403,6 +456,106 @@ impl Storage {
                 i += 1;
             }
         }
+        Ok(())
+    }
+
+    /// A write failed: refuse writes, and fail every waiter and every
+    /// record not yet written (none of them was acknowledged).
+    fn fail(&self, msg: String) {
+        log::error!(
+            "{}: WAL write failed: {msg}; refusing writes until the disk takes them again \
+             (reads go on)",
+            self.shard
+        );
+        let mut s = self.state.borrow_mut();
+        for (_, tx) in s.waiters.drain(..) {
+            let _ = tx.send(Err(msg.clone()));
+        }
+        s.pending.clear();
+        s.flushing = false;
+        s.failed = Some(msg);
+    }
+
+    /// After a failed write: memory is rebuilt from exactly what the log
+    /// holds (the failed group was applied in memory but never
+    /// acknowledged, so it must not stay readable); then, with backoff, the
+    /// shard probes the disk and resumes writes once it takes them.
+    async fn recover_after_failure(&self, partition: &RefCell<Partition>) {
+        let mut backoff_ms = STORAGE_RETRY_MS_MIN;
+        let mut appends_at = None;
+        loop {
+            if appends_at.is_none() {
+                match read_on_disk(&self.dir, self.shard) {
+                    Ok(on_disk) => {
+                        let r = on_disk.recovered;
+                        log::warn!(
+                            "{}: memory rebuilt from the log: {} keys at {}; writes after it \
+                             were never acknowledged and are gone",
+                            self.shard,
+                            r.partition.live_keys(),
+                            r.last_lsn
+                        );
+                        *partition.borrow_mut() = r.partition;
+                        let mut s = self.state.borrow_mut();
+                        s.next_lsn = r.last_lsn.next();
+                        s.written = r.last_lsn;
+                        s.synced = r.last_lsn;
+                        appends_at = Some((on_disk.seq, on_disk.pos));
+                    }
+                    Err(e) => log::error!(
+                        "{}: the log could not be read back ({e:#}); retrying",
+                        self.shard
+                    ),
+                }
+            }
+            if let Some((seq, pos)) = appends_at {
+                match self.resume_at(seq, pos).await {
+                    Ok(()) => {
+                        log::info!(
+                            "{}: the disk takes writes again; writes resumed",
+                            self.shard
+                        );
+                        return;
+                    }
+                    Err(e) => log::warn!(
+                        "{}: the disk still refuses writes ({e:#}); next try in {backoff_ms} ms",
+                        self.shard
+                    ),
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(STORAGE_RETRY_MS_MAX);
+        }
+    }
+
+    /// Probes the disk with `STORAGE_PROBE_BYTES` (written, synced,
+    /// removed), then reopens segment `seq` for appends at `pos`.
+    async fn resume_at(&self, seq: u64, pos: u64) -> anyhow::Result<()> {
+        let probe = self.dir.join("probe.tmp");
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(&vec![0u8; STORAGE_PROBE_BYTES])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        written.context("probe write")?;
+        let file = open_segment(&self.dir, seq).await?;
+        let pos = if pos < SEGMENT_MAGIC.len() as u64 {
+            write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
+            file.fdatasync().await.io()?;
+            sync_dir(&self.dir).await?;
+            SEGMENT_MAGIC.len() as u64
+        } else {
+            pos
+        };
+        let inline = inline_handle(&self.dir, seq)?;
+        let mut s = self.state.borrow_mut();
+        s.file = Rc::new(file);
+        s.inline = inline;
+        s.segment_seq = seq;
+        s.file_pos = pos;
+        s.failed = None;
         Ok(())
     }
 
@@ -461,17 +614,26 @@ impl Storage {
         let name = snapshot_name(lsn);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let size = bytes.len();
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .buffered_open(&tmp)
-            .await
-            .io()?;
-        write_all(&f, bytes, 0).await?;
-        f.fdatasync().await.io()?;
-        f.rename(self.dir.join(&name)).await.io()?;
-        f.close().await.io()?;
+        let written = async {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .buffered_open(&tmp)
+                .await
+                .io()?;
+            write_all(&f, bytes, 0).await?;
+            f.fdatasync().await.io()?;
+            f.rename(self.dir.join(&name)).await.io()?;
+            f.close().await.io()?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            // A partial snapshot is useless and holds space the WAL needs.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         sync_dir(&self.dir).await?;
         let listing = list(&self.dir)?;
         for seq in listing.segments.into_iter().filter(|&s| s < new_seq) {

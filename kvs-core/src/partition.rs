@@ -24,7 +24,10 @@ use thiserror::Error;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::lattice::{LatticeKind, Timestamp, TypeMismatch, Value};
-use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::limits::{
+    CLOCK_LEAD_MAX_US, KEY_BYTES_MAX, VALUE_BYTES_MAX, VALUE_ENCODED_BYTES_MAX,
+    VECTOR_CLOCK_STEP_MAX,
+};
 
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +119,16 @@ pub enum PartitionError {
     EmptyKey,
     #[error("value of {len} bytes exceeds the limit of {max} bytes")]
     ValueTooLarge { len: usize, max: usize },
+    #[error("value encoding of {len} bytes (content plus clocks, dependencies and length prefixes) exceeds the limit of {max} bytes")]
+    EncodingTooLarge { len: usize, max: usize },
+    #[error("timestamp {clock} is more than {lead_max_ms} ms ahead of this node's clock (at most {bound}); check the writer's clock, or send 0 to let the node stamp the write", lead_max_ms = CLOCK_LEAD_MAX_US / 1000)]
+    ClockAhead { clock: u64, bound: u64 },
+    #[error("vector-clock entry {counter} for writer {writer} is more than {step} ahead of the key's entry (at most {bound})", step = VECTOR_CLOCK_STEP_MAX)]
+    VectorClockAhead {
+        writer: u64,
+        counter: u64,
+        bound: u64,
+    },
 }
 
 /// Checks a key against the limits.
@@ -164,14 +177,103 @@ impl Partition {
         }
     }
 
+    /// Checks the clocks a writer supplied with `value` for `key`, with the
+    /// node's wall clock at `wall_us`: an LWW timestamp may lead it by at
+    /// most [`CLOCK_LEAD_MAX_US`]; a causal version's vector-clock entry may
+    /// lead the key's own entry for that writer by at most
+    /// [`VECTOR_CLOCK_STEP_MAX`]. Values the node stamps itself, and records
+    /// replayed from the log, are not checked.
+    pub fn check_clocks(
+        &self,
+        key: &[u8],
+        value: &Value,
+        wall_us: u64,
+    ) -> Result<(), PartitionError> {
+        match value {
+            Value::Lww(lww) => {
+                let bound = wall_us.saturating_add(CLOCK_LEAD_MAX_US);
+                let clock = lww.timestamp().clock;
+                if clock > bound {
+                    return Err(PartitionError::ClockAhead { clock, bound });
+                }
+            }
+            Value::SingleKeyCausal(c) | Value::MultiKeyCausal(c) => {
+                let have = match self.entries.get(key) {
+                    Some(Entry::Live(Value::SingleKeyCausal(e) | Value::MultiKeyCausal(e))) => {
+                        e.clock()
+                    }
+                    _ => crate::lattice::VectorClock::default(),
+                };
+                for version in c.versions() {
+                    for (writer, counter) in version.clock.entries() {
+                        let bound = have.get(writer).saturating_add(VECTOR_CLOCK_STEP_MAX);
+                        if counter > bound {
+                            return Err(PartitionError::VectorClockAhead {
+                                writer,
+                                counter,
+                                bound,
+                            });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Moves every LWW timestamp and tombstone later than `bound_us` back to
+    /// `to_us` (same writer); returns how many entries it moved. Recovery
+    /// uses it to heal a clock poisoned before the lead bound existed: such
+    /// an entry would otherwise win against every later write.
+    pub fn restamp_after(&mut self, bound_us: u64, to_us: u64) -> usize {
+        let mut moved = 0;
+        for entry in self.entries.values_mut() {
+            match entry {
+                Entry::Live(Value::Lww(lww)) if lww.timestamp().clock > bound_us => {
+                    let ts = Timestamp {
+                        clock: to_us,
+                        writer: lww.timestamp().writer,
+                    };
+                    let old = std::mem::replace(lww, crate::lattice::Lww::new(ts, Vec::new()));
+                    *lww = crate::lattice::Lww::new(ts, old.into_parts().1);
+                    moved += 1;
+                }
+                Entry::Tombstone(ts) if ts.clock > bound_us => {
+                    ts.clock = to_us;
+                    moved += 1;
+                }
+                _ => {}
+            }
+        }
+        moved
+    }
+
     fn check_put(&self, key: &[u8], value: &Value) -> Result<(), PartitionError> {
         check_key(key)?;
-        let len = encoded_len(value);
+        let len = value_len(value);
         if len > VALUE_BYTES_MAX {
             return Err(PartitionError::ValueTooLarge {
                 len,
                 max: VALUE_BYTES_MAX,
             });
+        }
+        if matches!(
+            value,
+            Value::Set(_)
+                | Value::OrderedSet(_)
+                | Value::SingleKeyCausal(_)
+                | Value::MultiKeyCausal(_)
+        ) {
+            // Scalars cannot exceed it once their content fits; collections
+            // also carry per-element prefixes, clocks and dependencies.
+            let len = crate::codec::encode_value(value).len();
+            if len > VALUE_ENCODED_BYTES_MAX {
+                return Err(PartitionError::EncodingTooLarge {
+                    len,
+                    max: VALUE_ENCODED_BYTES_MAX,
+                });
+            }
         }
         if let Some(Entry::Live(existing)) = self.entries.get(key) {
             if existing.kind() != value.kind() {
@@ -290,16 +392,20 @@ fn mismatch(key: &[u8], existing: LatticeKind, attempted: LatticeKind) -> Partit
     }
 }
 
-/// Size of a value's encoding in bytes (what the value-size limit counts).
+/// A value's size as the value-size limit counts it: the content bytes a
+/// client sends — an LWW or priority value's bytes, 8 for a max, the sum of
+/// a set's elements, the sum of a causal value's version bytes (clocks,
+/// dependencies and prefixes count against [`VALUE_ENCODED_BYTES_MAX`]).
 #[must_use]
-pub fn encoded_len(v: &Value) -> usize {
-    // Counted directly for the scalar kinds (the hot path); collections are
-    // encoded into a scratch buffer, which is exact and rare.
+pub fn value_len(v: &Value) -> usize {
     match v {
-        Value::Lww(lww) => 1 + 16 + 4 + lww.value().len(),
-        Value::Max(_) => 9,
-        Value::Priority(p) => 1 + 8 + 4 + p.value.len(),
-        other => crate::codec::encode_value(other).len(),
+        Value::Lww(lww) => lww.value().len(),
+        Value::Max(_) => 8,
+        Value::Priority(p) => p.value.len(),
+        Value::Set(s) | Value::OrderedSet(s) => s.iter().map(Vec::len).sum(),
+        Value::SingleKeyCausal(c) | Value::MultiKeyCausal(c) => {
+            c.versions().map(|v| v.value.len()).sum()
+        }
     }
 }
 
@@ -431,12 +537,94 @@ mod tests {
             p.apply(put(&big_key, Value::Max(1))),
             Err(PartitionError::KeyTooLarge { .. })
         ));
-        let big = Value::Lww(Lww::new(ts(1), vec![0; VALUE_BYTES_MAX]));
+        // The limit is the content a client sends, exactly.
+        let big = Value::Lww(Lww::new(ts(1), vec![0; VALUE_BYTES_MAX + 1]));
         assert!(matches!(
             p.apply(put("k", big)),
             Err(PartitionError::ValueTooLarge { .. })
         ));
         assert_eq!(p.live_keys(), 0);
+        let largest = Value::Lww(Lww::new(ts(1), vec![0; VALUE_BYTES_MAX]));
+        p.apply(put("k", largest)).unwrap();
+        let elements = (0..=VALUE_BYTES_MAX / 1024).map(|i| {
+            let mut e = vec![0u8; 1024];
+            e[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            e
+        });
+        let set = Value::Set(elements.collect());
+        assert!(matches!(
+            p.apply(put("s", set)),
+            Err(PartitionError::ValueTooLarge { .. })
+        ));
+        // Metadata is bounded too: 300 000 three-byte elements are 0.9 MB
+        // of content but 2.1 MB encoded (a 4-byte prefix each).
+        let tiny: BTreeSet<Vec<u8>> = (0..300_000u32)
+            .map(|i| i.to_le_bytes()[..3].to_vec())
+            .collect();
+        assert!(value_len(&Value::Set(tiny.clone())) <= VALUE_BYTES_MAX);
+        assert!(matches!(
+            p.apply(put("s", Value::Set(tiny))),
+            Err(PartitionError::EncodingTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn client_clocks_may_lead_the_wall_clock_only_so_far() {
+        let p = Partition::default();
+        let wall = 1_000_000;
+        let at = |clock| lww(clock, "v");
+        p.check_clocks(b"k", &at(wall + CLOCK_LEAD_MAX_US), wall)
+            .unwrap();
+        assert_eq!(
+            p.check_clocks(b"k", &at(u64::MAX), wall),
+            Err(PartitionError::ClockAhead {
+                clock: u64::MAX,
+                bound: wall + CLOCK_LEAD_MAX_US
+            })
+        );
+        p.check_clocks(b"k", &at(1), wall).unwrap();
+    }
+
+    #[test]
+    fn vector_clocks_may_step_only_so_far_ahead_of_the_key() {
+        use crate::lattice::{Causal, CausalVersion, VectorClock};
+        let causal = |counter: u64| {
+            Value::SingleKeyCausal(Causal::from_versions([CausalVersion {
+                clock: VectorClock::from_entries([(3, counter)]),
+                deps: Default::default(),
+                value: b"v".to_vec(),
+            }]))
+        };
+        let mut p = Partition::default();
+        assert!(matches!(
+            p.check_clocks(b"k", &causal(u64::MAX), 0),
+            Err(PartitionError::VectorClockAhead { writer: 3, .. })
+        ));
+        p.check_clocks(b"k", &causal(VECTOR_CLOCK_STEP_MAX), 0)
+            .unwrap();
+        p.apply(put("k", causal(VECTOR_CLOCK_STEP_MAX))).unwrap();
+        // The bound moves with the key's own clock.
+        p.check_clocks(b"k", &causal(2 * VECTOR_CLOCK_STEP_MAX), 0)
+            .unwrap();
+        assert!(p
+            .check_clocks(b"k", &causal(2 * VECTOR_CLOCK_STEP_MAX + 1), 0)
+            .is_err());
+    }
+
+    #[test]
+    fn restamping_heals_entries_from_the_future() {
+        let mut p = Partition::default();
+        p.apply(put("poisoned", lww(u64::MAX, "old"))).unwrap();
+        p.apply(put("gone", lww(5, "x"))).unwrap();
+        p.apply(del("gone", u64::MAX)).unwrap();
+        p.apply(put("fine", lww(50, "ok"))).unwrap();
+        assert_eq!(p.restamp_after(100, 90), 2);
+        // Later writes win again.
+        p.apply(put("poisoned", lww(91, "new"))).unwrap();
+        assert_eq!(p.get(b"poisoned"), Some(&lww(91, "new")));
+        p.apply(put("gone", lww(91, "back"))).unwrap();
+        assert_eq!(p.get(b"gone"), Some(&lww(91, "back")));
+        assert_eq!(p.get(b"fine"), Some(&lww(50, "ok")));
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {

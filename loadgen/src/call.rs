@@ -17,6 +17,10 @@ use wire::message::{Arg, DagCall, DagDef, FnCall, Request, Response, SourceArgs}
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CallArgs {
+    /// The secret for a node started with --auth-token-file (its first
+    /// line). Default: the SQUALL_TOKEN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Any shard of the Squall node.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub addr: String,
@@ -199,6 +203,7 @@ async fn connect(args: &CallArgs, i: usize) -> anyhow::Result<Client> {
     let opts = ClientOptions {
         timeout: Duration::from_secs(10),
         client_name: format!("loadgen-call-{i}"),
+        token: client::load_token(args.token_file.as_deref()).map_err(anyhow::Error::msg)?,
     };
     Client::connect(&args.addr, opts)
         .await

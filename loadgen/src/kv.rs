@@ -25,6 +25,10 @@ pub enum Target {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct KvArgs {
+    /// The secret for a node started with --auth-token-file (its first
+    /// line). Default: the SQUALL_TOKEN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// What to drive.
     #[arg(long, value_enum, default_value = "squall")]
     pub target: Target,
@@ -91,6 +95,8 @@ impl Conn {
                 let opts = ClientOptions {
                     timeout: Duration::from_millis(args.timeout_ms),
                     client_name: name.to_owned(),
+                    token: client::load_token(args.token_file.as_deref())
+                        .map_err(anyhow::Error::msg)?,
                 };
                 let c = Client::connect(&args.addr, opts)
                     .await

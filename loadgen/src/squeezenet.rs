@@ -23,6 +23,10 @@ use crate::report::histogram;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SqueezeArgs {
+    /// The secret for a node started with --auth-token-file (its first
+    /// line). Default: the SQUALL_TOKEN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Any shard of the Squall node. The node should run at least as many
     /// executors as replicas (`--shards 1 --executors-per-shard 3`).
     #[arg(long, default_value = "127.0.0.1:7400")]
@@ -179,6 +183,7 @@ pub fn run(args: &SqueezeArgs) -> anyhow::Result<()> {
     let opts = ClientOptions {
         timeout: std::time::Duration::from_secs(30),
         client_name: "loadgen-squeezenet".into(),
+        token: client::load_token(args.token_file.as_deref()).map_err(anyhow::Error::msg)?,
     };
     let mut client: Client = rt
         .block_on(Client::connect(&args.addr, opts))

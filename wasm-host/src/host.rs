@@ -2,7 +2,7 @@
 //! behind it. Every pointer and length a guest passes is bounds-checked
 //! against its memory; a bad one ends the call with an error.
 
-use executor::function::Context;
+use executor::function::{Context, FnError};
 use executor::registry::SandboxLimits;
 use thiserror::Error;
 use wasmtime::{Caller, Linker, Memory, ResourceLimiter, Store};
@@ -131,6 +131,13 @@ fn read(caller: &Caller<'_, Host>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u
         })
 }
 
+/// A refused state call (`get`, `put`, `delete`, `send`, `recv`) ends the
+/// guest's call with the executor's error as is: it names the function
+/// once (`function F: store: ...`), and the runtime returns it unchanged.
+fn state_error(e: FnError) -> wasmtime::Error {
+    wasmtime::Error::new(e)
+}
+
 fn fail(message: String) -> wasmtime::Error {
     wasmtime::Error::new(HostError(message))
 }
@@ -157,9 +164,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "get",
         |mut caller: Caller<'_, Host>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
             let key = read(&caller, key_ptr, key_len)?;
-            let value = context(&mut caller)?
-                .get(&key)
-                .map_err(|e| fail(e.to_string()))?;
+            let value = context(&mut caller)?.get(&key).map_err(state_error)?;
             match value {
                 None => Ok(-1),
                 Some(v) => {
@@ -181,9 +186,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let key = read(&caller, key_ptr, key_len)?;
             let value = abi::decode_value(&read(&caller, val_ptr, val_len)?)
                 .map_err(|e| fail(format!("put: {e}")))?;
-            context(&mut caller)?
-                .put(&key, value)
-                .map_err(|e| fail(e.to_string()))
+            context(&mut caller)?.put(&key, value).map_err(state_error)
         },
     )?;
     linker.func_wrap(
@@ -191,9 +194,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "delete",
         |mut caller: Caller<'_, Host>, key_ptr: i32, key_len: i32| -> wasmtime::Result<i32> {
             let key = read(&caller, key_ptr, key_len)?;
-            let removed = context(&mut caller)?
-                .delete(&key)
-                .map_err(|e| fail(e.to_string()))?;
+            let removed = context(&mut caller)?.delete(&key).map_err(state_error)?;
             Ok(i32::from(removed))
         },
     )?;
@@ -205,7 +206,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let bytes = read(&caller, ptr, len)?;
             let delivery = context(&mut caller)?
                 .send(dest as u64, bytes)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(state_error)?;
             Ok(match delivery {
                 executor::message::Delivery::Direct => 0,
                 executor::message::Delivery::Inbox => 1,
@@ -218,9 +219,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "squall",
         "recv",
         |mut caller: Caller<'_, Host>| -> wasmtime::Result<i32> {
-            let messages = context(&mut caller)?
-                .recv()
-                .map_err(|e| fail(e.to_string()))?;
+            let messages = context(&mut caller)?.recv().map_err(state_error)?;
             if messages.is_empty() {
                 return Ok(0);
             }

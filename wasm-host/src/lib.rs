@@ -7,7 +7,8 @@
 //! * [`WasmRuntime`]: one per node. One wasmtime engine (Winch or Cranelift,
 //!   epoch interruption, pooling instance allocator), one linker with the host API,
 //!   a cache of compiled modules (a module is compiled once at upload), and a
-//!   thread that advances the epoch every `WASM_EPOCH_TICK_MS`.
+//!   thread that advances the epoch every `WASM_EPOCH_TICK_MS` while guest
+//!   code runs (it sleeps, costing nothing, while none does).
 //! * [`WasmFunction`]: one per executor and function. It instantiates the
 //!   module once (from an `InstancePre`, from the pool) and reuses the
 //!   instance for every call — like a class function, its memory persists —
@@ -25,7 +26,8 @@ mod abi;
 mod host;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use executor::function::{Context, Factory, FnError, Function, Placement};
@@ -67,12 +69,90 @@ const WARM_UP_MODULE: &[u8] = &[
     0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x01, 0x0b, // code: i32.const 1
 ];
 
+/// Ticks the epoch thread keeps running after the last guest left before
+/// it sleeps (20 × 5 ms = 100 ms).
+const WASM_EPOCH_IDLE_TICKS: u32 = 20;
+
 /// Compiled modules kept for re-registration and restarts of a name.
 const MODULE_CACHE_MAX: usize = 64;
+
+/// Guest code running now, and the epoch ticks while it runs.
+///
+/// Epoch interruption needs a clock that advances while a guest runs; an
+/// idle node should not pay for one. The `wasm-epoch` thread therefore
+/// waits on `wake` while `running` is 0, and every entry into guest code
+/// (a call, an instantiation, which may run a start function) holds a
+/// [`Running`] guard. CPU limits stay exact: the thread ticks without pause
+/// from the moment the first guest enters until the last one leaves.
+#[derive(Debug, Default)]
+struct Ticker {
+    /// Entries into guest code in progress.
+    running: AtomicUsize,
+    /// Whether the ticker waits on `wake` (or is about to).
+    asleep: std::sync::atomic::AtomicBool,
+    /// Taken by the ticker to check `running` and wait, and by an entry
+    /// that finds it asleep, to wake it (no lost wake-up).
+    lock: Mutex<()>,
+    wake: Condvar,
+    /// Times the epoch advanced.
+    ticks: AtomicU64,
+}
+
+impl Ticker {
+    /// Marks guest code running until the guard drops.
+    fn enter(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        // Only a sleeping ticker needs a wake-up (a syscall): back-to-back
+        // calls find it awake. Either the ticker sees `running` > 0 after
+        // announcing sleep, or this sees `asleep` (both SeqCst) and
+        // notifies under the lock it holds until it waits.
+        if self.asleep.load(Ordering::SeqCst) {
+            let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.wake.notify_one();
+        }
+        Running(self)
+    }
+
+    /// The `wasm-epoch` thread: advances `engine`'s epoch every tick while
+    /// guest code runs; waits, without waking, while none does.
+    fn run(&self, engine: &Engine) -> ! {
+        let mut idle_ticks = WASM_EPOCH_IDLE_TICKS; // asleep until a guest runs
+        loop {
+            if self.running.load(Ordering::SeqCst) > 0 {
+                idle_ticks = 0;
+            } else if idle_ticks < WASM_EPOCH_IDLE_TICKS {
+                // Keep ticking a little while after the last guest left, so
+                // a stream of calls never pays for a wake-up.
+                idle_ticks += 1;
+            } else {
+                let mut held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+                self.asleep.store(true, Ordering::SeqCst);
+                while self.running.load(Ordering::SeqCst) == 0 {
+                    held = self.wake.wait(held).unwrap_or_else(PoisonError::into_inner);
+                }
+                self.asleep.store(false, Ordering::SeqCst);
+                idle_ticks = 0;
+            }
+            std::thread::sleep(Duration::from_millis(WASM_EPOCH_TICK_MS));
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Guest code running (see [`Ticker`]).
+struct Running<'a>(&'a Ticker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The node's WebAssembly engine, host API and compiled modules.
 pub struct WasmRuntime {
     engine: Engine,
+    ticker: Arc<Ticker>,
     linker: Linker<Host>,
     /// Compiled modules by content hash (upload and each shard's apply of
     /// the stored registration compile once).
@@ -86,7 +166,8 @@ impl std::fmt::Debug for WasmRuntime {
 }
 
 impl WasmRuntime {
-    /// Starts the engine (compiling with `compiler`) and its epoch thread.
+    /// Starts the engine (compiling with `compiler`) and its epoch thread
+    /// (which sleeps until a guest runs).
     pub fn new(compiler: Compiler) -> Result<Arc<WasmRuntime>, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(WASM_INSTANCES_MAX)
@@ -108,19 +189,25 @@ impl WasmRuntime {
         // first upload pays only for its own module.
         Module::new(&engine, WARM_UP_MODULE)
             .map_err(|e| RuntimeError(format!("compiler warm-up: {e:#}")))?;
-        let ticker = engine.clone();
+        let ticker = Arc::new(Ticker::default());
+        let (t, e) = (ticker.clone(), engine.clone());
         std::thread::Builder::new()
             .name("wasm-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(WASM_EPOCH_TICK_MS));
-                ticker.increment_epoch();
-            })
+            .spawn(move || t.run(&e))
             .map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
         Ok(Arc::new(WasmRuntime {
             engine,
+            ticker,
             linker,
             cache: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// How many times the epoch has advanced since the runtime started: it
+    /// advances only while guest code runs (for tests and diagnostics).
+    #[must_use]
+    pub fn epoch_ticks(&self) -> u64 {
+        self.ticker.ticks.load(Ordering::Relaxed)
     }
 
     /// Compiles `bytes` (or takes it from the cache) and checks that it is
@@ -128,10 +215,7 @@ impl WasmRuntime {
     /// `memory`, `squall_alloc` and `squall_call` exports.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Module, InstancePre<Host>), String> {
         if bytes.len() > WASM_MODULE_BYTES_MAX {
-            return Err(format!(
-                "a module is at most {WASM_MODULE_BYTES_MAX} bytes, not {}",
-                bytes.len()
-            ));
+            return Err(too_large(bytes.len()));
         }
         if !bytes.starts_with(b"\0asm") {
             return Err("not a WebAssembly module (no \\0asm header)".to_owned());
@@ -178,6 +262,7 @@ impl WasmRuntime {
         Ok(WasmFunction {
             pre,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             limits: module.limits,
             live: None,
         })
@@ -205,11 +290,12 @@ impl WasmCompiler for WasmRuntime {
         } else {
             Placement::Executor
         };
-        let engine = self.engine.clone();
+        let (engine, ticker) = (self.engine.clone(), self.ticker.clone());
         let factory: Factory = Arc::new(move || {
             Box::new(WasmFunction {
                 pre: pre.clone(),
                 engine: engine.clone(),
+                ticker: ticker.clone(),
                 limits,
                 live: None,
             }) as Box<dyn Function>
@@ -222,6 +308,7 @@ impl WasmCompiler for WasmRuntime {
 pub struct WasmFunction {
     pre: InstancePre<Host>,
     engine: Engine,
+    ticker: Arc<Ticker>,
     limits: SandboxLimits,
     live: Option<Live>,
 }
@@ -256,7 +343,11 @@ impl WasmFunction {
         let mut store = Store::new(&self.engine, Host::new(self.limits));
         store.limiter(|h| &mut h.limiter);
         store.set_epoch_deadline(epoch_ticks(self.limits.timeout_ms));
-        let instance = self.pre.instantiate(&mut store)?;
+        // Instantiation runs the module's start function, if any.
+        let instance = {
+            let _running = self.ticker.enter();
+            self.pre.instantiate(&mut store)?
+        };
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
@@ -281,6 +372,7 @@ impl WasmFunction {
         let len = i32::try_from(input.len()).map_err(|_| cx.fail("arguments exceed 2 GiB"))?;
         live.store
             .set_epoch_deadline(epoch_ticks(self.limits.timeout_ms));
+        let running = self.ticker.enter();
         let outcome = host::with_context(&mut live.store, cx, |store| {
             let ptr = live.alloc.call(&mut *store, len)?;
             live.memory
@@ -288,6 +380,7 @@ impl WasmFunction {
                 .map_err(|_| wasmtime::Error::msg("squall_alloc returned memory out of bounds"))?;
             live.call.call(&mut *store, (ptr, len))
         });
+        drop(running);
         let host = live.store.data_mut();
         let declared = host.outcome.take();
         let memory_denied = std::mem::take(&mut host.limiter.denied);
@@ -354,6 +447,10 @@ impl WasmFunction {
                 ),
             );
         }
+        // A failed state call (a store refusal) already names the function.
+        if let Some(fn_error) = e.downcast_ref::<FnError>() {
+            return fn_error.clone();
+        }
         if let Some(HostError(message)) = e.downcast_ref::<HostError>() {
             return cx.fail(message.clone());
         }
@@ -362,6 +459,15 @@ impl WasmFunction {
         }
         cx.fail(format!("{e:#}"))
     }
+}
+
+/// Why a module over `WASM_MODULE_BYTES_MAX` is refused, and what to do:
+/// a debug build is many times the size of a release build.
+fn too_large(len: usize) -> String {
+    format!(
+        "a module is at most {WASM_MODULE_BYTES_MAX} bytes, not {len}: build it with \
+         `cargo build --release` (a debug build is many times larger)"
+    )
 }
 
 fn limit(cx: &Context<'_>, message: String) -> FnError {

@@ -111,11 +111,8 @@ fn every_host_call_works_from_a_guest() {
 
 #[test]
 fn limits_and_traps_end_the_call_with_the_reason_and_the_next_call_works() {
-    let looping = r#"(func (export "squall_call") (param $p i32) (param $n i32) (result i64)
-        (if (i32.eq (local.get $n) (i32.const 8)) (then (loop (br 0))))
-        (i64.const 0))"#;
     let limits = SandboxLimits::new(0, 50, 0).unwrap();
-    let (reg, ok) = registry("spin", guest("", looping), limits);
+    let (reg, ok) = registry("spin", guest("", SPIN), limits);
     ok.unwrap();
     let mut ex = Executor::new(1, reg);
     let store = LocalStore::default();
@@ -260,4 +257,148 @@ fn pure_short_guests_run_inline_and_the_rest_on_executor_threads() {
             "imports {imports:?}, timeout {timeout_ms}"
         );
     }
+}
+
+/// Spins forever when given one argument (8 encoded bytes).
+const SPIN: &str = r#"(func (export "squall_call") (param $p i32) (param $n i32) (result i64)
+    (if (i32.eq (local.get $n) (i32.const 8)) (then (loop (br 0))))
+    (i64.const 0))"#;
+
+/// Waits until `runtime`'s epoch has not moved for 4 ticks (at most 2 s)
+/// and returns it.
+fn settled_ticks(runtime: &WasmRuntime) -> u64 {
+    let tick = std::time::Duration::from_millis(WASM_EPOCH_TICK_MS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut last = runtime.epoch_ticks();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(4 * tick);
+        let now = runtime.epoch_ticks();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+#[test]
+fn the_epoch_advances_only_while_guest_code_runs() {
+    let runtime = WasmRuntime::new(Compiler::Winch).expect("runtime");
+    let reg = Registry::with_builtins().with_wasm(runtime.clone());
+    let limits = SandboxLimits::new(0, 50, 0).unwrap();
+    let module = WasmModule {
+        bytes: guest("", SPIN),
+        limits,
+    };
+    reg.define("spin", &FunctionBody::Wasm(module)).unwrap();
+    let mut ex = Executor::new(1, Arc::new(reg));
+    let store = LocalStore::default();
+    let idle = std::time::Duration::from_millis(20 * WASM_EPOCH_TICK_MS);
+
+    // Started, a function compiled and registered, nothing run: no tick.
+    std::thread::sleep(idle);
+    assert_eq!(runtime.epoch_ticks(), 0, "no guest has run yet");
+
+    for round in 1..=2 {
+        let before = runtime.epoch_ticks();
+        let err = ex.call("spin", &store, &[vec![]]).unwrap_err();
+        assert!(
+            err.to_string().contains("CPU time limit of 50 ms"),
+            "round {round}: {err}"
+        );
+        let during = runtime.epoch_ticks() - before;
+        assert!(
+            during >= epoch_ticks(50),
+            "round {round}: the loop was interrupted after {during} ticks"
+        );
+        // Short calls between: they wake the ticker, which sleeps again.
+        for _ in 0..10 {
+            ex.call("spin", &store, &[]).unwrap();
+        }
+        // Idle: the ticker sleeps; the epoch stays where it is.
+        let settled = settled_ticks(&runtime);
+        std::thread::sleep(idle);
+        assert_eq!(
+            runtime.epoch_ticks(),
+            settled,
+            "round {round}: the epoch advanced while no guest ran"
+        );
+    }
+}
+
+#[test]
+fn a_start_function_that_loops_is_interrupted_at_the_cpu_limit() {
+    // Instantiation runs `start`: the ticker must be awake for it too.
+    let body = r#"(func $forever (loop (br 0)))
+        (start $forever)"#;
+    let body = format!("{body}\n{ECHO_ARGS}");
+    let (reg, ok) = registry(
+        "starts",
+        guest("", &body),
+        SandboxLimits::new(0, 30, 0).unwrap(),
+    );
+    ok.unwrap();
+    let err = Executor::new(1, reg)
+        .call("starts", &LocalStore::default(), &[])
+        .unwrap_err();
+    assert!(matches!(err, FnError::LimitExceeded { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "function starts: ran past its CPU time limit of 30 ms"
+    );
+}
+
+#[test]
+fn a_store_refusal_names_the_function_once() {
+    // put("k", Max 5) onto an LWW key: the store refuses the type.
+    let imports = r#"(import "squall" "put" (func $put (param i32 i32 i32 i32)))"#;
+    let body = r#"
+        (data (i32.const 16) "k")
+        (data (i32.const 32) "\03\05\00\00\00\00\00\00\00")
+        (func (export "squall_call") (param i32 i32) (result i64)
+          (call $put (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 9))
+          (i64.const 0))"#;
+    let (reg, ok) = registry("typed_put", guest(imports, body), SandboxLimits::default());
+    ok.unwrap();
+    let store = LocalStore::default();
+    store
+        .put(
+            b"k",
+            Value::Lww(kvs_core::lattice::Lww::new(
+                Default::default(),
+                b"v".to_vec(),
+            )),
+        )
+        .unwrap();
+    let refusal = store.put(b"k", Value::Max(5)).unwrap_err();
+    let err = Executor::new(1, reg)
+        .call("typed_put", &store, &[])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FnError::Store {
+            function: "typed_put".into(),
+            source: refusal.clone()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("function typed_put: store: {refusal}")
+    );
+    assert_eq!(err.to_string().matches("typed_put").count(), 1, "{err}");
+}
+
+#[test]
+fn an_oversized_module_is_refused_with_a_hint_to_build_for_release() {
+    let mut bytes = guest("", ECHO_ARGS);
+    bytes.resize(WASM_MODULE_BYTES_MAX + 1, 0);
+    let (_, outcome) = registry("huge", bytes, SandboxLimits::default());
+    assert_eq!(
+        outcome.unwrap_err(),
+        format!(
+            "module refused: a module is at most {WASM_MODULE_BYTES_MAX} bytes, not {}: \
+             build it with `cargo build --release` (a debug build is many times larger)",
+            WASM_MODULE_BYTES_MAX + 1
+        )
+    );
 }

@@ -129,25 +129,26 @@ pub fn encode_error(request_id: u64, status: Status, message: &str, out: &mut Ve
 
 /// Validates a request body and returns a zero-copy view of it.
 pub fn decode_request(body: &[u8]) -> Result<&ArchivedRequest, FrameError> {
-    rkyv::access::<ArchivedRequest, rancor::Error>(body)
+    rkyv::access::<ArchivedRequest, rancor::BoxedError>(body)
         .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates a response body and returns a zero-copy view of it.
 pub fn decode_response(body: &[u8]) -> Result<&ArchivedResponse, FrameError> {
-    rkyv::access::<ArchivedResponse, rancor::Error>(body)
+    rkyv::access::<ArchivedResponse, rancor::BoxedError>(body)
         .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates and deserialises a response into owned form.
 pub fn decode_response_owned(body: &[u8]) -> Result<Response, FrameError> {
-    rkyv::from_bytes::<Response, rancor::Error>(body)
+    rkyv::from_bytes::<Response, rancor::BoxedError>(body)
         .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 /// Validates and deserialises a request into owned form.
 pub fn decode_request_owned(body: &[u8]) -> Result<Request, FrameError> {
-    rkyv::from_bytes::<Request, rancor::Error>(body).map_err(|e| FrameError::Invalid(e.to_string()))
+    rkyv::from_bytes::<Request, rancor::BoxedError>(body)
+        .map_err(|e| FrameError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -229,6 +230,52 @@ mod tests {
                 message: b"slow".to_vec()
             })
         );
+    }
+
+    fn i32_at(b: &[u8], at: usize) -> i32 {
+        i32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
+    }
+
+    /// The layout order the protocol document states is enforced: the
+    /// out-of-line data of a later field may not come before an earlier
+    /// field's. Padding is not checked.
+    #[test]
+    fn layout_order_is_enforced_and_padding_is_not() {
+        let put = Request::Put(KvPut {
+            key: b"k".to_vec(),
+            value: Value::Lww(LwwValue {
+                timestamp: 0,
+                writer: 0,
+                bytes: b"v".to_vec(),
+            }),
+        });
+        let f = frame_of(&put);
+        let mut b = body(&f).to_vec();
+        // "k" at 0, "v" at 1, then the root: tag, key Vec at 3, value at
+        // 11 (tag, timestamp, writer, bytes Vec at 28).
+        assert_eq!(&b[..2], b"kv");
+        let (key_vec, bytes_vec) = (3, 28);
+        assert_eq!(key_vec as i32 + i32_at(&b, key_vec), 0);
+        assert_eq!(bytes_vec as i32 + i32_at(&b, bytes_vec), 1);
+        assert!(decode_request(&b).is_ok());
+        // The same values, the later field's bytes first: refused.
+        b.swap(0, 1);
+        let key_off = i32_at(&b, key_vec) + 1;
+        let bytes_off = i32_at(&b, bytes_vec) - 1;
+        b[key_vec..key_vec + 4].copy_from_slice(&key_off.to_le_bytes());
+        b[bytes_vec..bytes_vec + 4].copy_from_slice(&bytes_off.to_le_bytes());
+        let err = decode_request(&b).unwrap_err().to_string();
+        assert!(!err.contains("debug assertions"), "{err}");
+        assert!(
+            err.contains("subtree"),
+            "the sentence should say what is wrong: {err}"
+        );
+
+        // Bytes after a smaller enum variant are padding: not checked.
+        let f = frame_of(&Request::Ping);
+        let mut b = body(&f).to_vec();
+        b[1] = 0xaa;
+        assert!(matches!(decode_request(&b), Ok(ArchivedRequest::Ping)));
     }
 
     proptest! {

@@ -85,6 +85,22 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "Request 5: Authenticate { client_nonce: 32 × 0x02, proof } for secret \"example-secret-0123\" and nonce 32 × 0x01",
+            frame(
+                5,
+                &Request::Authenticate(Authenticate {
+                    client_nonce: vec![2; 32],
+                    proof: crate::auth::Secret::new("example-secret-0123")
+                        .expect("long enough")
+                        .client_proof(&[1; 32], &[2; 32]),
+                }),
+            ),
+        ),
+        (
+            "Response 1: Challenge { nonce: 32 × 0x01 }",
+            frame(1, &Response::Challenge(Challenge { nonce: vec![1; 32] })),
+        ),
+        (
             "Response 3: Error { code: 8, message: \"mismatch\" }",
             frame(
                 3,
@@ -116,6 +132,17 @@ fn hex_examples_in_the_doc_match_the_encoder() {
 }
 
 #[test]
+fn every_status_code_is_in_the_doc_with_its_name() {
+    for status in crate::Status::ALL {
+        let row = format!("| {} | `{}` |", status.code(), status.name());
+        assert!(
+            DOC.contains(&row),
+            "docs/wire-protocol.md lacks the status row starting {row:?}"
+        );
+    }
+}
+
+#[test]
 fn inline_sizes_in_the_doc_match_the_archive() {
     let sizes = [
         ("Hello", size_of::<ArchivedHello>(), 12),
@@ -135,6 +162,9 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("SourceArgs", size_of::<ArchivedSourceArgs>(), 16),
         ("DagName", size_of::<ArchivedDagName>(), 8),
         ("Request", size_of::<ArchivedRequest>(), 41),
+        ("Authenticate", size_of::<ArchivedAuthenticate>(), 16),
+        ("Challenge", size_of::<ArchivedChallenge>(), 8),
+        ("Welcome", size_of::<ArchivedWelcome>(), 56),
         ("LwwValue", size_of::<ArchivedLwwValue>(), 24),
         ("PriorityValue", size_of::<ArchivedPriorityValue>(), 16),
         ("ClockEntry", size_of::<ArchivedClockEntry>(), 16),

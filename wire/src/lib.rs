@@ -27,6 +27,7 @@
 //! assert_eq!(get.keys[0].as_slice(), b"k");
 //! ```
 
+pub mod auth;
 pub mod frame;
 #[cfg(test)]
 mod golden;
@@ -38,8 +39,14 @@ pub mod status;
 pub use rkyv;
 pub use status::Status;
 
-/// The protocol version this crate speaks; sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The protocol version this crate speaks; sent in `Hello`. Version 3 added
+/// authentication (`Authenticate`, `Challenge`, `Welcome`) and statuses
+/// 19–21; nodes still accept version 2 clients where no authentication is
+/// required.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The oldest protocol version a node accepts.
+pub const PROTOCOL_VERSION_MIN: u32 = 2;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.

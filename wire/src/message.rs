@@ -29,6 +29,39 @@ pub enum Request {
     RegisterFunction(FunctionDef),
     /// Removes a registered function (built-ins cannot be removed).
     DeleteFunction(FunctionName),
+    /// Answers a `Challenge`: proves the client holds a secret
+    /// (`wire::auth`).
+    Authenticate(Authenticate),
+}
+
+/// The client's half of the challenge–response (`wire::auth`).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Authenticate {
+    /// 32 random bytes of the client's.
+    pub client_nonce: Vec<u8>,
+    /// HMAC-SHA256(secret, "squall-auth-v1 client" ‖ nonce ‖ client_nonce).
+    pub proof: Vec<u8>,
+}
+
+/// A node that requires authentication answers `Hello` with this.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Challenge {
+    /// 32 random bytes, fresh for this connection.
+    pub nonce: Vec<u8>,
+}
+
+/// A successful authentication: the connection's role, the node's own
+/// proof, and the topology `Hello` gives on an open node.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Welcome {
+    /// `wire::auth::Role` code: 1 read, 2 write, 3 admin.
+    pub role: u8,
+    /// HMAC-SHA256(secret, "squall-auth-v1 node" ‖ nonce ‖ client_nonce).
+    pub proof: Vec<u8>,
+    pub topology: Topology,
 }
 
 /// A function registration.
@@ -315,6 +348,10 @@ pub enum Response {
     /// The call was accepted; its result will be stored under this key
     /// (or, if it fails, its error under `squall:error:<key>`).
     Pending(Vec<u8>),
+    /// The node requires authentication: answer with `Authenticate`.
+    Challenge(Challenge),
+    /// Authenticated.
+    Welcome(Welcome),
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

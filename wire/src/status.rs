@@ -43,11 +43,20 @@ pub enum Status {
     /// A sandboxed function broke a limit set at its registration (memory,
     /// CPU time, result size); the message says which.
     LimitExceeded = 18,
+    /// A client-supplied clock (an LWW timestamp, a vector-clock entry)
+    /// leads the node's by more than the documented bound; nothing changed.
+    ClockSkew = 19,
+    /// The node requires authentication and this connection has not proved
+    /// a secret (or proved a wrong one); the connection closes.
+    Unauthenticated = 20,
+    /// The connection's role may not make this request; the message names
+    /// the role required.
+    Forbidden = 21,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 18] = [
+    pub const ALL: [Status; 21] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -66,6 +75,9 @@ impl Status {
         Status::UnknownDag,
         Status::InvalidDag,
         Status::LimitExceeded,
+        Status::ClockSkew,
+        Status::Unauthenticated,
+        Status::Forbidden,
     ];
 
     /// The wire value.
@@ -102,6 +114,9 @@ impl Status {
             Status::UnknownDag => "unknown_dag",
             Status::InvalidDag => "invalid_dag",
             Status::LimitExceeded => "limit_exceeded",
+            Status::ClockSkew => "clock_skew",
+            Status::Unauthenticated => "unauthenticated",
+            Status::Forbidden => "forbidden",
         }
     }
 }

@@ -14,14 +14,14 @@ use wire::Status;
 
 use crate::harness::{connect, rt, temp_dir, Node};
 
-fn raw(addr: &str) -> TcpStream {
+pub(crate) fn raw(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
 /// Reads one response frame; `None` if the node closed the connection.
-fn read_response(s: &mut TcpStream) -> Option<(u64, Response)> {
+pub(crate) fn read_response(s: &mut TcpStream) -> Option<(u64, Response)> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     s.read_exact(&mut header).ok()?;
     let h = FrameHeader::parse(&header).unwrap().unwrap();
@@ -33,14 +33,14 @@ fn read_response(s: &mut TcpStream) -> Option<(u64, Response)> {
     ))
 }
 
-fn error_code(r: &Response) -> Option<u16> {
+pub(crate) fn error_code(r: &Response) -> Option<u16> {
     match r {
         Response::Error(e) => Some(e.code),
         _ => None,
     }
 }
 
-fn hello(s: &mut TcpStream) {
+pub(crate) fn hello(s: &mut TcpStream) {
     let mut buf = Vec::new();
     let req = Request::Hello(Hello {
         protocol_version: wire::PROTOCOL_VERSION,
@@ -53,7 +53,7 @@ fn hello(s: &mut TcpStream) {
 
 /// Whether the node closed the connection (EOF or reset) within 5 s; a read
 /// that merely times out means it is still open.
-fn closed(s: &mut TcpStream) -> bool {
+pub(crate) fn closed(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut b = [0u8; 1];
     match s.read(&mut b) {

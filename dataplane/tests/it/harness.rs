@@ -45,6 +45,17 @@ impl Node {
         data_dir: &Path,
         extra: &[&str],
     ) -> Result<Node, String> {
+        Node::try_start_env(shards, fsync, data_dir, extra, &[])
+    }
+
+    /// As `try_start`, with extra environment variables for the node.
+    pub fn try_start_env(
+        shards: usize,
+        fsync: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(SQUALL)
@@ -60,6 +71,7 @@ impl Node {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -169,6 +181,7 @@ pub async fn connect(addr: &str) -> Client {
         ClientOptions {
             timeout: Duration::from_secs(10),
             client_name: "it".into(),
+            ..ClientOptions::default()
         },
     )
     .await

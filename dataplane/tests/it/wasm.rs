@@ -287,3 +287,60 @@ fn a_guest_that_loops_grows_or_traps_ends_its_call_and_other_calls_keep_succeedi
         steady.await.unwrap();
     });
 }
+
+#[test]
+fn guest_errors_name_the_stored_type_the_function_once_and_the_release_build() {
+    let dir = temp_dir("wasm-errors");
+    let node = Node::start(1, "batch", &dir);
+    rt().block_on(async {
+        let mut c = connect(node.addr()).await;
+        c.register_wasm("wordcount", guest("wordcount"), 0, 0)
+            .await
+            .unwrap();
+        // The SDK's get_bytes tells a key of another type from a missing one.
+        c.put(b"counter", Value::Max(3)).await.unwrap();
+        let err = c
+            .call_function("wordcount", vec![b"counter".to_vec()], 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(Status::FunctionFailed), "{err}");
+        assert!(
+            err.to_string().contains(
+                r#"function wordcount: key "counter" holds a value of type max, not lww"#
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            c.call_function("wordcount", vec![b"absent".to_vec()], 0)
+                .await
+                .unwrap(),
+            b"0"
+        );
+        // A store refusal inside the guest (it puts a max onto an LWW key)
+        // names the function once.
+        c.put(b"doc", lww("two words")).await.unwrap();
+        c.put(b"wc:doc", lww("not a max")).await.unwrap();
+        let err = c
+            .call_function("wordcount", vec![b"doc".to_vec()], 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(Status::FunctionFailed), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("function wordcount: store: refused: type mismatch on key"),
+            "{text}"
+        );
+        assert_eq!(text.matches("wordcount").count(), 1, "{text}");
+        // A module over the size limit (what a debug build is) is refused
+        // with the hint to build for release.
+        let mut big = guest("increment");
+        big.resize(executor::limits::WASM_MODULE_BYTES_MAX + 1, 0);
+        let err = c.register_wasm("big", big, 0, 0).await.unwrap_err();
+        assert_eq!(err.status(), Some(Status::InvalidArgument), "{err}");
+        assert!(
+            err.to_string()
+                .contains("build it with `cargo build --release`"),
+            "{err}"
+        );
+    });
+}

@@ -13,11 +13,13 @@
 //! export!(increment);
 //! ```
 //!
-//! Build with `cargo build --release --target wasm32-unknown-unknown` and
-//! register the `.wasm` with `squall fn register NAME FILE`. The state API
-//! ([`get`], [`put`], [`delete`], [`get_id`], [`send`], [`recv`], [`log`])
-//! reaches the node's store and the other executors; the ABI underneath is
-//! specified in Squall's `docs/functions.md`.
+//! Build with `cargo build --release --target wasm32-unknown-unknown` (a
+//! debug build is too large to upload) and register
+//! `target/wasm32-unknown-unknown/release/NAME.wasm` with
+//! `squall fn register NAME FILE`. The state API ([`get`], [`get_bytes`],
+//! [`put`], [`delete`], [`get_id`], [`send`], [`recv`], [`log`]) reaches the
+//! node's store and the other executors; [`text_arg`] reads an argument as
+//! text. The ABI underneath is specified in Squall's `docs/functions.md`.
 
 use std::sync::Mutex;
 
@@ -95,6 +97,18 @@ fn take_list(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 impl Value {
+    /// The lattice type's name, as the node's messages and CLI spell it:
+    /// `lww`, `set`, `ordered-set`, `max`, `priority`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Lww(_) => "lww",
+            Value::Set(_) => "set",
+            Value::OrderedSet(_) => "ordered-set",
+            Value::Max(_) => "max",
+            Value::Priority(..) => "priority",
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -160,11 +174,18 @@ pub fn get(key: &[u8]) -> Option<Value> {
     Value::decode(&pending(len))
 }
 
-/// The LWW bytes at `key`, if it holds an LWW value.
-pub fn get_bytes(key: &[u8]) -> Option<Vec<u8>> {
-    match get(key)? {
-        Value::Lww(b) => Some(b),
-        _ => None,
+/// The LWW bytes at `key`: `Ok(None)` if it has no value, an error naming
+/// the stored type if it holds another lattice (`?` fails the call with
+/// it: `key "k" holds a value of type max, not lww`).
+pub fn get_bytes(key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    match get(key) {
+        None => Ok(None),
+        Some(Value::Lww(b)) => Ok(Some(b)),
+        Some(other) => Err(Error::failed(format!(
+            "key {:?} holds a value of type {}, not lww",
+            String::from_utf8_lossy(key),
+            other.kind()
+        ))),
     }
 }
 

@@ -1,7 +1,19 @@
 //! The `squall` command line: `squall node …` runs a node, `squall kv …`
 //! talks to one.
+//!
+//! Output ([`output`]): text, one JSON object (`--json`) or raw bytes
+//! (`--raw`), all through one writer that stops quietly when stdout's
+//! reader goes away. Errors ([`report`]): text with a hint naming the
+//! command that fixes them, or JSON with `--json`; exit status 2.
 
-use std::path::PathBuf;
+mod output;
+mod report;
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,14 +22,17 @@ use client::{Client, ClientOptions};
 use serde_json::json;
 use wire::message::{Arg, DagCall, DagDef, LwwValue, PriorityValue, SourceArgs, Value};
 
+use output::{emit, encoded, note, text, value_json, value_raw, value_text, write_stdout};
+
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
+    CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, HELLO_TIMEOUT_MS_DEFAULT,
+    IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, READ_BUFFERS_MB_DEFAULT,
     SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
 
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "squall",
     version,
@@ -25,14 +40,24 @@ use crate::storage::FsyncPolicy;
     long_about = "Squall: a stateful serverless platform over a durable, thread-per-core lattice KVS.\n\n\
         Run a node with `squall node`, then talk to it with `squall kv` (keys), `squall fn` (functions)\n\
         and `squall dag` (compositions of functions).\n\
-        Logs go to stderr; set RUST_LOG=debug for more."
+        Logs go to stderr; set RUST_LOG=debug for more.\n\n\
+        Output: text, or with --json one JSON object on stdout. Byte strings in JSON carry\n\
+        \"encoding\": \"utf8\" (the text itself) or \"base64\" (RFC 4648, for bytes that are not UTF-8).\n\
+        `kv get`, `fn call` and `dag call` take --raw to write the bytes exactly.\n\n\
+        Errors: `squall: error: ...` and often `hint: ...` (what to run) on stderr, exit status 2.\n\
+        With --json an error is one object on stdout instead, with the same exit status:\n\
+        {\"error\": {\"status\": \"unknown_dag\", \"code\": 16, \"message\": \"...\", \"hint\": \"...\"}}\n\
+        status/code: the node's status name and number; for errors of the CLI itself code is null\n\
+        and status one of io, client_timeout, protocol, unknown_status, invalid, usage, cli.\n\
+        hint: null when there is none.\n\n\
+        A closed stdout (`squall kv get KEY | head`) ends the command quietly with exit status 0."
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Run a node: one pinned shard per core, each owning a partition of the keys.
     Node(NodeArgs),
@@ -74,7 +99,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum ModelCommand {
     /// Store the ONNX model in FILE as NAME (in the KVS, chunked), with its
     /// class labels, and register function NAME running it: one argument, the
@@ -103,7 +128,7 @@ enum ModelCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum DagCommand {
     /// Register (or replace) DAG NAME: `--function` for each function, in
     /// fan-in argument order, and `--edge FROM:TO` for each edge.
@@ -145,6 +170,9 @@ enum DagCommand {
         output_key: Option<String>,
         #[arg(long, default_value_t = 10_000)]
         wait_ms: u64,
+        /// Write the result's bytes exactly, with no newline (binary results).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -161,7 +189,7 @@ enum DagCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum FnCommand {
     /// Print the registered functions.
     List {
@@ -201,19 +229,22 @@ enum FnCommand {
     /// and then the values of the `--ref` keys.
     Call {
         function: String,
-        args: Vec<String>,
+        args: Vec<OsString>,
         /// A key whose LWW value becomes an argument (repeatable).
         #[arg(long = "ref")]
         refs: Vec<String>,
         /// The call's deadline on the node.
         #[arg(long, default_value_t = 10_000)]
         call_timeout_ms: u32,
+        /// Write the result's bytes exactly, with no newline (binary results).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         #[command(flatten)]
         conn: Conn,
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 struct NodeArgs {
     /// Shards (executors, one per core). Default: one per core this process may use.
     #[arg(long)]
@@ -244,6 +275,24 @@ struct NodeArgs {
     /// Disconnect a client that starts a frame and does not finish it within this time.
     #[arg(long, default_value_t = PARTIAL_FRAME_TIMEOUT_MS_DEFAULT)]
     partial_frame_timeout_ms: u64,
+    /// Close a new connection that sends no Hello within this time (silent
+    /// connections cannot hold the shard's connection slots).
+    #[arg(long, default_value_t = HELLO_TIMEOUT_MS_DEFAULT)]
+    hello_timeout_ms: u64,
+    /// When a shard's connections reach 90% of --connections-max, close
+    /// connections idle (nothing buffered or running) for at least this long.
+    #[arg(long, default_value_t = IDLE_RECLAIM_MS_DEFAULT)]
+    idle_reclaim_ms: u64,
+    /// Node-wide memory for frames larger than 64 KiB while they arrive; a
+    /// connection whose frame would exceed it gets `overloaded` and is closed.
+    #[arg(long, default_value_t = READ_BUFFERS_MB_DEFAULT)]
+    read_buffers_mb: usize,
+    /// Require clients to prove a secret from this file (challenge-response;
+    /// the secret never crosses the wire). One `ROLE SECRET` per line, ROLE
+    /// read, write or admin; a file holding one bare secret grants admin.
+    /// Without it the node is open to anyone who reaches its port.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
     /// What compiles uploaded WebAssembly: winch (uploads ready in ~10 ms) or
     /// cranelift (guest code ~2.4x faster, uploads ~3x slower).
     #[arg(long, value_enum, default_value = "winch")]
@@ -258,17 +307,29 @@ struct NodeArgs {
     executors_float: bool,
 }
 
-#[derive(Debug, clap::Args)]
+/// The node address the CLI talks to unless given `--addr`.
+const ADDR_DEFAULT: &str = "127.0.0.1:7400";
+
+#[derive(Clone, Debug, clap::Args)]
 struct Conn {
     /// Any shard of the node (the client learns the others).
-    #[arg(long, default_value = "127.0.0.1:7400", global = true)]
+    #[arg(long, default_value = ADDR_DEFAULT, global = true)]
     addr: String,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object on stdout instead of text; errors too, as
+    /// {"error": {"status", "code", "message", "hint"}} (see `squall --help`).
+    ///
+    /// Byte strings are text with "encoding": "utf8", or base64 with
+    /// "encoding": "base64" when they are not UTF-8.
     #[arg(long, global = true)]
     json: bool,
     /// The client gives up on the node after this long.
     #[arg(long, default_value_t = 5000, global = true)]
     client_timeout_ms: u64,
+    /// The secret to prove to a node started with --auth-token-file (its
+    /// first line; a `ROLE SECRET` line works too). Default: the
+    /// SQUALL_TOKEN environment variable.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -286,13 +347,19 @@ enum Lattice {
     Priority,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum KvCommand {
     /// Merge a value into KEY. Sets take one or more VALUEs; max takes a number.
+    /// The value is the VALUE arguments (any bytes the shell can pass) or,
+    /// with --file, a file's or stdin's bytes exactly (binary included).
     Put {
         key: String,
-        #[arg(required = true)]
-        values: Vec<String>,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        values: Vec<OsString>,
+        /// Read the value's bytes from PATH instead of VALUE (`-`: standard
+        /// input), exactly as they are; a set gets them as one member.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "lww")]
         lattice: Lattice,
         /// Priority of the value (priority lattice; lowest wins).
@@ -301,9 +368,16 @@ enum KvCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Print KEY's value.
+    /// Print KEY's value (exit status 1 if it has none, without --json).
+    ///
+    /// Text shows bytes that are not UTF-8 as U+FFFD; --raw writes them
+    /// exactly; --json gives "value" with "encoding": "utf8" or "base64".
     Get {
         key: String,
+        /// Write the value's bytes exactly, with no newline (LWW, priority,
+        /// max and single-version causal values; sets need --json).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -320,14 +394,90 @@ enum KvCommand {
     },
 }
 
-/// Entry point of the `squall` binary.
-pub fn main() -> anyhow::Result<()> {
+impl Command {
+    /// The connection flags of a command that talks to a node.
+    fn conn(&self) -> Option<&Conn> {
+        match self {
+            Command::Node(_) => None,
+            Command::Kv { command } => Some(match command {
+                KvCommand::Put { conn, .. }
+                | KvCommand::Get { conn, .. }
+                | KvCommand::Del { conn, .. }
+                | KvCommand::Stats { conn } => conn,
+            }),
+            Command::Fn { command } => Some(match command {
+                FnCommand::List { conn }
+                | FnCommand::Register { conn, .. }
+                | FnCommand::Delete { conn, .. }
+                | FnCommand::Call { conn, .. } => conn,
+            }),
+            Command::Dag { command } => Some(match command {
+                DagCommand::Create { conn, .. }
+                | DagCommand::Call { conn, .. }
+                | DagCommand::Delete { conn, .. }
+                | DagCommand::List { conn } => conn,
+            }),
+            Command::Model { command } => Some(match command {
+                ModelCommand::Put { conn, .. } | ModelCommand::Pipeline { conn, .. } => conn,
+            }),
+            Command::Predict { conn, .. } => Some(conn),
+        }
+    }
+}
+
+/// Entry point of the `squall` binary; returns its exit status: 0, 1 (`kv
+/// get` found nothing) or 2 (an error, reported on stderr, or on stdout as
+/// JSON with `--json`).
+pub fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("info,tract_onnx=error"),
     )
     .init();
-    let cli = Cli::parse();
-    match cli.command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let command = cli.command.clone();
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.chain().any(|c| c.is::<output::StdoutClosed>()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report::report(&command, &e);
+            ExitCode::from(report::EXIT_ERROR)
+        }
+    }
+}
+
+/// A command line clap refused (or `--help`, `--version`): clap's text,
+/// or with `--json` anywhere on the line a JSON error.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let json = std::env::args_os().any(|a| a == "--json");
+    if json && !informational {
+        let message = e.render().to_string();
+        let message = message.trim_end().trim_start_matches("error: ");
+        report::print_json_error(
+            "usage",
+            None,
+            message,
+            Some("`squall --help` lists the commands; `squall COMMAND --help` their options"),
+        );
+    } else {
+        // clap ignores a closed stdout for --help; nothing else to do.
+        let _ = e.print();
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(report::EXIT_ERROR))
+}
+
+/// Runs one command; its exit status if it succeeded.
+fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Node(a) => {
             let shards = a
                 .shards
@@ -342,6 +492,13 @@ pub fn main() -> anyhow::Result<()> {
                 spin_before_park_us: a.spin_before_park_us,
                 connections_max: a.connections_max,
                 partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
+                hello_timeout_ms: a.hello_timeout_ms.max(1),
+                idle_reclaim_ms: a.idle_reclaim_ms,
+                read_buffers_mb: a.read_buffers_mb.max(1),
+                auth: match &a.auth_token_file {
+                    Some(path) => Some(std::sync::Arc::new(crate::auth::Auth::from_file(path)?)),
+                    None => None,
+                },
                 executors_per_shard: usize::from(a.executors_per_shard),
                 pin_executors: !a.executors_float,
                 wasm_compiler: match a.wasm_compiler {
@@ -353,9 +510,9 @@ pub fn main() -> anyhow::Result<()> {
             std::process::exit(0)
         }
         Command::Kv { command } => kv(command),
-        Command::Fn { command } => function(command),
-        Command::Dag { command } => dag(command),
-        Command::Model { command } => model(command),
+        Command::Fn { command } => function(command).map(|()| 0),
+        Command::Dag { command } => dag(command).map(|()| 0),
+        Command::Model { command } => model(command).map(|()| 0),
         Command::Predict {
             image,
             dag,
@@ -374,12 +531,12 @@ pub fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(class, p, label)| json!({"class": class, "probability": p, "label": label}))
                 .collect();
-            print_out(
+            emit(
                 conn.json,
-                json!({"image": image.display().to_string(), "top5": ranked}),
-                text.trim_end().to_owned(),
-            );
-            Ok(())
+                &json!({"image": image.display().to_string(), "top5": ranked}),
+                text.trim_end(),
+            )?;
+            Ok(0)
         }
     }
 }
@@ -398,14 +555,39 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
                 .transpose()?;
             let size = bytes.len();
-            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.put_model(&name, &bytes, labels.as_deref()).await?)
+            let has_labels = labels.is_some();
+            let dags = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                c.put_model(&name, &bytes, labels.as_deref()).await?;
+                // Only for the hint below: a failure here is no failure of the put.
+                Ok(c.list_dags().await.unwrap_or_default())
             })?;
-            print_out(
+            emit(
                 conn.json,
-                json!({"model": name, "bytes": size, "ok": true}),
-                format!("OK: model {name} ({size} bytes) stored; function {name} registered"),
-            );
+                &json!({"model": name, "bytes": size, "ok": true}),
+                &format!("OK: model {name} ({size} bytes) stored; function {name} registered"),
+            )?;
+            let addr = if conn.addr == ADDR_DEFAULT {
+                String::new()
+            } else {
+                format!(" --addr {}", conn.addr)
+            };
+            let model_flag = if name == "squeezenet" {
+                String::new()
+            } else {
+                format!(" --model {name}")
+            };
+            if !has_labels {
+                note(&format!(
+                    "hint: `squall predict` needs the model's class labels: store them with \
+                     `squall model put {name} FILE --labels LABELS{addr}`, then run \
+                     `squall model pipeline{model_flag}{addr}`"
+                ));
+            } else if !dags.iter().any(|d| d == "predict") {
+                note(&format!(
+                    "hint: `squall model pipeline{model_flag}{addr}` registers the DAG that \
+                     `squall predict IMAGE` runs"
+                ));
+            }
         }
         ModelCommand::Pipeline {
             dag,
@@ -422,7 +604,7 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 }
                 Ok(c.register_dag(def).await?)
             })?;
-            print_out(conn.json, json!({"dag": dag, "ok": true}), "OK".into());
+            emit(conn.json, &json!({"dag": dag, "ok": true}), "OK")?;
         }
     }
     Ok(())
@@ -470,7 +652,7 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.register_dag(def).await?)
             })?;
-            print_out(conn.json, json!({"dag": name, "ok": true}), "OK".into());
+            emit(conn.json, &json!({"dag": name, "ok": true}), "OK")?;
         }
         DagCommand::Call {
             name,
@@ -481,6 +663,7 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
             then,
             output_key,
             wait_ms,
+            raw,
             conn,
         } => {
             let mut sources: Vec<SourceArgs> = Vec::new();
@@ -522,33 +705,56 @@ fn dag(cmd: DagCommand) -> anyhow::Result<()> {
                 Ok(c.wait_for(key.as_bytes(), Duration::from_millis(wait_ms))
                     .await?)
             })?;
-            print_out(
-                conn.json,
-                json!({"dag": name, "result": text(&out)}),
-                text(&out),
-            );
+            print_result(&conn, raw, json!({"dag": name}), &out)?;
         }
         DagCommand::Delete { name, conn } => {
             let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.delete_dag(&name).await?)
             })?;
-            print_removed(conn.json, "dag", &name, removed);
+            print_removed(conn.json, "dag", &name, removed)?;
         }
         DagCommand::List { conn } => {
             let names = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.list_dags().await?)
             })?;
-            print_out(conn.json, json!({"dags": names}), names.join("\n"));
+            emit(conn.json, &json!({"dags": names}), &names.join("\n"))?;
         }
     }
     Ok(())
 }
 
 /// Reports a delete: `deleted` / `(not found)`, or JSON naming what it was.
-fn print_removed(json: bool, kind: &str, name: &str, removed: bool) {
+fn print_removed(json: bool, kind: &str, name: &str, removed: bool) -> anyhow::Result<()> {
     let text = if removed { "deleted" } else { "(not found)" };
-    print_out(json, json!({kind: name, "removed": removed}), text.into());
+    emit(json, &json!({kind: name, "removed": removed}), text)
 }
+
+/// Prints a function's or DAG's result: its bytes exactly (`--raw`), JSON
+/// (`obj` plus `"result"` and `"encoding"`), or text.
+fn print_result(
+    conn: &Conn,
+    raw: bool,
+    mut obj: serde_json::Value,
+    out: &[u8],
+) -> anyhow::Result<()> {
+    if raw {
+        return write_stdout(out);
+    }
+    let (result, encoding) = encoded(out);
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("result".into(), result.into());
+        o.insert("encoding".into(), encoding.into());
+    }
+    emit(conn.json, &obj, &text(out))?;
+    if !conn.json && encoding != "utf8" {
+        note(NOT_UTF8_HINT);
+    }
+    Ok(())
+}
+
+/// Said on stderr when the text mode had to replace bytes.
+const NOT_UTF8_HINT: &str = "hint: the output is not UTF-8 (shown with U+FFFD); --raw writes \
+     its bytes exactly, --json encodes them in base64";
 
 fn connect_blocking<T>(
     conn: &Conn,
@@ -562,6 +768,7 @@ fn connect_blocking<T>(
         let opts = ClientOptions {
             timeout: Duration::from_millis(conn.client_timeout_ms),
             client_name: name.into(),
+            token: client::load_token(conn.token_file.as_deref()).map_err(anyhow::Error::msg)?,
         };
         let mut c = Client::connect(&conn.addr, opts)
             .await
@@ -576,7 +783,7 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
             let names = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.list_functions().await?)
             })?;
-            print_out(conn.json, json!({"functions": names}), names.join("\n"));
+            emit(conn.json, &json!({"functions": names}), &names.join("\n"))?;
         }
         FnCommand::Register {
             name,
@@ -602,118 +809,164 @@ fn function(cmd: FnCommand) -> anyhow::Result<()> {
                     (None, None, None) => anyhow::bail!("give a MODULE file, --builtin or --model"),
                 }
             })?;
-            print_out(
-                conn.json,
-                json!({"function": name, "ok": true}),
-                "OK".into(),
-            );
+            emit(conn.json, &json!({"function": name, "ok": true}), "OK")?;
         }
         FnCommand::Delete { name, conn } => {
             let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.delete_function(&name).await?)
             })?;
-            print_removed(conn.json, "function", &name, removed);
+            print_removed(conn.json, "function", &name, removed)?;
         }
         FnCommand::Call {
             function,
             args,
             refs,
             call_timeout_ms,
+            raw,
             conn,
         } => {
             let args: Vec<Arg> = args
                 .into_iter()
-                .map(|a| Arg::Value(a.into_bytes()))
+                .map(|a| Arg::Value(a.into_vec()))
                 .chain(refs.into_iter().map(|r| Arg::Ref(r.into_bytes())))
                 .collect();
             let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 Ok(c.call_function_with(&function, args, call_timeout_ms)
                     .await?)
             })?;
-            print_out(
-                conn.json,
-                json!({"function": function, "result": text(&out)}),
-                text(&out),
-            );
+            print_result(&conn, raw, json!({"function": function}), &out)?;
         }
     }
     Ok(())
 }
 
-fn kv(cmd: KvCommand) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let conn = match &cmd {
-            KvCommand::Put { conn, .. }
-            | KvCommand::Get { conn, .. }
-            | KvCommand::Del { conn, .. }
-            | KvCommand::Stats { conn } => conn,
-        };
-        let opts = ClientOptions { timeout: Duration::from_millis(conn.client_timeout_ms), client_name: "squall-cli".into() };
-        let mut c = Client::connect(&conn.addr, opts).await.with_context(|| format!("connecting to {}", conn.addr))?;
-        let json = conn.json;
-        match &cmd {
-            KvCommand::Put { key, values, lattice, priority, .. } => {
-                let value = build_value(*lattice, values, *priority)?;
-                c.put(key.as_bytes(), value).await?;
-                print_out(json, json!({"key": key, "ok": true}), "OK".into());
-            }
-            KvCommand::Get { key, .. } => {
-                let v = c.get(key.as_bytes()).await?;
-                let text = v.as_ref().map_or_else(|| "(not found)".to_owned(), value_text);
-                let mut obj = json!({"key": key, "found": v.is_some()});
-                if let (Some(v), Some(o)) = (&v, obj.as_object_mut()) {
-                    o.extend(value_json(v).as_object().cloned().unwrap_or_default());
-                }
-                print_out(json, obj, text);
-                if v.is_none() && !json {
-                    std::process::exit(1);
-                }
-            }
-            KvCommand::Del { key, .. } => {
-                let removed = c.delete(key.as_bytes()).await?;
-                let text = if removed { "deleted" } else { "(not found)" };
-                print_out(json, json!({"key": key, "removed": removed}), text.into());
-            }
-            KvCommand::Stats { .. } => {
-                let stats = c.stats().await?;
-                let arr: Vec<_> = stats
-                    .iter()
-                    .map(|s| {
-                        json!({"shard": s.shard, "live_keys": s.live_keys, "tombstones": s.tombstones,
-                        "gets": s.gets, "puts": s.puts, "deletes": s.deletes, "errors": s.errors,
-                        "forwarded_out": s.forwarded_out, "forwarded_in": s.forwarded_in,
-                        "connections": s.connections, "connections_refused": s.connections_refused,
-                        "last_lsn": s.last_lsn, "durable_lsn": s.durable_lsn, "wal_bytes": s.wal_bytes,
-                        "snapshots": s.snapshots, "uptime_ms": s.uptime_ms})
-                    })
-                    .collect();
-                let text = stats
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "shard {}: {} keys, {} tombstones, gets {}, puts {}, deletes {}, errors {}, \
-                             forwarded out/in {}/{}, lsn {} (durable {}), wal {} B, snapshots {}, connections {}",
-                            s.shard, s.live_keys, s.tombstones, s.gets, s.puts, s.deletes, s.errors,
-                            s.forwarded_out, s.forwarded_in, s.last_lsn, s.durable_lsn, s.wal_bytes,
-                            s.snapshots, s.connections
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                print_out(json, json!({"shards": arr}), text);
-            }
-        }
-        Ok(())
-    })
+/// Reads a value for `kv put --file`: the file's bytes, or stdin's for `-`.
+fn read_value_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    // No value can be larger than a frame; stop reading there.
+    let cap = wire::limits::FRAME_BODY_BYTES_MAX as u64;
+    let mut bytes = Vec::new();
+    let what = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .context("reading the value from standard input")?;
+        "standard input".to_owned()
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("reading {}", path.display()))?;
+        path.display().to_string()
+    };
+    if bytes.len() as u64 > cap {
+        anyhow::bail!(
+            "{what} holds more than {cap} bytes, more than any value the node takes \
+             (see its value_bytes_max)"
+        );
+    }
+    Ok(bytes)
 }
 
-fn build_value(lattice: Lattice, values: &[String], priority: u64) -> anyhow::Result<Value> {
+fn kv(cmd: KvCommand) -> anyhow::Result<u8> {
+    match cmd {
+        KvCommand::Put {
+            key,
+            values,
+            lattice,
+            priority,
+            file,
+            conn,
+        } => {
+            let values: Vec<Vec<u8>> = match file {
+                Some(path) => vec![read_value_file(&path)?],
+                None => values.into_iter().map(OsStringExt::into_vec).collect(),
+            };
+            let value = build_value(lattice, &values, priority)?;
+            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.put(key.as_bytes(), value).await?)
+            })?;
+            emit(conn.json, &json!({"key": key, "ok": true}), "OK")?;
+            Ok(0)
+        }
+        KvCommand::Get { key, raw, conn } => {
+            let v = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.get(key.as_bytes()).await?)
+            })?;
+            let Some(v) = v else {
+                if raw {
+                    note("(not found)");
+                } else {
+                    emit(
+                        conn.json,
+                        &json!({"key": key, "found": false}),
+                        "(not found)",
+                    )?;
+                }
+                return Ok(if conn.json { 0 } else { 1 });
+            };
+            if raw {
+                write_stdout(&value_raw(&key, &v)?)?;
+                return Ok(0);
+            }
+            let mut obj = json!({"key": key, "found": true});
+            if let (Some(o), serde_json::Value::Object(fields)) =
+                (obj.as_object_mut(), value_json(&v))
+            {
+                o.extend(fields);
+            }
+            let (text, lossy) = value_text(&v);
+            emit(conn.json, &obj, &text)?;
+            if lossy && !conn.json {
+                note(NOT_UTF8_HINT);
+            }
+            Ok(0)
+        }
+        KvCommand::Del { key, conn } => {
+            let removed = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.delete(key.as_bytes()).await?)
+            })?;
+            let text = if removed { "deleted" } else { "(not found)" };
+            emit(conn.json, &json!({"key": key, "removed": removed}), text)?;
+            Ok(0)
+        }
+        KvCommand::Stats { conn } => {
+            let stats = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                Ok(c.stats().await?)
+            })?;
+            let arr: Vec<_> = stats
+                .iter()
+                .map(|s| {
+                    json!({"shard": s.shard, "live_keys": s.live_keys, "tombstones": s.tombstones,
+                    "gets": s.gets, "puts": s.puts, "deletes": s.deletes, "errors": s.errors,
+                    "forwarded_out": s.forwarded_out, "forwarded_in": s.forwarded_in,
+                    "connections": s.connections, "connections_refused": s.connections_refused,
+                    "last_lsn": s.last_lsn, "durable_lsn": s.durable_lsn, "wal_bytes": s.wal_bytes,
+                    "snapshots": s.snapshots, "uptime_ms": s.uptime_ms})
+                })
+                .collect();
+            let text = stats
+                .iter()
+                .map(|s| {
+                    format!(
+                        "shard {}: {} keys, {} tombstones, gets {}, puts {}, deletes {}, errors {}, \
+                         forwarded out/in {}/{}, lsn {} (durable {}), wal {} B, snapshots {}, connections {}",
+                        s.shard, s.live_keys, s.tombstones, s.gets, s.puts, s.deletes, s.errors,
+                        s.forwarded_out, s.forwarded_in, s.last_lsn, s.durable_lsn, s.wal_bytes,
+                        s.snapshots, s.connections
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            emit(conn.json, &json!({"shards": arr}), &text)?;
+            Ok(0)
+        }
+    }
+}
+
+fn build_value(lattice: Lattice, values: &[Vec<u8>], priority: u64) -> anyhow::Result<Value> {
     let one = || -> anyhow::Result<Vec<u8>> {
         match values {
-            [v] => Ok(v.as_bytes().to_vec()),
+            [v] => Ok(v.clone()),
             _ => anyhow::bail!("this lattice takes exactly one VALUE, got {}", values.len()),
         }
     };
@@ -723,12 +976,13 @@ fn build_value(lattice: Lattice, values: &[String], priority: u64) -> anyhow::Re
             writer: 0,
             bytes: one()?,
         }),
-        Lattice::Set => Value::Set(values.iter().map(|v| v.as_bytes().to_vec()).collect()),
-        Lattice::OrderedSet => {
-            Value::OrderedSet(values.iter().map(|v| v.as_bytes().to_vec()).collect())
-        }
+        Lattice::Set => Value::Set(values.to_vec()),
+        Lattice::OrderedSet => Value::OrderedSet(values.to_vec()),
         Lattice::Max => {
-            let s = String::from_utf8(one()?)?;
+            let bytes = one()?;
+            let s = std::str::from_utf8(&bytes).map(str::trim).map_err(|_| {
+                anyhow::anyhow!("max takes an unsigned integer, not {:?}", text(&bytes))
+            })?;
             Value::Max(
                 s.parse()
                     .with_context(|| format!("max takes an unsigned integer, not {s:?}"))?,
@@ -739,62 +993,4 @@ fn build_value(lattice: Lattice, values: &[String], priority: u64) -> anyhow::Re
             bytes: one()?,
         }),
     })
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::Lww(l) => text(&l.bytes),
-        Value::Set(s) | Value::OrderedSet(s) => {
-            s.iter().map(|e| text(e)).collect::<Vec<_>>().join("\n")
-        }
-        Value::Max(m) => m.to_string(),
-        Value::Priority(p) => format!("{}\t{}", p.priority, text(&p.bytes)),
-        Value::SingleKeyCausal(vs) | Value::MultiKeyCausal(vs) => vs
-            .iter()
-            .map(|v| text(&v.bytes))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
-}
-
-fn value_json(v: &Value) -> serde_json::Value {
-    let strs = |s: &Vec<Vec<u8>>| s.iter().map(|e| text(e)).collect::<Vec<_>>();
-    match v {
-        Value::Lww(l) => {
-            json!({"lattice": "lww", "value": text(&l.bytes), "timestamp": l.timestamp, "writer": l.writer})
-        }
-        Value::Set(s) => json!({"lattice": "set", "value": strs(s)}),
-        Value::OrderedSet(s) => json!({"lattice": "ordered-set", "value": strs(s)}),
-        Value::Max(m) => json!({"lattice": "max", "value": m}),
-        Value::Priority(p) => {
-            json!({"lattice": "priority", "value": text(&p.bytes), "priority": p.priority})
-        }
-        Value::SingleKeyCausal(vs) | Value::MultiKeyCausal(vs) => {
-            let kind = if matches!(v, Value::SingleKeyCausal(_)) {
-                "single-key-causal"
-            } else {
-                "multi-key-causal"
-            };
-            let versions: Vec<_> = vs
-                .iter()
-                .map(|c| {
-                    json!({"value": text(&c.bytes),
-                       "clock": c.clock.iter().map(|e| json!([e.node, e.counter])).collect::<Vec<_>>()})
-                })
-                .collect();
-            json!({"lattice": kind, "versions": versions})
-        }
-    }
-}
-
-fn print_out(json: bool, obj: serde_json::Value, text: String) {
-    if json {
-        println!("{obj}");
-    } else {
-        println!("{text}");
-    }
 }
