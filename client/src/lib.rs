@@ -769,7 +769,17 @@ async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)>
         });
         conn.send_one(1, &hello).await?;
         let nonce = match into_result(conn.read_frame().await?.1)? {
-            Response::Hello(t) => return Ok((conn, t)),
+            Response::Hello(t) if opts.token.is_none() => return Ok((conn, t)),
+            Response::Hello(_) => {
+                // A node that knows the secret proves it; one that does not
+                // ask may not be the node the secret is for.
+                return Err(protocol(
+                    addr,
+                    "this node does not require authentication, but the client has a token: \
+                     refusing a node that cannot prove the secret (unset SQUALL_TOKEN or \
+                     --token-file to talk to an open node)",
+                ));
+            }
             Response::Challenge(c) => c.nonce,
             other => return Err(unexpected(&other)),
         };

@@ -91,7 +91,7 @@ impl Auth {
     /// often lately.
     #[must_use]
     pub fn blocked(&self, source: Option<IpAddr>) -> Option<Duration> {
-        let source = source?;
+        let source = source_of(source?);
         let failures = self
             .failures
             .lock()
@@ -104,7 +104,9 @@ impl Auth {
 
     /// Counts a failed attempt from `source`.
     pub fn record_failure(&self, source: Option<IpAddr>) {
-        let Some(source) = source else { return };
+        let Some(source) = source.map(source_of) else {
+            return;
+        };
         let mut failures = self
             .failures
             .lock()
@@ -145,16 +147,36 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
 }
 
 fn role_to_write(key: &[u8]) -> Role {
-    const ADMIN_PREFIXES: [&str; 4] = [
+    if is_code_key(key) {
+        Role::Admin
+    } else {
+        Role::Write
+    }
+}
+
+/// Keys that hold code and models (function and DAG registrations, model
+/// chunks, manifests and labels): only admins write them, only through
+/// requests, never through a function's store or a call's output key.
+#[must_use]
+pub fn is_code_key(key: &[u8]) -> bool {
+    const PREFIXES: [&str; 4] = [
         wire::FUNCTION_KEY_PREFIX,
         wire::DAG_KEY_PREFIX,
         "squall:model",
         "squall:labels:",
     ];
-    if ADMIN_PREFIXES.iter().any(|p| key.starts_with(p.as_bytes())) {
-        Role::Admin
-    } else {
-        Role::Write
+    PREFIXES.iter().any(|p| key.starts_with(p.as_bytes()))
+}
+
+/// The address failures are counted under: the host for IPv4, the /64
+/// network for IPv6 (one host easily holds a whole /64).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
     }
 }
 

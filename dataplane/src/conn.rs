@@ -181,6 +181,9 @@ struct Conn {
     outbox: Rc<Outbox>,
     opened: Instant,
     last_active: Instant,
+    /// When the first byte of the unfinished frame at the start of `rbuf`
+    /// arrived (its deadline counts from there).
+    frame_started: Option<Instant>,
     /// Bytes of `rbuf` beyond `READ_BUFFER_BYTES`, counted in the node's
     /// read-buffer budget.
     grown: usize,
@@ -208,6 +211,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         outbox: Rc::default(),
         opened: now,
         last_active: now,
+        frame_started: None,
         grown: 0,
     };
     let result = c.run().await;
@@ -242,8 +246,11 @@ impl Conn {
             let room = self.outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
             match self.wait(room).await? {
                 Input::Bytes(n) => {
-                    self.filled += n;
                     self.last_active = Instant::now();
+                    if self.filled == 0 {
+                        self.frame_started = Some(self.last_active);
+                    }
+                    self.filled += n;
                 }
                 Input::Replies => self.finish_batch().await?,
                 Input::Notice => {
@@ -297,7 +304,9 @@ impl Conn {
             };
             if self.filled == self.rbuf.len() && self.rbuf.len() < need {
                 let grown = (self.rbuf.len() * 2).min(need);
-                if !self.set_grown(grown - READ_BUFFER_BYTES) {
+                // Exactly: the budget counts what is allocated.
+                self.rbuf.reserve_exact(grown - self.rbuf.len());
+                if !self.set_grown(self.rbuf.capacity() - READ_BUFFER_BYTES) {
                     let msg = format!(
                         "the node holds {} MiB of large frames being received (its limit); retry later",
                         self.shard.conn.read_buffers_max_bytes >> 20
@@ -325,8 +334,9 @@ impl Conn {
             ))
         } else if read && self.filled > 0 {
             let ms = settings.partial_frame_timeout_ms;
+            let started = self.frame_started.unwrap_or_else(Instant::now);
             Some((
-                Instant::now() + Duration::from_millis(ms),
+                started + Duration::from_millis(ms),
                 format!("frame not completed within {ms} ms"),
             ))
         } else {
@@ -418,6 +428,8 @@ impl Conn {
         if off > 0 {
             self.rbuf.copy_within(off..self.filled, 0);
             self.filled -= off;
+            // What is left began arriving with the last read, at the latest.
+            self.frame_started = (self.filled > 0).then_some(self.last_active);
         }
         (handled, fatal)
     }
@@ -564,6 +576,15 @@ impl Conn {
                     let msg = "send Hello first and answer its Challenge".to_owned();
                     return self.refuse(request_id, Status::Unauthenticated, msg);
                 };
+                if let Some(wait) = auth.blocked(self.peer_ip) {
+                    // Checked again here: proofs sent on many connections
+                    // challenged before the limit was reached count too.
+                    let msg = format!(
+                        "too many failed authentications from this address; try again in {} s",
+                        wait.as_secs() + 1
+                    );
+                    return self.refuse(request_id, Status::Unauthenticated, msg);
+                }
                 let client_nonce = a.client_nonce.as_slice();
                 let Some((role, secret)) = auth.verify(&nonce, client_nonce, a.proof.as_slice())
                 else {
@@ -860,6 +881,13 @@ impl Conn {
                 .extend(args_of(&a.args));
         }
         let output_key = call.output_key.to_vec();
+        if crate::auth::is_code_key(&output_key) {
+            let msg = format!(
+                "output key {:?} is under a prefix that holds code or models; choose another",
+                String::from_utf8_lossy(&output_key)
+            );
+            return self.error(request_id, Status::InvalidArgument, &msg);
+        }
         // The DAG from this shard's cache now when it can (in request order:
         // a re-registration earlier on this connection is seen); otherwise
         // read from its owner in the deferred part.

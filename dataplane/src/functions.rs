@@ -167,11 +167,11 @@ pub struct Pool {
     queues: Vec<cb::Sender<Step>>,
     /// Steps queued or running, per executor (what scheduling compares).
     load: Vec<AtomicUsize>,
-    /// Per executor: the deadline (ms after `epoch`) of the call whose step
-    /// it is running now, 0 when idle. A native function cannot be stopped:
+    /// Per executor: the deadline (µs after `epoch`, + 1) of the call whose
+    /// step it is running now, 0 when idle. A native function cannot be stopped:
     /// one still running past its call's deadline makes its executor count
     /// as over the load threshold, so new work goes elsewhere.
-    running_deadline_ms: Vec<AtomicU64>,
+    running_deadline_us: Vec<AtomicU64>,
     epoch: Instant,
     /// Executors per shard: executor `e` sits beside shard `e / per_shard`.
     per_shard: usize,
@@ -196,7 +196,7 @@ impl Pool {
         let pool = Arc::new(Pool {
             queues,
             load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-            running_deadline_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            running_deadline_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             per_shard,
             registry: registry.clone(),
@@ -231,32 +231,32 @@ impl Pool {
     #[must_use]
     pub fn beside(&self, shard: ShardId) -> usize {
         let first = usize::from(shard.0) * self.per_shard;
-        let now_ms = self.ms_since_epoch(Instant::now());
+        let now_us = self.us_since_epoch(Instant::now());
         (first..first + self.per_shard)
-            .min_by_key(|&e| self.load_of(e, now_ms))
+            .min_by_key(|&e| self.load_of(e, now_us))
             .unwrap_or(0)
             .min(self.len().saturating_sub(1))
     }
 
-    fn ms_since_epoch(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    fn us_since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_micros() as u64 + 1
     }
 
     /// Executor `e`'s load as the scheduler sees it: its steps queued or
     /// running, plus `EXECUTOR_LOAD_THRESHOLD + 1` while it runs a step past
     /// its call's deadline.
-    fn load_of(&self, e: usize, now_ms: u64) -> usize {
+    fn load_of(&self, e: usize, now_us: u64) -> usize {
         let load = self.load[e].load(Ordering::Relaxed);
-        match self.running_deadline_ms[e].load(Ordering::Relaxed) {
+        match self.running_deadline_us[e].load(Ordering::Relaxed) {
             0 => load,
-            d if d < now_ms => load + EXECUTOR_LOAD_THRESHOLD + 1,
+            d if d <= now_us => load + EXECUTOR_LOAD_THRESHOLD + 1,
             _ => load,
         }
     }
 
     fn loads(&self) -> Vec<usize> {
-        let now_ms = self.ms_since_epoch(Instant::now());
-        (0..self.len()).map(|e| self.load_of(e, now_ms)).collect()
+        let now_us = self.us_since_epoch(Instant::now());
+        (0..self.len()).map(|e| self.load_of(e, now_us)).collect()
     }
 
     fn send(&self, e: usize, step: Step) -> Result<(), String> {
@@ -413,11 +413,11 @@ fn executor_loop(
         }
         let deadline = live.iter().map(|s| s.run.deadline).max();
         if let Some(d) = deadline {
-            pool.running_deadline_ms[index].store(pool.ms_since_epoch(d), Ordering::Relaxed);
+            pool.running_deadline_us[index].store(pool.us_since_epoch(d), Ordering::Relaxed);
         }
         let started = Instant::now();
         let results = ex.call_batch(&name, store, &inputs);
-        pool.running_deadline_ms[index].store(0, Ordering::Relaxed);
+        pool.running_deadline_us[index].store(0, Ordering::Relaxed);
         if let Some(late) = deadline.and_then(|d| Instant::now().checked_duration_since(d)) {
             log::warn!(
                 "executor-{index}: {name:?} ran {} ms, {} ms past its call's deadline; \
@@ -861,6 +861,17 @@ pub async fn serve_store(shard: Rc<Shard>, mut rx: mpsc::Receiver<StoreRequest>)
             StoreOp::Put(key, value) => (key, Some(value)),
             StoreOp::Delete(key) => (key, None),
         };
+        if crate::auth::is_code_key(&key) {
+            // Registration goes through the node's checks (and, with
+            // authentication, its admin role), never a function's store.
+            let msg = format!(
+                "functions may not write {:?}: keys under squall:fn:, squall:dag:, squall:model \
+                 and squall:labels: change only through registration requests",
+                String::from_utf8_lossy(&key)
+            );
+            let _ = reply.send(StoreReply::Failed(msg));
+            continue;
+        }
         match shard.write(key, value) {
             Ok((applied, lsn)) => {
                 let shard = shard.clone();

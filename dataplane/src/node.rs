@@ -452,7 +452,16 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     ));
     *shard.functions.borrow_mut() = Some(ctx.functions);
     glommio::spawn_local(functions::serve_store(shard.clone(), ctx.store_rx)).detach();
-    glommio::spawn_local(storage.clone().run_flusher(shard.partition.clone())).detach();
+    let rebuilt = {
+        let shard = shard.clone();
+        Box::new(move || shard.after_rebuild())
+    };
+    glommio::spawn_local(
+        storage
+            .clone()
+            .run_flusher(shard.partition.clone(), rebuilt),
+    )
+    .detach();
     glommio::spawn_local(storage.clone().run_batch_syncer()).detach();
     glommio::spawn_local(watch_stop(shard.clone(), ctx.control.clone())).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);

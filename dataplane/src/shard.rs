@@ -266,6 +266,38 @@ impl Shard {
         }
     }
 
+    /// After memory was rebuilt from the log (a failed write rolled back):
+    /// what the shard derives from its data is derived again — the
+    /// registrations of functions whose keys it owns, and cached DAGs.
+    pub fn after_rebuild(&self) {
+        let Some(functions) = self.functions.borrow().clone() else {
+            return;
+        };
+        let prefix = fn_stored::KEY_PREFIX.as_bytes();
+        let mut names: Vec<String> = functions
+            .registry
+            .names()
+            .into_iter()
+            .filter(|n| !functions.registry.is_builtin(n))
+            .filter(|n| self.owner(&fn_stored::key(n)) == self.id)
+            .collect();
+        names.extend(
+            self.partition
+                .borrow()
+                .live_keys_with_prefix(prefix)
+                .filter_map(fn_stored::name_of)
+                .map(str::to_owned),
+        );
+        names.sort();
+        names.dedup();
+        for name in names {
+            let value = self.partition.borrow().get(&fn_stored::key(&name)).cloned();
+            self.apply_registration(name, value.as_ref());
+        }
+        self.dag_cache.borrow_mut().clear();
+        functions.dag_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Executes a forwarded operation (this shard owns its keys).
     pub fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
         let result = match op {

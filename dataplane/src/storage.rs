@@ -74,6 +74,9 @@ struct State {
     synced: Lsn,
     waiters: Vec<(Lsn, oneshot::Sender<Result<(), String>>)>,
     failed: Option<String>,
+    /// LSN ranges (inclusive) whose records were lost to a failed write:
+    /// LSNs are never reused, and waiting for one of these fails.
+    lost: Vec<(Lsn, Lsn)>,
     segment_seq: u64,
     file: Rc<BufferedFile>,
     /// The same segment through a plain descriptor, for inline appends.
@@ -292,6 +295,7 @@ impl Storage {
                 synced: last,
                 waiters: Vec::new(),
                 failed: None,
+                lost: Vec::new(),
                 segment_seq: seq,
                 inline,
                 file: Rc::new(file),
@@ -350,6 +354,11 @@ impl Storage {
             if let Some(e) = &s.failed {
                 return Err(e.clone());
             }
+            if s.lost.iter().any(|&(from, to)| from <= lsn && lsn <= to) {
+                return Err(format!(
+                    "{lsn} was lost when a WAL write failed; it was never acknowledged"
+                ));
+            }
             let done = match self.policy {
                 FsyncPolicy::Always => s.synced,
                 FsyncPolicy::Batch | FsyncPolicy::Never => s.written,
@@ -380,7 +389,13 @@ impl Storage {
     }
 
     /// The group-commit loop; runs for the shard's lifetime.
-    pub async fn run_flusher(self: Rc<Self>, partition: Rc<RefCell<Partition>>) {
+    /// `rebuilt` runs after memory was rebuilt from the log following a
+    /// failed write (the shard re-derives what it keeps beside the data).
+    pub async fn run_flusher(
+        self: Rc<Self>,
+        partition: Rc<RefCell<Partition>>,
+        rebuilt: Box<dyn Fn()>,
+    ) {
         let Some(kicked) = self.kicked.borrow_mut().take() else {
             return;
         };
@@ -403,7 +418,7 @@ impl Storage {
             };
             if let Err(e) = self.flush(buf, Lsn(upto)).await {
                 self.fail(format!("{e:#}"));
-                self.recover_after_failure(&partition).await;
+                self.recover_after_failure(&partition, &*rebuilt).await;
                 continue;
             }
             let due = self.state.borrow().bytes_since_snapshot >= self.snapshot_wal_bytes;
@@ -471,6 +486,12 @@ impl Storage {
         for (_, tx) in s.waiters.drain(..) {
             let _ = tx.send(Err(msg.clone()));
         }
+        // Everything after the last good write is gone, whoever waits for
+        // it later; new records continue after it (no LSN is reused).
+        let (from, to) = (s.written.next(), Lsn(s.next_lsn.0 - 1));
+        if from <= to {
+            s.lost.push((from, to));
+        }
         s.pending.clear();
         s.flushing = false;
         s.failed = Some(msg);
@@ -480,12 +501,15 @@ impl Storage {
     /// holds (the failed group was applied in memory but never
     /// acknowledged, so it must not stay readable); then, with backoff, the
     /// shard probes the disk and resumes writes once it takes them.
-    async fn recover_after_failure(&self, partition: &RefCell<Partition>) {
+    async fn recover_after_failure(&self, partition: &RefCell<Partition>, rebuilt: &dyn Fn()) {
         let mut backoff_ms = STORAGE_RETRY_MS_MIN;
         let mut appends_at = None;
         loop {
             if appends_at.is_none() {
-                match read_on_disk(&self.dir, self.shard) {
+                match self
+                    .cut_to_last_good_write()
+                    .and_then(|()| read_on_disk(&self.dir, self.shard))
+                {
                     Ok(on_disk) => {
                         let r = on_disk.recovered;
                         log::warn!(
@@ -495,11 +519,9 @@ impl Storage {
                             r.partition.live_keys(),
                             r.last_lsn
                         );
+                        debug_assert!(r.last_lsn <= self.state.borrow().written);
                         *partition.borrow_mut() = r.partition;
-                        let mut s = self.state.borrow_mut();
-                        s.next_lsn = r.last_lsn.next();
-                        s.written = r.last_lsn;
-                        s.synced = r.last_lsn;
+                        rebuilt();
                         appends_at = Some((on_disk.seq, on_disk.pos));
                     }
                     Err(e) => log::error!(
@@ -526,6 +548,26 @@ impl Storage {
             glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(STORAGE_RETRY_MS_MAX);
         }
+    }
+
+    /// Cuts the active segment back to the end of the last write that
+    /// succeeded: a failed write (or sync) may have left part or all of its
+    /// group in the file, and none of it was acknowledged.
+    fn cut_to_last_good_write(&self) -> anyhow::Result<()> {
+        let (seq, pos) = {
+            let s = self.state.borrow();
+            (s.segment_seq, s.file_pos)
+        };
+        let path = self.dir.join(segment_name(seq));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if f.metadata()?.len() > pos {
+            f.set_len(pos)?;
+            f.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Probes the disk with `STORAGE_PROBE_BYTES` (written, synced,
@@ -599,10 +641,23 @@ impl Storage {
             )
         };
         let new_seq = old_seq + 1;
-        let file = open_segment(&self.dir, new_seq).await?;
-        write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
-        file.fdatasync().await.io()?;
-        sync_dir(&self.dir).await?;
+        let file = async {
+            let file = open_segment(&self.dir, new_seq).await?;
+            write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
+            file.fdatasync().await.io()?;
+            sync_dir(&self.dir).await?;
+            anyhow::Ok(file)
+        }
+        .await;
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                // Appends stay in the old segment: an empty newer one would
+                // make its later records look like a mid-log tear.
+                let _ = std::fs::remove_file(self.dir.join(segment_name(new_seq)));
+                return Err(e);
+            }
+        };
         {
             let mut s = self.state.borrow_mut();
             s.file = Rc::new(file);

@@ -268,3 +268,41 @@ fn the_cli_authenticates_and_secrets_stay_out_of_logs() {
         assert!(!logs.contains(secret), "a secret is in the node's log");
     }
 }
+
+/// Code and model keys change only through registration: not through a
+/// call's output key, nor a function's store, whatever the role.
+#[test]
+fn code_keys_cannot_be_written_around_registration() {
+    let (node, _dir) = start("auth-code-keys", &[]);
+    rt().block_on(async {
+        let mut admin = connect_as(node.addr(), Some(ADMIN)).await.unwrap();
+        admin
+            .register_dag(DagDef::new("echo1", &["echo"], &[]))
+            .await
+            .unwrap();
+        let mut writer = connect_as(node.addr(), Some(WRITE)).await.unwrap();
+        let mut call = DagCall::new("echo1", crate::harness::arg("echo", "x"));
+        call.output_key = b"squall:fn:planted".to_vec();
+        let err = writer.call_dag_to_key(call).await.unwrap_err();
+        assert_eq!(err.status(), Some(Status::InvalidArgument), "{err}");
+        let err = writer
+            .call_function("incr_key", vec![b"squall:dag:planted".to_vec()], 0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("may not write"), "{err}");
+        assert!(admin.get(b"squall:dag:planted").await.unwrap().is_none());
+    });
+}
+
+/// A client holding a secret refuses a node that does not ask for it: such
+/// a node cannot prove it is the one the secret is for.
+#[test]
+fn a_client_with_a_token_refuses_an_open_node() {
+    let dir = temp_dir("auth-open");
+    let node = Node::start(1, "never", &dir);
+    rt().block_on(async {
+        let err = connect_as(node.addr(), Some(ADMIN)).await.unwrap_err();
+        assert!(err.to_string().contains("cannot prove the secret"), "{err}");
+        connect_as(node.addr(), None).await.unwrap();
+    });
+}
