@@ -6,9 +6,9 @@
 //! for the durability of the batch's writes (group commit across the
 //! batch); write all replies with one write. Then read again. Requests that
 //! wait on something else — function calls, requests forwarded to another
-//! shard — run as their own tasks and put their reply in the connection's
-//! [`Outbox`] when they complete; the loop writes it as soon as it is there,
-//! so a slow call never holds up the requests behind it. Requests read but
+//! shard — wait in the connection's [`Outbox`]: the loop polls them whenever
+//! it waits for input and writes each reply as soon as it completes, so a
+//! slow call never holds up the requests behind it. Requests read but
 //! not yet answered are bounded (`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`):
 //! at the bound the loop stops reading until replies complete.
 //!
@@ -17,12 +17,12 @@
 //! either closes the connection without an error frame. Idle connections
 //! are reclaimed when the shard nears its connection limit.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -99,53 +99,55 @@ fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
     }
 }
 
-/// Replies that complete after their batch (calls, forwarded requests):
-/// each runs as its own task and leaves its encoded frame here.
-#[derive(Debug, Default)]
+/// Replies that complete after their batch (calls, forwarded requests).
+/// The connection's own task polls them whenever it waits (no task per
+/// reply: a completion wakes the connection directly) and encodes each
+/// response as it completes.
+#[derive(Default)]
 struct Outbox {
-    frames: RefCell<Vec<u8>>,
-    /// Replies still running.
-    in_flight: Cell<usize>,
-    waker: RefCell<Option<Waker>>,
+    pending: Vec<(u64, Pin<Box<dyn Future<Output = w::Response>>>)>,
 }
 
 impl Outbox {
-    /// Runs `reply` as a task; its response joins the outbox when done.
-    fn spawn(self: &Rc<Self>, request_id: u64, reply: impl Future<Output = w::Response> + 'static) {
-        self.in_flight.set(self.in_flight.get() + 1);
-        let outbox = self.clone();
-        glommio::spawn_local(async move {
-            let resp = reply.await;
-            {
-                let mut frames = outbox.frames.borrow_mut();
-                if let Err(e) = encode_frame(request_id, &resp, &mut frames) {
-                    encode_error(
-                        request_id,
-                        Status::Internal,
-                        &format!("reply did not encode: {e}"),
-                        &mut frames,
-                    );
-                }
-            }
-            outbox.in_flight.set(outbox.in_flight.get() - 1);
-            if let Some(w) = outbox.waker.borrow_mut().take() {
-                w.wake();
-            }
-        })
-        .detach();
+    fn push(&mut self, request_id: u64, reply: impl Future<Output = w::Response> + 'static) {
+        self.pending.push((request_id, Box::pin(reply)));
     }
 
-    /// Completes when a reply is waiting to be written.
-    async fn ready(&self) {
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Completes once at least one reply is done; done ones are encoded
+    /// into `wbuf`.
+    async fn ready(&mut self, wbuf: &mut Vec<u8>) {
         futures_lite::future::poll_fn(|cx| {
-            if self.frames.borrow().is_empty() {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            } else {
+            let mut done = false;
+            let mut i = 0;
+            while i < self.pending.len() {
+                if let Poll::Ready(resp) = self.pending[i].1.as_mut().poll(cx) {
+                    let (request_id, _) = self.pending.swap_remove(i);
+                    if let Err(e) = encode_frame(request_id, &resp, wbuf) {
+                        let msg = format!("reply did not encode: {e}");
+                        encode_error(request_id, Status::Internal, &msg, wbuf);
+                    }
+                    done = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if done {
                 Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await;
+    }
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outbox({} pending)", self.pending.len())
     }
 }
 
@@ -178,7 +180,7 @@ struct Conn {
     peer_ip: Option<std::net::IpAddr>,
     /// Highest LSN this batch wrote.
     batch_lsn: Option<Lsn>,
-    outbox: Rc<Outbox>,
+    outbox: Outbox,
     opened: Instant,
     last_active: Instant,
     /// When the first byte of the unfinished frame at the start of `rbuf`
@@ -208,7 +210,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         closing: None,
         peer_ip: peer_addr.map(|a| a.ip()),
         batch_lsn: None,
-        outbox: Rc::default(),
+        outbox: Outbox::default(),
         opened: now,
         last_active: now,
         frame_started: None,
@@ -236,14 +238,14 @@ impl Conn {
             }
             if self.shard.shutdown.is_set() {
                 // Answer what is running (calls have deadlines), then close.
-                while self.outbox.in_flight.get() > 0 {
-                    self.outbox.ready().await;
+                while self.outbox.in_flight() > 0 {
+                    self.outbox.ready(&mut self.wbuf).await;
                     self.finish_batch().await?;
                 }
                 self.finish_batch().await?;
                 return Err("node shutting down".into());
             }
-            let room = self.outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
+            let room = self.outbox.in_flight() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
             match self.wait(room).await? {
                 Input::Bytes(n) => {
                     self.last_active = Instant::now();
@@ -268,7 +270,7 @@ impl Conn {
     /// Whether this connection is idle enough to close for a new one.
     fn reclaimable(&self) -> bool {
         self.filled == 0
-            && self.outbox.in_flight.get() == 0
+            && self.outbox.in_flight() == 0
             && self.last_active.elapsed() >= Duration::from_millis(self.shard.conn.idle_reclaim_ms)
     }
 
@@ -343,8 +345,13 @@ impl Conn {
             None
         };
         let filled = self.filled;
-        let (stream, rbuf, outbox, shard) =
-            (&mut self.stream, &mut self.rbuf, &self.outbox, &self.shard);
+        let (stream, rbuf, outbox, wbuf, shard) = (
+            &mut self.stream,
+            &mut self.rbuf,
+            &mut self.outbox,
+            &mut self.wbuf,
+            &self.shard,
+        );
         let bytes = async {
             if !read {
                 return futures_lite::future::pending().await;
@@ -356,7 +363,7 @@ impl Conn {
             }
         };
         let replies = async {
-            outbox.ready().await;
+            outbox.ready(wbuf).await;
             Ok(Input::Replies)
         };
         let notice = async {
@@ -385,7 +392,7 @@ impl Conn {
         let mut off = 0;
         let mut handled = 0;
         let mut fatal = None;
-        while handled + self.outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
+        while handled + self.outbox.in_flight() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
             let header = match FrameHeader::parse(&self.rbuf[off..self.filled]) {
                 Ok(Some(h)) if !self.greeted && h.body_len > HELLO_FRAME_BODY_BYTES_MAX => {
                     // Before the handshake only small frames: an unknown
@@ -665,7 +672,7 @@ impl Conn {
                 None => return self.no_peer(request_id, owner),
             }
         }
-        self.outbox.spawn(request_id, async move {
+        self.outbox.push(request_id, async move {
             for (idx, reply) in parts {
                 match reply.await.into_response() {
                     w::Response::Values(vs) if vs.len() == idx.len() => {
@@ -1007,7 +1014,7 @@ impl Conn {
     /// the requests behind it.
     fn defer(&mut self, request_id: u64, reply: ReplyFuture) {
         self.outbox
-            .spawn(request_id, async move { reply.await.into_response() });
+            .push(request_id, async move { reply.await.into_response() });
     }
 
     /// Waits for the batch's durability, then writes every reply ready now
@@ -1020,7 +1027,6 @@ impl Conn {
                 return Err(format!("WAL failure: {e}"));
             }
         }
-        self.wbuf.append(&mut self.outbox.frames.borrow_mut());
         if !self.wbuf.is_empty() {
             let res = self.stream.write_all(&self.wbuf).await;
             self.wbuf.clear();

@@ -102,6 +102,10 @@ pub const STORAGE_RETRY_MS_MAX: u64 = 5_000;
 /// again before resuming: one largest record.
 pub const STORAGE_PROBE_BYTES: usize = 2 << 20;
 
+/// How often the main thread looks at the stop flag (set by SIGINT or
+/// SIGTERM) before telling the shards; shards themselves run no timer.
+pub const STOP_POLL_INTERVAL_MS: u64 = 20;
+
 /// Longest a graceful shutdown waits for in-flight requests before closing
 /// connections anyway (their replies are then lost, their writes are not).
 pub const SHUTDOWN_DRAIN_TIMEOUT_MS: u64 = 10_000;

@@ -32,7 +32,7 @@ use crate::functions::{self, NodeStore, StoreRequest, INLINE_EXECUTOR_ID_BASE};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FN_QUEUE_DEPTH, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES,
     LARGE_BLOCK_BYTES, RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS, SHARDS_MAX,
-    SHUTDOWN_DRAIN_TIMEOUT_MS, STORE_QUEUE_DEPTH,
+    SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS, STORE_QUEUE_DEPTH,
 };
 use crate::shard::{bump, Shard, ShardFunctions};
 use crate::storage::{FsyncPolicy, Storage};
@@ -79,6 +79,10 @@ pub struct NodeConfig {
 struct Control {
     stop: Arc<AtomicBool>,
     drained: AtomicUsize,
+    /// One per running shard: fired by the main thread once `stop` is set
+    /// (shards wait on it instead of polling the flag: an idle node runs no
+    /// timers).
+    stoppers: std::sync::Mutex<Vec<futures_channel::oneshot::Sender<()>>>,
 }
 
 /// Runs a node until SIGINT/SIGTERM (or a start-up failure).
@@ -137,6 +141,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let control = Arc::new(Control {
         stop,
         drained: AtomicUsize::new(0),
+        stoppers: std::sync::Mutex::new(Vec::new()),
     });
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
@@ -308,8 +313,29 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     // spun for minutes here), and nothing durable depends on it.
     drop(handles);
     let mut result = Ok(());
-    for _ in 0..n {
-        match done_rx.recv() {
+    let mut done = 0;
+    while done < n {
+        let next = match done_rx.recv_timeout(Duration::from_millis(STOP_POLL_INTERVAL_MS)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if control.stop.load(Ordering::Relaxed) {
+                    // Every shard registered so far (later ones next time).
+                    let stoppers = std::mem::take(
+                        &mut *control
+                            .stoppers
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
+                    for tx in stoppers {
+                        let _ = tx.send(());
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::RecvError),
+            Ok(v) => Ok(v),
+        };
+        done += 1;
+        match next {
             Ok((_, Ok(()))) => {}
             Ok((i, Err(e))) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
             Err(_) => {
@@ -463,7 +489,13 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     )
     .detach();
     glommio::spawn_local(storage.clone().run_batch_syncer()).detach();
-    glommio::spawn_local(watch_stop(shard.clone(), ctx.control.clone())).detach();
+    let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
+    ctx.control
+        .stoppers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(stop_tx);
+    glommio::spawn_local(watch_stop(shard.clone(), stop_rx)).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
     accept_loop(&shard, &listener, ctx.connections_max).await;
@@ -553,10 +585,9 @@ async fn refuse(mut stream: glommio::net::TcpStream, connections_max: usize) {
     let _ = stream.write_all(&buf).await;
 }
 
-async fn watch_stop(shard: Rc<Shard>, control: Arc<Control>) {
-    while !control.stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for the main thread to say stop (or to be gone).
+async fn watch_stop(shard: Rc<Shard>, stop: futures_channel::oneshot::Receiver<()>) {
+    let _ = stop.await;
     log::info!("{}: stop requested; draining", shard.id);
     shard.shutdown.set();
 }

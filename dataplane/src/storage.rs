@@ -99,6 +99,10 @@ pub struct Storage {
     kick: LocalSender<()>,
     kicked: RefCell<Option<LocalReceiver<()>>>,
     idle: Cell<bool>,
+    /// Wakes the `--fsync batch` syncer when something was written: an idle
+    /// shard runs no timer at all.
+    written_kick: LocalSender<()>,
+    written_kicked: RefCell<Option<LocalReceiver<()>>>,
 }
 
 /// Counters for stats.
@@ -281,6 +285,7 @@ impl Storage {
         };
         let bytes_since_snapshot = log_bytes;
         let (kick, kicked) = local_channel::new_bounded(1);
+        let (written_kick, written_kicked) = local_channel::new_bounded(1);
         let last = recovered.last_lsn;
         let inline = inline_handle(&dir, seq)?;
         let storage = Rc::new(Storage {
@@ -308,6 +313,8 @@ impl Storage {
             kick,
             kicked: RefCell::new(Some(kicked)),
             idle: Cell::new(true),
+            written_kick,
+            written_kicked: RefCell::new(Some(written_kicked)),
         });
         if healed > 0 {
             let partition = RefCell::new(std::mem::take(&mut recovered.partition));
@@ -451,6 +458,10 @@ impl Storage {
         let sync = self.policy == FsyncPolicy::Always;
         if sync {
             file.fdatasync().await.io()?;
+        }
+        if self.policy == FsyncPolicy::Batch {
+            // Full means the syncer is already woken.
+            let _ = self.written_kick.try_send(());
         }
         let mut s = self.state.borrow_mut();
         s.file_pos += len;
@@ -606,7 +617,20 @@ impl Storage {
         if self.policy != FsyncPolicy::Batch {
             return;
         }
+        let Some(written) = self.written_kicked.borrow_mut().take() else {
+            return;
+        };
         loop {
+            let dirty = {
+                let s = self.state.borrow();
+                s.written > s.synced
+            };
+            if !dirty {
+                if written.recv().await.is_none() {
+                    return;
+                }
+                continue;
+            }
             glommio::timer::sleep(Duration::from_millis(FSYNC_BATCH_INTERVAL_MS)).await;
             if let Err(e) = self.sync_written().await {
                 log::error!("{}: background fdatasync failed: {e:#}", self.shard);
