@@ -105,8 +105,11 @@ fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
 /// response as it completes.
 #[derive(Default)]
 struct Outbox {
-    pending: Vec<(u64, Pin<Box<dyn Future<Output = w::Response>>>)>,
+    pending: Vec<(u64, PendingReply)>,
 }
+
+/// A reply still running.
+type PendingReply = Pin<Box<dyn Future<Output = w::Response>>>;
 
 impl Outbox {
     fn push(&mut self, request_id: u64, reply: impl Future<Output = w::Response> + 'static) {
