@@ -306,3 +306,44 @@ fn a_client_with_a_token_refuses_an_open_node() {
         connect_as(node.addr(), None).await.unwrap();
     });
 }
+
+/// Every request type, with each role: refused with `forbidden` exactly
+/// where the role table says (read: reads only; write: no registration).
+#[test]
+fn every_request_type_is_refused_with_a_role_below_it() {
+    let (node, _dir) = start("auth-every-role", &[]);
+    let reads_only = |r: &Request| {
+        matches!(
+            r,
+            Request::Ping
+                | Request::Get(_)
+                | Request::Stats
+                | Request::ListFunctions
+                | Request::ListDags
+        )
+    };
+    let registration = |r: &Request| {
+        matches!(
+            r,
+            Request::RegisterDag(_)
+                | Request::DeleteDag(_)
+                | Request::RegisterFunction(_)
+                | Request::DeleteFunction(_)
+        )
+    };
+    rt().block_on(async {
+        for (secret, allowed) in [
+            (READ, &reads_only as &dyn Fn(&Request) -> bool),
+            (WRITE, &|r: &Request| !registration(r)),
+        ] {
+            let mut c = connect_as(node.addr(), Some(secret)).await.unwrap();
+            for req in every_request() {
+                let forbidden = match c.call(0, req.clone()).await {
+                    Err(e) => e.status() == Some(Status::Forbidden),
+                    Ok(_) => false,
+                };
+                assert_eq!(forbidden, !allowed(&req), "{secret}: {req:?}");
+            }
+        }
+    });
+}
