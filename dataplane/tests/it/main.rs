@@ -1,5 +1,22 @@
 //! Integration tests of the `squall` binary: real processes, real sockets,
-//! real files. One binary, a module per area (see ARCHITECTURE.md).
+//! real files. One binary, a module per area:
+//!
+//! * `e2e`, `crash`, `shutdown`, `bad_input`: every lattice through the
+//!   client and the CLI, misrouted requests, limits, SIGKILL mid-stream, torn
+//!   tails, mid-log corruption, snapshots, hostile input beside a bystander,
+//!   SIGTERM under load, the locked-memory check.
+//! * `dags`, `functions`, `engine`: validation, fan-in order, replicas,
+//!   batching, continuations, references and locality, send/recv and the
+//!   inbox, re-runs, output keys, registrations across restarts.
+//! * `wasm`, `models`: uploaded guests (every host call, refusals, limits
+//!   ending calls while others succeed), the SqueezeNet pipeline.
+//! * `hardening`: writer clocks refused and healed on disk, replies out of
+//!   order, overdue executors skipped, the exact value limit, a full disk (a
+//!   tmpfs the test mounts: needs root), silent / idle / trickling /
+//!   oversized connections, the large-frame budget, memory returned.
+//! * `auth`: every request before authentication and under each role,
+//!   replays, the rate limit, code keys, secrets out of logs; `cli`: hints,
+//!   binary values, JSON errors, a closed stdout.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
