@@ -462,14 +462,8 @@ impl Conn {
             }
         }
         match req {
-            ArchivedRequest::Hello(_) => {
-                // Again: the same topology.
-                let body = &self.shard.hello_body;
-                self.wbuf
-                    .extend_from_slice(&(body.len() as u32).to_le_bytes());
-                self.wbuf.extend_from_slice(&request_id.to_le_bytes());
-                self.wbuf.extend_from_slice(body);
-            }
+            // Again: the same topology.
+            ArchivedRequest::Hello(_) => self.reply_topology(request_id),
             ArchivedRequest::Authenticate(_) => {
                 self.error(request_id, Status::InvalidArgument, "already authenticated");
             }
@@ -553,12 +547,7 @@ impl Conn {
                 }
                 let Some(auth) = auth else {
                     self.greeted = true;
-                    let body = &self.shard.hello_body;
-                    self.wbuf
-                        .extend_from_slice(&(body.len() as u32).to_le_bytes());
-                    self.wbuf.extend_from_slice(&request_id.to_le_bytes());
-                    self.wbuf.extend_from_slice(body);
-                    return;
+                    return self.reply_topology(request_id);
                 };
                 if let Some(wait) = auth.blocked(self.peer_ip) {
                     let msg = format!(
@@ -627,6 +616,15 @@ impl Conn {
                 "send Hello first: it returns the topology",
             ),
         }
+    }
+
+    /// The `Hello` reply, encoded once per shard at start.
+    fn reply_topology(&mut self, request_id: u64) {
+        let body = &self.shard.hello_body;
+        self.wbuf
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.wbuf.extend_from_slice(&request_id.to_le_bytes());
+        self.wbuf.extend_from_slice(body);
     }
 
     /// Answers with an error, then closes the connection.
