@@ -17,11 +17,11 @@
 //! either closes the connection without an error frame. Idle connections
 //! are reclaimed when the shard nears its connection limit.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kvs_core::partition::Applied;
 use kvs_core::{Lsn, ShardId};
+use wire::auth::Role;
 use wire::frame::{
     decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES,
 };
@@ -37,26 +38,18 @@ use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
 
 use crate::convert::value_from_archived;
-use crate::forward::{ReplyFuture, ShardOp, ShardReply};
-use crate::functions::{fetch_dag, invoke_inline, run_call, store_outcome, CallError, CallOptions};
-use crate::limits::BACKGROUND_CALLS_PER_SHARD_MAX;
+use crate::error::NodeError;
+use crate::functions::Answer;
 use crate::limits::{
     HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
+use crate::server::Server;
 use crate::shard::{bump, Shard};
-use executor::dag::{stored, Dag, DagSpec, FunctionOptions};
-use executor::function::Placement;
-use executor::limits::{CONTINUATIONS_MAX, RETRIES_MAX};
-use executor::registry::{stored as fn_stored, FunctionBody, SandboxLimits, WasmModule};
-use executor::run::{check_sources, Arg};
-use executor::store::NoStore;
-use kvs_core::lattice::{Lww, Timestamp};
-use std::sync::Arc;
-use wire::auth::Role;
+use crate::transport::{error_response, ShardOp};
 
 /// How a node's connections behave; one per node, shared by its shards.
 #[derive(Debug)]
-pub struct ConnSettings {
+pub(crate) struct ConnSettings {
     /// How long a connection may take to finish a frame it started.
     pub partial_frame_timeout_ms: u64,
     /// How long a new connection may take to send `Hello`.
@@ -70,33 +63,6 @@ pub struct ConnSettings {
     pub read_buffers_max_bytes: usize,
     /// Bytes of grown read buffers held now, node-wide.
     pub read_buffers_bytes: AtomicUsize,
-}
-
-/// The node's form of wire arguments.
-fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
-    args.iter()
-        .map(|a| match a {
-            w::ArchivedArg::Value(v) => Arg::Value(v.to_vec()),
-            w::ArchivedArg::Ref(k) => Arg::Ref(k.to_vec()),
-        })
-        .collect()
-}
-
-/// Whether every function of `dag` runs inline (pure built-ins, one
-/// replica, no batching): such a DAG can run start to end on the shard.
-fn all_inline(dag: &Dag, functions: &crate::shard::ShardFunctions) -> bool {
-    dag.nodes().iter().all(|n| {
-        n.options.replicas == 1
-            && n.options.batch_max == 1
-            && functions.registry.placement(&n.function) == Some(Placement::Inline)
-    })
-}
-
-fn reply_of(result: Result<Vec<u8>, CallError>) -> ShardReply {
-    match result {
-        Ok(out) => ShardReply::Output(out),
-        Err(e) => ShardReply::Error(e.status, e.message),
-    }
 }
 
 /// Replies that complete after their batch (calls, forwarded requests).
@@ -165,6 +131,7 @@ enum Input {
 }
 
 struct Conn {
+    server: Rc<Server>,
     shard: Rc<Shard>,
     stream: TcpStream,
     rbuf: Vec<u8>,
@@ -196,13 +163,14 @@ struct Conn {
 
 /// Serves one connection until the peer closes, a fatal protocol error, or
 /// shutdown.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let now = Instant::now();
     let mut c = Conn {
-        shard,
+        shard: server.shard.clone(),
+        server,
         stream,
         rbuf: vec![0; READ_BUFFER_BYTES],
         filled: 0,
@@ -222,7 +190,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let result = c.run().await;
     c.set_grown(0);
     if let Err(e) = result {
-        log::debug!("{}: connection from {peer} closed: {e}", c.shard.id);
+        log::debug!("{}: connection from {peer} closed: {e}", c.shard.id());
     }
 }
 
@@ -239,7 +207,7 @@ impl Conn {
             if handled > 0 {
                 continue; // more complete frames may be buffered
             }
-            if self.shard.shutdown.is_set() {
+            if self.server.shutdown.is_set() {
                 // Answer what is running (calls have deadlines), then close.
                 while self.outbox.in_flight() > 0 {
                     self.outbox.ready(&mut self.wbuf).await;
@@ -259,7 +227,7 @@ impl Conn {
                 }
                 Input::Replies => self.finish_batch().await?,
                 Input::Notice => {
-                    if !self.shard.shutdown.is_set() && self.reclaimable() {
+                    if !self.server.shutdown.is_set() && self.reclaimable() {
                         return Err(
                             "idle connection reclaimed (the shard is near its connection limit)"
                                 .into(),
@@ -274,12 +242,13 @@ impl Conn {
     fn reclaimable(&self) -> bool {
         self.filled == 0
             && self.outbox.in_flight() == 0
-            && self.last_active.elapsed() >= Duration::from_millis(self.shard.conn.idle_reclaim_ms)
+            && self.last_active.elapsed()
+                >= Duration::from_millis(self.server.settings.idle_reclaim_ms)
     }
 
     /// Counts `bytes` of grown read buffer against the node's budget.
     fn set_grown(&mut self, bytes: usize) -> bool {
-        let budget = &self.shard.conn;
+        let budget = &self.server.settings;
         if bytes > self.grown {
             let more = bytes - self.grown;
             let held = budget.read_buffers_bytes.fetch_add(more, Ordering::Relaxed);
@@ -314,7 +283,7 @@ impl Conn {
                 if !self.set_grown(self.rbuf.capacity() - READ_BUFFER_BYTES) {
                     let msg = format!(
                         "the node holds {} MiB of large frames being received (its limit); retry later",
-                        self.shard.conn.read_buffers_max_bytes >> 20
+                        self.server.settings.read_buffers_max_bytes >> 20
                     );
                     let id = request_id_of(&self.rbuf[..self.filled]);
                     encode_error(id, Status::Overloaded, &msg, &mut self.wbuf);
@@ -330,7 +299,7 @@ impl Conn {
         }
         // A connection has a deadline until its Hello, and while a frame
         // it started is unfinished; idle connections may wait.
-        let settings = &self.shard.conn;
+        let settings = &self.server.settings;
         let deadline = if !self.greeted {
             let at = self.opened + Duration::from_millis(settings.hello_timeout_ms);
             Some((
@@ -348,12 +317,12 @@ impl Conn {
             None
         };
         let filled = self.filled;
-        let (stream, rbuf, outbox, wbuf, shard) = (
+        let (stream, rbuf, outbox, wbuf, server) = (
             &mut self.stream,
             &mut self.rbuf,
             &mut self.outbox,
             &mut self.wbuf,
-            &self.shard,
+            &self.server,
         );
         let bytes = async {
             if !read {
@@ -370,7 +339,7 @@ impl Conn {
             Ok(Input::Replies)
         };
         let notice = async {
-            shard.shutdown.wait().await;
+            server.shutdown.wait().await;
             Ok(Input::Notice)
         };
         let stalled = async {
@@ -405,7 +374,7 @@ impl Conn {
                         h.body_len
                     );
                     encode_error(h.request_id, Status::FrameTooLarge, &msg, &mut self.wbuf);
-                    bump(&self.shard.stats.errors);
+                    bump(&self.shard.stats().errors);
                     fatal = Some(msg);
                     break;
                 }
@@ -415,7 +384,7 @@ impl Conn {
                     // The stream cannot be resynchronised after a bad length.
                     let id = request_id_of(&self.rbuf[off..self.filled]);
                     encode_error(id, e.status(), &e.to_string(), &mut self.wbuf);
-                    bump(&self.shard.stats.errors);
+                    bump(&self.shard.stats().errors);
                     fatal = Some(e.to_string());
                     break;
                 }
@@ -479,52 +448,37 @@ impl Conn {
                     .await;
             }
             ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
-            ArchivedRequest::Call(call) => self.call(request_id, call),
-            ArchivedRequest::RegisterDag(def) => self.register_dag(request_id, def).await,
-            ArchivedRequest::CallDag(call) => self.call_dag(request_id, call).await,
+            ArchivedRequest::Call(call) => {
+                let answer = self.server.functions.call(call);
+                self.answer(request_id, answer).await;
+            }
+            ArchivedRequest::CallDag(call) => {
+                let answer = self.server.functions.call_dag(call);
+                self.answer(request_id, answer).await;
+            }
+            ArchivedRequest::RegisterDag(def) => {
+                let answer = self.server.functions.register_dag(def);
+                self.answer(request_id, answer).await;
+            }
             ArchivedRequest::DeleteDag(d) => {
-                let key = stored::key(&String::from_utf8_lossy(d.name.as_slice()));
-                self.write(request_id, &key, None).await;
+                let answer = self.server.functions.delete_dag(d);
+                self.answer(request_id, answer).await;
             }
             ArchivedRequest::ListDags => {
-                let prefix = stored::KEY_PREFIX.as_bytes();
-                let mut names: Vec<Vec<u8>> = self
-                    .shard
-                    .partition
-                    .borrow()
-                    .live_keys_with_prefix(prefix)
-                    .map(|k| k[prefix.len()..].to_vec())
-                    .collect();
-                names.sort();
-                self.reply(request_id, &w::Response::Dags(names));
+                let answer = self.server.functions.list_dags();
+                self.answer(request_id, answer).await;
             }
-            ArchivedRequest::RegisterFunction(def) => self.register_function(request_id, def).await,
+            ArchivedRequest::RegisterFunction(def) => {
+                let answer = self.server.functions.register_function(def);
+                self.answer(request_id, answer).await;
+            }
             ArchivedRequest::DeleteFunction(f) => {
-                let name = String::from_utf8_lossy(f.name.as_slice()).into_owned();
-                let builtin = self
-                    .shard
-                    .functions
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|f| f.registry.is_builtin(&name));
-                if builtin {
-                    let msg =
-                        format!("{name:?} is a built-in function; built-ins cannot be deleted");
-                    return self.error(request_id, Status::InvalidArgument, &msg);
-                }
-                self.write(request_id, &fn_stored::key(&name), None).await;
+                let answer = self.server.functions.delete_function(f);
+                self.answer(request_id, answer).await;
             }
             ArchivedRequest::ListFunctions => {
-                let names = match &*self.shard.functions.borrow() {
-                    Some(f) => f
-                        .registry
-                        .names()
-                        .into_iter()
-                        .map(String::into_bytes)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                self.reply(request_id, &w::Response::Functions(names));
+                let answer = self.server.functions.list_functions();
+                self.answer(request_id, answer).await;
             }
         }
     }
@@ -533,7 +487,7 @@ impl Conn {
     /// it, the challenge–response (`wire::auth`). Anything else is refused;
     /// on such a node with `unauthenticated`, closing the connection.
     fn handshake(&mut self, request_id: u64, req: &ArchivedRequest) {
-        let auth = self.shard.conn.auth.clone();
+        let auth = self.server.settings.auth.clone();
         match (req, auth) {
             (ArchivedRequest::Hello(h), auth) => {
                 let v = h.protocol_version.to_native();
@@ -590,7 +544,7 @@ impl Conn {
                     auth.record_failure(self.peer_ip);
                     log::warn!(
                         "{}: failed authentication from {}",
-                        self.shard.id,
+                        self.shard.id(),
                         self.peer_ip.map_or("?".to_owned(), |ip| ip.to_string())
                     );
                     let msg = "the proof matches no secret this node accepts".to_owned();
@@ -599,7 +553,7 @@ impl Conn {
                 let welcome = w::Welcome {
                     role: role.code(),
                     proof: secret.node_proof(&nonce, client_nonce),
-                    topology: self.shard.topology.clone(),
+                    topology: self.server.topology.clone(),
                 };
                 self.greeted = true;
                 self.role = role;
@@ -620,7 +574,7 @@ impl Conn {
 
     /// The `Hello` reply, encoded once per shard at start.
     fn reply_topology(&mut self, request_id: u64) {
-        let body = &self.shard.hello_body;
+        let body = &self.server.hello_body;
         self.wbuf
             .extend_from_slice(&(body.len() as u32).to_le_bytes());
         self.wbuf.extend_from_slice(&request_id.to_le_bytes());
@@ -639,7 +593,7 @@ impl Conn {
             let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
             return self.error(request_id, Status::InvalidArgument, &msg);
         }
-        let me = self.shard.id;
+        let me = self.shard.id();
         // Fast path: every key is ours.
         if get
             .keys
@@ -668,10 +622,7 @@ impl Conn {
         let mut parts = Vec::with_capacity(remote.len());
         for (owner, idx) in remote {
             let keys = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
-            match self.forward(owner, ShardOp::Get(keys)).await {
-                Some(reply) => parts.push((idx, reply)),
-                None => return self.no_peer(request_id, owner),
-            }
+            parts.push((idx, self.shard.forward(owner, ShardOp::Get(keys)).await));
         }
         self.outbox.push(request_id, async move {
             for (idx, reply) in parts {
@@ -690,15 +641,14 @@ impl Conn {
 
     async fn write(&mut self, request_id: u64, key: &[u8], value: Option<kvs_core::Value>) {
         let owner = self.shard.owner(key);
-        if owner != self.shard.id {
+        if owner != self.shard.id() {
             let op = match value {
                 Some(v) => ShardOp::Put(key.to_vec(), v),
                 None => ShardOp::Delete(key.to_vec()),
             };
-            match self.forward(owner, op).await {
-                Some(reply) => self.defer(request_id, reply),
-                None => self.no_peer(request_id, owner),
-            }
+            let reply = self.shard.forward(owner, op).await;
+            self.outbox
+                .push(request_id, async move { reply.await.into_response() });
             return;
         }
         match self.shard.write(key.to_vec(), value) {
@@ -710,319 +660,44 @@ impl Conn {
                 };
                 self.reply(request_id, &resp);
             }
-            Err((status, msg)) => self.error(request_id, status, &msg),
+            Err(e) => self.fail(request_id, &e),
         }
-    }
-
-    /// Runs a function call: inline functions now (no references), others
-    /// as a one-function DAG through the executors.
-    fn call(&mut self, request_id: u64, call: &w::ArchivedFnCall) {
-        let Some(functions) = self.shard.functions.borrow().clone() else {
-            return self.error(request_id, Status::Internal, "this shard has no executor");
-        };
-        let name = String::from_utf8_lossy(call.function.as_slice()).into_owned();
-        let args = args_of(&call.args);
-        let placement = functions.registry.placement(&name);
-        let plain = args.iter().all(|a| matches!(a, Arg::Value(_)));
-        match placement {
-            None => {
-                let msg = format!("no function named {name:?} is registered");
-                self.error(request_id, Status::UnknownFunction, &msg)
-            }
-            Some(Placement::Inline) if plain => {
-                let args: Vec<Vec<u8>> = args
-                    .into_iter()
-                    .map(|a| match a {
-                        Arg::Value(v) | Arg::Ref(v) => v,
-                    })
-                    .collect();
-                // Pure and short: answered in this batch, no thread hand-off.
-                match invoke_inline(&self.shard, &name, &args) {
-                    Ok(out) => self.reply(request_id, &w::Response::Output(out)),
-                    Err((status, msg)) => self.error(request_id, status, &msg),
-                }
-            }
-            Some(_) => {
-                let dag = match Dag::single(&name, |f| functions.registry.contains(f)) {
-                    Ok(dag) => Arc::new(dag),
-                    Err(e) => {
-                        return self.error(request_id, Status::InvalidArgument, &e.to_string())
-                    }
-                };
-                let options = CallOptions {
-                    timeout_ms: call.timeout_ms.to_native(),
-                    ..CallOptions::default()
-                };
-                let shard = self.shard.clone();
-                let reply: ReplyFuture = Box::pin(async move {
-                    let args = HashMap::from([(name, args)]);
-                    reply_of(run_call(&shard, &functions, dag, args, &options).await)
-                });
-                self.defer(request_id, reply);
-            }
-        }
-    }
-
-    /// Checks and stores a function registration under its registry key.
-    async fn register_function(&mut self, request_id: u64, def: &w::ArchivedFunctionDef) {
-        let Some(functions) = self.shard.functions.borrow().clone() else {
-            return self.error(request_id, Status::Internal, "this shard has no executor");
-        };
-        let name = String::from_utf8_lossy(def.name.as_slice()).into_owned();
-        let body = match &def.body {
-            w::ArchivedFunctionBody::Builtin(b) => {
-                FunctionBody::Builtin(String::from_utf8_lossy(b.as_slice()).into_owned())
-            }
-            w::ArchivedFunctionBody::Model(m) => {
-                FunctionBody::Model(String::from_utf8_lossy(m.as_slice()).into_owned())
-            }
-            w::ArchivedFunctionBody::Wasm(m) => {
-                let limits = match SandboxLimits::new(
-                    m.memory_mb.to_native(),
-                    m.timeout_ms.to_native(),
-                    m.result_bytes_max.to_native(),
-                ) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let msg = format!("function {name:?} refused: {e}");
-                        return self.error(request_id, Status::InvalidArgument, &msg);
-                    }
-                };
-                FunctionBody::Wasm(WasmModule {
-                    bytes: m.module.to_vec(),
-                    limits,
-                })
-            }
-        };
-        if let Err(e) = functions.registry.check_definition(&name, &body) {
-            let status = match e {
-                executor::registry::RegistryError::UnknownBuiltin(_) => Status::UnknownFunction,
-                _ => Status::InvalidArgument,
-            };
-            return self.error(
-                request_id,
-                status,
-                &format!("function {name:?} refused: {e}"),
-            );
-        }
-        let value = kvs_core::Value::Lww(Lww::new(Timestamp::default(), fn_stored::encode(&body)));
-        self.write(request_id, &fn_stored::key(&name), Some(value))
-            .await;
-    }
-
-    /// Validates and stores a DAG under its registry key.
-    async fn register_dag(&mut self, request_id: u64, def: &w::ArchivedDagDef) {
-        let Some(functions) = self.shard.functions.borrow().clone() else {
-            return self.error(request_id, Status::Internal, "this shard has no executor");
-        };
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let spec = DagSpec {
-            name: text(def.name.as_slice()),
-            functions: def
-                .functions
-                .iter()
-                .map(|f| {
-                    let options = FunctionOptions {
-                        replicas: f.replicas.to_native(),
-                        batch_max: f.batch_max.to_native(),
-                    };
-                    (text(f.name.as_slice()), options)
-                })
-                .collect(),
-            edges: def
-                .edges
-                .iter()
-                .map(|e| (text(e.from.as_slice()), text(e.to.as_slice())))
-                .collect(),
-        };
-        if let Err(e) = Dag::validate(&spec, |f| functions.registry.contains(f)) {
-            return self.error(
-                request_id,
-                Status::InvalidDag,
-                &format!("DAG {:?} refused: {e}", spec.name),
-            );
-        }
-        let executors = functions.pool.len();
-        if let Some((f, o)) = spec
-            .functions
-            .iter()
-            .find(|(_, o)| o.replicas as usize > executors)
-        {
-            let msg = format!(
-                "DAG {:?} refused: function {f:?} asks for {} replicas, but replicas run on \
-                 different executors and this node has {executors} (start it with more \
-                 --executors-per-shard, or ask for fewer)",
-                spec.name, o.replicas
-            );
-            return self.error(request_id, Status::InvalidDag, &msg);
-        }
-        let value = kvs_core::Value::Lww(Lww::new(Timestamp::default(), stored::encode(&spec)));
-        self.write(request_id, &stored::key(&spec.name), Some(value))
-            .await;
-    }
-
-    /// Runs a DAG: the reply is deferred until its result is in, or is
-    /// `Pending` at once when the call names an output key.
-    async fn call_dag(&mut self, request_id: u64, call: &w::ArchivedDagCall) {
-        let Some(functions) = self.shard.functions.borrow().clone() else {
-            return self.error(request_id, Status::Internal, "this shard has no executor");
-        };
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let name = text(call.name.as_slice());
-        let retries = call.retries.to_native();
-        if retries > RETRIES_MAX || call.then.len() > CONTINUATIONS_MAX {
-            let msg = format!(
-                "a call asks for 0 to {RETRIES_MAX} retries and 0 to {CONTINUATIONS_MAX} continuations, not {retries} and {}",
-                call.then.len()
-            );
-            return self.error(request_id, Status::InvalidArgument, &msg);
-        }
-        let options = CallOptions {
-            timeout_ms: call.timeout_ms.to_native(),
-            retries,
-            then: call.then.iter().map(|t| text(t.as_slice())).collect(),
-        };
-        let mut args: HashMap<String, Vec<Arg>> = HashMap::new();
-        for a in call.args.iter() {
-            args.entry(text(a.function.as_slice()))
-                .or_default()
-                .extend(args_of(&a.args));
-        }
-        let output_key = call.output_key.to_vec();
-        if crate::auth::is_code_key(&output_key) {
-            let msg = format!(
-                "output key {:?} is under a prefix that holds code or models; choose another",
-                String::from_utf8_lossy(&output_key)
-            );
-            return self.error(request_id, Status::InvalidArgument, &msg);
-        }
-        // The DAG from this shard's cache now when it can (in request order:
-        // a re-registration earlier on this connection is seen); otherwise
-        // read from its owner in the deferred part.
-        let key = stored::key(&name);
-        let local = if self.shard.owner(&key) == self.shard.id {
-            match self.shard.cached_dag(&key, &functions) {
-                Ok(Some(dag)) => Some(dag),
-                Ok(None) => {
-                    let msg = format!("no DAG named {name:?} is registered");
-                    return self.error(request_id, Status::UnknownDag, &msg);
-                }
-                Err((status, msg)) => return self.error(request_id, status, &msg),
-            }
-        } else {
-            self.shard.cached_copy(&key, &functions)
-        };
-        if let Some(dag) = &local {
-            if let Err(msg) = check_sources(dag, &args) {
-                return self.error(request_id, Status::InvalidArgument, &msg);
-            }
-            let plain = output_key.is_empty()
-                && options.then.is_empty()
-                && options.retries == 0
-                && args.values().flatten().all(|a| matches!(a, Arg::Value(_)));
-            if plain && all_inline(dag, &functions) {
-                // Pure built-ins only: run the whole DAG now on this thread
-                // and answer in this batch (no run state, no hand-off).
-                let result = self
-                    .shard
-                    .inline
-                    .borrow_mut()
-                    .as_mut()
-                    .map(|ex| ex.run_dag(dag, &NoStore, args));
-                return match result {
-                    Some(Ok(out)) => self.reply(request_id, &w::Response::Output(out)),
-                    Some(Err(e)) => self.error(request_id, Status::FunctionFailed, &e.to_string()),
-                    None => self.error(
-                        request_id,
-                        Status::Internal,
-                        "this shard has no inline executor",
-                    ),
-                };
-            }
-        }
-        let shard = self.shard.clone();
-        if !output_key.is_empty() {
-            let error_key = [wire::ERROR_KEY_PREFIX.as_bytes(), &output_key].concat();
-            if let Err(e) = kvs_core::partition::check_key(&error_key) {
-                let (status, msg) = crate::shard::partition_status(e);
-                return self.error(request_id, status, &msg);
-            }
-            let running = shard.background_calls.get();
-            if running >= BACKGROUND_CALLS_PER_SHARD_MAX {
-                let msg = format!(
-                    "{running} calls with output keys are running on this shard; try again later"
-                );
-                return self.error(request_id, Status::Overloaded, &msg);
-            }
-            shard.background_calls.set(running + 1);
-            let reply_key = output_key.clone();
-            glommio::spawn_local(async move {
-                let dag = match local {
-                    Some(dag) => Ok(dag),
-                    None => fetch_dag(&shard, &functions, &name).await,
-                };
-                let outcome = match dag {
-                    Ok(dag) => run_call(&shard, &functions, dag, args, &options).await,
-                    Err(e) => Err(e),
-                };
-                store_outcome(&shard, output_key, outcome).await;
-                shard.background_calls.set(shard.background_calls.get() - 1);
-            })
-            .detach();
-            return self.reply(request_id, &w::Response::Pending(reply_key));
-        }
-        let reply: ReplyFuture = Box::pin(async move {
-            let dag = match local {
-                Some(dag) => dag,
-                None => match fetch_dag(&shard, &functions, &name).await {
-                    Ok(dag) => dag,
-                    Err(e) => return ShardReply::Error(e.status, e.message),
-                },
-            };
-            reply_of(run_call(&shard, &functions, dag, args, &options).await)
-        });
-        self.defer(request_id, reply);
-    }
-
-    async fn forward(&mut self, owner: ShardId, op: ShardOp) -> Option<ReplyFuture> {
-        let peer = self.shard.peer(owner)?;
-        bump(&self.shard.stats.forwarded_out);
-        Some(peer.send(op).await)
-    }
-
-    fn no_peer(&mut self, request_id: u64, owner: ShardId) {
-        self.error(
-            request_id,
-            Status::Internal,
-            &format!("no route to {owner}"),
-        );
     }
 
     fn reply(&mut self, request_id: u64, resp: &w::Response) {
         if let Err(e) = encode_frame(request_id, resp, &mut self.wbuf) {
             let e: FrameError = e;
-            log::error!("{}: reply did not encode: {e}", self.shard.id);
+            log::error!("{}: reply did not encode: {e}", self.shard.id());
             self.error(request_id, Status::Internal, "reply did not encode");
         }
     }
 
     fn error(&mut self, request_id: u64, status: Status, msg: &str) {
-        bump(&self.shard.stats.errors);
+        bump(&self.shard.stats().errors);
         encode_error(request_id, status, msg, &mut self.wbuf);
     }
 
-    /// Answers `request_id` when `reply` completes, without holding up
-    /// the requests behind it.
-    fn defer(&mut self, request_id: u64, reply: ReplyFuture) {
-        self.outbox
-            .push(request_id, async move { reply.await.into_response() });
+    fn fail(&mut self, request_id: u64, e: &NodeError) {
+        self.error(request_id, e.status, &e.message);
+    }
+
+    /// Writes what the function platform answered.
+    async fn answer(&mut self, request_id: u64, answer: Answer) {
+        match answer {
+            Answer::Now(Ok(resp)) => self.reply(request_id, &resp),
+            Answer::Now(Err(e)) => self.fail(request_id, &e),
+            Answer::Write(key, value) => self.write(request_id, &key, value).await,
+            Answer::Later(reply) => self.outbox.push(request_id, async move {
+                reply.await.unwrap_or_else(|e| error_response(&e))
+            }),
+        }
     }
 
     /// Waits for the batch's durability, then writes every reply ready now
     /// (the batch's and completed deferred ones) at once.
     async fn finish_batch(&mut self) -> Result<(), String> {
         if let Some(lsn) = self.batch_lsn.take() {
-            if let Err(e) = self.shard.storage.wait_durable(lsn).await {
+            if let Err(e) = self.shard.wait_durable(lsn).await {
                 // Nothing of this batch is acknowledged: the client sees the
                 // connection close and must treat its writes as unknown.
                 return Err(format!("WAL failure: {e}"));

@@ -2,41 +2,38 @@
 //!
 //! The composition root: it owns the runtime (glommio), the sockets, the
 //! files, and the `squall` binary, and wires `kvs-core` (state), `wire`
-//! (protocol) and `client` (for the CLI) together.
+//! (protocol), `executor` (functions) and `client` (for the CLI) together.
 //!
-//! ## Life of a put
-//! 1. A client frame arrives on the shard's socket; [`conn`] validates the
-//!    rkyv archive in place ([`wire::frame::decode_request`]).
-//! 2. The key's owner comes from the shard ring. If it is another shard the
-//!    request is forwarded over a `shared_channel` ([`forward`]).
-//! 3. The owner ([`shard::Shard::write`]) stamps LWW timestamps, checks the
-//!    mutation against the partition, queues its WAL record
-//!    ([`storage::Storage::append`]) and merges it into the partition.
-//! 4. After the connection has handled every frame it has buffered, it
-//!    waits once for the batch's highest LSN to be durable (group commit:
-//!    one write, plus one fdatasync under `--fsync always`, covers every
-//!    connection's records) and writes all replies at once.
+//! The node's rooms, each with one job:
+//! - the store: [`shard`] (a partition, its clock and counters), [`storage`]
+//!   (its WAL, snapshots, recovery), [`transport`] (the way to other
+//!   shards, and the fault-injecting wrapper tests use);
+//! - the function platform on top of it: [`functions`] (executors, calls,
+//!   DAGs, the store executors see) and [`model_fns`];
+//! - serving: [`server`] (a shard's accept loop and what its connections
+//!   share), [`conn`] (one connection), [`auth`];
+//! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
 //!
-//! ## Functions
-//! Each shard has an executor thread pinned to its core ([`functions`]);
-//! `Call` requests run there, and functions reach the store through
-//! [`functions::NodeStore`], this crate's implementation of
-//! `executor::store::Store`. The model functions of the prediction
-//! pipeline ([`model_fns`]) wrap the `models` crate the same way.
+//! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
 //!
 //! ## Boundary
-//! Nothing else depends on `dataplane`.
+//! Nothing else depends on `dataplane` but its own binary: everything but
+//! [`cli`] is crate-private.
 
-pub mod auth;
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod auth;
 pub mod cli;
-pub mod conn;
-pub mod convert;
-pub mod event;
-pub mod forward;
-pub mod functions;
-pub mod limits;
-pub mod memlock;
-pub mod model_fns;
-pub mod node;
-pub mod shard;
-pub mod storage;
+mod conn;
+mod convert;
+mod error;
+mod event;
+mod functions;
+mod limits;
+mod memlock;
+mod model_fns;
+mod node;
+mod server;
+mod shard;
+mod storage;
+mod transport;

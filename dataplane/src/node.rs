@@ -25,20 +25,21 @@ use glommio::{LocalExecutorBuilder, Placement};
 use kvs_core::ring::HashRing;
 use kvs_core::ShardId;
 use wire::message as w;
-use wire::Status;
 
-use crate::forward::{self, PeerEnds};
-use crate::functions::{self, NodeStore, StoreRequest, INLINE_EXECUTOR_ID_BASE};
-use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, FN_QUEUE_DEPTH, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES,
-    LARGE_BLOCK_BYTES, RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS, SHARDS_MAX,
-    SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS, STORE_QUEUE_DEPTH,
+use crate::conn::ConnSettings;
+use crate::functions::{
+    serve_store, Mirror, Platform, PlatformConfig, ShardFunctions, StoreRequest,
 };
-use crate::shard::{bump, Shard, ShardFunctions};
+use crate::limits::{
+    CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, LARGE_BLOCK_BYTES,
+    SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS,
+};
+use crate::server::Server;
+use crate::shard::{Shard, ShardParts};
 use crate::storage::{FsyncPolicy, Storage};
-use executor::limits::MAILBOX_DEPTH;
-use executor::message::Postbox;
-use executor::registry::Registry;
+use crate::transport::channels::{self, PeerEnds};
+use crate::transport::faults::{Faults, Faulty};
+use crate::transport::Transport;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -146,39 +147,30 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let ring = HashRing::new((0..n).map(|i| ShardId(i as u16)), config.vnodes_per_shard);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    // Function executors: `executors_per_shard` beside each shard, pinned to
-    // the shard's core; they reach the store through per-shard request
-    // queues and each other through mailboxes.
-    let wasm = wasm_host::WasmRuntime::new(config.wasm_compiler)
-        .context("starting the WebAssembly runtime")?;
-    let mut registry = Registry::with_builtins()
-        .with_wasm(wasm)
-        .with_models(Arc::new(crate::model_fns::Runtime));
-    crate::model_fns::register_builtins(&mut registry)?;
-    let registry = Arc::new(registry);
-    let (store_txs, mut store_rxs): (Vec<_>, Vec<_>) = (0..n)
-        .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
-        .unzip();
-    let store = Arc::new(NodeStore::new(store_txs, ring.clone()));
-    let executors = n * config.executors_per_shard;
-    let post = Arc::new(Postbox::new(
-        0..executors as u64,
-        MAILBOX_DEPTH,
-        crate::shard::wall_us(),
-    ));
     let shard_cpus: Vec<usize> = (0..n).map(|i| cpus[i % cpus.len()]).collect();
-    let pool = functions::Pool::start(
+    let platform_config = PlatformConfig {
+        executors_per_shard: config.executors_per_shard,
+        pin_executors: config.pin_executors,
+        wasm_compiler: config.wasm_compiler,
+    };
+    let faults = match std::env::var(Faults::ENV) {
+        Ok(spec) => {
+            let f = Faults::parse(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", Faults::ENV))?;
+            log::warn!(
+                "{}={spec}: messages between shards are disturbed on purpose",
+                Faults::ENV
+            );
+            Some(f)
+        }
+        Err(_) => None,
+    };
+    let (platform, store_rxs) = Platform::start(
+        &platform_config,
         &shard_cpus,
-        config.pin_executors,
-        config.executors_per_shard,
-        registry.clone(),
-        store,
-        post,
-        FN_QUEUE_DEPTH,
-    )
-    .context("starting the function executors")?;
-    let dag_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let conn = Arc::new(crate::conn::ConnSettings {
+        &ring,
+        crate::shard::wall_us(),
+    )?;
+    let conn = Arc::new(ConnSettings {
         partial_frame_timeout_ms: config.partial_frame_timeout_ms,
         hello_timeout_ms: config.hello_timeout_ms,
         idle_reclaim_ms: config.idle_reclaim_ms,
@@ -188,10 +180,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     });
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
-    for (i, ends) in forward::mesh(n, FORWARD_QUEUE_DEPTH)
-        .into_iter()
-        .enumerate()
-    {
+    let mesh = channels::mesh(n, FORWARD_QUEUE_DEPTH);
+    for (i, (ends, store_rx)) in mesh.into_iter().zip(store_rxs).enumerate() {
         let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
         topo_txs.push(topo_tx);
         let cpu = shard_cpus[i];
@@ -200,10 +190,9 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         } else {
             base_port + i as u16
         };
-        let listen = format!("{host}:{port}");
         let ctx = ShardStart {
             id: ShardId(i as u16),
-            listen,
+            listen: format!("{host}:{port}"),
             dir: config.data_dir.join(format!("shard-{i}")),
             fsync: config.fsync,
             snapshot_wal_bytes: config.snapshot_wal_bytes,
@@ -216,12 +205,12 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             shards: n,
             connections_max: config.connections_max,
             conn: conn.clone(),
-            functions: ShardFunctions {
-                pool: pool.clone(),
-                registry: registry.clone(),
-                dag_generation: dag_generation.clone(),
-            },
-            store_rx: store_rxs.remove(0),
+            platform: platform.clone(),
+            store_rx,
+            faults: faults.map(|f| Faults {
+                seed: f.seed.wrapping_add(i as u64),
+                ..f
+            }),
         };
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
@@ -264,7 +253,33 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         anyhow::bail!(e);
     }
     let addrs: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
-    let topology = w::Topology {
+    let topology = topology_of(&addrs, &ring, &config);
+    for tx in &topo_txs {
+        let _ = tx.send(topology.clone());
+    }
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    log::info!(
+        "node ready: {n} shard(s) on {} (fsync {:?}, data in {})",
+        list.join(" "),
+        config.fsync,
+        config.data_dir.display()
+    );
+    // The one line scripts and tests wait for.
+    println!("squall ready shards={n} addrs={}", list.join(","));
+    // The executor threads are not joined: tearing a glommio executor down
+    // with sockets and channels still registered can take long (it once
+    // spun for minutes here), and nothing durable depends on it.
+    drop(handles);
+    let result = wait_for_shards(&control, &done_rx, n);
+    if result.is_ok() {
+        log::info!("node stopped cleanly: every acknowledged write is on disk");
+    }
+    result
+}
+
+/// The topology every shard reports (each with its own id in `shard`).
+fn topology_of(addrs: &[SocketAddr], ring: &HashRing<ShardId>, config: &NodeConfig) -> w::Topology {
+    w::Topology {
         protocol_version: wire::PROTOCOL_VERSION,
         shard: 0,
         shards: addrs
@@ -294,24 +309,16 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             keys_per_get_max: wire::limits::KEYS_PER_GET_MAX as u32,
             connections_max: config.connections_max as u32,
         },
-    };
-    for tx in &topo_txs {
-        let _ = tx.send(topology.clone());
     }
-    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    log::info!(
-        "node ready: {n} shard(s) on {} (fsync {:?}, data in {})",
-        list.join(" "),
-        config.fsync,
-        config.data_dir.display()
-    );
-    // The one line scripts and tests wait for.
-    println!("squall ready shards={n} addrs={}", list.join(","));
-    // Wait for every shard to finish its shutdown (drained, WAL synced).
-    // The executor threads are not joined: tearing a glommio executor down
-    // with sockets and channels still registered can take long (it once
-    // spun for minutes here), and nothing durable depends on it.
-    drop(handles);
+}
+
+/// Waits for every shard to finish its shutdown (drained, WAL synced),
+/// telling them to stop once `control.stop` is set.
+fn wait_for_shards(
+    control: &Control,
+    done_rx: &mpsc::Receiver<(usize, Result<(), String>)>,
+    n: usize,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     let mut done = 0;
     while done < n {
@@ -339,15 +346,11 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             Ok((_, Ok(()))) => {}
             Ok((i, Err(e))) => result = Err(anyhow::anyhow!("shard {i}: {e}")),
             Err(_) => {
-                result = Err(anyhow::anyhow!(
+                return Err(anyhow::anyhow!(
                     "a shard thread died (panicked) before finishing its shutdown"
                 ));
-                break;
             }
         }
-    }
-    if result.is_ok() {
-        log::info!("node stopped cleanly: every acknowledged write is on disk");
     }
     result
 }
@@ -407,13 +410,17 @@ struct ShardStart {
     control: Arc<Control>,
     shards: usize,
     connections_max: usize,
-    conn: Arc<crate::conn::ConnSettings>,
-    functions: ShardFunctions,
+    conn: Arc<ConnSettings>,
+    platform: Platform,
     store_rx: futures_channel::mpsc::Receiver<StoreRequest>,
+    /// Faults to inject into messages to other shards (tests).
+    faults: Option<Faults>,
 }
 
 async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     let i = usize::from(ctx.id.0);
+    let ring = Rc::new(ctx.ring);
+    let mirror = Rc::new(Mirror::new(ctx.platform.clone(), ctx.id, ring.clone()));
     let started = async {
         let (storage, recovered) =
             Storage::open(ctx.dir.clone(), ctx.id, ctx.fsync, ctx.snapshot_wal_bytes)
@@ -433,91 +440,60 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     };
     // Registered functions this shard stores join the shared registry
     // before any shard serves (the topology waits for every shard).
-    let prefix = executor::registry::stored::KEY_PREFIX.as_bytes();
-    for key in recovered.partition.live_keys_with_prefix(prefix) {
-        let name = executor::registry::stored::name_of(key).unwrap_or_default();
-        let body = match recovered.partition.get(key) {
-            Some(kvs_core::Value::Lww(l)) => executor::registry::stored::decode(l.value()),
-            _ => Err("not an LWW value".to_owned()),
-        };
-        match body.and_then(|b| {
-            ctx.functions
-                .registry
-                .define(name, &b)
-                .map_err(|e| e.to_string())
-        }) {
-            Ok(()) => log::info!("{}: function {name:?} registered (recovered)", ctx.id),
-            Err(e) => log::warn!("{}: stored function {name:?} ignored: {e}", ctx.id),
-        }
-    }
+    mirror.load(&recovered.partition);
     let _ = ctx.ready.send((i, Ok(addr)));
     // Blocks this thread briefly at start-up only: nothing else runs here yet.
     let Ok(mut topology) = ctx.topology.recv() else {
         return Ok(()); // another shard failed to start
     };
     topology.shard = ctx.id.0;
-    let hello = w::Response::Hello(topology.clone());
-    let mut hello_body = Vec::new();
-    wire::frame::encode_frame(0, &hello, &mut hello_body).map_err(|e| e.to_string())?;
-    let hello_body = hello_body.split_off(wire::frame::FRAME_HEADER_BYTES);
-
-    let shard = Rc::new(Shard::new(
-        ctx.id,
-        recovered.partition,
-        storage.clone(),
-        Rc::new(ctx.ring),
-        (topology, hello_body),
-        recovered.max_clock_us,
+    let (channels, inbound) = channels::connect(ctx.ends).await;
+    let mut transport: Rc<dyn Transport> = Rc::new(channels);
+    if let Some(f) = ctx.faults {
+        transport = Rc::new(Faulty::new(transport, f));
+    }
+    let shard = Rc::new(Shard::new(ShardParts {
+        id: ctx.id,
+        partition: recovered.partition,
+        clock_floor_us: recovered.max_clock_us,
+        storage,
+        ring,
+        transport,
+        observers: vec![mirror.clone() as Rc<dyn crate::shard::WriteObserver>],
+    }));
+    shard.start();
+    for from in inbound {
+        glommio::spawn_local(shard.clone().serve(from)).detach();
+    }
+    glommio::spawn_local(serve_store(shard.clone(), ctx.store_rx)).detach();
+    let functions = Rc::new(ShardFunctions::new(ctx.platform, shard.clone(), &mirror));
+    let server = Rc::new(Server::new(
+        shard.clone(),
+        functions,
         ctx.conn,
-    ));
-    let peers = forward::connect(&shard, ctx.ends).await;
-    *shard.peers.borrow_mut() = peers;
-    *shard.inline.borrow_mut() = Some(executor::registry::Executor::new(
-        INLINE_EXECUTOR_ID_BASE | u64::from(ctx.id.0),
-        ctx.functions.registry.clone(),
-    ));
-    *shard.functions.borrow_mut() = Some(ctx.functions);
-    glommio::spawn_local(functions::serve_store(shard.clone(), ctx.store_rx)).detach();
-    let rebuilt = {
-        let shard = shard.clone();
-        Box::new(move || shard.after_rebuild())
-    };
-    glommio::spawn_local(
-        storage
-            .clone()
-            .run_flusher(shard.partition.clone(), rebuilt),
-    )
-    .detach();
-    glommio::spawn_local(storage.clone().run_batch_syncer()).detach();
+        topology,
+        ctx.connections_max,
+    )?);
     let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
     ctx.control
         .stoppers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(stop_tx);
-    glommio::spawn_local(watch_stop(shard.clone(), stop_rx)).detach();
+    glommio::spawn_local(watch_stop(server.clone(), stop_rx)).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
-    accept_loop(&shard, &listener, ctx.connections_max).await;
+    server.accept_loop(&listener).await;
 
     // Drain: connections finish the batch in hand; idle ones close now.
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS);
-    while shard.open_connections.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(2)).await;
-    }
-    if shard.open_connections.get() > 0 {
-        log::warn!(
-            "{}: {} connection(s) still busy after the drain timeout",
-            ctx.id,
-            shard.open_connections.get()
-        );
-    }
+    server.drain(deadline).await;
     // Other shards may still forward their in-flight requests here.
     ctx.control.drained.fetch_add(1, Ordering::SeqCst);
     while ctx.control.drained.load(Ordering::SeqCst) < ctx.shards && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
-    storage
+    shard
         .close()
         .await
         .map_err(|e| format!("{}: final WAL flush failed: {e:#}", ctx.id))?;
@@ -534,62 +510,11 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, connections_max: usize) {
-    let mut last_pulse = Instant::now() - Duration::from_secs(1);
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait_set().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!("{}: accept failed: {e}", shard.id);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if shard.open_connections.get() * 100 >= connections_max * RECLAIM_AT_PERCENT {
-            // Near the limit: idle connections look at their age and the
-            // oldest make room (rate-limited: a pulse wakes them all).
-            if last_pulse.elapsed() >= Duration::from_millis(RECLAIM_PULSE_INTERVAL_MS) {
-                last_pulse = Instant::now();
-                shard.shutdown.pulse();
-                futures_lite::future::yield_now().await;
-            }
-        }
-        if shard.open_connections.get() >= connections_max {
-            bump(&shard.stats.connections_refused);
-            glommio::spawn_local(refuse(stream, connections_max)).detach();
-            continue;
-        }
-        bump(&shard.stats.connections);
-        shard.open_connections.set(shard.open_connections.get() + 1);
-        let s = shard.clone();
-        glommio::spawn_local(async move {
-            crate::conn::serve(s.clone(), stream).await;
-            s.open_connections.set(s.open_connections.get() - 1);
-        })
-        .detach();
-    }
-}
-
-async fn refuse(mut stream: glommio::net::TcpStream, connections_max: usize) {
-    use futures_lite::AsyncWriteExt;
-    let mut buf = Vec::new();
-    let msg =
-        format!("this shard already serves {connections_max} connections (its limit); retry later");
-    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
-    let _ = stream.write_all(&buf).await;
-}
-
 /// Waits for the main thread to say stop (or to be gone).
-async fn watch_stop(shard: Rc<Shard>, stop: futures_channel::oneshot::Receiver<()>) {
+async fn watch_stop(server: Rc<Server>, stop: futures_channel::oneshot::Receiver<()>) {
     let _ = stop.await;
-    log::info!("{}: stop requested; draining", shard.id);
-    shard.shutdown.set();
+    log::info!("{}: stop requested; draining", server.shard.id());
+    server.shutdown.set();
 }
 
 #[cfg(test)]

@@ -1,57 +1,32 @@
-//! One shard: a partition, its storage, its clock and counters, owned by one
-//! glommio executor on one core. Nothing here is shared across threads; the
-//! `RefCell`s are never borrowed across an `.await`.
+//! One shard of the store: a partition, its WAL, its clock and counters,
+//! owned by one glommio executor on one core, and its way to the other
+//! shards ([`Transport`]). It knows nothing of functions: what others
+//! derive from its data (the function registry, cached DAGs) they keep up
+//! to date through a [`WriteObserver`].
+//!
+//! Nothing here is shared across threads; the `RefCell`s are never
+//! borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use executor::dag::Dag;
-use executor::registry::stored as fn_stored;
 use kvs_core::clock::HybridClock;
 use kvs_core::lattice::{Lww, Timestamp};
-use kvs_core::partition::{Applied, Mutation, Partition, PartitionError};
+use kvs_core::partition::{Applied, Mutation, Partition};
 use kvs_core::ring::HashRing;
 use kvs_core::{Lsn, ShardId, Value};
 use wire::message as w;
-use wire::Status;
 
 use crate::convert::value_to_wire;
-use crate::event::Event;
-use crate::forward::{Peer, ShardOp, ShardReply};
+use crate::error::NodeError;
 use crate::storage::Storage;
-
-/// The node's executors and the function registry they run from.
-#[derive(Debug, Clone)]
-pub struct ShardFunctions {
-    pub pool: Arc<crate::functions::Pool>,
-    pub registry: Arc<executor::registry::Registry>,
-    /// Bumped by every write of a DAG key on any shard of the node.
-    pub dag_generation: Arc<AtomicU64>,
-}
-
-/// (function registry, DAG) generations a cached DAG was validated under.
-pub type Generations = (u64, u64);
-
-type CachedDag = (Generations, Arc<Dag>);
-
-impl ShardFunctions {
-    /// The generations now.
-    #[must_use]
-    pub fn generations(&self) -> Generations {
-        (
-            self.registry.generation(),
-            self.dag_generation.load(Ordering::Acquire),
-        )
-    }
-}
+use crate::transport::channels::Inbound;
+use crate::transport::{ReplyFuture, ShardOp, ShardReply, Transport};
 
 /// Monotonic counters reported by `Stats`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub gets: Cell<u64>,
     pub puts: Cell<u64>,
     pub deletes: Cell<u64>,
@@ -66,45 +41,57 @@ pub(crate) fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
-/// A shard's state.
-#[derive(Debug)]
-pub struct Shard {
+/// Keeps something derived from a shard's data in step with it. Called on
+/// the shard's thread, synchronously with the write (no request sees the
+/// write before its observers did).
+pub(crate) trait WriteObserver {
+    /// Whether writes of `key` concern this observer (asked first, so
+    /// the shard does no extra work for the keys nobody watches).
+    fn watches(&self, key: &[u8]) -> bool;
+    /// `key` was written; `now` is its value after the write.
+    fn written(&self, key: &[u8], now: Option<&Value>);
+    /// Memory was rebuilt from the log (a failed WAL write was rolled
+    /// back): derive everything again from `partition`.
+    fn rebuilt(&self, partition: &Partition);
+}
+
+/// What a shard is made of.
+pub(crate) struct ShardParts {
     pub id: ShardId,
-    pub partition: Rc<RefCell<Partition>>,
+    pub partition: Partition,
+    /// The highest clock the recovered data holds: the shard's clock
+    /// starts past it.
+    pub clock_floor_us: u64,
     pub storage: Rc<Storage>,
     pub ring: Rc<HashRing<ShardId>>,
-    pub peers: RefCell<Vec<Option<Rc<Peer>>>>,
-    /// This shard's executor and the function registry (set at start-up).
-    pub functions: RefCell<Option<ShardFunctions>>,
-    /// Instances of inline functions, run on this shard's own thread.
-    pub inline: RefCell<Option<executor::registry::Executor>>,
-    /// Validated DAGs whose registry key this shard owns, by key; an entry
-    /// is dropped whenever its key is written (`write`).
-    /// Validated DAGs by key — owned ones and copies of other shards' —
-    /// each with the [`Generations`] it was read under: any DAG write or
-    /// function change on the node makes every entry stale.
-    dag_cache: RefCell<HashMap<Vec<u8>, CachedDag>>,
-    /// Calls with an output key running in the background now.
-    pub background_calls: Cell<usize>,
-    /// The topology this shard reports, and its encoded `Response::Hello`
-    /// body.
-    pub topology: w::Topology,
-    pub hello_body: Vec<u8>,
-    pub stats: Counters,
-    pub shutdown: Event,
-    /// Connections open now.
-    pub open_connections: Cell<usize>,
-    /// How this node's connections behave (deadlines, budgets).
-    pub conn: Arc<crate::conn::ConnSettings>,
+    pub transport: Rc<dyn Transport>,
+    pub observers: Vec<Rc<dyn WriteObserver>>,
+}
+
+/// A shard's state.
+pub(crate) struct Shard {
+    id: ShardId,
+    partition: Rc<RefCell<Partition>>,
+    storage: Rc<Storage>,
+    ring: Rc<HashRing<ShardId>>,
+    transport: Rc<dyn Transport>,
+    observers: Vec<Rc<dyn WriteObserver>>,
+    stats: Counters,
     clock: RefCell<HybridClock>,
     /// LWW writer id of timestamps this shard assigns.
     writer: u64,
     started: Instant,
 }
 
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
 /// Writer ids the node assigns are `NODE_WRITER_BASE | shard`; clients
 /// choosing their own writer ids should stay below it.
-pub const NODE_WRITER_BASE: u64 = 1 << 63;
+pub(crate) const NODE_WRITER_BASE: u64 = 1 << 63;
 
 pub(crate) fn wall_us() -> u64 {
     SystemTime::now()
@@ -113,51 +100,50 @@ pub(crate) fn wall_us() -> u64 {
 }
 
 impl Shard {
-    pub fn new(
-        id: ShardId,
-        partition: Partition,
-        storage: Rc<Storage>,
-        ring: Rc<HashRing<ShardId>>,
-        (topology, hello_body): (w::Topology, Vec<u8>),
-        clock_floor_us: u64,
-        conn: Arc<crate::conn::ConnSettings>,
-    ) -> Shard {
+    pub fn new(parts: ShardParts) -> Shard {
         let mut clock = HybridClock::default();
-        clock.observe(clock_floor_us);
+        clock.observe(parts.clock_floor_us);
         Shard {
-            id,
-            partition: Rc::new(RefCell::new(partition)),
-            storage,
-            ring,
-            peers: RefCell::new(Vec::new()),
-            functions: RefCell::new(None),
-            inline: RefCell::new(None),
-            dag_cache: RefCell::new(HashMap::new()),
-            background_calls: Cell::new(0),
-            topology,
-            hello_body,
+            id: parts.id,
+            partition: Rc::new(RefCell::new(parts.partition)),
+            storage: parts.storage,
+            ring: parts.ring,
+            transport: parts.transport,
+            observers: parts.observers,
             stats: Counters::default(),
-            shutdown: Event::default(),
-            open_connections: Cell::new(0),
-            conn,
             clock: RefCell::new(clock),
-            writer: NODE_WRITER_BASE | u64::from(id.0),
+            writer: NODE_WRITER_BASE | u64::from(parts.id.0),
             started: Instant::now(),
         }
+    }
+
+    /// Starts the shard's background work: the WAL's group-commit flusher
+    /// (which rolls memory back after a failed write, then tells the
+    /// observers) and its batch syncer.
+    pub fn start(self: &Rc<Self>) {
+        let me = self.clone();
+        let rebuilt = Box::new(move || {
+            let partition = me.partition.borrow();
+            for o in &me.observers {
+                o.rebuilt(&partition);
+            }
+        });
+        let storage = self.storage.clone();
+        glommio::spawn_local(storage.run_flusher(self.partition.clone(), rebuilt)).detach();
+        glommio::spawn_local(self.storage.clone().run_batch_syncer()).detach();
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn stats(&self) -> &Counters {
+        &self.stats
     }
 
     /// The shard owning `key`.
     pub fn owner(&self, key: &[u8]) -> ShardId {
         self.ring.owner(key).unwrap_or(self.id)
-    }
-
-    /// The peer towards `shard`.
-    pub fn peer(&self, shard: ShardId) -> Option<Rc<Peer>> {
-        self.peers
-            .borrow()
-            .get(usize::from(shard.0))
-            .cloned()
-            .flatten()
     }
 
     fn stamp(&self) -> Timestamp {
@@ -169,29 +155,49 @@ impl Shard {
 
     /// Reads a local key into its wire form.
     pub fn get_local(&self, key: &[u8]) -> Option<w::Value> {
+        debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
         bump(&self.stats.gets);
         self.partition.borrow().get(key).map(value_to_wire)
     }
 
+    /// Reads a local key for a client (counted in `gets`).
+    pub fn get(&self, key: &[u8]) -> Option<Value> {
+        bump(&self.stats.gets);
+        self.peek(key)
+    }
+
+    /// Reads a local key for the node itself (not counted).
+    pub fn peek(&self, key: &[u8]) -> Option<Value> {
+        debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
+        self.partition.borrow().get(key).cloned()
+    }
+
+    /// The live keys under `prefix` this shard holds, sorted.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = self
+            .partition
+            .borrow()
+            .live_keys_with_prefix(prefix)
+            .map(<[u8]>::to_vec)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Applies a put or delete to this shard's partition and queues its WAL
     /// record. Returns the LSN to wait for before acknowledging.
-    pub fn write(
-        &self,
-        key: Vec<u8>,
-        value: Option<Value>,
-    ) -> Result<(Applied, Lsn), (Status, String)> {
-        self.storage
-            .check_writable()
-            .map_err(|e| (Status::StorageFailure, e))?;
-        if key.starts_with(wire::DAG_KEY_PREFIX.as_bytes()) {
-            // A DAG is being (re)registered or deleted: every shard's cached
-            // copies go stale.
-            self.dag_cache.borrow_mut().remove(&key);
-            if let Some(f) = &*self.functions.borrow() {
-                f.dag_generation.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        let registration = fn_stored::name_of(&key).map(|n| (n.to_owned(), key.clone()));
+    pub fn write(&self, key: Vec<u8>, value: Option<Value>) -> Result<(Applied, Lsn), NodeError> {
+        debug_assert_eq!(
+            self.owner(&key),
+            self.id,
+            "write of a key another shard owns"
+        );
+        self.storage.check_writable().map_err(NodeError::storage)?;
+        let watched = self
+            .observers
+            .iter()
+            .any(|o| o.watches(&key))
+            .then(|| key.clone());
         let m = match value {
             Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
                 let (_, bytes) = lww.into_parts();
@@ -205,8 +211,7 @@ impl Shard {
                 // clock must not drag the shard's into the future.
                 self.partition
                     .borrow()
-                    .check_clocks(&key, &value, wall_us())
-                    .map_err(partition_status)?;
+                    .check_clocks(&key, &value, wall_us())?;
                 if let Value::Lww(lww) = &value {
                     self.clock.borrow_mut().observe(lww.timestamp().clock);
                 }
@@ -218,18 +223,19 @@ impl Shard {
             },
         };
         let mut partition = self.partition.borrow_mut();
-        partition.check(&m).map_err(partition_status)?;
+        partition.check(&m)?;
         let lsn = self.storage.append(&m);
         let is_put = matches!(m, Mutation::Put { .. });
         // `check` passed, so `apply` accepts it: the logged record and the
         // in-memory state never diverge.
         let applied = partition
             .apply(m)
-            .map_err(|e| (Status::Internal, format!("checked mutation refused: {e}")))?;
-        if let Some((name, name_key)) = registration {
-            // A function (re)registered or deleted: every shard's registry
-            // sees it now.
-            self.apply_registration(name, partition.get(&name_key));
+            .map_err(|e| NodeError::internal(format!("checked mutation refused: {e}")))?;
+        if let Some(key) = watched {
+            let now = partition.get(&key);
+            for o in self.observers.iter().filter(|o| o.watches(&key)) {
+                o.written(&key, now);
+            }
         }
         bump(if is_put {
             &self.stats.puts
@@ -239,67 +245,24 @@ impl Shard {
         Ok((applied, lsn))
     }
 
-    /// Mirrors the stored registration of function `name` (now `value`)
-    /// into the shared registry.
-    pub fn apply_registration(&self, name: String, value: Option<&Value>) {
-        let Some(functions) = self.functions.borrow().clone() else {
-            return;
-        };
-        let outcome = match value {
-            None => {
-                functions.registry.undefine(&name);
-                Ok(())
-            }
-            Some(Value::Lww(l)) => fn_stored::decode(l.value()).and_then(|body| {
-                functions
-                    .registry
-                    .define(&name, &body)
-                    .map_err(|e| e.to_string())
-            }),
-            Some(other) => Err(format!("stored as a {} value", other.kind())),
-        };
-        if let Err(e) = outcome {
-            log::warn!(
-                "{}: registration of function {name:?} ignored: {e}",
-                self.id
-            );
-        }
+    /// Waits until `lsn` is durable under the node's fsync policy.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), NodeError> {
+        self.storage
+            .wait_durable(lsn)
+            .await
+            .map_err(NodeError::storage)
     }
 
-    /// After memory was rebuilt from the log (a failed write rolled back):
-    /// what the shard derives from its data is derived again — the
-    /// registrations of functions whose keys it owns, and cached DAGs.
-    pub fn after_rebuild(&self) {
-        let Some(functions) = self.functions.borrow().clone() else {
-            return;
-        };
-        let prefix = fn_stored::KEY_PREFIX.as_bytes();
-        let mut names: Vec<String> = functions
-            .registry
-            .names()
-            .into_iter()
-            .filter(|n| !functions.registry.is_builtin(n))
-            .filter(|n| self.owner(&fn_stored::key(n)) == self.id)
-            .collect();
-        names.extend(
-            self.partition
-                .borrow()
-                .live_keys_with_prefix(prefix)
-                .filter_map(fn_stored::name_of)
-                .map(str::to_owned),
-        );
-        names.sort();
-        names.dedup();
-        for name in names {
-            let value = self.partition.borrow().get(&fn_stored::key(&name)).cloned();
-            self.apply_registration(name, value.as_ref());
-        }
-        self.dag_cache.borrow_mut().clear();
-        functions.dag_generation.fetch_add(1, Ordering::AcqRel);
+    /// Sends `op` to `owner` (another shard), in call order; resolves to
+    /// the future of its reply.
+    pub async fn forward(&self, owner: ShardId, op: ShardOp) -> ReplyFuture {
+        debug_assert_ne!(owner, self.id, "forwarding to itself");
+        bump(&self.stats.forwarded_out);
+        self.transport.send(owner, op).await
     }
 
-    /// Executes a forwarded operation (this shard owns its keys).
-    pub fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
+    /// Executes an operation another shard sent (this shard owns its keys).
+    fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
         let result = match op {
             ShardOp::Get(keys) => {
                 return (
@@ -313,52 +276,39 @@ impl Shard {
         match result {
             Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn)),
             Ok((Applied::Deleted { removed }, lsn)) => (ShardReply::Deleted(removed), Some(lsn)),
-            Err((status, msg)) => {
+            Err(e) => {
                 bump(&self.stats.errors);
-                (ShardReply::Error(status, msg), None)
+                (ShardReply::Error(e), None)
             }
         }
     }
 
-    /// A cached DAG that is still current.
-    pub fn cached_copy(&self, key: &[u8], functions: &ShardFunctions) -> Option<Arc<Dag>> {
-        let now = functions.generations();
-        match self.dag_cache.borrow().get(key) {
-            Some((g, dag)) if *g == now => Some(dag.clone()),
-            _ => None,
+    /// Serves what one peer sends, for the shard's lifetime: each request
+    /// is applied on arrival, in order (so one connection's writes to a
+    /// key stay ordered); its reply waits for durability in its own task,
+    /// so later requests are not held up.
+    pub async fn serve(self: Rc<Self>, inbound: Inbound) {
+        while let Some((op, responder)) = inbound.next().await {
+            bump(&self.stats.forwarded_in);
+            let (reply, lsn) = self.execute(op);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let reply = match lsn {
+                    Some(lsn) => match me.wait_durable(lsn).await {
+                        Ok(()) => reply,
+                        Err(e) => ShardReply::Error(e),
+                    },
+                    None => reply,
+                };
+                responder.send(reply).await;
+            })
+            .detach();
         }
     }
 
-    /// Caches `dag`, read from its owner under generations `g`.
-    pub fn cache_copy(&self, key: &[u8], g: Generations, dag: Arc<Dag>) {
-        self.dag_cache.borrow_mut().insert(key.to_vec(), (g, dag));
-    }
-
-    /// The validated DAG stored under `key` (a key this shard owns), cached.
-    pub fn cached_dag(
-        &self,
-        key: &[u8],
-        functions: &ShardFunctions,
-    ) -> Result<Option<Arc<Dag>>, (Status, String)> {
-        if let Some(dag) = self.cached_copy(key, functions) {
-            return Ok(Some(dag));
-        }
-        let generation = functions.generations();
-        let stored = match self.partition.borrow().get(key) {
-            Some(Value::Lww(l)) => l.value().to_vec(),
-            Some(_) => {
-                return Err((
-                    Status::Internal,
-                    "a DAG is stored with the wrong type".into(),
-                ))
-            }
-            None => return Ok(None),
-        };
-        let dag = Arc::new(crate::functions::load_dag(functions, &stored)?);
-        self.dag_cache
-            .borrow_mut()
-            .insert(key.to_vec(), (generation, dag.clone()));
-        Ok(Some(dag))
+    /// Flushes and syncs the WAL (at shutdown).
+    pub async fn close(&self) -> anyhow::Result<()> {
+        self.storage.close().await
     }
 
     /// This shard's counters.
@@ -385,20 +335,4 @@ impl Shard {
             uptime_ms: self.started.elapsed().as_millis() as u64,
         }
     }
-}
-
-/// The status and sentence for a refused mutation.
-pub fn partition_status(e: PartitionError) -> (Status, String) {
-    let status = match e {
-        PartitionError::TypeMismatch { .. } => Status::TypeMismatch,
-        PartitionError::KeyTooLarge { .. } => Status::KeyTooLarge,
-        PartitionError::ValueTooLarge { .. } | PartitionError::EncodingTooLarge { .. } => {
-            Status::ValueTooLarge
-        }
-        PartitionError::ClockAhead { .. } | PartitionError::VectorClockAhead { .. } => {
-            Status::ClockSkew
-        }
-        PartitionError::EmptyKey => Status::InvalidArgument,
-    };
-    (status, e.to_string())
 }

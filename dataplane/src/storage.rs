@@ -3,8 +3,8 @@
 //! * **Append** ([`Storage::append`]) encodes a record into the pending
 //!   buffer and returns its LSN; it never waits.
 //! * **Group commit**: one flusher task per shard writes the whole pending
-//!   buffer with one io_uring write (and, under `--fsync always`, one
-//!   `fdatasync`), then releases every waiter whose LSN it covered. However
+//!   buffer with one `pwrite` on the shard thread (and, under `--fsync
+//!   always`, one io_uring `fdatasync`), then releases every waiter whose LSN it covered. However
 //!   many connections put concurrently, a shard issues one write (+ sync) at
 //!   a time.
 //! * **Acknowledgement** ([`Storage::wait_durable`]): `always` — after the
@@ -449,11 +449,16 @@ impl Storage {
             (s.file.clone(), s.file_pos)
         };
         let len = buf.len() as u64;
-        if WAL_WRITE_INLINE {
+        // Appends go to the page cache with a plain `pwrite` on the shard
+        // thread instead of an io_uring write: on ext4, io_uring hands
+        // buffered writes to a kernel worker thread (io-wq) pinned to the
+        // same core, which waits behind the busy shard for a time slice
+        // (milliseconds of put latency under load). A group's pwrite is a
+        // few microseconds of memcpy. The durability step, fdatasync, stays
+        // on io_uring.
+        {
             use std::os::unix::fs::FileExt;
             self.state.borrow().inline.write_all_at(&buf, pos)?;
-        } else {
-            write_all(&file, buf, pos).await?;
         }
         let sync = self.policy == FsyncPolicy::Always;
         if sync {
@@ -749,14 +754,6 @@ impl Storage {
         Ok(())
     }
 }
-
-/// Appends go to the page cache with a plain `pwrite` on the shard thread
-/// instead of an io_uring write: on ext4, io_uring hands buffered writes to a
-/// kernel worker thread (io-wq) pinned to the same core, which waits behind
-/// the busy shard for a time slice (milliseconds of put latency under load).
-/// A group's pwrite is a few microseconds of memcpy. The durability step,
-/// fdatasync, stays on io_uring.
-const WAL_WRITE_INLINE: bool = true;
 
 fn inline_handle(dir: &Path, seq: u64) -> anyhow::Result<std::fs::File> {
     let path = dir.join(segment_name(seq));

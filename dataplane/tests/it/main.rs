@@ -17,6 +17,8 @@
 //! * `auth`: every request before authentication and under each role,
 //!   replays, the rate limit, code keys, secrets out of logs; `cli`: hints,
 //!   binary values, JSON errors, a closed stdout.
+//! * `faults`: messages between shards delayed, duplicated and dropped on
+//!   purpose (`SQUALL_FAULTS`).
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -27,6 +29,7 @@ mod crash;
 mod dags;
 mod e2e;
 mod engine;
+mod faults;
 mod functions;
 mod hardening;
 mod harness;

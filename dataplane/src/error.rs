@@ -1,0 +1,75 @@
+//! The node's one error type: what a request failed with, as the client
+//! will see it (a stable [`Status`] and a sentence), and whether running it
+//! again may help. Every layer from the shard to the connection returns
+//! it; the binary's edges (start-up, the CLI) use `anyhow`.
+
+use executor::function::FnError;
+use kvs_core::partition::PartitionError;
+use wire::Status;
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub(crate) struct NodeError {
+    pub status: Status,
+    pub message: String,
+    /// Whether running the same request again may succeed (a DAG call
+    /// re-runs on such failures when it asked for retries).
+    pub retriable: bool,
+}
+
+impl NodeError {
+    pub fn new(status: Status, message: impl Into<String>) -> NodeError {
+        NodeError {
+            status,
+            message: message.into(),
+            retriable: false,
+        }
+    }
+
+    pub fn retriable(status: Status, message: impl Into<String>) -> NodeError {
+        NodeError {
+            retriable: true,
+            ..NodeError::new(status, message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> NodeError {
+        NodeError::new(Status::Internal, message)
+    }
+
+    /// The WAL refused or lost a write.
+    pub fn storage(message: impl Into<String>) -> NodeError {
+        NodeError::new(Status::StorageFailure, message)
+    }
+}
+
+impl From<FnError> for NodeError {
+    fn from(e: FnError) -> NodeError {
+        NodeError {
+            status: match e {
+                FnError::LimitExceeded { .. } => Status::LimitExceeded,
+                _ => Status::FunctionFailed,
+            },
+            retriable: e.is_retriable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<PartitionError> for NodeError {
+    fn from(e: PartitionError) -> NodeError {
+        let status = match e {
+            PartitionError::TypeMismatch { .. } => Status::TypeMismatch,
+            PartitionError::KeyTooLarge { .. } => Status::KeyTooLarge,
+            PartitionError::ValueTooLarge { .. } | PartitionError::EncodingTooLarge { .. } => {
+                Status::ValueTooLarge
+            }
+            PartitionError::ClockAhead { .. } | PartitionError::VectorClockAhead { .. } => {
+                Status::ClockSkew
+            }
+            PartitionError::EmptyKey => Status::InvalidArgument,
+        };
+        NodeError::new(status, e.to_string())
+    }
+}

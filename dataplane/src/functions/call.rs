@@ -1,0 +1,230 @@
+//! One call from start to result: plan where each function runs, start the
+//! run, wait for its result until the deadline; re-run on retriable
+//! failures; run continuations; store the outcome when the call named an
+//! output key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use executor::dag::Dag;
+use executor::run::Arg;
+use executor::schedule;
+use executor::store::NoStore;
+use kvs_core::lattice::{Lww, Timestamp};
+use kvs_core::{ShardId, Value};
+use wire::Status;
+
+use super::pool::{dispatch, CallResult, Here, Run};
+use super::ShardFunctions;
+use crate::error::NodeError;
+use crate::limits::{CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, EXECUTOR_LOAD_THRESHOLD};
+use crate::transport::{ShardOp, ShardReply};
+
+/// What one call asks for besides its DAG and arguments.
+#[derive(Clone, Debug, Default)]
+pub(super) struct CallOptions {
+    pub timeout_ms: u32,
+    pub retries: u32,
+    /// Continuation DAG names.
+    pub then: Vec<String>,
+}
+
+/// The deadline of a call asking for `timeout_ms` (0 = the default).
+fn deadline_after(timeout_ms: u32) -> Instant {
+    let ms = match u64::from(timeout_ms) {
+        0 => CALL_TIMEOUT_MS_DEFAULT,
+        t => t.min(CALL_TIMEOUT_MS_MAX),
+    };
+    Instant::now() + Duration::from_millis(ms)
+}
+
+impl ShardFunctions {
+    /// Runs an inline function on this shard's thread, now.
+    pub(super) fn invoke_inline(&self, name: &str, args: &[Vec<u8>]) -> CallResult {
+        Ok(self.inline.borrow_mut().call(name, &NoStore, args)?)
+    }
+
+    /// Runs a DAG of inline functions start to end on this shard's thread.
+    pub(super) fn run_inline(&self, dag: &Arc<Dag>, args: HashMap<String, Vec<Arg>>) -> CallResult {
+        self.inline
+            .borrow_mut()
+            .run_dag(dag, &NoStore, args)
+            .map_err(|e| NodeError::new(Status::FunctionFailed, e.to_string()))
+    }
+
+    /// Runs one DAG call once: plans it, starts it, waits for its result
+    /// until `deadline`. `spread` plans for the least-loaded executors
+    /// (re-runs).
+    async fn run_once(
+        &self,
+        dag: Arc<Dag>,
+        args: HashMap<String, Vec<Arg>>,
+        deadline: Instant,
+        spread: bool,
+    ) -> CallResult {
+        let pool = &self.platform.pool;
+        // Data locality: the executor beside the shard owning most of each
+        // source's referenced keys.
+        let home: Vec<Option<usize>> = dag
+            .nodes()
+            .iter()
+            .map(|node| {
+                let mut owners: Vec<(ShardId, usize)> = Vec::new();
+                for a in args.get(&node.name).into_iter().flatten() {
+                    if let Arg::Ref(key) = a {
+                        let o = self.shard.owner(key);
+                        match owners.iter_mut().find(|(s, _)| *s == o) {
+                            Some((_, n)) => *n += 1,
+                            None => owners.push((o, 1)),
+                        }
+                    }
+                }
+                owners
+                    .into_iter()
+                    .max_by_key(|&(s, n)| (n, std::cmp::Reverse(s.0)))
+                    .map(|(s, _)| pool.beside(s))
+            })
+            .collect();
+        let threshold = if spread { 0 } else { EXECUTOR_LOAD_THRESHOLD };
+        let here = pool.beside(self.shard.id());
+        let plan = schedule::plan(&dag, &home, &pool.loads(), here, threshold);
+        let (run, triggers, mut rx) = Run::start(pool, dag, args, plan, deadline)
+            .map_err(|m| NodeError::new(Status::InvalidArgument, m))?;
+        dispatch(
+            &run,
+            triggers,
+            &mut Here::Shard(&mut self.inline.borrow_mut()),
+        );
+        if let Ok(Some(result)) = rx.try_recv() {
+            // Finished on this thread (all-inline): no timer armed at all.
+            return result;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let expired = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        match futures_lite::future::or(async { Some(rx.await) }, expired).await {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(NodeError::retriable(
+                Status::Internal,
+                format!("DAG {:?}: the run was dropped", run.dag_name()),
+            )),
+            None => {
+                run.abandon();
+                Err(NodeError::retriable(
+                    Status::Timeout,
+                    format!(
+                        "DAG {:?} did not finish within its deadline",
+                        run.dag_name()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Runs a call to the end: the DAG (re-run on retriable failures up to
+    /// `retries` times, each run with its own deadline), then each
+    /// continuation with the previous result.
+    pub(super) async fn run_call(
+        &self,
+        dag: Arc<Dag>,
+        args: HashMap<String, Vec<Arg>>,
+        options: &CallOptions,
+    ) -> CallResult {
+        let mut result = self.run_retrying(dag, args, options).await?;
+        for name in &options.then {
+            let next = self.fetch_dag(name).await?;
+            let args = next
+                .sources()
+                .iter()
+                .map(|&s| (next.node(s).name.clone(), vec![Arg::Value(result.clone())]))
+                .collect();
+            result = self.run_retrying(next, args, options).await?;
+        }
+        Ok(result)
+    }
+
+    async fn run_retrying(
+        &self,
+        dag: Arc<Dag>,
+        args: HashMap<String, Vec<Arg>>,
+        options: &CallOptions,
+    ) -> CallResult {
+        let mut attempt = 0;
+        let mut args = Some(args);
+        loop {
+            let deadline = deadline_after(options.timeout_ms);
+            let spread = attempt > 0;
+            // Keep a copy only while a re-run may still need it.
+            let this_run = if attempt < options.retries {
+                args.clone()
+            } else {
+                args.take()
+            }
+            .unwrap_or_default();
+            match self.run_once(dag.clone(), this_run, deadline, spread).await {
+                Err(e) if e.retriable && attempt < options.retries => {
+                    log::info!(
+                        "{}: DAG {:?} run {} failed, running again: {}",
+                        self.shard.id(),
+                        dag.name(),
+                        attempt + 1,
+                        e.message
+                    );
+                    attempt += 1;
+                }
+                Err(mut e) if attempt > 0 => {
+                    e.message = format!("after {} runs: {}", attempt + 1, e.message);
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Stores `bytes` under `key` (any shard's), once durable.
+    async fn store_put(&self, key: Vec<u8>, bytes: Vec<u8>) -> Result<(), NodeError> {
+        let value = Value::Lww(Lww::new(Timestamp::default(), bytes));
+        let owner = self.shard.owner(&key);
+        if owner == self.shard.id() {
+            let (_, lsn) = self.shard.write(key, Some(value))?;
+            return self.shard.wait_durable(lsn).await;
+        }
+        match self
+            .shard
+            .forward(owner, ShardOp::Put(key, value))
+            .await
+            .await
+        {
+            ShardReply::Stored => Ok(()),
+            ShardReply::Error(e) => Err(e),
+            other => Err(NodeError::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Stores the outcome of a call made with an output key: the result
+    /// under the key, or the error under `squall:error:<key>`.
+    pub(super) async fn store_outcome(&self, output_key: Vec<u8>, outcome: CallResult) {
+        let (key, bytes) = match outcome {
+            Ok(out) => (output_key.clone(), out),
+            Err(e) => {
+                let mut bytes = e.status.code().to_le_bytes().to_vec();
+                bytes.extend_from_slice(e.message.as_bytes());
+                (
+                    [wire::ERROR_KEY_PREFIX.as_bytes(), &output_key].concat(),
+                    bytes,
+                )
+            }
+        };
+        if let Err(e) = self.store_put(key, bytes).await {
+            log::warn!(
+                "{}: the outcome of a call for output key {:?} was not stored: {}",
+                self.shard.id(),
+                String::from_utf8_lossy(&output_key),
+                e.message
+            );
+        }
+    }
+}
