@@ -1,21 +1,41 @@
 #!/usr/bin/env bash
-# Enforces the crate boundaries written in each crate's lib.rs, with cargo tree.
-#   kvs-core: no runtime, no I/O crates, no other Squall crate
-#   wire:     no other Squall crate, no runtime
-#   client:   of Squall crates only wire
-#   loadgen:  of Squall crates only client, wire and models (never the node); glommio
-#             only for the runtime's echo floor it measures beside the node
-#   executor: no runtime, never the node (reaches the store through a trait)
-#   wasm-host: wasmtime and executor only: no network runtime, never the node
-#   models:   no Squall crate, no runtime (inference and images only)
+# Enforces the crate boundaries written in each crate's lib.rs, with cargo
+# tree: an allow-list of the Squall crates each crate may depend on (directly
+# or not), and the runtimes and heavy crates it must stay free of.
+#   kvs-core:  no Squall crate; no runtime, no I/O crates
+#   wire:      no Squall crate; no runtime
+#   models:    no Squall crate; no runtime (inference and images only)
+#   client:    wire only; no glommio
+#   executor:  kvs-core only; no runtime, no wasmtime (reaches the store and
+#              WebAssembly through traits)
+#   wasm-host: executor (and what it brings); wasmtime, no network runtime
+#   loadgen:   client, wire, models (never the node); glommio only for the
+#              runtime's echo floor it measures beside the node
+#   benches:   the libraries it measures, never the node or the client
+#   dataplane: everything but loadgen and benches (it is the node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SQUALL="kvs-core wire client executor wasm-host models dataplane loadgen benches"
 fail=0
 deps() { cargo tree -p "$1" -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u; }
-forbid() {
-  local crate=$1; shift
+
+# check CRATE "ALLOWED SQUALL CRATES" FORBIDDEN-THIRD-PARTY...
+check() {
+  local crate=$1 allowed=$2; shift 2
   local tree; tree=$(deps "$crate")
+  if [ -z "$tree" ]; then
+    echo "check-deps: cargo tree found nothing for $crate" >&2
+    fail=1
+    return
+  fi
+  for dep in $SQUALL; do
+    [ "$dep" = "$crate" ] && continue
+    if grep -qx "$dep" <<<"$tree" && ! grep -qw -- "$dep" <<<"$allowed"; then
+      echo "check-deps: $crate may not depend on $dep (allowed: ${allowed:-none}; see $crate/src/lib.rs)" >&2
+      fail=1
+    fi
+  done
   for bad in "$@"; do
     if grep -qx "$bad" <<<"$tree"; then
       echo "check-deps: $crate must not depend on $bad (see $crate/src/lib.rs)" >&2
@@ -23,12 +43,15 @@ forbid() {
     fi
   done
 }
-forbid kvs-core glommio tokio mio wire client dataplane loadgen
-forbid wire glommio tokio mio kvs-core client dataplane loadgen
-forbid client glommio kvs-core dataplane loadgen
-forbid loadgen kvs-core dataplane executor
-forbid executor glommio tokio dataplane loadgen client wasmtime wasm-host
-forbid wasm-host glommio tokio mio dataplane loadgen client wire
-forbid models glommio tokio mio kvs-core wire client executor wasm-host dataplane loadgen
+
+check kvs-core  ""                                              glommio tokio mio
+check wire      ""                                              glommio tokio mio
+check models    ""                                              glommio tokio mio
+check client    "wire"                                          glommio
+check executor  "kvs-core"                                      glommio tokio mio wasmtime
+check wasm-host "executor kvs-core"                             glommio tokio mio
+check loadgen   "client wire models"
+check benches   "executor kvs-core models wasm-host wire"       glommio tokio
+check dataplane "kvs-core wire client executor wasm-host models"
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail

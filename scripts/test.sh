@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs: format, lints, every test
 # (unit, property, integration with real processes), benches in test mode,
-# and the crate-boundary check. One profile (release) so the binaries the
-# tests start are the ones users run, and the build is done once.
+# the crate-boundary check, and the docs (a broken link fails). One profile
+# (release) so the binaries the tests start are the ones users run, and the
+# build is done once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -20,6 +21,7 @@ step "guests";       ./scripts/build-guests.sh
 step "clippy";       cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo clippy --release --locked --target wasm32-unknown-unknown --manifest-path guests/Cargo.toml -- -D warnings
 step "boundaries";   ./scripts/check-deps.sh
+step "docs";         RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --workspace --locked --document-private-items
 # The binaries first: integration tests start `squall` and `loadgen`
 # (cargo builds only a package's own binaries for its tests).
 step "tests";        cargo build --release --workspace --bins --locked

@@ -1,4 +1,4 @@
-//! One client connection. HOT PATH: no logging per request, no allocation
+//! Accepting connections ([`accept_loop`]) and serving one. HOT PATH: no logging per request, no allocation
 //! beyond the values being copied in and out.
 //!
 //! The loop: read what the socket has; handle every complete frame in the
@@ -20,13 +20,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use glommio::net::{TcpListener, TcpStream};
 use kvs_core::partition::Applied;
 use kvs_core::{Lsn, ShardId};
 use wire::auth::Role;
@@ -41,29 +40,12 @@ use crate::convert::value_from_archived;
 use crate::error::NodeError;
 use crate::functions::Answer;
 use crate::limits::{
-    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS,
+    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use crate::server::Server;
 use crate::shard::{bump, Shard};
 use crate::transport::{error_response, ShardOp};
-
-/// How a node's connections behave; one per node, shared by its shards.
-#[derive(Debug)]
-pub(crate) struct ConnSettings {
-    /// How long a connection may take to finish a frame it started.
-    pub partial_frame_timeout_ms: u64,
-    /// How long a new connection may take to send `Hello`.
-    pub hello_timeout_ms: u64,
-    /// Idle time after which a connection may be reclaimed when its shard
-    /// nears the connection limit.
-    pub idle_reclaim_ms: u64,
-    /// The secrets accepted; `None`: an open node.
-    pub auth: Option<Arc<crate::auth::Auth>>,
-    /// Node-wide budget for read buffers grown past `READ_BUFFER_BYTES`.
-    pub read_buffers_max_bytes: usize,
-    /// Bytes of grown read buffers held now, node-wide.
-    pub read_buffers_bytes: AtomicUsize,
-}
 
 /// Replies that complete after their batch (calls, forwarded requests).
 /// The connection's own task polls them whenever it waits (no task per
@@ -719,4 +701,60 @@ fn request_id_of(buf: &[u8]) -> u64 {
         id.copy_from_slice(b);
         u64::from_le_bytes(id)
     })
+}
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener) {
+    let mut last_pulse = Instant::now() - Duration::from_secs(1);
+    let max = server.connections_max;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            server.shutdown.wait_set().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log::warn!("{}: accept failed: {e}", server.shard.id());
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if server.open_connections.get() * 100 >= max * RECLAIM_AT_PERCENT {
+            // Near the limit: idle connections look at their age and the
+            // oldest make room (rate-limited: a pulse wakes them all).
+            if last_pulse.elapsed() >= Duration::from_millis(RECLAIM_PULSE_INTERVAL_MS) {
+                last_pulse = Instant::now();
+                server.shutdown.pulse();
+                futures_lite::future::yield_now().await;
+            }
+        }
+        let stats = server.shard.stats();
+        if server.open_connections.get() >= max {
+            bump(&stats.connections_refused);
+            glommio::spawn_local(refuse(stream, max)).detach();
+            continue;
+        }
+        bump(&stats.connections);
+        server
+            .open_connections
+            .set(server.open_connections.get() + 1);
+        let me = server.clone();
+        glommio::spawn_local(async move {
+            serve(me.clone(), stream).await;
+            me.open_connections.set(me.open_connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: TcpStream, connections_max: usize) {
+    use futures_lite::AsyncWriteExt;
+    let mut buf = Vec::new();
+    let msg =
+        format!("this shard already serves {connections_max} connections (its limit); retry later");
+    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
+    let _ = stream.write_all(&buf).await;
 }

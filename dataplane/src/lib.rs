@@ -37,3 +37,82 @@ mod server;
 mod shard;
 mod storage;
 mod transport;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// `crate::<module>` paths named outside tests, per top-level module.
+    fn imports(dir: &Path, top: Option<&str>, graph: &mut BTreeMap<String, BTreeSet<String>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                imports(&path, Some(top.unwrap_or(&name)), graph);
+                continue;
+            }
+            let module = top.unwrap_or(&name).to_owned();
+            if top.is_none() && (name == "lib" || name == "main") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let deps = graph.entry(module.clone()).or_default();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let used: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !used.is_empty() && used != module {
+                    deps.insert(used);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph = BTreeMap::new();
+        imports(&src, None, &mut graph);
+        assert!(graph.contains_key("shard") && graph.contains_key("functions"));
+        // Depth-first search for a path back to where it started.
+        fn cycle(
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            let last = path.last()?.clone();
+            for next in graph.get(&last).into_iter().flatten() {
+                if path.contains(next) {
+                    let mut c = path.clone();
+                    c.push(next.clone());
+                    return Some(c);
+                }
+                path.push(next.clone());
+                if let Some(c) = cycle(graph, path) {
+                    return Some(c);
+                }
+                path.pop();
+            }
+            None
+        }
+        for module in graph.keys() {
+            let found = cycle(&graph, &mut vec![module.clone()]);
+            assert!(
+                found.is_none(),
+                "import circle: {}",
+                found.unwrap().join(" → ")
+            );
+        }
+        // The store knows nothing of the function platform.
+        for store in ["shard", "storage", "transport"] {
+            assert!(
+                !graph[store].contains("functions"),
+                "{store} imports functions: {:?}",
+                graph[store]
+            );
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The executor functions of the prediction pipeline, over the `models`
 //! crate.
 //!
-//! * `preprocess(image)` → input tensor ([`crate::image_input::preprocess`]);
+//! * `preprocess(image)` → input tensor ([`models::image_input::preprocess`]);
 //! * a model function (registered by `squall model put NAME FILE`, body
 //!   `Model(NAME)`) `(tensor)` → output tensor: loads model `NAME` from the
 //!   KVS on its first call on an executor, keeps it (parsed, optimised, with

@@ -26,7 +26,6 @@ use kvs_core::ring::HashRing;
 use kvs_core::ShardId;
 use wire::message as w;
 
-use crate::conn::ConnSettings;
 use crate::functions::{
     serve_store, Mirror, Platform, PlatformConfig, ShardFunctions, StoreRequest,
 };
@@ -34,7 +33,7 @@ use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, LARGE_BLOCK_BYTES,
     SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS,
 };
-use crate::server::Server;
+use crate::server::{ConnSettings, Server};
 use crate::shard::{Shard, ShardParts};
 use crate::storage::{FsyncPolicy, Storage};
 use crate::transport::channels::{self, PeerEnds};
@@ -422,10 +421,15 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     let ring = Rc::new(ctx.ring);
     let mirror = Rc::new(Mirror::new(ctx.platform.clone(), ctx.id, ring.clone()));
     let started = async {
-        let (storage, recovered) =
-            Storage::open(ctx.dir.clone(), ctx.id, ctx.fsync, ctx.snapshot_wal_bytes)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
+        let (storage, recovered) = Storage::open(
+            ctx.dir.clone(),
+            ctx.id,
+            ctx.fsync,
+            ctx.snapshot_wal_bytes,
+            crate::shard::wall_us(),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
         let listener = TcpListener::bind(&ctx.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", ctx.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -483,7 +487,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     glommio::spawn_local(watch_stop(server.clone(), stop_rx)).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
-    server.accept_loop(&listener).await;
+    crate::conn::accept_loop(&server, &listener).await;
 
     // Drain: connections finish the batch in hand; idle ones close now.
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS);

@@ -1,4 +1,5 @@
-//! What one shard's connections share, and the loop that accepts them:
+//! What one shard's connections share (the loop that accepts them is
+//! `conn::accept_loop`):
 //! the shard and its side of the function platform, the node's connection
 //! settings, the topology a `Hello` returns, the shutdown event, and the
 //! connection count and its limit (idle connections are reclaimed near
@@ -6,18 +7,33 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::{TcpListener, TcpStream};
 use wire::message as w;
-use wire::Status;
 
-use crate::conn::ConnSettings;
 use crate::event::Event;
 use crate::functions::ShardFunctions;
-use crate::limits::{RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS};
-use crate::shard::{bump, Shard};
+use crate::shard::Shard;
+
+/// How a node's connections behave; one per node, shared by its shards.
+#[derive(Debug)]
+pub(crate) struct ConnSettings {
+    /// How long a connection may take to finish a frame it started.
+    pub partial_frame_timeout_ms: u64,
+    /// How long a new connection may take to send `Hello`.
+    pub hello_timeout_ms: u64,
+    /// Idle time after which a connection may be reclaimed when its shard
+    /// nears the connection limit.
+    pub idle_reclaim_ms: u64,
+    /// The secrets accepted; `None`: an open node.
+    pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Node-wide budget for read buffers grown past `READ_BUFFER_BYTES`.
+    pub read_buffers_max_bytes: usize,
+    /// Bytes of grown read buffers held now, node-wide.
+    pub read_buffers_bytes: AtomicUsize,
+}
 
 /// One shard's serving side.
 #[derive(Debug)]
@@ -31,8 +47,8 @@ pub(crate) struct Server {
     pub hello_body: Vec<u8>,
     /// Set at shutdown; pulsed to make idle connections look at their age.
     pub shutdown: Event,
-    open_connections: Cell<usize>,
-    connections_max: usize,
+    pub open_connections: Cell<usize>,
+    pub connections_max: usize,
 }
 
 impl Server {
@@ -59,52 +75,6 @@ impl Server {
         })
     }
 
-    /// Accepts connections until shutdown.
-    pub async fn accept_loop(self: &Rc<Self>, listener: &TcpListener) {
-        let mut last_pulse = Instant::now() - Duration::from_secs(1);
-        let max = self.connections_max;
-        loop {
-            let accepted =
-                futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                    self.shutdown.wait_set().await;
-                    None
-                })
-                .await;
-            let stream = match accepted {
-                None => return,
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    log::warn!("{}: accept failed: {e}", self.shard.id());
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if self.open_connections.get() * 100 >= max * RECLAIM_AT_PERCENT {
-                // Near the limit: idle connections look at their age and the
-                // oldest make room (rate-limited: a pulse wakes them all).
-                if last_pulse.elapsed() >= Duration::from_millis(RECLAIM_PULSE_INTERVAL_MS) {
-                    last_pulse = Instant::now();
-                    self.shutdown.pulse();
-                    futures_lite::future::yield_now().await;
-                }
-            }
-            let stats = self.shard.stats();
-            if self.open_connections.get() >= max {
-                bump(&stats.connections_refused);
-                glommio::spawn_local(refuse(stream, max)).detach();
-                continue;
-            }
-            bump(&stats.connections);
-            self.open_connections.set(self.open_connections.get() + 1);
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                crate::conn::serve(me.clone(), stream).await;
-                me.open_connections.set(me.open_connections.get() - 1);
-            })
-            .detach();
-        }
-    }
-
     /// After shutdown: waits until every connection has finished the batch
     /// in hand (idle ones close at once), or `deadline`.
     pub async fn drain(&self, deadline: Instant) {
@@ -119,13 +89,4 @@ impl Server {
             );
         }
     }
-}
-
-async fn refuse(mut stream: TcpStream, connections_max: usize) {
-    use futures_lite::AsyncWriteExt;
-    let mut buf = Vec::new();
-    let msg =
-        format!("this shard already serves {connections_max} connections (its limit); retry later");
-    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
-    let _ = stream.write_all(&buf).await;
 }

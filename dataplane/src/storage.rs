@@ -230,11 +230,14 @@ fn read_on_disk(dir: &Path, shard: ShardId) -> anyhow::Result<OnDisk> {
 
 impl Storage {
     /// Recovers the shard's state from `dir` and opens the WAL for appends.
+    /// `now_us` is the wall clock: recovered entries stamped too far past it
+    /// are healed.
     pub async fn open(
         dir: PathBuf,
         shard: ShardId,
         policy: FsyncPolicy,
         snapshot_wal_bytes: u64,
+        now_us: u64,
     ) -> anyhow::Result<(Rc<Storage>, Recovered)> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let started = Instant::now();
@@ -268,7 +271,6 @@ impl Storage {
         // far in the future) would win against every later write: move such
         // entries back to now, and make that durable with a snapshot below
         // (replaying the log alone would bring the old stamps back).
-        let now_us = crate::shard::wall_us();
         let bound_us = now_us.saturating_add(CLOCK_LEAD_MAX_US);
         let healed = if recovered.max_clock_us > bound_us {
             let n = recovered.partition.restamp_after(bound_us, now_us);

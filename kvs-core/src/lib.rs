@@ -8,7 +8,7 @@
 //!   any order, any number of times, and agree.
 //! * [`partition`] — one shard's data: key → typed lattice value. Every put
 //!   merges; a key's lattice type is fixed by its first put; deletes leave
-//!   tombstones (see [`partition::Partition::delete`]).
+//!   tombstones (see [`partition::Mutation::Delete`]).
 //! * [`ring`] — the consistent hash ring (virtual nodes, xxh64) that maps a key
 //!   to its owner. It is generic over the member type so that the same code
 //!   maps keys to shards today and to nodes × shards later.
