@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use executor::dag::{Dag, DagSpec};
-use executor::registry::resolve;
-use executor::registry::{Executor, Registry};
+use executor::instances::{resolve, Instances};
+use executor::registry::Registry;
 use executor::run::{Arg, DagRun, Progress};
 use executor::schedule;
 use executor::store::LocalStore;
 
 fn functions(c: &mut Criterion) {
     let reg = Arc::new(Registry::with_builtins());
-    let mut ex = Executor::new(1, reg.clone());
+    let mut ex = Instances::new(1, reg.clone());
     let store = LocalStore::default();
     let arg = vec![b"41".to_vec()];
     c.bench_function("functions/call_increment", |b| {

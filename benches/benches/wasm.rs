@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use executor::function::{Context, Function};
+use executor::instances::Instances;
 use executor::message::Postbox;
-use executor::registry::{Executor, Registry, SandboxLimits, WasmModule};
+use executor::registry::{Registry, SandboxLimits, WasmModule};
 use executor::store::LocalStore;
 use wasm_host::{Compiler, WasmRuntime};
 
@@ -51,7 +52,7 @@ fn wasm(c: &mut Criterion) {
             })
         });
     }
-    let mut native = Executor::new(1, Arc::new(Registry::with_builtins()));
+    let mut native = Instances::new(1, Arc::new(Registry::with_builtins()));
     c.bench_function("wasm/native_call_increment", |b| {
         b.iter(|| native.call("increment", &store, &arg).expect("call"))
     });

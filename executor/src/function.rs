@@ -1,6 +1,7 @@
-//! Functions: the [`Function`] trait every function implements (native ones
-//! today; WebAssembly guests will implement it too), the state API a call
-//! sees ([`Context`]), and the built-ins.
+//! Functions: the [`Function`] trait every function implements (native ones,
+//! and `wasm-host`'s WebAssembly guests), the state API a call sees
+//! ([`Context`]), the built-ins ([`builtins`]) and the test fixtures
+//! ([`fixtures`]).
 //!
 //! Arguments and results are byte strings. The numeric built-ins read and
 //! write decimal text (`"41"`), so any client — the CLI included — can call
@@ -246,20 +247,6 @@ impl Function for Echo {
     }
 }
 
-/// Sleeps for its argument in milliseconds (≤ 60 000), then returns it.
-struct SleepMs;
-impl Function for SleepMs {
-    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
-        let arg = one(cx, args)?;
-        let ms = int(cx, arg)?;
-        if !(0..=60_000).contains(&ms) {
-            return Err(cx.fail(format!("sleeps 0 to 60000 ms, not {ms}")));
-        }
-        std::thread::sleep(Duration::from_millis(ms as u64));
-        Ok(arg.to_vec())
-    }
-}
-
 /// Counts its calls on this executor (class-function state) and returns the
 /// count.
 #[derive(Default)]
@@ -289,6 +276,22 @@ impl Function for IncrKey {
         let next = current.checked_add(1).ok_or_else(|| cx.fail("overflow"))?;
         cx.put_bytes(key, text(next))?;
         Ok(text(next))
+    }
+}
+
+// Test fixtures (see [`fixtures`]).
+
+/// Sleeps for its argument in milliseconds (≤ 60 000), then returns it.
+struct SleepMs;
+impl Function for SleepMs {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        let arg = one(cx, args)?;
+        let ms = int(cx, arg)?;
+        if !(0..=60_000).contains(&ms) {
+            return Err(cx.fail(format!("sleeps 0 to 60000 ms, not {ms}")));
+        }
+        std::thread::sleep(Duration::from_millis(ms as u64));
+        Ok(arg.to_vec())
     }
 }
 
@@ -397,24 +400,34 @@ pub enum Placement {
     Executor,
 }
 
+fn factory<F: Function + 'static>(make: fn() -> F) -> Factory {
+    Arc::new(move || Box::new(make()) as Box<dyn Function>)
+}
+
 /// The built-in functions: name, factory, placement.
 pub fn builtins() -> Vec<(&'static str, Factory, Placement)> {
-    fn f<F: Function + 'static>(make: fn() -> F) -> Factory {
-        Arc::new(move || Box::new(make()) as Box<dyn Function>)
-    }
     vec![
-        ("increment", f(|| Increment), Placement::Inline),
-        ("square", f(|| Square), Placement::Inline),
-        ("sum", f(|| Sum), Placement::Inline),
-        ("echo", f(|| Echo), Placement::Inline),
-        ("sleep_ms", f(|| SleepMs), Placement::Executor),
-        ("counter", f(Counter::default), Placement::Executor),
-        ("incr_key", f(|| IncrKey), Placement::Executor),
-        ("whoami", f(|| WhoAmI), Placement::Executor),
-        ("send_to", f(|| SendTo), Placement::Executor),
-        ("recv_wait", f(|| RecvWait), Placement::Executor),
-        ("valid_on", f(|| ValidOn), Placement::Executor),
-        ("batch_size", f(|| BatchSize), Placement::Executor),
-        ("fail_first", f(|| FailFirst), Placement::Executor),
+        ("increment", factory(|| Increment), Placement::Inline),
+        ("square", factory(|| Square), Placement::Inline),
+        ("sum", factory(|| Sum), Placement::Inline),
+        ("echo", factory(|| Echo), Placement::Inline),
+        ("counter", factory(Counter::default), Placement::Executor),
+        ("incr_key", factory(|| IncrKey), Placement::Executor),
+    ]
+}
+
+/// The test fixtures: functions that exist for tests of the engine (they
+/// sleep, report the executor id, pass messages between executors, fail
+/// on purpose, show batching). Name, factory, placement; registered by
+/// [`Registry::with_fixtures`](crate::registry::Registry::with_fixtures).
+pub fn fixtures() -> Vec<(&'static str, Factory, Placement)> {
+    vec![
+        ("sleep_ms", factory(|| SleepMs), Placement::Executor),
+        ("whoami", factory(|| WhoAmI), Placement::Executor),
+        ("send_to", factory(|| SendTo), Placement::Executor),
+        ("recv_wait", factory(|| RecvWait), Placement::Executor),
+        ("valid_on", factory(|| ValidOn), Placement::Executor),
+        ("batch_size", factory(|| BatchSize), Placement::Executor),
+        ("fail_first", factory(|| FailFirst), Placement::Executor),
     ]
 }

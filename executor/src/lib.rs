@@ -11,12 +11,15 @@
 //!   locality, chains, parallel branches, load threshold, replicas);
 //! * [`function`] — the [`function::Function`] trait (with a batch form), the
 //!   state API a call sees ([`function::Context`]: `get`, `put`, `delete`,
-//!   `get_id`, `send`, `recv`), and the built-ins;
+//!   `get_id`, `send`, `recv`), the built-ins, and the test fixtures;
 //! * [`message`] — mailboxes between executors, with the KVS inbox fallback;
-//! * [`registry`] — names → functions (built-ins plus registrations stored
-//!   in the KVS), and an [`registry::Executor`] that keeps per-executor
-//!   instances (class functions), turns panics into errors naming the
-//!   function, and can run a whole DAG in-thread;
+//! * [`registry`] — names → functions (built-ins, test fixtures when asked
+//!   for, plus registrations stored in the KVS);
+//! * [`instances`] — one thread's cache of function instances
+//!   ([`instances::Instances`]: one per function, made on its first call,
+//!   replaced when its registration changes; class functions keep state
+//!   in it), turning panics into errors naming the function, and running a
+//!   whole DAG in-thread;
 //! * [`store`] — the [`store::Store`] trait the node implements, and
 //!   [`store::LocalStore`] over one in-memory partition.
 //!
@@ -39,6 +42,7 @@
 
 pub mod dag;
 pub mod function;
+pub mod instances;
 pub mod limits;
 pub mod message;
 pub mod registry;

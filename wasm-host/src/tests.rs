@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use executor::function::FnError;
+use executor::instances::Instances;
 use executor::message::Postbox;
-use executor::registry::{Executor, FunctionBody, Registry, SandboxLimits, WasmModule};
+use executor::registry::{FunctionBody, Registry, SandboxLimits, WasmModule};
 use executor::store::{LocalStore, Store};
 use kvs_core::lattice::Value;
 
@@ -51,7 +52,7 @@ fn registry(
 fn a_guest_gets_its_arguments_and_returns_bytes_and_its_instance_is_reused() {
     let (reg, ok) = registry("echo_args", guest("", ECHO_ARGS), SandboxLimits::default());
     ok.unwrap();
-    let mut ex = Executor::new(3, reg);
+    let mut ex = Instances::new(3, reg);
     let store = LocalStore::default();
     let out = ex
         .call("echo_args", &store, &[b"ab".to_vec(), b"c".to_vec()])
@@ -98,7 +99,7 @@ fn every_host_call_works_from_a_guest() {
     let (reg, ok) = registry("kitchen", guest(imports, body), SandboxLimits::default());
     ok.unwrap();
     let post = Arc::new(Postbox::new([3], 4, 0));
-    let mut ex = Executor::with_post(3, reg, post);
+    let mut ex = Instances::with_post(3, reg, post);
     let store = LocalStore::default();
     let out = ex.call("kitchen", &store, &[]).unwrap();
     assert_eq!(out, abi::encode_value(&Value::Max(5)).unwrap());
@@ -114,7 +115,7 @@ fn limits_and_traps_end_the_call_with_the_reason_and_the_next_call_works() {
     let limits = SandboxLimits::new(0, 50, 0).unwrap();
     let (reg, ok) = registry("spin", guest("", SPIN), limits);
     ok.unwrap();
-    let mut ex = Executor::new(1, reg);
+    let mut ex = Instances::new(1, reg);
     let store = LocalStore::default();
     let t0 = std::time::Instant::now();
     // One argument of 0 bytes encodes to 8 bytes: the loop.
@@ -137,20 +138,24 @@ fn limits_and_traps_end_the_call_with_the_reason_and_the_next_call_works() {
         SandboxLimits::new(16, 0, 0).unwrap(),
     );
     ok.unwrap();
-    let err = Executor::new(1, reg).call("grow", &store, &[]).unwrap_err();
+    let err = Instances::new(1, reg)
+        .call("grow", &store, &[])
+        .unwrap_err();
     assert!(matches!(err, FnError::LimitExceeded { .. }), "{err}");
     assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
 
     let trap = r#"(func (export "squall_call") (param i32 i32) (result i64) unreachable)"#;
     let (reg, ok) = registry("trap", guest("", trap), SandboxLimits::default());
     ok.unwrap();
-    let err = Executor::new(1, reg).call("trap", &store, &[]).unwrap_err();
+    let err = Instances::new(1, reg)
+        .call("trap", &store, &[])
+        .unwrap_err();
     assert!(err.to_string().contains("function trap: trapped"), "{err}");
 
     let big = r#"(func (export "squall_call") (param i32 i32) (result i64) (i64.const 100))"#;
     let (reg, ok) = registry("big", guest("", big), SandboxLimits::new(0, 0, 10).unwrap());
     ok.unwrap();
-    let err = Executor::new(1, reg).call("big", &store, &[]).unwrap_err();
+    let err = Instances::new(1, reg).call("big", &store, &[]).unwrap_err();
     assert!(
         err.to_string().contains("result limit is 10 bytes"),
         "{err}"
@@ -166,7 +171,7 @@ fn a_guest_can_fail_or_declare_its_result_invalid() {
           (i64.const 0))"#;
     let (reg, ok) = registry("picky", guest(imports, body), SandboxLimits::default());
     ok.unwrap();
-    let mut ex = Executor::new(1, reg);
+    let mut ex = Instances::new(1, reg);
     let store = LocalStore::default();
     // No arguments (4 encoded bytes): an error; one empty argument (8
     // bytes): an invalid result.
@@ -233,7 +238,7 @@ fn both_compilers_run_guests() {
         limits: SandboxLimits::default(),
     };
     reg.define("e", &FunctionBody::Wasm(module)).unwrap();
-    let out = Executor::new(1, reg)
+    let out = Instances::new(1, reg)
         .call("e", &LocalStore::default(), &[b"z".to_vec()])
         .unwrap();
     assert_eq!(out, abi::encode_args(&[b"z".to_vec()]));
@@ -291,7 +296,7 @@ fn the_epoch_advances_only_while_guest_code_runs() {
         limits,
     };
     reg.define("spin", &FunctionBody::Wasm(module)).unwrap();
-    let mut ex = Executor::new(1, Arc::new(reg));
+    let mut ex = Instances::new(1, Arc::new(reg));
     let store = LocalStore::default();
     let idle = std::time::Duration::from_millis(20 * WASM_EPOCH_TICK_MS);
 
@@ -338,7 +343,7 @@ fn a_start_function_that_loops_is_interrupted_at_the_cpu_limit() {
         SandboxLimits::new(0, 30, 0).unwrap(),
     );
     ok.unwrap();
-    let err = Executor::new(1, reg)
+    let err = Instances::new(1, reg)
         .call("starts", &LocalStore::default(), &[])
         .unwrap_err();
     assert!(matches!(err, FnError::LimitExceeded { .. }), "{err}");
@@ -371,7 +376,7 @@ fn a_store_refusal_names_the_function_once() {
         )
         .unwrap();
     let refusal = store.put(b"k", Value::Max(5)).unwrap_err();
-    let err = Executor::new(1, reg)
+    let err = Instances::new(1, reg)
         .call("typed_put", &store, &[])
         .unwrap_err();
     assert_eq!(
