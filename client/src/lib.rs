@@ -10,8 +10,22 @@
 //!   request id.
 //! * **Timeouts**: every call has a deadline ([`ClientOptions::timeout`]); a
 //!   call that misses it fails with [`ClientError::Timeout`] and the
-//!   connections involved are dropped (late replies cannot be confused with
-//!   new ones), to be reopened by the next call.
+//!   client's connections are dropped (late replies cannot be confused with
+//!   new ones), to be reopened by the next call that needs them; so does a
+//!   batch that fails for any reason but the node's error replies.
+//!
+//! ## Modules
+//! This file is the public API: [`Client`] and its options and errors.
+//! Behind it:
+//! * `route` — the topology and the ring: which shard a key (or a
+//!   function's or DAG's registry key) goes to;
+//! * `shards` — the connection per shard, opened on first use, and
+//!   pipelined batches over them (request ids, frames in flight, the
+//!   deadline, dropping connections after a failed batch);
+//! * `conn` — one connection: the handshake (with authentication) and its
+//!   frames;
+//! * [`pipeline`] — the prediction pipeline's DAG and calls (public; no
+//!   relation to request pipelining).
 //!
 //! ## Boundary
 //! Depends only on `wire` among Squall crates (plus tokio for sockets and
@@ -30,21 +44,24 @@
 //! # Ok(()) }
 //! ```
 
+mod conn;
 pub mod pipeline;
+mod route;
+mod shards;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
 use wire::message::{
-    Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, Hello,
-    KvDelete, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value,
-    WasmBody,
+    Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, KvDelete,
+    KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
 };
 use wire::Status;
+
+use crate::conn::dial;
+use crate::route::Route;
+use crate::shards::Shards;
 
 pub use wire;
 
@@ -122,7 +139,7 @@ impl ClientError {
     }
 }
 
-type Result<T, E = ClientError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// One request of a pipelined batch.
 #[derive(Clone, Debug)]
@@ -132,76 +149,37 @@ pub struct Op {
     pub request: Request,
 }
 
-#[derive(Debug)]
-struct ShardConn {
-    addr: String,
-    stream: TcpStream,
-    rbuf: Vec<u8>,
-    /// Start of unread bytes in `rbuf`.
-    rpos: usize,
-    wbuf: Vec<u8>,
-}
-
 /// A connection to one node.
 #[derive(Debug)]
 pub struct Client {
     opts: ClientOptions,
-    topology: Topology,
-    /// (position, shard), sorted.
-    ring: Vec<(u64, u16)>,
-    conns: Vec<Option<ShardConn>>,
-    next_id: u64,
+    route: Route,
+    shards: Shards,
 }
 
 impl Client {
     /// Dials `addr`, performs the handshake and learns the topology.
     pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client> {
         let (conn, topology) = dial(addr, &opts).await?;
-        let mut ring: Vec<(u64, u16)> = topology
-            .ring
-            .tokens
-            .iter()
-            .map(|t| (t.position, t.shard))
-            .collect();
-        ring.sort_unstable();
-        if topology.ring.hash != wire::RING_HASH_XXH64 || ring.is_empty() {
-            return Err(ClientError::Protocol {
-                addr: addr.to_owned(),
-                message: format!(
-                    "unsupported ring (hash {}, {} tokens)",
-                    topology.ring.hash,
-                    ring.len()
-                ),
-            });
-        }
-        let mut conns: Vec<Option<ShardConn>> = topology.shards.iter().map(|_| None).collect();
-        if let Some(slot) = conns.get_mut(usize::from(topology.shard)) {
-            *slot = Some(conn);
-        }
+        let route = Route::new(addr, topology)?;
+        let shards = Shards::new(route.topology(), conn);
         Ok(Client {
             opts,
-            topology,
-            ring,
-            conns,
-            next_id: 1,
+            route,
+            shards,
         })
     }
 
     /// What the node said at handshake.
     #[must_use]
     pub fn topology(&self) -> &Topology {
-        &self.topology
+        self.route.topology()
     }
 
     /// The shard that owns `key`.
     #[must_use]
     pub fn shard_for(&self, key: &[u8]) -> u16 {
-        let pos = xxhash_rust::xxh64::xxh64(key, 0);
-        let i = self.ring.partition_point(|(p, _)| *p < pos);
-        self.ring
-            .get(i)
-            .or_else(|| self.ring.first())
-            .map_or(0, |(_, s)| *s)
+        self.route.shard_for(key)
     }
 
     /// Reads one key.
@@ -288,7 +266,7 @@ impl Client {
             args,
             timeout_ms,
         });
-        match self.call(self.topology.shard, req).await? {
+        match self.call(self.route.home(), req).await? {
             Response::Output(out) => Ok(out),
             other => Err(unexpected(&other)),
         }
@@ -307,7 +285,7 @@ impl Client {
             name: name.as_bytes().to_vec(),
             body,
         });
-        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        let shard = self.route.function_shard(name);
         match self.call(shard, req).await? {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
@@ -412,7 +390,7 @@ impl Client {
         let req = Request::DeleteFunction(FunctionName {
             name: name.as_bytes().to_vec(),
         });
-        let shard = self.shard_for(format!("{}{name}", wire::FUNCTION_KEY_PREFIX).as_bytes());
+        let shard = self.route.function_shard(name);
         match self.call(shard, req).await? {
             Response::Deleted(d) => Ok(d.removed),
             other => Err(unexpected(&other)),
@@ -421,10 +399,7 @@ impl Client {
 
     /// Registered function names.
     pub async fn list_functions(&mut self) -> Result<Vec<String>> {
-        match self
-            .call(self.topology.shard, Request::ListFunctions)
-            .await?
-        {
+        match self.call(self.route.home(), Request::ListFunctions).await? {
             Response::Functions(names) => Ok(names
                 .into_iter()
                 .map(|n| String::from_utf8_lossy(&n).into_owned())
@@ -433,24 +408,9 @@ impl Client {
         }
     }
 
-    /// The address of the shard owning `key`.
-    fn key_addr(&self, key: &[u8]) -> String {
-        let shard = usize::from(self.shard_for(key));
-        self.topology
-            .shards
-            .get(shard)
-            .map(|s| String::from_utf8_lossy(&s.addr).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The shard owning DAG `name`'s registry key (where its requests go).
-    fn dag_shard(&self, name: &str) -> u16 {
-        self.shard_for(format!("{}{name}", wire::DAG_KEY_PREFIX).as_bytes())
-    }
-
     /// Registers (or replaces) a DAG; the node validates it first.
     pub async fn register_dag(&mut self, def: DagDef) -> Result<()> {
-        let shard = self.dag_shard(&String::from_utf8_lossy(&def.name));
+        let shard = self.route.dag_shard(&String::from_utf8_lossy(&def.name));
         match self.call(shard, Request::RegisterDag(def)).await? {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
@@ -474,7 +434,7 @@ impl Client {
     /// the result. For a call with an output key use
     /// [`Client::call_dag_to_key`].
     pub async fn call_dag_with(&mut self, call: DagCall) -> Result<Vec<u8>> {
-        let shard = self.dag_shard(&String::from_utf8_lossy(&call.name));
+        let shard = self.route.dag_shard(&String::from_utf8_lossy(&call.name));
         match self.call(shard, Request::CallDag(call)).await? {
             Response::Output(out) => Ok(out),
             other => Err(unexpected(&other)),
@@ -485,7 +445,7 @@ impl Client {
     /// `call.output_key`; returns once the node accepted it. Read the result
     /// with [`Client::wait_for`].
     pub async fn call_dag_to_key(&mut self, call: DagCall) -> Result<()> {
-        let shard = self.dag_shard(&String::from_utf8_lossy(&call.name));
+        let shard = self.route.dag_shard(&String::from_utf8_lossy(&call.name));
         match self.call(shard, Request::CallDag(call)).await? {
             Response::Pending(_) => Ok(()),
             other => Err(unexpected(&other)),
@@ -505,7 +465,7 @@ impl Client {
                 (Some(Value::Lww(l)), _) => return Ok(l.bytes),
                 (Some(other), _) => {
                     return Err(ClientError::Protocol {
-                        addr: self.key_addr(key),
+                        addr: self.route.key_addr(key),
                         message: format!("output key holds a non-LWW value: {other:?}"),
                     })
                 }
@@ -522,7 +482,7 @@ impl Client {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(ClientError::Timeout {
-                    addr: self.key_addr(key),
+                    addr: self.route.key_addr(key),
                     timeout,
                 });
             }
@@ -536,7 +496,7 @@ impl Client {
         let req = Request::DeleteDag(DagName {
             name: name.as_bytes().to_vec(),
         });
-        match self.call(self.dag_shard(name), req).await? {
+        match self.call(self.route.dag_shard(name), req).await? {
             Response::Deleted(d) => Ok(d.removed),
             other => Err(unexpected(&other)),
         }
@@ -561,7 +521,7 @@ impl Client {
     /// Sends `request` to every shard (pipelined) and returns the replies in
     /// shard order; any error reply fails the whole call.
     async fn ask_every_shard(&mut self, request: Request) -> Result<Vec<Response>> {
-        let ops = (0..self.conns.len())
+        let ops = (0..self.shards.len())
             .map(|s| Op {
                 shard: u16::try_from(s).unwrap_or(u16::MAX),
                 request: request.clone(),
@@ -603,223 +563,12 @@ impl Client {
     /// shard) before replies are read. Returns one result per op, in order;
     /// the outer error is a transport failure or the deadline.
     pub async fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
-        let timeout = self.opts.timeout;
-        match tokio::time::timeout(timeout, self.execute_inner(ops)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                self.drop_busy_conns();
-                Err(e)
-            }
-            Err(_) => {
-                let addr = self.busy_addrs();
-                self.drop_busy_conns();
-                Err(ClientError::Timeout { addr, timeout })
-            }
-        }
-    }
-
-    async fn execute_inner(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
-        let mut slot_of_id: HashMap<u64, usize> = HashMap::with_capacity(ops.len());
-        let mut waiting = vec![0usize; self.conns.len()];
-        for (i, op) in ops.iter().enumerate() {
-            let s = usize::from(op.shard);
-            if s >= self.conns.len() {
-                return Err(protocol("", &format!("shard {} does not exist", op.shard)));
-            }
-            self.ensure_conn(s).await?;
-            let id = self.next_id;
-            self.next_id += 1;
-            slot_of_id.insert(id, i);
-            waiting[s] += 1;
-            let conn = self.conns[s]
-                .as_mut()
-                .ok_or_else(|| protocol("", "connection vanished"))?;
-            encode_frame(id, &op.request, &mut conn.wbuf)
-                .map_err(|e| protocol(&conn.addr, &e.to_string()))?;
-        }
-        for conn in self.conns.iter_mut().flatten() {
-            if !conn.wbuf.is_empty() {
-                conn.stream
-                    .write_all(&conn.wbuf)
-                    .await
-                    .map_err(|e| io(&conn.addr, e))?;
-                conn.wbuf.clear();
-            }
-        }
-        let mut out: Vec<Option<Result<Response>>> = (0..ops.len()).map(|_| None).collect();
-        for (s, n) in waiting.iter().enumerate() {
-            let Some(conn) = self.conns[s].as_mut() else {
-                continue;
-            };
-            for _ in 0..*n {
-                let (id, resp) = conn.read_frame().await?;
-                let slot = slot_of_id.remove(&id).ok_or_else(|| {
-                    protocol(&conn.addr, &format!("reply to unknown request id {id}"))
-                })?;
-                out[slot] = Some(into_result(resp));
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(protocol("", "missing reply"))))
-            .collect())
-    }
-
-    async fn ensure_conn(&mut self, s: usize) -> Result<()> {
-        if self.conns[s].is_none() {
-            let addr = String::from_utf8_lossy(&self.topology.shards[s].addr).into_owned();
-            let (conn, _) = tokio::time::timeout(self.opts.timeout, dial(&addr, &self.opts))
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    addr: addr.clone(),
-                    timeout: self.opts.timeout,
-                })??;
-            self.conns[s] = Some(conn);
-        }
-        Ok(())
-    }
-
-    fn busy_addrs(&self) -> String {
-        let busy: Vec<&str> = self
-            .conns
-            .iter()
-            .flatten()
-            .map(|c| c.addr.as_str())
-            .collect();
-        busy.join(", ")
-    }
-
-    fn drop_busy_conns(&mut self) {
-        // A failed or timed-out batch may leave replies in flight: a
-        // connection that is reused would hand them to the next call.
-        for c in &mut self.conns {
-            *c = None;
-        }
+        self.shards.execute(&self.route, &self.opts, ops).await
     }
 }
 
-impl ShardConn {
-    /// Writes one request frame (the handshake's).
-    async fn send_one(&mut self, id: u64, req: &Request) -> Result<()> {
-        let addr = self.addr.clone();
-        encode_frame(id, req, &mut self.wbuf).map_err(|e| protocol(&addr, &e.to_string()))?;
-        let res = self.stream.write_all(&self.wbuf).await;
-        self.wbuf.clear();
-        res.map_err(|e| io(&addr, e))
-    }
-
-    async fn read_frame(&mut self) -> Result<(u64, Response)> {
-        loop {
-            let avail = &self.rbuf[self.rpos..];
-            if let Some(h) =
-                FrameHeader::parse(avail).map_err(|e| protocol(&self.addr, &e.to_string()))?
-            {
-                if avail.len() >= h.frame_len() {
-                    let body = &avail[wire::frame::FRAME_HEADER_BYTES..h.frame_len()];
-                    let resp = decode_response_owned(body)
-                        .map_err(|e: FrameError| protocol(&self.addr, &e.to_string()))?;
-                    self.rpos += h.frame_len();
-                    if self.rpos == self.rbuf.len() {
-                        self.rbuf.clear();
-                        self.rpos = 0;
-                    }
-                    return Ok((h.request_id, resp));
-                }
-            }
-            if self.rpos > 0 {
-                self.rbuf.drain(..self.rpos);
-                self.rpos = 0;
-            }
-            self.rbuf.reserve(READ_CHUNK_BYTES);
-            let n = self
-                .stream
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| io(&self.addr, e))?;
-            if n == 0 {
-                return Err(io(
-                    &self.addr,
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "node closed the connection",
-                    ),
-                ));
-            }
-        }
-    }
-}
-
-/// Bytes reserved for each socket read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-
-async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn, Topology)> {
-    let handshake = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| io(addr, e))?;
-        stream.set_nodelay(true).map_err(|e| io(addr, e))?;
-        let mut conn = ShardConn {
-            addr: addr.to_owned(),
-            stream,
-            rbuf: Vec::new(),
-            rpos: 0,
-            wbuf: Vec::new(),
-        };
-        let hello = Request::Hello(Hello {
-            protocol_version: wire::PROTOCOL_VERSION,
-            client_name: opts.client_name.as_bytes().to_vec(),
-        });
-        conn.send_one(1, &hello).await?;
-        let nonce = match into_result(conn.read_frame().await?.1)? {
-            Response::Hello(t) if opts.token.is_none() => return Ok((conn, t)),
-            Response::Hello(_) => {
-                // A node that knows the secret proves it; one that does not
-                // ask may not be the node the secret is for.
-                return Err(protocol(
-                    addr,
-                    "this node does not require authentication, but the client has a token: \
-                     refusing a node that cannot prove the secret (unset SQUALL_TOKEN or \
-                     --token-file to talk to an open node)",
-                ));
-            }
-            Response::Challenge(c) => c.nonce,
-            other => return Err(unexpected(&other)),
-        };
-        let Some(secret) = &opts.token else {
-            return Err(ClientError::Server {
-                status: Status::Unauthenticated,
-                message: format!(
-                    "{addr} requires authentication; give the client a token \
-                     (SQUALL_TOKEN or --token-file for the CLI)"
-                ),
-            });
-        };
-        let mut client_nonce = [0u8; wire::auth::NONCE_BYTES];
-        getrandom::fill(&mut client_nonce)
-            .map_err(|e| protocol(addr, &format!("no randomness for the handshake: {e}")))?;
-        let answer = Request::Authenticate(wire::message::Authenticate {
-            client_nonce: client_nonce.to_vec(),
-            proof: secret.client_proof(&nonce, &client_nonce),
-        });
-        conn.send_one(2, &answer).await?;
-        match into_result(conn.read_frame().await?.1)? {
-            Response::Welcome(w) if secret.verify_node(&nonce, &client_nonce, &w.proof) => {
-                Ok((conn, w.topology))
-            }
-            Response::Welcome(_) => Err(protocol(
-                addr,
-                "the node could not prove it holds the secret (not the node you meant?)",
-            )),
-            other => Err(unexpected(&other)),
-        }
-    };
-    tokio::time::timeout(opts.timeout, handshake)
-        .await
-        .map_err(|_| ClientError::Timeout {
-            addr: addr.to_owned(),
-            timeout: opts.timeout,
-        })?
-}
-
-fn into_result(resp: Response) -> Result<Response> {
+/// An error reply as an error; any other reply as it is.
+pub(crate) fn into_result(resp: Response) -> Result<Response> {
     match resp {
         Response::Error(e) => {
             let message = String::from_utf8_lossy(&e.message).into_owned();
@@ -835,18 +584,18 @@ fn into_result(resp: Response) -> Result<Response> {
     }
 }
 
-fn unexpected(resp: &Response) -> ClientError {
+pub(crate) fn unexpected(resp: &Response) -> ClientError {
     protocol("", &format!("unexpected reply {resp:?}"))
 }
 
-fn protocol(addr: &str, message: &str) -> ClientError {
+pub(crate) fn protocol(addr: &str, message: &str) -> ClientError {
     ClientError::Protocol {
         addr: addr.to_owned(),
         message: message.to_owned(),
     }
 }
 
-fn io(addr: &str, source: std::io::Error) -> ClientError {
+pub(crate) fn io(addr: &str, source: std::io::Error) -> ClientError {
     ClientError::Io {
         addr: addr.to_owned(),
         source,
