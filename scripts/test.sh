@@ -26,5 +26,7 @@ step "docs";         RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --
 # (cargo builds only a package's own binaries for its tests).
 step "tests";        cargo build --release --workspace --bins --locked
 cargo test --release --workspace --all-targets --locked
+# The sans-I/O cores once more with debug assertions on (their invariants).
+step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
 step "doc tests";    cargo test --release --workspace --doc --locked
 echo; echo "test.sh: all checks passed"

@@ -471,6 +471,7 @@ impl Storage {
             let _ = self.written_kick.try_send(());
         }
         let mut s = self.state.borrow_mut();
+        debug_assert!(upto > s.written, "groups are written in LSN order");
         s.file_pos += len;
         s.bytes_since_snapshot += len;
         s.wal_bytes_total += len;

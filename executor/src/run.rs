@@ -123,6 +123,10 @@ impl DagRun {
         if self.finished || self.results[node].is_some() {
             return Progress::Ignored;
         }
+        // Only a triggered function completes: all its upstreams are in,
+        // and each of its replicas completes once.
+        debug_assert_eq!(self.waiting[node], 0, "completed before its inputs");
+        debug_assert!(self.outstanding[node] > 0, "more completions than replicas");
         self.outstanding[node] = self.outstanding[node].saturating_sub(1);
         let out = match result {
             Ok(out) => out,
@@ -149,6 +153,7 @@ impl DagRun {
         self.results[node] = Some(out);
         let mut ready = Vec::new();
         for &d in &self.dag.node(node).downstream {
+            debug_assert!(self.waiting[d] > 0, "an input arrived twice");
             self.waiting[d] -= 1;
             if self.waiting[d] == 0 {
                 let args = self
