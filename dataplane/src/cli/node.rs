@@ -1,0 +1,123 @@
+//! `squall node`: its flags, and the [`NodeConfig`] they make.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use crate::limits::{
+    CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, HELLO_TIMEOUT_MS_DEFAULT,
+    IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, READ_BUFFERS_MB_DEFAULT,
+    SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+};
+use crate::node::NodeConfig;
+use crate::storage::FsyncPolicy;
+
+#[derive(Clone, Debug, clap::Args)]
+pub(super) struct NodeArgs {
+    /// Shards (executors, one per core). Default: one per core this process may use.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Address of shard 0; shard i listens on PORT+i (PORT 0: each picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: String,
+    /// Where WAL segments and snapshots live (one subdirectory per shard).
+    #[arg(long, default_value = "./squall-data")]
+    data_dir: PathBuf,
+    /// When a put is acknowledged: always = after fdatasync; batch = after write(2),
+    /// synced every 10 ms; never = after write(2), never synced.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Virtual nodes per shard on the shard ring.
+    #[arg(long, default_value_t = VNODES_PER_SHARD_DEFAULT)]
+    vnodes: u32,
+    /// Snapshot a shard once its WAL has grown by this many MiB (bounds restart time).
+    #[arg(long, default_value_t = SNAPSHOT_WAL_BYTES_DEFAULT >> 20)]
+    snapshot_wal_mb: u64,
+    /// Busy-poll this many microseconds before a shard sleeps: trades an idle
+    /// core's cycles for lower wake-up latency. 0 sleeps at once.
+    #[arg(long, default_value_t = 0)]
+    spin_before_park_us: u64,
+    /// Connections each shard serves at once; more are refused with `overloaded`.
+    #[arg(long, default_value_t = CONNECTIONS_PER_SHARD_MAX)]
+    connections_max: usize,
+    /// Disconnect a client that starts a frame and does not finish it within this time.
+    #[arg(long, default_value_t = PARTIAL_FRAME_TIMEOUT_MS_DEFAULT)]
+    partial_frame_timeout_ms: u64,
+    /// Close a new connection that sends no Hello within this time (silent
+    /// connections cannot hold the shard's connection slots).
+    #[arg(long, default_value_t = HELLO_TIMEOUT_MS_DEFAULT)]
+    hello_timeout_ms: u64,
+    /// When a shard's connections reach 90% of --connections-max, close
+    /// connections idle (nothing buffered or running) for at least this long.
+    #[arg(long, default_value_t = IDLE_RECLAIM_MS_DEFAULT)]
+    idle_reclaim_ms: u64,
+    /// Node-wide memory for frames larger than 64 KiB while they arrive; a
+    /// connection whose frame would exceed it gets `overloaded` and is closed.
+    #[arg(long, default_value_t = READ_BUFFERS_MB_DEFAULT)]
+    read_buffers_mb: usize,
+    /// Require clients to prove a secret from this file (challenge-response;
+    /// the secret never crosses the wire). One `ROLE SECRET` per line, ROLE
+    /// read, write or admin; a file holding one bare secret grants admin.
+    /// Without it the node is open to anyone who reaches its port.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
+    /// What compiles uploaded WebAssembly: winch (uploads ready in ~10 ms) or
+    /// cranelift (guest code ~2.4x faster, uploads ~3x slower).
+    #[arg(long, value_enum, default_value = "winch")]
+    wasm_compiler: WasmCompilerArg,
+    /// Function executor threads beside each shard, pinned to its core (1 to 64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=EXECUTORS_PER_SHARD_MAX as i64))]
+    executors_per_shard: u16,
+    /// Let the OS place executor threads on any core instead of pinning them
+    /// to their shard's core: better when long CPU-bound functions (model
+    /// inference) outnumber cores, worse for microsecond functions.
+    #[arg(long)]
+    executors_float: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WasmCompilerArg {
+    Winch,
+    Cranelift,
+}
+
+impl NodeArgs {
+    /// The node configuration these flags give.
+    fn config(self) -> anyhow::Result<NodeConfig> {
+        let a = self;
+        let shards = a
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(NodeConfig {
+            shards,
+            listen: a.listen,
+            data_dir: a.data_dir,
+            fsync: a.fsync,
+            vnodes_per_shard: a.vnodes,
+            snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
+            spin_before_park_us: a.spin_before_park_us,
+            connections_max: a.connections_max,
+            partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
+            hello_timeout_ms: a.hello_timeout_ms.max(1),
+            idle_reclaim_ms: a.idle_reclaim_ms,
+            read_buffers_mb: a.read_buffers_mb.max(1),
+            auth: match &a.auth_token_file {
+                Some(path) => Some(std::sync::Arc::new(crate::auth::Auth::from_file(path)?)),
+                None => None,
+            },
+            executors_per_shard: usize::from(a.executors_per_shard),
+            pin_executors: !a.executors_float,
+            wasm_compiler: match a.wasm_compiler {
+                WasmCompilerArg::Winch => wasm_host::Compiler::Winch,
+                WasmCompilerArg::Cranelift => wasm_host::Compiler::Cranelift,
+            },
+        })
+    }
+}
+
+/// Runs a node (`squall node`); returns only if it fails to start.
+pub(super) fn run(a: NodeArgs) -> anyhow::Result<u8> {
+    crate::node::run(a.config()?)?;
+    // Exit now, without tearing down the shard threads (see node::run).
+    std::process::exit(0)
+}
