@@ -72,6 +72,8 @@ pub struct NodeConfig {
     pub pin_executors: bool,
     /// What compiles uploaded WebAssembly.
     pub wasm_compiler: wasm_host::Compiler,
+    /// Register the test suite's fixture functions too.
+    pub test_fixtures: bool,
 }
 
 /// Shared between the main thread and the shards.
@@ -151,6 +153,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         executors_per_shard: config.executors_per_shard,
         pin_executors: config.pin_executors,
         wasm_compiler: config.wasm_compiler,
+        test_fixtures: config.test_fixtures,
     };
     let faults = match std::env::var(Faults::ENV) {
         Ok(spec) => {

@@ -390,12 +390,22 @@ impl Registry {
     pub fn define(&self, name: &str, body: &FunctionBody) -> Result<(), RegistryError> {
         let entry = self.entry_for(name, body)?;
         self.defined_mut().insert(name.to_owned(), entry);
+        self.changed();
         Ok(())
     }
 
     /// Removes a user registration; `true` if there was one.
     pub fn undefine(&self, name: &str) -> bool {
-        self.defined_mut().remove(name).is_some()
+        let removed = self.defined_mut().remove(name).is_some();
+        self.changed();
+        removed
+    }
+
+    /// Moves the generation, after the change (the write lock released): a
+    /// reader loads the generation before it reads the map, so whatever it
+    /// derives from the old map carries the old generation and is stale.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Changes with every user registration or removal.
@@ -405,7 +415,6 @@ impl Registry {
     }
 
     fn defined_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.generation.fetch_add(1, Ordering::AcqRel);
         // A panic while holding the lock cannot leave the map half-updated
         // (single insert/remove), so a poisoned lock is still consistent.
         self.defined

@@ -73,6 +73,11 @@ pub(super) struct NodeArgs {
     /// inference) outnumber cores, worse for microsecond functions.
     #[arg(long)]
     executors_float: bool,
+    /// Also register the functions the test suite uses (sleep_ms, whoami,
+    /// send_to, recv_wait, valid_on, batch_size, fail_first). For tests and
+    /// benchmarks only: they can sleep, fail or misbehave on purpose.
+    #[arg(long)]
+    test_fixtures: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,6 +112,7 @@ impl NodeArgs {
             },
             executors_per_shard: usize::from(a.executors_per_shard),
             pin_executors: !a.executors_float,
+            test_fixtures: a.test_fixtures,
             wasm_compiler: match a.wasm_compiler {
                 WasmCompilerArg::Winch => wasm_host::Compiler::Winch,
                 WasmCompilerArg::Cranelift => wasm_host::Compiler::Cranelift,

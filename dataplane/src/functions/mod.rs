@@ -66,6 +66,8 @@ pub(crate) struct PlatformConfig {
     /// Pin each executor to its shard's core (false: the OS places them).
     pub pin_executors: bool,
     pub wasm_compiler: wasm_host::Compiler,
+    /// Register the test suite's fixture functions (`--test-fixtures`).
+    pub test_fixtures: bool,
 }
 
 /// The node's function platform, shared by its shards.
@@ -94,6 +96,10 @@ impl Platform {
             .with_wasm(wasm)
             .with_models(Arc::new(crate::model_fns::Runtime));
         crate::model_fns::register_builtins(&mut registry)?;
+        if config.test_fixtures {
+            registry = registry.with_fixtures();
+            log::warn!("test fixtures registered (--test-fixtures): sleep_ms, whoami, ...");
+        }
         let registry = Arc::new(registry);
         let (store_txs, store_rxs): (Vec<_>, Vec<_>) = shard_cpus
             .iter()

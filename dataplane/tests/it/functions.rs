@@ -25,6 +25,20 @@ fn the_cli_lists_and_calls_built_in_functions() {
 }
 
 #[test]
+fn test_fixtures_exist_only_on_a_node_started_with_the_flag() {
+    let dir = temp_dir("fn-plain");
+    let node = Node::try_start_plain(1, "never", &dir, &[], &[]).unwrap();
+    let list = cli_ok(node.addr(), &["fn", "list"]);
+    assert!(list.lines().any(|l| l == "increment"), "{list}");
+    for fixture in ["sleep_ms", "whoami", "valid_on", "fail_first"] {
+        assert!(!list.lines().any(|l| l == fixture), "{fixture} in {list}");
+    }
+    let (code, _, err) = crate::harness::cli(&["fn", "call", "whoami", "--addr", node.addr()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown_function"), "{err}");
+}
+
+#[test]
 fn functions_keep_state_in_the_store_on_every_shard_and_it_survives_restart() {
     let dir = temp_dir("fn-state");
     let node = Node::start(2, "always", &dir);

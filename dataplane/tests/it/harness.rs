@@ -56,6 +56,20 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Node, String> {
+        let mut args = vec!["--test-fixtures"];
+        args.extend_from_slice(extra);
+        Node::try_start_plain(shards, fsync, data_dir, &args, env)
+    }
+
+    /// As `try_start_env`, without the test fixtures (`sleep_ms`,
+    /// `whoami`, …) the other starts register: the node as users run it.
+    pub fn try_start_plain(
+        shards: usize,
+        fsync: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(SQUALL)
