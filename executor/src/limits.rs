@@ -51,6 +51,7 @@ pub const WASM_RESULT_BYTES_MAX: u32 = 4 << 20;
 /// record header.
 pub const WASM_MODULE_BYTES_MAX: usize = (1 << 20) - 64;
 
-/// WebAssembly instances one node keeps at once (one per executor and
-/// function in use); the pooling allocator reserves this many slots.
+/// WebAssembly instances one node keeps at once (one per thread — executor
+/// or shard — and function in use); the pooling allocator reserves this
+/// many slots.
 pub const WASM_INSTANCES_MAX: u32 = 256;

@@ -9,9 +9,9 @@
 //!   a cache of compiled modules (a module is compiled once at upload), and a
 //!   thread that advances the epoch every `WASM_EPOCH_TICK_MS` while guest
 //!   code runs (it sleeps, costing nothing, while none does).
-//! * [`WasmFunction`]: one per executor and function. It instantiates the
-//!   module once (from an `InstancePre`, from the pool) and reuses the
-//!   instance for every call — like a class function, its memory persists —
+//! * [`WasmFunction`]: one per thread (executor, or shard for inline guests)
+//!   and function. It instantiates the module once (from an `InstancePre`,
+//!   from the pool) and reuses the instance for every call — like a class function, its memory persists —
 //!   until a call traps or breaks a limit; then the instance is dropped and
 //!   the next call gets a fresh one.
 //!
