@@ -3,7 +3,8 @@
 #
 #   ./scripts/bench.sh            full run: 3 rounds x 6 points x ~10 s (~4 min + first build)
 #   ./scripts/bench.sh --quick    1 round, 1 s per point, 10k keys (smoke test)
-#   DURATION_S, WARMUP_S, ROUNDS, KEYS, CLIENTS override the defaults.
+#   DURATION_S, WARMUP_S, ROUNDS, KEYS, CLIENTS override the defaults;
+#   SQUALL_BIN runs another build of the node (an A/B against an old commit).
 #
 # Builds release, installs redis-server if missing, starts a Squall node
 # (temporary data dir, --fsync batch) and a Redis server (appendonly,
@@ -33,7 +34,7 @@ if [ "${1:-}" = "--quick" ]; then DURATION_S=1; WARMUP_S=0.5; KEYS=10000; ROUNDS
 echo "bench: building release binaries (first build takes ~8 min)" >&2
 cargo build --release --locked -p dataplane -p loadgen >&2
 ./scripts/build-guests.sh >/dev/null
-SQUALL=target/release/squall
+SQUALL=${SQUALL_BIN:-target/release/squall}
 LOADGEN=target/release/loadgen
 
 OUT=bench-results/$(date +%Y%m%d-%H%M%S)
