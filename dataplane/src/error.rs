@@ -1,11 +1,15 @@
 //! The node's one error type: what a request failed with, as the client
 //! will see it (a stable [`Status`] and a sentence), and whether running it
 //! again may help. Every layer from the shard to the connection returns
-//! it; the binary's edges (start-up, the CLI) use `anyhow`.
+//! it; the errors below it (`StorageError`, `PartitionError`, `FnError`)
+//! are typed and convert into it. Only the binary's edges (start-up, the
+//! CLI) use `anyhow`.
 
 use executor::function::FnError;
 use kvs_core::partition::PartitionError;
 use wire::Status;
+
+use crate::storage::StorageError;
 
 /// Why a request failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,10 +41,11 @@ impl NodeError {
     pub fn internal(message: impl Into<String>) -> NodeError {
         NodeError::new(Status::Internal, message)
     }
+}
 
-    /// The WAL refused or lost a write.
-    pub fn storage(message: impl Into<String>) -> NodeError {
-        NodeError::new(Status::StorageFailure, message)
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> NodeError {
+        NodeError::new(Status::StorageFailure, e.to_string())
     }
 }
 

@@ -20,7 +20,7 @@ use wire::message as w;
 
 use crate::convert::value_to_wire;
 use crate::error::NodeError;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::transport::channels::Inbound;
 use crate::transport::{ReplyFuture, ShardOp, ShardReply, Transport};
 
@@ -192,7 +192,7 @@ impl Shard {
             self.id,
             "write of a key another shard owns"
         );
-        self.storage.check_writable().map_err(NodeError::storage)?;
+        self.storage.check_writable()?;
         let watched = self
             .observers
             .iter()
@@ -247,10 +247,7 @@ impl Shard {
 
     /// Waits until `lsn` is durable under the node's fsync policy.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), NodeError> {
-        self.storage
-            .wait_durable(lsn)
-            .await
-            .map_err(NodeError::storage)
+        Ok(self.storage.wait_durable(lsn).await?)
     }
 
     /// Sends `op` to `owner` (another shard), in call order; resolves to
@@ -307,7 +304,7 @@ impl Shard {
     }
 
     /// Flushes and syncs the WAL (at shutdown).
-    pub async fn close(&self) -> anyhow::Result<()> {
+    pub async fn close(&self) -> Result<(), StorageError> {
         self.storage.close().await
     }
 

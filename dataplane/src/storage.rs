@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::io::{BufferedFile, Directory, OpenOptions};
@@ -41,17 +40,59 @@ use crate::limits::{
     FSYNC_BATCH_INTERVAL_MS, STORAGE_PROBE_BYTES, STORAGE_RETRY_MS_MAX, STORAGE_RETRY_MS_MIN,
 };
 
-/// glommio's error type is not `Sync`, so it cannot travel inside
-/// `anyhow::Error`; its `io::Error` form can.
-trait IoResult<T> {
-    fn io(self) -> std::io::Result<T>;
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StorageError {
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A write came back short (the disk is full, or nearly).
+    #[error("short write: {written} of {total} bytes at offset {offset}")]
+    ShortWrite {
+        written: usize,
+        total: usize,
+        offset: u64,
+    },
+    /// What is on disk cannot be recovered: the shard refuses to start.
+    #[error("{shard}: recovery of {dir} failed; refusing to start: {source}")]
+    Recovery {
+        shard: ShardId,
+        dir: String,
+        #[source]
+        source: kvs_core::snapshot::RecoveryError,
+    },
+    /// A write failed earlier, or the record waited for was lost with a
+    /// failed write (never acknowledged); the sentence says which.
+    #[error("{0}")]
+    Failed(String),
 }
 
-impl<T, E> IoResult<T> for Result<T, glommio::GlommioError<E>> {
-    fn io(self) -> std::io::Result<T> {
-        self.map_err(std::io::Error::from)
+/// Names the operation an I/O error came from (glommio's errors become
+/// `io::Error`s).
+trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, StorageError>;
+}
+
+impl<T> Doing<T> for std::io::Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError::Io {
+            what: what(),
+            source,
+        })
     }
 }
+
+impl<T, E> Doing<T> for Result<T, glommio::GlommioError<E>> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(std::io::Error::from).doing(what)
+    }
+}
+
+type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// When a put is acknowledged (see module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,10 +177,14 @@ struct Listing {
     snapshots: Vec<u64>,
 }
 
-fn list(dir: &Path) -> anyhow::Result<Listing> {
+fn list(dir: &Path) -> Result<Listing> {
     let mut l = Listing::default();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+    for entry in std::fs::read_dir(dir).doing(|| format!("reading {}", dir.display()))? {
+        let name = entry
+            .doing(|| format!("reading {}", dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if let Some(seq) = parse_num(&name, "wal-", ".log") {
             l.segments.push(seq);
         } else if let Some(lsn) = parse_num(&name, "snap-", ".snap") {
@@ -168,14 +213,14 @@ struct OnDisk {
 /// Reads `dir` and recovers its state, cutting a torn tail off the last
 /// segment (start-up, and after a failed write: memory is rebuilt from
 /// exactly what the log holds).
-fn read_on_disk(dir: &Path, shard: ShardId) -> anyhow::Result<OnDisk> {
+fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
     let listing = list(dir)?;
     let snap = match listing.snapshots.last() {
         Some(&lsn) => {
             let name = snapshot_name(Lsn(lsn));
             Some((
                 name.clone(),
-                std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+                std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
             ))
         }
         None => None,
@@ -185,18 +230,17 @@ fn read_on_disk(dir: &Path, shard: ShardId) -> anyhow::Result<OnDisk> {
         let name = segment_name(seq);
         segs.push((
             name.clone(),
-            std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?,
+            std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
         ));
     }
     let recovered = recover(
         snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
         segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
     )
-    .with_context(|| {
-        format!(
-            "{shard}: recovery of {} failed; refusing to start",
-            dir.display()
-        )
+    .map_err(|source| StorageError::Recovery {
+        shard,
+        dir: dir.display().to_string(),
+        source,
     })?;
     let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
         (Some(&seq), Some(torn)) => {
@@ -208,11 +252,14 @@ fn read_on_disk(dir: &Path, shard: ShardId) -> anyhow::Result<OnDisk> {
                 torn.offset,
                 torn.reason
             );
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join(&name))?;
-            f.set_len(torn.offset as u64)?;
-            f.sync_all()?;
+            let cut = || -> std::io::Result<()> {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(&name))?;
+                f.set_len(torn.offset as u64)?;
+                f.sync_all()
+            };
+            cut().doing(|| format!("cutting the torn tail of {name}"))?;
             (seq, torn.offset as u64)
         }
         (Some(&seq), None) => (seq, segs.last().map_or(0, |(_, b)| b.len() as u64)),
@@ -238,8 +285,8 @@ impl Storage {
         policy: FsyncPolicy,
         snapshot_wal_bytes: u64,
         now_us: u64,
-    ) -> anyhow::Result<(Rc<Storage>, Recovered)> {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    ) -> Result<(Rc<Storage>, Recovered)> {
+        std::fs::create_dir_all(&dir).doing(|| format!("creating {}", dir.display()))?;
         let started = Instant::now();
         let OnDisk {
             mut recovered,
@@ -252,7 +299,9 @@ impl Storage {
         let file = open_segment(&dir, seq).await?;
         let pos = if pos < SEGMENT_MAGIC.len() as u64 {
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
-            file.fdatasync().await.io()?;
+            file.fdatasync()
+                .await
+                .doing(|| "syncing a new segment".into())?;
             sync_dir(&dir).await?;
             SEGMENT_MAGIC.len() as u64
         } else {
@@ -320,22 +369,19 @@ impl Storage {
         });
         if healed > 0 {
             let partition = RefCell::new(std::mem::take(&mut recovered.partition));
-            storage
-                .snapshot(&partition)
-                .await
-                .context("snapshot of the re-stamped entries")?;
+            storage.snapshot(&partition).await?;
             recovered.partition = partition.into_inner();
         }
         Ok((storage, recovered))
     }
 
     /// Fails if an earlier write failed: the shard then refuses writes.
-    pub fn check_writable(&self) -> Result<(), String> {
+    pub fn check_writable(&self) -> Result<()> {
         match &self.state.borrow().failed {
-            Some(e) => Err(format!(
+            Some(e) => Err(StorageError::Failed(format!(
                 "{}: the WAL failed ({e}); this shard refuses writes until the disk takes them again",
                 self.shard
-            )),
+            ))),
             None => Ok(()),
         }
     }
@@ -357,16 +403,16 @@ impl Storage {
     }
 
     /// Waits until `lsn` is durable under the policy.
-    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         let rx = {
             let mut s = self.state.borrow_mut();
             if let Some(e) = &s.failed {
-                return Err(e.clone());
+                return Err(StorageError::Failed(e.clone()));
             }
             if s.lost.iter().any(|&(from, to)| from <= lsn && lsn <= to) {
-                return Err(format!(
+                return Err(StorageError::Failed(format!(
                     "{lsn} was lost when a WAL write failed; it was never acknowledged"
-                ));
+                )));
             }
             let done = match self.policy {
                 FsyncPolicy::Always => s.synced,
@@ -381,6 +427,7 @@ impl Storage {
         };
         rx.await
             .unwrap_or_else(|_| Err("the WAL flusher stopped".to_owned()))
+            .map_err(StorageError::Failed)
     }
 
     /// Counters for stats.
@@ -426,7 +473,7 @@ impl Storage {
                 continue;
             };
             if let Err(e) = self.flush(buf, Lsn(upto)).await {
-                self.fail(format!("{e:#}"));
+                self.fail(e.to_string());
                 self.recover_after_failure(&partition, &*rebuilt).await;
                 continue;
             }
@@ -445,7 +492,7 @@ impl Storage {
         }
     }
 
-    async fn flush(&self, buf: Vec<u8>, upto: Lsn) -> anyhow::Result<()> {
+    async fn flush(&self, buf: Vec<u8>, upto: Lsn) -> Result<()> {
         let (file, pos) = {
             let s = self.state.borrow();
             (s.file.clone(), s.file_pos)
@@ -460,11 +507,16 @@ impl Storage {
         // on io_uring.
         {
             use std::os::unix::fs::FileExt;
-            self.state.borrow().inline.write_all_at(&buf, pos)?;
+            let s = self.state.borrow();
+            s.inline
+                .write_all_at(&buf, pos)
+                .doing(|| format!("writing {} at offset {pos}", segment_name(s.segment_seq)))?;
         }
         let sync = self.policy == FsyncPolicy::Always;
         if sync {
-            file.fdatasync().await.io()?;
+            file.fdatasync()
+                .await
+                .doing(|| "fdatasync of the WAL".into())?;
         }
         if self.policy == FsyncPolicy::Batch {
             // Full means the syncer is already woken.
@@ -572,26 +624,26 @@ impl Storage {
     /// Cuts the active segment back to the end of the last write that
     /// succeeded: a failed write (or sync) may have left part or all of its
     /// group in the file, and none of it was acknowledged.
-    fn cut_to_last_good_write(&self) -> anyhow::Result<()> {
+    fn cut_to_last_good_write(&self) -> Result<()> {
         let (seq, pos) = {
             let s = self.state.borrow();
             (s.segment_seq, s.file_pos)
         };
         let path = self.dir.join(segment_name(seq));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if f.metadata()?.len() > pos {
-            f.set_len(pos)?;
-            f.sync_all()?;
-        }
-        Ok(())
+        let cut = || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            if f.metadata()?.len() > pos {
+                f.set_len(pos)?;
+                f.sync_all()?;
+            }
+            Ok(())
+        };
+        cut().doing(|| format!("cutting {} back to {pos} bytes", path.display()))
     }
 
     /// Probes the disk with `STORAGE_PROBE_BYTES` (written, synced,
     /// removed), then reopens segment `seq` for appends at `pos`.
-    async fn resume_at(&self, seq: u64, pos: u64) -> anyhow::Result<()> {
+    async fn resume_at(&self, seq: u64, pos: u64) -> Result<()> {
         let probe = self.dir.join("probe.tmp");
         let written = (|| -> std::io::Result<()> {
             use std::io::Write;
@@ -600,11 +652,13 @@ impl Storage {
             f.sync_all()
         })();
         let _ = std::fs::remove_file(&probe);
-        written.context("probe write")?;
+        written.doing(|| format!("probe write of {STORAGE_PROBE_BYTES} bytes"))?;
         let file = open_segment(&self.dir, seq).await?;
         let pos = if pos < SEGMENT_MAGIC.len() as u64 {
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
-            file.fdatasync().await.io()?;
+            file.fdatasync()
+                .await
+                .doing(|| "syncing a new segment".into())?;
             sync_dir(&self.dir).await?;
             SEGMENT_MAGIC.len() as u64
         } else {
@@ -646,20 +700,22 @@ impl Storage {
         }
     }
 
-    async fn sync_written(&self) -> anyhow::Result<()> {
+    async fn sync_written(&self) -> Result<()> {
         let (file, written, synced) = {
             let s = self.state.borrow();
             (s.file.clone(), s.written, s.synced)
         };
         if written > synced {
-            file.fdatasync().await.io()?;
+            file.fdatasync()
+                .await
+                .doing(|| "background fdatasync of the WAL".into())?;
             let mut s = self.state.borrow_mut();
             s.synced = s.synced.max(written);
         }
         Ok(())
     }
 
-    async fn snapshot(&self, partition: &RefCell<Partition>) -> anyhow::Result<()> {
+    async fn snapshot(&self, partition: &RefCell<Partition>) -> Result<()> {
         let started = Instant::now();
         // Everything applied so far: records still pending go to the new
         // segment, and recovery skips those the snapshot already covers.
@@ -676,9 +732,11 @@ impl Storage {
         let file = async {
             let file = open_segment(&self.dir, new_seq).await?;
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
-            file.fdatasync().await.io()?;
+            file.fdatasync()
+                .await
+                .doing(|| "syncing a new segment".into())?;
             sync_dir(&self.dir).await?;
-            anyhow::Ok(file)
+            Ok::<_, StorageError>(file)
         }
         .await;
         let file = match file {
@@ -708,12 +766,13 @@ impl Storage {
                 .truncate(true)
                 .buffered_open(&tmp)
                 .await
-                .io()?;
+                .doing(|| format!("creating {}", tmp.display()))?;
             write_all(&f, bytes, 0).await?;
-            f.fdatasync().await.io()?;
-            f.rename(self.dir.join(&name)).await.io()?;
-            f.close().await.io()?;
-            anyhow::Ok(())
+            let what = || format!("writing snapshot {name}");
+            f.fdatasync().await.doing(what)?;
+            f.rename(self.dir.join(&name)).await.doing(what)?;
+            f.close().await.doing(what)?;
+            Ok::<_, StorageError>(())
         }
         .await;
         if let Err(e) = written {
@@ -724,10 +783,12 @@ impl Storage {
         sync_dir(&self.dir).await?;
         let listing = list(&self.dir)?;
         for seq in listing.segments.into_iter().filter(|&s| s < new_seq) {
-            std::fs::remove_file(self.dir.join(segment_name(seq)))?;
+            let old = segment_name(seq);
+            std::fs::remove_file(self.dir.join(&old)).doing(|| format!("removing {old}"))?;
         }
         for old in listing.snapshots.into_iter().filter(|&l| l < lsn.0) {
-            std::fs::remove_file(self.dir.join(snapshot_name(Lsn(old))))?;
+            let old = snapshot_name(Lsn(old));
+            std::fs::remove_file(self.dir.join(&old)).doing(|| format!("removing {old}"))?;
         }
         self.state.borrow_mut().snapshots += 1;
         log::info!(
@@ -740,11 +801,11 @@ impl Storage {
     }
 
     /// Flushes everything appended and syncs it (graceful shutdown).
-    pub async fn close(&self) -> anyhow::Result<()> {
+    pub async fn close(&self) -> Result<()> {
         let last = Lsn(self.state.borrow().next_lsn.0 - 1);
         if last.0 > 0 {
             // Under `always` this waits for the sync too; otherwise for the write.
-            self.wait_durable(last).await.map_err(anyhow::Error::msg)?;
+            self.wait_durable(last).await?;
         }
         loop {
             if !self.state.borrow().flushing {
@@ -753,20 +814,21 @@ impl Storage {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         let file = self.state.borrow().file.clone();
-        file.fdatasync().await.io()?;
-        Ok(())
+        file.fdatasync()
+            .await
+            .doing(|| "the final fdatasync of the WAL".into())
     }
 }
 
-fn inline_handle(dir: &Path, seq: u64) -> anyhow::Result<std::fs::File> {
+fn inline_handle(dir: &Path, seq: u64) -> Result<std::fs::File> {
     let path = dir.join(segment_name(seq));
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))
+        .doing(|| format!("opening {}", path.display()))
 }
 
-async fn open_segment(dir: &Path, seq: u64) -> anyhow::Result<BufferedFile> {
+async fn open_segment(dir: &Path, seq: u64) -> Result<BufferedFile> {
     let path = dir.join(segment_name(seq));
     OpenOptions::new()
         .read(true)
@@ -774,28 +836,34 @@ async fn open_segment(dir: &Path, seq: u64) -> anyhow::Result<BufferedFile> {
         .create(true)
         .buffered_open(&path)
         .await
-        .io()
-        .with_context(|| format!("opening {}", path.display()))
+        .doing(|| format!("opening {}", path.display()))
 }
 
-async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> anyhow::Result<()> {
+async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> Result<()> {
     // `write_at` consumes its buffer. Regular files only write short on
     // ENOSPC-like conditions; treat that as the failure it is (the shard
     // then refuses writes) rather than keep a copy of every batch.
     let total = buf.len();
-    let n = file.write_at(buf, pos).await.io()?;
+    let n = file
+        .write_at(buf, pos)
+        .await
+        .doing(|| format!("writing {total} bytes at offset {pos}"))?;
     if n != total {
-        anyhow::bail!("short write: {n} of {total} bytes at offset {pos}");
+        return Err(StorageError::ShortWrite {
+            written: n,
+            total,
+            offset: pos,
+        });
     }
     Ok(())
 }
 
-async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+async fn sync_dir(dir: &Path) -> Result<()> {
     let d = Directory::open(dir)
         .await
-        .io()
-        .with_context(|| format!("opening directory {}", dir.display()))?;
-    d.sync().await.io()?;
-    d.close().await.io()?;
+        .doing(|| format!("opening directory {}", dir.display()))?;
+    let what = || format!("syncing directory {}", dir.display());
+    d.sync().await.doing(what)?;
+    d.close().await.doing(what)?;
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Accepting connections ([`accept_loop`]) and serving one. HOT PATH: no logging per request, no allocation
-//! beyond the values being copied in and out.
+//! A shard's client connections: accepting them ([`accept`]), the
+//! session's opening ([`handshake`]), reads and writes ([`kv`]), and the
+//! loop that serves one (here). HOT PATH: no logging per request, no
+//! allocation beyond the values being copied in and out.
 //!
 //! The loop: read what the socket has; handle every complete frame in the
 //! buffer, appending each immediate reply to one write buffer; wait once
@@ -17,90 +19,37 @@
 //! either closes the connection without an error frame. Idle connections
 //! are reclaimed when the shard nears its connection limit.
 
-use std::future::Future;
-use std::pin::Pin;
+mod accept;
+mod handshake;
+mod kv;
+mod outbox;
+
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-use kvs_core::partition::Applied;
-use kvs_core::{Lsn, ShardId};
+use glommio::net::TcpStream;
+use kvs_core::Lsn;
 use wire::auth::Role;
 use wire::frame::{
     decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES,
 };
-use wire::limits::KEYS_PER_GET_MAX;
 use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
+
+pub(crate) use accept::accept_loop;
 
 use crate::convert::value_from_archived;
 use crate::error::NodeError;
 use crate::functions::Answer;
 use crate::limits::{
-    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS,
-    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use crate::server::Server;
 use crate::shard::{bump, Shard};
-use crate::transport::{error_response, ShardOp};
-
-/// Replies that complete after their batch (calls, forwarded requests).
-/// The connection's own task polls them whenever it waits (no task per
-/// reply: a completion wakes the connection directly) and encodes each
-/// response as it completes.
-#[derive(Default)]
-struct Outbox {
-    pending: Vec<(u64, PendingReply)>,
-}
-
-/// A reply still running.
-type PendingReply = Pin<Box<dyn Future<Output = w::Response>>>;
-
-impl Outbox {
-    fn push(&mut self, request_id: u64, reply: impl Future<Output = w::Response> + 'static) {
-        self.pending.push((request_id, Box::pin(reply)));
-    }
-
-    fn in_flight(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Completes once at least one reply is done; done ones are encoded
-    /// into `wbuf`.
-    async fn ready(&mut self, wbuf: &mut Vec<u8>) {
-        futures_lite::future::poll_fn(|cx| {
-            let mut done = false;
-            let mut i = 0;
-            while i < self.pending.len() {
-                if let Poll::Ready(resp) = self.pending[i].1.as_mut().poll(cx) {
-                    let (request_id, _) = self.pending.swap_remove(i);
-                    if let Err(e) = encode_frame(request_id, &resp, wbuf) {
-                        let msg = format!("reply did not encode: {e}");
-                        encode_error(request_id, Status::Internal, &msg, wbuf);
-                    }
-                    done = true;
-                } else {
-                    i += 1;
-                }
-            }
-            if done {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-}
-
-impl std::fmt::Debug for Outbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Outbox({} pending)", self.pending.len())
-    }
-}
+use crate::transport::error_response;
+use outbox::Outbox;
 
 /// What woke a waiting connection.
 enum Input {
@@ -465,187 +414,6 @@ impl Conn {
         }
     }
 
-    /// Before the session opens: `Hello`, then, on a node that requires
-    /// it, the challenge–response (`wire::auth`). Anything else is refused;
-    /// on such a node with `unauthenticated`, closing the connection.
-    fn handshake(&mut self, request_id: u64, req: &ArchivedRequest) {
-        let auth = self.server.settings.auth.clone();
-        match (req, auth) {
-            (ArchivedRequest::Hello(h), auth) => {
-                let v = h.protocol_version.to_native();
-                if !(wire::PROTOCOL_VERSION_MIN..=wire::PROTOCOL_VERSION).contains(&v) {
-                    let msg = format!(
-                        "protocol version {v} is not supported; this node speaks {} to {}",
-                        wire::PROTOCOL_VERSION_MIN,
-                        wire::PROTOCOL_VERSION
-                    );
-                    return self.error(request_id, Status::VersionMismatch, &msg);
-                }
-                let Some(auth) = auth else {
-                    self.greeted = true;
-                    return self.reply_topology(request_id);
-                };
-                if let Some(wait) = auth.blocked(self.peer_ip) {
-                    let msg = format!(
-                        "too many failed authentications from this address; try again in {} s",
-                        wait.as_secs() + 1
-                    );
-                    return self.refuse(request_id, Status::Unauthenticated, msg);
-                }
-                let mut nonce = [0u8; wire::auth::NONCE_BYTES];
-                if let Err(e) = getrandom::fill(&mut nonce) {
-                    return self.refuse(
-                        request_id,
-                        Status::Internal,
-                        format!("no randomness: {e}"),
-                    );
-                }
-                self.challenge = Some(nonce);
-                let challenge = w::Challenge {
-                    nonce: nonce.to_vec(),
-                };
-                self.reply(request_id, &w::Response::Challenge(challenge));
-            }
-            (ArchivedRequest::Authenticate(a), Some(auth)) => {
-                let Some(nonce) = self.challenge.take() else {
-                    let msg = "send Hello first and answer its Challenge".to_owned();
-                    return self.refuse(request_id, Status::Unauthenticated, msg);
-                };
-                if let Some(wait) = auth.blocked(self.peer_ip) {
-                    // Checked again here: proofs sent on many connections
-                    // challenged before the limit was reached count too.
-                    let msg = format!(
-                        "too many failed authentications from this address; try again in {} s",
-                        wait.as_secs() + 1
-                    );
-                    return self.refuse(request_id, Status::Unauthenticated, msg);
-                }
-                let client_nonce = a.client_nonce.as_slice();
-                let Some((role, secret)) = auth.verify(&nonce, client_nonce, a.proof.as_slice())
-                else {
-                    auth.record_failure(self.peer_ip);
-                    log::warn!(
-                        "{}: failed authentication from {}",
-                        self.shard.id(),
-                        self.peer_ip.map_or("?".to_owned(), |ip| ip.to_string())
-                    );
-                    let msg = "the proof matches no secret this node accepts".to_owned();
-                    return self.refuse(request_id, Status::Unauthenticated, msg);
-                };
-                let welcome = w::Welcome {
-                    role: role.code(),
-                    proof: secret.node_proof(&nonce, client_nonce),
-                    topology: self.server.topology.clone(),
-                };
-                self.greeted = true;
-                self.role = role;
-                self.reply(request_id, &w::Response::Welcome(welcome));
-            }
-            (_, Some(_)) => {
-                let msg = "this node requires authentication: send Hello and answer its Challenge"
-                    .to_owned();
-                self.refuse(request_id, Status::Unauthenticated, msg);
-            }
-            (_, None) => self.error(
-                request_id,
-                Status::HandshakeRequired,
-                "send Hello first: it returns the topology",
-            ),
-        }
-    }
-
-    /// The `Hello` reply, encoded once per shard at start.
-    fn reply_topology(&mut self, request_id: u64) {
-        let body = &self.server.hello_body;
-        self.wbuf
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
-        self.wbuf.extend_from_slice(&request_id.to_le_bytes());
-        self.wbuf.extend_from_slice(body);
-    }
-
-    /// Answers with an error, then closes the connection.
-    fn refuse(&mut self, request_id: u64, status: Status, msg: String) {
-        self.error(request_id, status, &msg);
-        self.closing = Some(msg);
-    }
-
-    async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet) {
-        let n = get.keys.len();
-        if n == 0 || n > KEYS_PER_GET_MAX {
-            let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
-            return self.error(request_id, Status::InvalidArgument, &msg);
-        }
-        let me = self.shard.id();
-        // Fast path: every key is ours.
-        if get
-            .keys
-            .iter()
-            .all(|k| self.shard.owner(k.as_slice()) == me)
-        {
-            let values = get
-                .keys
-                .iter()
-                .map(|k| self.shard.get_local(k.as_slice()))
-                .collect();
-            return self.reply(request_id, &w::Response::Values(values));
-        }
-        let mut values: Vec<Option<w::Value>> = vec![None; n];
-        let mut remote: Vec<(ShardId, Vec<usize>)> = Vec::new();
-        for (i, k) in get.keys.iter().enumerate() {
-            let owner = self.shard.owner(k.as_slice());
-            if owner == me {
-                values[i] = self.shard.get_local(k.as_slice());
-            } else if let Some(group) = remote.iter_mut().find(|(s, _)| *s == owner) {
-                group.1.push(i);
-            } else {
-                remote.push((owner, vec![i]));
-            }
-        }
-        let mut parts = Vec::with_capacity(remote.len());
-        for (owner, idx) in remote {
-            let keys = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
-            parts.push((idx, self.shard.forward(owner, ShardOp::Get(keys)).await));
-        }
-        self.outbox.push(request_id, async move {
-            for (idx, reply) in parts {
-                match reply.await.into_response() {
-                    w::Response::Values(vs) if vs.len() == idx.len() => {
-                        for (i, v) in idx.into_iter().zip(vs) {
-                            values[i] = v;
-                        }
-                    }
-                    other => return other,
-                }
-            }
-            w::Response::Values(values)
-        });
-    }
-
-    async fn write(&mut self, request_id: u64, key: &[u8], value: Option<kvs_core::Value>) {
-        let owner = self.shard.owner(key);
-        if owner != self.shard.id() {
-            let op = match value {
-                Some(v) => ShardOp::Put(key.to_vec(), v),
-                None => ShardOp::Delete(key.to_vec()),
-            };
-            let reply = self.shard.forward(owner, op).await;
-            self.outbox
-                .push(request_id, async move { reply.await.into_response() });
-            return;
-        }
-        match self.shard.write(key.to_vec(), value) {
-            Ok((applied, lsn)) => {
-                self.batch_lsn = Some(lsn);
-                let resp = match applied {
-                    Applied::Stored => w::Response::Stored,
-                    Applied::Deleted { removed } => w::Response::Deleted(w::Deleted { removed }),
-                };
-                self.reply(request_id, &resp);
-            }
-            Err(e) => self.fail(request_id, &e),
-        }
-    }
-
     fn reply(&mut self, request_id: u64, resp: &w::Response) {
         if let Err(e) = encode_frame(request_id, resp, &mut self.wbuf) {
             let e: FrameError = e;
@@ -701,60 +469,4 @@ fn request_id_of(buf: &[u8]) -> u64 {
         id.copy_from_slice(b);
         u64::from_le_bytes(id)
     })
-}
-
-/// Accepts connections until shutdown.
-pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener) {
-    let mut last_pulse = Instant::now() - Duration::from_secs(1);
-    let max = server.connections_max;
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            server.shutdown.wait_set().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!("{}: accept failed: {e}", server.shard.id());
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if server.open_connections.get() * 100 >= max * RECLAIM_AT_PERCENT {
-            // Near the limit: idle connections look at their age and the
-            // oldest make room (rate-limited: a pulse wakes them all).
-            if last_pulse.elapsed() >= Duration::from_millis(RECLAIM_PULSE_INTERVAL_MS) {
-                last_pulse = Instant::now();
-                server.shutdown.pulse();
-                futures_lite::future::yield_now().await;
-            }
-        }
-        let stats = server.shard.stats();
-        if server.open_connections.get() >= max {
-            bump(&stats.connections_refused);
-            glommio::spawn_local(refuse(stream, max)).detach();
-            continue;
-        }
-        bump(&stats.connections);
-        server
-            .open_connections
-            .set(server.open_connections.get() + 1);
-        let me = server.clone();
-        glommio::spawn_local(async move {
-            serve(me.clone(), stream).await;
-            me.open_connections.set(me.open_connections.get() - 1);
-        })
-        .detach();
-    }
-}
-
-async fn refuse(mut stream: TcpStream, connections_max: usize) {
-    use futures_lite::AsyncWriteExt;
-    let mut buf = Vec::new();
-    let msg =
-        format!("this shard already serves {connections_max} connections (its limit); retry later");
-    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
-    let _ = stream.write_all(&buf).await;
 }
