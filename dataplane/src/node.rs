@@ -232,29 +232,17 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     }
     drop(ready_tx);
     drop(done_tx);
-    let mut addrs = vec![None; n];
-    let mut failure = None;
-    for _ in 0..n {
-        match ready_rx.recv() {
-            Ok((i, Ok(addr))) => addrs[i] = Some(addr),
-            Ok((i, Err(e))) => {
-                failure.get_or_insert(format!("shard {i}: {e}"));
+    let addrs = match wait_until_ready(&ready_rx, n) {
+        Ok(addrs) => addrs,
+        Err(e) => {
+            control.stop.store(true, Ordering::SeqCst);
+            drop(topo_txs); // shards waiting for the topology give up
+            for h in handles {
+                let _ = h.join();
             }
-            Err(_) => {
-                failure.get_or_insert("a shard thread died during start-up".to_owned());
-                break;
-            }
+            anyhow::bail!(e);
         }
-    }
-    if let Some(e) = failure {
-        control.stop.store(true, Ordering::SeqCst);
-        drop(topo_txs); // shards waiting for the topology give up
-        for h in handles {
-            let _ = h.join();
-        }
-        anyhow::bail!(e);
-    }
-    let addrs: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
+    };
     let topology = topology_of(&addrs, &ring, &config);
     for tx in &topo_txs {
         let _ = tx.send(topology.clone());
@@ -277,6 +265,32 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         log::info!("node stopped cleanly: every acknowledged write is on disk");
     }
     result
+}
+
+/// Every shard's address once all have recovered and bound, or the first
+/// start-up failure.
+fn wait_until_ready(
+    ready_rx: &mpsc::Receiver<(usize, Result<SocketAddr, String>)>,
+    n: usize,
+) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = vec![None; n];
+    let mut failure = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok((i, Ok(addr))) => addrs[i] = Some(addr),
+            Ok((i, Err(e))) => {
+                failure.get_or_insert(format!("shard {i}: {e}"));
+            }
+            Err(_) => {
+                failure.get_or_insert("a shard thread died during start-up".to_owned());
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(addrs.into_iter().flatten().collect()),
+    }
 }
 
 /// The topology every shard reports (each with its own id in `shard`).
