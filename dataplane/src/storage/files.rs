@@ -1,0 +1,179 @@
+//! The shard directory: file names, what it holds, reading it back (with
+//! `std::fs`: start-up and after a failed write), and opening and writing
+//! its files.
+
+use std::path::Path;
+
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use kvs_core::snapshot::{recover, Recovered};
+use kvs_core::{Lsn, ShardId};
+
+use super::{Doing, Result, StorageError};
+
+pub(super) fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:010}.log")
+}
+
+pub(super) fn snapshot_name(lsn: Lsn) -> String {
+    format!("snap-{:020}.snap", lsn.0)
+}
+
+fn parse_num(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
+}
+
+/// Files found in a shard directory.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    pub segments: Vec<u64>,
+    pub snapshots: Vec<u64>,
+}
+
+pub(super) fn list(dir: &Path) -> Result<Listing> {
+    let mut l = Listing::default();
+    for entry in std::fs::read_dir(dir).doing(|| format!("reading {}", dir.display()))? {
+        let name = entry
+            .doing(|| format!("reading {}", dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(seq) = parse_num(&name, "wal-", ".log") {
+            l.segments.push(seq);
+        } else if let Some(lsn) = parse_num(&name, "snap-", ".snap") {
+            l.snapshots.push(lsn);
+        } else if name.ends_with(".tmp") {
+            // A snapshot whose write did not finish: never renamed, never used.
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    l.segments.sort_unstable();
+    l.snapshots.sort_unstable();
+    Ok(l)
+}
+
+/// What the files of a shard directory hold, read with `std::fs`: the
+/// recovered state and where appends continue (segment, offset).
+pub(super) struct OnDisk {
+    pub recovered: Recovered,
+    pub seq: u64,
+    pub pos: u64,
+    pub snapshot: Option<String>,
+    pub segments: usize,
+    pub log_bytes: u64,
+}
+
+/// Reads `dir` and recovers its state, cutting a torn tail off the last
+/// segment (start-up, and after a failed write: memory is rebuilt from
+/// exactly what the log holds).
+pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
+    let listing = list(dir)?;
+    let snap = match listing.snapshots.last() {
+        Some(&lsn) => {
+            let name = snapshot_name(Lsn(lsn));
+            Some((
+                name.clone(),
+                std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
+            ))
+        }
+        None => None,
+    };
+    let mut segs = Vec::new();
+    for &seq in &listing.segments {
+        let name = segment_name(seq);
+        segs.push((
+            name.clone(),
+            std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
+        ));
+    }
+    let recovered = recover(
+        snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
+        segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    )
+    .map_err(|source| StorageError::Recovery {
+        shard,
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let (seq, pos) = match (listing.segments.last(), &recovered.torn) {
+        (Some(&seq), Some(torn)) => {
+            let name = segment_name(seq);
+            log::warn!(
+                "{shard}: cut torn WAL tail of {name}: {} bytes at offset {} ({}); \
+                 every whole record before it was kept",
+                torn.cut_bytes,
+                torn.offset,
+                torn.reason
+            );
+            let cut = || -> std::io::Result<()> {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(&name))?;
+                f.set_len(torn.offset as u64)?;
+                f.sync_all()
+            };
+            cut().doing(|| format!("cutting the torn tail of {name}"))?;
+            (seq, torn.offset as u64)
+        }
+        (Some(&seq), None) => (seq, segs.last().map_or(0, |(_, b)| b.len() as u64)),
+        (None, _) => (1, 0),
+    };
+    Ok(OnDisk {
+        recovered,
+        seq,
+        pos,
+        snapshot: snap.map(|(n, _)| n),
+        segments: listing.segments.len(),
+        log_bytes: segs.iter().map(|(_, b)| b.len() as u64).sum(),
+    })
+}
+
+pub(super) fn inline_handle(dir: &Path, seq: u64) -> Result<std::fs::File> {
+    let path = dir.join(segment_name(seq));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .doing(|| format!("opening {}", path.display()))
+}
+
+pub(super) async fn open_segment(dir: &Path, seq: u64) -> Result<BufferedFile> {
+    let path = dir.join(segment_name(seq));
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .buffered_open(&path)
+        .await
+        .doing(|| format!("opening {}", path.display()))
+}
+
+pub(super) async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> Result<()> {
+    // `write_at` consumes its buffer. Regular files only write short on
+    // ENOSPC-like conditions; treat that as the failure it is (the shard
+    // then refuses writes) rather than keep a copy of every batch.
+    let total = buf.len();
+    let n = file
+        .write_at(buf, pos)
+        .await
+        .doing(|| format!("writing {total} bytes at offset {pos}"))?;
+    if n != total {
+        return Err(StorageError::ShortWrite {
+            written: n,
+            total,
+            offset: pos,
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn sync_dir(dir: &Path) -> Result<()> {
+    let d = Directory::open(dir)
+        .await
+        .doing(|| format!("opening directory {}", dir.display()))?;
+    let what = || format!("syncing directory {}", dir.display());
+    d.sync().await.doing(what)?;
+    d.close().await.doing(what)?;
+    Ok(())
+}
