@@ -379,36 +379,15 @@ impl Conn {
                     .await;
             }
             ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
-            ArchivedRequest::Call(call) => {
-                let answer = self.server.functions.call(call);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::CallDag(call) => {
-                let answer = self.server.functions.call_dag(call);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::RegisterDag(def) => {
-                let answer = self.server.functions.register_dag(def);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::DeleteDag(d) => {
-                let answer = self.server.functions.delete_dag(d);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::ListDags => {
-                let answer = self.server.functions.list_dags();
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::RegisterFunction(def) => {
-                let answer = self.server.functions.register_function(def);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::DeleteFunction(f) => {
-                let answer = self.server.functions.delete_function(f);
-                self.answer(request_id, answer).await;
-            }
-            ArchivedRequest::ListFunctions => {
-                let answer = self.server.functions.list_functions();
+            ArchivedRequest::Call(_)
+            | ArchivedRequest::CallDag(_)
+            | ArchivedRequest::RegisterDag(_)
+            | ArchivedRequest::DeleteDag(_)
+            | ArchivedRequest::ListDags
+            | ArchivedRequest::RegisterFunction(_)
+            | ArchivedRequest::DeleteFunction(_)
+            | ArchivedRequest::ListFunctions => {
+                let answer = self.server.functions.request(req);
                 self.answer(request_id, answer).await;
             }
         }

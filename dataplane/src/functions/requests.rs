@@ -18,7 +18,7 @@ use executor::registry::{
 use executor::run::{check_sources, Arg};
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::Value;
-use wire::message as w;
+use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
 
 use super::call::CallOptions;
@@ -67,9 +67,26 @@ fn stamped(bytes: Vec<u8>) -> Option<Value> {
 }
 
 impl ShardFunctions {
+    /// The answer to one of the platform's requests.
+    pub fn request(self: &Rc<Self>, req: &ArchivedRequest) -> Answer {
+        match req {
+            ArchivedRequest::Call(c) => self.call(c),
+            ArchivedRequest::CallDag(c) => self.call_dag(c),
+            ArchivedRequest::RegisterDag(d) => self.register_dag(d),
+            ArchivedRequest::DeleteDag(d) => {
+                Answer::Write(stored::key(&text(d.name.as_slice())), None)
+            }
+            ArchivedRequest::ListDags => self.list_dags(),
+            ArchivedRequest::RegisterFunction(f) => self.register_function(f),
+            ArchivedRequest::DeleteFunction(f) => self.delete_function(f),
+            ArchivedRequest::ListFunctions => self.list_functions(),
+            _ => Answer::fail(Status::Internal, "not a function request"),
+        }
+    }
+
     /// Calls one function: an inline one now (values only), others as a
     /// one-function DAG through the executors.
-    pub fn call(self: &Rc<Self>, call: &w::ArchivedFnCall) -> Answer {
+    fn call(self: &Rc<Self>, call: &w::ArchivedFnCall) -> Answer {
         let name = text(call.function.as_slice());
         let args = args_of(&call.args);
         let registry = &self.platform.registry;
@@ -108,7 +125,7 @@ impl ShardFunctions {
     }
 
     /// Checks a function registration; stores it under its registry key.
-    pub fn register_function(&self, def: &w::ArchivedFunctionDef) -> Answer {
+    fn register_function(&self, def: &w::ArchivedFunctionDef) -> Answer {
         let name = text(def.name.as_slice());
         let body = match &def.body {
             w::ArchivedFunctionBody::Builtin(b) => FunctionBody::Builtin(text(b.as_slice())),
@@ -142,7 +159,7 @@ impl ShardFunctions {
     }
 
     /// Deletes a registered function (not a built-in).
-    pub fn delete_function(&self, f: &w::ArchivedFunctionName) -> Answer {
+    fn delete_function(&self, f: &w::ArchivedFunctionName) -> Answer {
         let name = text(f.name.as_slice());
         if self.platform.registry.is_builtin(&name) {
             let msg = format!("{name:?} is a built-in function; built-ins cannot be deleted");
@@ -152,7 +169,7 @@ impl ShardFunctions {
     }
 
     /// Every function the node runs, built-ins included.
-    pub fn list_functions(&self) -> Answer {
+    fn list_functions(&self) -> Answer {
         let names = self.platform.registry.names();
         Answer::Now(Ok(w::Response::Functions(
             names.into_iter().map(String::into_bytes).collect(),
@@ -160,7 +177,7 @@ impl ShardFunctions {
     }
 
     /// Validates a DAG; stores it under its registry key.
-    pub fn register_dag(&self, def: &w::ArchivedDagDef) -> Answer {
+    fn register_dag(&self, def: &w::ArchivedDagDef) -> Answer {
         let spec = DagSpec {
             name: text(def.name.as_slice()),
             functions: def
@@ -202,12 +219,8 @@ impl ShardFunctions {
         Answer::Write(stored::key(&spec.name), stamped(stored::encode(&spec)))
     }
 
-    pub fn delete_dag(&self, d: &w::ArchivedDagName) -> Answer {
-        Answer::Write(stored::key(&text(d.name.as_slice())), None)
-    }
-
     /// The DAGs whose keys this shard owns.
-    pub fn list_dags(&self) -> Answer {
+    fn list_dags(&self) -> Answer {
         let prefix = stored::KEY_PREFIX.as_bytes();
         let names = self
             .shard
@@ -220,7 +233,7 @@ impl ShardFunctions {
 
     /// Runs a DAG: answered when its result is in, or `Pending` at once
     /// when the call names an output key (the outcome is stored there).
-    pub fn call_dag(self: &Rc<Self>, call: &w::ArchivedDagCall) -> Answer {
+    fn call_dag(self: &Rc<Self>, call: &w::ArchivedDagCall) -> Answer {
         let name = text(call.name.as_slice());
         let retries = call.retries.to_native();
         if retries > RETRIES_MAX || call.then.len() > CONTINUATIONS_MAX {
