@@ -12,7 +12,8 @@
 //!   DAGs, the store executors see) and [`model_fns`];
 //! - serving: [`server`] (a shard's accept loop and what its connections
 //!   share), [`conn`] (one connection), [`auth`];
-//! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
+//! - the process: [`node`] (start-up and shutdown), [`identity`] (who the
+//!   node is in a cluster), [`cli`] (the binary).
 //!
 //! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
 //!
@@ -29,6 +30,7 @@ mod convert;
 mod error;
 mod event;
 mod functions;
+mod identity;
 mod limits;
 mod memlock;
 mod model_fns;

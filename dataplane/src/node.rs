@@ -140,6 +140,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         ),
         None => {}
     }
+    let me = crate::identity::start(&config.data_dir)?;
+    log::info!("{}, incarnation {}", me.id, me.incarnation);
     let control = Arc::new(Control {
         stop,
         drained: AtomicUsize::new(0),
@@ -255,7 +257,12 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         config.data_dir.display()
     );
     // The one line scripts and tests wait for.
-    println!("squall ready shards={n} addrs={}", list.join(","));
+    println!(
+        "squall ready shards={n} addrs={} node={:016x} incarnation={}",
+        list.join(","),
+        me.id.0,
+        me.incarnation
+    );
     // The executor threads are not joined: tearing a glommio executor down
     // with sockets and channels still registered can take long (it once
     // spun for minutes here), and nothing durable depends on it.

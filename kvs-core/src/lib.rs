@@ -11,7 +11,8 @@
 //!   tombstones (see [`partition::Mutation::Delete`]).
 //! * [`ring`] — the consistent hash ring (virtual nodes, xxh64) that maps a key
 //!   to its owner. It is generic over the member type so that the same code
-//!   maps keys to shards today and to nodes × shards later.
+//!   maps keys to shards and, in [`cluster`], keys to replica nodes (a node
+//!   ring over each node's shard ring) and a membership view to its epoch.
 //! * [`wal`] and [`snapshot`] — the durable formats, with CRC32C checksums, and
 //!   the recovery rules (torn tail cut, corruption in the middle refused).
 //! * [`clock`] — a hybrid logical clock; wall time is *passed in*.
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod ids;
 pub mod lattice;
@@ -50,6 +52,6 @@ pub mod ring;
 pub mod snapshot;
 pub mod wal;
 
-pub use ids::{Lsn, ShardId};
+pub use ids::{Lsn, NodeId, ShardId};
 pub use lattice::{LatticeKind, Value};
 pub use partition::{Mutation, Partition, PartitionError};

@@ -15,6 +15,8 @@ pub struct Node {
     pub child: Option<Child>,
     pub addrs: Vec<String>,
     pub stderr_path: PathBuf,
+    /// The node's `ready` line, after `squall ready `.
+    pub ready: String,
 }
 
 fn unique() -> usize {
@@ -113,6 +115,7 @@ impl Node {
                     child: Some(child),
                     addrs,
                     stderr_path,
+                    ready: line,
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {

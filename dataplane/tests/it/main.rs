@@ -17,6 +17,7 @@
 //! * `auth`: every request before authentication and under each role,
 //!   replays, the rate limit, code keys, secrets out of logs; `cli`: hints,
 //!   binary values, JSON errors, a closed stdout.
+//! * `cluster`: a node's identity across restarts.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
 
@@ -25,6 +26,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+mod cluster;
 mod crash;
 mod dags;
 mod e2e;
