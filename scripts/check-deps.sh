@@ -9,6 +9,7 @@
 #   executor:  kvs-core only; no runtime, no wasmtime (reaches the store and
 #              WebAssembly through traits)
 #   wasm-host: executor (and what it brings); wasmtime, no network runtime
+#   cluster:   kvs-core only; no runtime, no I/O crates (sans-I/O state machines)
 #   loadgen:   client, wire, models (never the node); glommio only for the
 #              runtime's echo floor it measures beside the node
 #   benches:   the libraries it measures, never the node or the client
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SQUALL="kvs-core wire client executor wasm-host models dataplane loadgen benches"
+SQUALL="kvs-core wire client executor wasm-host models cluster dataplane loadgen benches"
 fail=0
 deps() { cargo tree -p "$1" -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u; }
 
@@ -50,8 +51,9 @@ check models    ""                                              glommio tokio mi
 check client    "wire"                                          glommio
 check executor  "kvs-core"                                      glommio tokio mio wasmtime
 check wasm-host "executor kvs-core"                             glommio tokio mio
+check cluster   "kvs-core"                                      glommio tokio mio
 check loadgen   "client wire models"
 check benches   "executor kvs-core models wasm-host wire"       glommio tokio
-check dataplane "kvs-core wire client executor wasm-host models"
+check dataplane "kvs-core wire client executor wasm-host models cluster"
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail
