@@ -121,13 +121,11 @@ pub enum Output {
     Up(Peer),
     /// `peer` was declared down.
     Down(Peer),
+    /// The input was refused (a malformed or foreign message, a timer of
+    /// an earlier identity): the sentence is for the log; what the state
+    /// machine did before refusing (the other outputs) still stands.
+    Refused(String),
 }
-
-/// Why a membership input was refused (a malformed or foreign message,
-/// a timer from a previous identity); the state is unchanged.
-#[derive(Debug, thiserror::Error)]
-#[error("membership: {0}")]
-pub struct MembershipError(String);
 
 /// One node's view of the cluster.
 pub struct Membership {
@@ -157,26 +155,26 @@ impl Membership {
     }
 
     /// Asks `to` (a seed: [`Peer::seed`] will do) to let this node in.
-    pub fn announce(&mut self, to: Peer) -> Result<Vec<Output>, MembershipError> {
+    pub fn announce(&mut self, to: Peer) -> Vec<Output> {
         let r = self.foca.announce(to, &mut self.runtime);
         self.finish(r)
     }
 
     /// A membership message arrived.
-    pub fn handle_data(&mut self, bytes: &[u8]) -> Result<Vec<Output>, MembershipError> {
+    pub fn handle_data(&mut self, bytes: &[u8]) -> Vec<Output> {
         let r = self.foca.handle_data(bytes, &mut self.runtime);
         self.finish(r)
     }
 
     /// A timer armed by an [`Output::Arm`] is due.
-    pub fn handle_timer(&mut self, timer: Timer<Peer>) -> Result<Vec<Output>, MembershipError> {
+    pub fn handle_timer(&mut self, timer: Timer<Peer>) -> Vec<Output> {
         let r = self.foca.handle_timer(timer, &mut self.runtime);
         self.finish(r)
     }
 
     /// Leaves the cluster on purpose (peers see it down without waiting
     /// for suspicion).
-    pub fn leave(&mut self) -> Result<Vec<Output>, MembershipError> {
+    pub fn leave(&mut self) -> Vec<Output> {
         let r = self.foca.leave_cluster(&mut self.runtime);
         self.finish(r)
     }
@@ -189,7 +187,7 @@ impl Membership {
         v
     }
 
-    fn finish(&mut self, r: Result<(), foca::Error>) -> Result<Vec<Output>, MembershipError> {
+    fn finish(&mut self, r: Result<(), foca::Error>) -> Vec<Output> {
         let mut out = Vec::new();
         while let Some((to, bytes)) = self.runtime.to_send() {
             out.push(Output::Send {
@@ -207,19 +205,10 @@ impl Membership {
                 _ => {}
             }
         }
-        match r {
-            Ok(()) => Ok(out),
-            // Outputs produced before the error still stand (a timer may
-            // have been re-armed): hand them back with the error logged by
-            // the caller.
-            Err(e) => {
-                if out.is_empty() {
-                    Err(MembershipError(e.to_string()))
-                } else {
-                    Ok(out)
-                }
-            }
+        if let Err(e) = r {
+            out.push(Output::Refused(e.to_string()));
         }
+        out
     }
 }
 
@@ -282,9 +271,7 @@ mod sim {
                 downs: Vec::new(),
             };
             for i in 1..n {
-                let out = sim.nodes[i]
-                    .announce(Peer::seed(sim.peers[0].addr))
-                    .unwrap();
+                let out = sim.nodes[i].announce(Peer::seed(sim.peers[0].addr));
                 sim.apply(i, out);
             }
             sim
@@ -317,7 +304,7 @@ mod sim {
                         let at = self.now_us + after.as_micros() as u64;
                         self.push(at, Event::Fire { at: from, timer });
                     }
-                    Output::Up(_) => {}
+                    Output::Up(_) | Output::Refused(_) => {}
                     Output::Down(p) => {
                         if let Some(i) = self.index_of(p.addr) {
                             self.downs.push((from, i, self.now_us));
@@ -337,7 +324,7 @@ mod sim {
                 let Some(e) = self.events.remove(&id) else {
                     continue;
                 };
-                let (node, result) = match e {
+                let (node, out) = match e {
                     Event::Deliver { to, bytes } if self.alive[to] => {
                         (to, self.nodes[to].handle_data(&bytes))
                     }
@@ -346,9 +333,7 @@ mod sim {
                     }
                     _ => continue, // to or of a dead node
                 };
-                if let Ok(out) = result {
-                    self.apply(node, out);
-                }
+                self.apply(node, out);
             }
             self.now_us = end_us;
         }
@@ -360,6 +345,20 @@ mod sim {
             !sim.alive[i]
                 || sim.nodes[i].members().len() == sim.alive.iter().filter(|a| **a).count() - 1
         }) && n > 0
+    }
+
+    #[test]
+    fn garbage_is_refused_and_changes_nothing() {
+        let me = Peer::seed(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut m = Membership::new(me, Timing::LAN, 1);
+        for bytes in [&b""[..], b"garbage", &[0xff; 64]] {
+            let out = m.handle_data(bytes);
+            assert!(
+                matches!(out.as_slice(), [Output::Refused(_)]),
+                "{bytes:?}: {out:?}"
+            );
+        }
+        assert!(m.members().is_empty());
     }
 
     #[test]
