@@ -55,7 +55,7 @@ use std::time::Duration;
 use thiserror::Error;
 use wire::message::{
     Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, KvDelete,
-    KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
+    ClusterView, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
 };
 use wire::Status;
 
@@ -548,6 +548,15 @@ impl Client {
                 other => Err(unexpected(&other)),
             })
             .collect()
+    }
+
+    /// The node's view of its cluster (members, their state, the epoch),
+    /// as its home shard answers it.
+    pub async fn cluster_status(&mut self) -> Result<ClusterView> {
+        match self.call(self.route.home(), Request::ClusterStatus).await? {
+            Response::Cluster(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Sends one request to `shard` (which need not own the key: the node

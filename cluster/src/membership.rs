@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Config, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Config, Foca, Identity, OwnedNotification, PostcardCodec};
+/// A timer foca asked for, to hand back to [`Membership::handle_timer`] when due.
+pub use foca::Timer;
+use kvs_core::cluster::Member;
 use kvs_core::NodeId;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -29,6 +32,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub node: u64,
     pub incarnation: u64,
+    /// Shards the node runs (its shard ring); fixed for an incarnation.
+    pub shards: u16,
     pub renewals: u16,
 }
 
@@ -36,6 +41,16 @@ impl Peer {
     #[must_use]
     pub fn node_id(&self) -> NodeId {
         NodeId(self.node)
+    }
+
+    /// This peer as a member of a placement view (`kvs_core::cluster`).
+    #[must_use]
+    pub fn member(&self) -> Member {
+        Member {
+            id: NodeId(self.node),
+            incarnation: self.incarnation,
+            shards: self.shards,
+        }
     }
 
     /// A stand-in for a seed whose node id is not known yet: only its
@@ -46,6 +61,7 @@ impl Peer {
             addr,
             node: 0,
             incarnation: 0,
+            shards: 0,
             renewals: 0,
         }
     }
@@ -70,6 +86,10 @@ impl Identity for Peer {
     }
 }
 
+/// Largest membership packet (foca's encoded message): fits one datagram
+/// on any Ethernet path, with room for an authentication tag.
+pub const PACKET_BYTES_MAX: usize = 1400;
+
 /// How fast membership reacts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -92,6 +112,7 @@ impl Timing {
 
     fn config(self) -> Config {
         let mut c = Config::simple();
+        c.max_packet_size = NonZeroUsize::new(PACKET_BYTES_MAX).unwrap_or(NonZeroUsize::MIN);
         c.probe_period = Duration::from_millis(self.probe_period_ms);
         c.probe_rtt = Duration::from_millis(self.probe_rtt_ms);
         c.suspect_to_down_after = Duration::from_millis(self.suspect_to_down_ms);
@@ -250,6 +271,7 @@ mod sim {
                     addr: SocketAddr::from(([127, 0, 0, 1 + i as u8], 7400)),
                     node: 1000 + i as u64,
                     incarnation: 1,
+                    shards: 1,
                     renewals: 0,
                 })
                 .collect();

@@ -56,6 +56,15 @@ impl Auth {
         Ok(Auth::new(tokens))
     }
 
+    /// The secrets that authenticate other nodes (the admin ones; the
+    /// first signs what this node sends).
+    pub fn node_secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.tokens
+            .iter()
+            .filter(|(role, _)| *role == Role::Admin)
+            .map(|(_, s)| s)
+    }
+
     /// How many secrets per role, for the start-up log (never the secrets).
     #[must_use]
     pub fn summary(&self) -> String {
@@ -135,7 +144,12 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
     use ArchivedRequest as R;
     Some(match req {
         R::Hello(_) | R::Authenticate(_) => return None,
-        R::Ping | R::Stats | R::Get(_) | R::ListFunctions | R::ListDags => Role::Read,
+        R::Ping
+        | R::Stats
+        | R::ClusterStatus
+        | R::Get(_)
+        | R::ListFunctions
+        | R::ListDags => Role::Read,
         R::Put(p) => role_to_write(p.key.as_slice()),
         R::Delete(d) => role_to_write(d.key.as_slice()),
         // A function may write state: calling one is writing.

@@ -12,8 +12,9 @@
 //!   DAGs, the store executors see) and [`model_fns`];
 //! - serving: [`server`] (a shard's accept loop and what its connections
 //!   share), [`conn`] (one connection), [`auth`];
-//! - the process: [`node`] (start-up and shutdown), [`identity`] (who the
-//!   node is in a cluster), [`cli`] (the binary).
+//! - the cluster: [`identity`] (who the node is), [`members`] (membership
+//!   over UDP, the view every shard reads);
+//! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
 //!
 //! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
 //!
@@ -32,6 +33,7 @@ mod event;
 mod functions;
 mod identity;
 mod limits;
+mod members;
 mod memlock;
 mod model_fns;
 mod node;

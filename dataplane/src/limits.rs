@@ -147,3 +147,11 @@ pub const STORE_QUEUE_DEPTH: usize = 1024;
 
 /// How long a function's store operation may take before it fails.
 pub const STORE_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest membership packet a node sends (the authentication tag, when
+/// there is one, comes on top).
+pub use cluster::membership::PACKET_BYTES_MAX as MEMBERSHIP_PACKET_BYTES_MAX;
+
+/// How often a node that has not been let in yet announces itself to its
+/// `--join` seeds again.
+pub const JOIN_RETRY_MS: u64 = 1000;

@@ -29,6 +29,7 @@ use wire::message as w;
 use crate::functions::{
     serve_store, Mirror, Platform, PlatformConfig, ShardFunctions, StoreRequest,
 };
+use crate::members::{Gossip, GossipConfig, Members};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, LARGE_BLOCK_BYTES,
     SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS,
@@ -74,6 +75,14 @@ pub struct NodeConfig {
     pub wasm_compiler: wasm_host::Compiler,
     /// Register the test suite's fixture functions too.
     pub test_fixtures: bool,
+    /// Members to join through (`host:port` of any member's shard 0);
+    /// empty: start alone (others may join this node).
+    pub join: Vec<String>,
+    /// The address other nodes and clients reach shard 0 at, when it is
+    /// not `listen` (behind NAT, or listening on 0.0.0.0).
+    pub advertise: Option<String>,
+    /// How fast membership notices failures.
+    pub membership: cluster::membership::Timing,
 }
 
 /// Shared between the main thread and the shards.
@@ -141,6 +150,10 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         None => {}
     }
     let me = crate::identity::start(&config.data_dir)?;
+    // glommio opens directories relative to nothing: a relative
+    // `--data-dir` (the default, `./squall-data`) must be made absolute.
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("resolving --data-dir {}", config.data_dir.display()))?;
     log::info!("{}, incarnation {}", me.id, me.incarnation);
     let control = Arc::new(Control {
         stop,
@@ -186,7 +199,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let mut handles = Vec::new();
     let mesh = channels::mesh(n, FORWARD_QUEUE_DEPTH);
     for (i, (ends, store_rx)) in mesh.into_iter().zip(store_rxs).enumerate() {
-        let (topo_tx, topo_rx) = mpsc::channel::<w::Topology>();
+        let (topo_tx, topo_rx) = mpsc::channel::<Started>();
         topo_txs.push(topo_tx);
         let cpu = shard_cpus[i];
         let port = if base_port == 0 {
@@ -197,7 +210,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         let ctx = ShardStart {
             id: ShardId(i as u16),
             listen: format!("{host}:{port}"),
-            dir: config.data_dir.join(format!("shard-{i}")),
+            dir: data_dir.join(format!("shard-{i}")),
             fsync: config.fsync,
             snapshot_wal_bytes: config.snapshot_wal_bytes,
             ring: ring.clone(),
@@ -246,21 +259,42 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         }
     };
     let topology = topology_of(&addrs, &ring, &config);
+    let me = cluster::membership::Peer {
+        addr: advertised(&config, addrs[0])?,
+        node: me.id.0,
+        incarnation: me.incarnation,
+        shards: n as u16,
+        renewals: 0,
+    };
+    let members = Arc::new(Members::new(me));
+    let mut gossip = Some(GossipConfig {
+        bind: addrs[0],
+        seeds: config.join.clone(),
+        timing: config.membership,
+        secrets: config
+            .auth
+            .as_ref()
+            .map(|a| a.node_secrets().cloned().collect()),
+    });
     for tx in &topo_txs {
-        let _ = tx.send(topology.clone());
+        let _ = tx.send(Started {
+            topology: topology.clone(),
+            members: members.clone(),
+            gossip: gossip.take(), // shard 0's
+        });
     }
     let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     log::info!(
         "node ready: {n} shard(s) on {} (fsync {:?}, data in {})",
         list.join(" "),
         config.fsync,
-        config.data_dir.display()
+        data_dir.display()
     );
     // The one line scripts and tests wait for.
     println!(
         "squall ready shards={n} addrs={} node={:016x} incarnation={}",
         list.join(","),
-        me.id.0,
+        me.node,
         me.incarnation
     );
     // The executor threads are not joined: tearing a glommio executor down
@@ -272,6 +306,32 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         log::info!("node stopped cleanly: every acknowledged write is on disk");
     }
     result
+}
+
+/// The address this node is known by in the cluster: `--advertise`, or
+/// shard 0's own address.
+fn advertised(config: &NodeConfig, bound: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let Some(a) = &config.advertise else {
+        if bound.ip().is_unspecified() && !config.join.is_empty() {
+            anyhow::bail!(
+                "listening on {bound}, other nodes cannot reach this node at that address: \
+                 add --advertise HOST:PORT (where they reach shard 0)"
+            );
+        }
+        return Ok(bound);
+    };
+    a.to_socket_addrs()
+        .with_context(|| format!("--advertise {a:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--advertise {a:?} resolves to no address"))
+}
+
+/// What a shard learns once every shard is ready.
+struct Started {
+    topology: w::Topology,
+    members: Arc<Members>,
+    /// Shard 0 runs the node's membership.
+    gossip: Option<GossipConfig>,
 }
 
 /// Every shard's address once all have recovered and bound, or the first
@@ -429,7 +489,7 @@ struct ShardStart {
     ends: Vec<Option<PeerEnds>>,
     ready: mpsc::Sender<(usize, Result<SocketAddr, String>)>,
     done: mpsc::Sender<(usize, Result<(), String>)>,
-    topology: mpsc::Receiver<w::Topology>,
+    topology: mpsc::Receiver<Started>,
     control: Arc<Control>,
     shards: usize,
     connections_max: usize,
@@ -471,7 +531,12 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     mirror.load(&recovered.partition);
     let _ = ctx.ready.send((i, Ok(addr)));
     // Blocks this thread briefly at start-up only: nothing else runs here yet.
-    let Ok(mut topology) = ctx.topology.recv() else {
+    let Ok(Started {
+        mut topology,
+        members,
+        gossip,
+    }) = ctx.topology.recv()
+    else {
         return Ok(()); // another shard failed to start
     };
     topology.shard = ctx.id.0;
@@ -500,8 +565,13 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         functions,
         ctx.conn,
         topology,
+        members.clone(),
         ctx.connections_max,
     )?);
+    let gossip = match gossip {
+        Some(config) => Some(Gossip::start(config, members)?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
     ctx.control
         .stoppers
@@ -512,6 +582,9 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
     crate::conn::accept_loop(&server, &listener).await;
+    if let Some(gossip) = gossip {
+        gossip.leave().await;
+    }
 
     // Drain: connections finish the batch in hand; idle ones close now.
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS);

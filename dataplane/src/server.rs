@@ -1,9 +1,9 @@
 //! What one shard's connections share (the loop that accepts them is
-//! `conn::accept_loop`):
-//! the shard and its side of the function platform, the node's connection
-//! settings, the topology a `Hello` returns, the shutdown event, and the
-//! connection count and its limit (idle connections are reclaimed near
-//! it; past it a connection is refused with `overloaded`).
+//! `conn::accept_loop`): the shard and its side of the function platform,
+//! the node's connection settings, the topology a `Hello` returns, the
+//! node's view of its cluster, the shutdown event, and the connection
+//! count and its limit (idle connections are reclaimed near it; past it a
+//! connection is refused with `overloaded`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use wire::message as w;
 
 use crate::event::Event;
 use crate::functions::ShardFunctions;
+use crate::members::Members;
 use crate::shard::Shard;
 
 /// How a node's connections behave; one per node, shared by its shards.
@@ -49,6 +50,8 @@ pub(crate) struct Server {
     pub shutdown: Event,
     pub open_connections: Cell<usize>,
     pub connections_max: usize,
+    /// The node's view of its cluster.
+    pub members: Arc<Members>,
 }
 
 impl Server {
@@ -57,6 +60,7 @@ impl Server {
         functions: Rc<ShardFunctions>,
         settings: Arc<ConnSettings>,
         topology: w::Topology,
+        members: Arc<Members>,
         connections_max: usize,
     ) -> Result<Server, String> {
         let hello = w::Response::Hello(topology.clone());
@@ -72,6 +76,7 @@ impl Server {
             shutdown: Event::default(),
             open_connections: Cell::new(0),
             connections_max,
+            members,
         })
     }
 

@@ -31,6 +31,9 @@ pub const SECRET_BYTES_MIN: usize = 16;
 
 const CLIENT_LABEL: &[u8] = b"squall-auth-v1 client";
 const NODE_LABEL: &[u8] = b"squall-auth-v1 node";
+const PACKET_LABEL: &[u8] = b"squall-auth-v1 packet";
+/// Bytes of the tag on each membership packet (HMAC-SHA256).
+pub const PACKET_TAG_BYTES: usize = 32;
 
 /// What an authenticated connection may do; each role includes the ones
 /// below it.
@@ -145,6 +148,24 @@ impl Secret {
                 .is_ok()
     }
 
+    /// The tag a node appends to each membership packet it sends to other
+    /// nodes: HMAC-SHA256(secret, "squall-auth-v1 packet" ‖ packet).
+    #[must_use]
+    pub fn packet_tag(&self, packet: &[u8]) -> Vec<u8> {
+        self.mac(PACKET_LABEL, packet, &[])
+            .finalize()
+            .into_bytes()
+            .to_vec()
+    }
+
+    /// Whether `tag` is this secret's tag of `packet` (constant time).
+    #[must_use]
+    pub fn verify_packet_tag(&self, packet: &[u8], tag: &[u8]) -> bool {
+        self.mac(PACKET_LABEL, packet, &[])
+            .verify_slice(tag)
+            .is_ok()
+    }
+
     /// Whether `proof` is this secret's node proof (constant time).
     #[must_use]
     pub fn verify_node(&self, nonce: &[u8], client_nonce: &[u8], proof: &[u8]) -> bool {
@@ -224,6 +245,20 @@ mod tests {
         // The two directions differ: a node cannot echo the client's proof.
         assert!(!s.verify_node(&N, &C, &p));
         assert!(s.verify_node(&N, &C, &s.node_proof(&N, &C)));
+    }
+
+    #[test]
+    fn packet_tags_verify_only_for_the_same_secret_and_bytes() {
+        let s = Secret::new("0123456789abcdef").unwrap();
+        let other = Secret::new("0123456789abcdeX").unwrap();
+        let tag = s.packet_tag(b"gossip");
+        assert_eq!(tag.len(), PACKET_TAG_BYTES);
+        assert!(s.verify_packet_tag(b"gossip", &tag));
+        assert!(!s.verify_packet_tag(b"gossiq", &tag));
+        assert!(!other.verify_packet_tag(b"gossip", &tag));
+        assert!(!s.verify_packet_tag(b"gossip", &tag[..31]));
+        // Not a client or node proof under any nonce either.
+        assert_ne!(tag, s.client_proof(b"gossip", &[]));
     }
 
     #[test]

@@ -100,6 +100,25 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             "Response 1: Challenge { nonce: 32 × 0x01 }",
             frame(1, &Response::Challenge(Challenge { nonce: vec![1; 32] })),
         ),
+        ("Request 6: ClusterStatus", frame(6, &Request::ClusterStatus)),
+        (
+            "Response 6: Cluster { epoch: 0x0102030405060708, node: 9, members: [{ node: 9, addr: \"10.0.0.1:7400\", incarnation: 2, shards: 4, state: 1 (up), state_ms: 1500 }] }",
+            frame(
+                6,
+                &Response::Cluster(ClusterView {
+                    epoch: 0x0102_0304_0506_0708,
+                    node: 9,
+                    members: vec![MemberInfo {
+                        node: 9,
+                        addr: b"10.0.0.1:7400".to_vec(),
+                        incarnation: 2,
+                        shards: 4,
+                        state: MEMBER_UP,
+                        state_ms: 1500,
+                    }],
+                }),
+            ),
+        ),
         (
             "Response 3: Error { code: 8, message: \"mismatch\" }",
             frame(
@@ -184,6 +203,8 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("Limits", size_of::<ArchivedLimits>(), 20),
         ("Topology", size_of::<ArchivedTopology>(), 47),
         ("ShardStats", size_of::<ArchivedShardStats>(), 122),
+        ("ClusterView", size_of::<ArchivedClusterView>(), 24),
+        ("MemberInfo", size_of::<ArchivedMemberInfo>(), 35),
         ("Response", size_of::<ArchivedResponse>(), 123),
     ];
     for (name, actual, documented) in sizes {

@@ -41,9 +41,10 @@ pub use status::Status;
 
 /// The protocol version this crate speaks; sent in `Hello`. Version 3 added
 /// authentication (`Authenticate`, `Challenge`, `Welcome`) and statuses
-/// 19–21; nodes still accept version 2 clients where no authentication is
-/// required.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 19–21; version 4 the cluster's view (`ClusterStatus`, `Cluster`). Nodes
+/// still accept version 2 and 3 clients (version 2 where no
+/// authentication is required).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The oldest protocol version a node accepts.
 pub const PROTOCOL_VERSION_MIN: u32 = 2;

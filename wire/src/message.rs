@@ -32,6 +32,8 @@ pub enum Request {
     /// Answers a `Challenge`: proves the client holds a secret
     /// (`wire::auth`).
     Authenticate(Authenticate),
+    /// Asks the node for its view of the cluster (version 4).
+    ClusterStatus,
 }
 
 /// The client's half of the challenge–response (`wire::auth`).
@@ -352,7 +354,45 @@ pub enum Response {
     Challenge(Challenge),
     /// Authenticated.
     Welcome(Welcome),
+    /// The answering node's view of its cluster (version 4).
+    Cluster(ClusterView),
 }
+
+/// A node's view of its cluster: every member it knows of (itself
+/// included), and the epoch of the live ones.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterView {
+    /// `kvs_core::cluster::epoch` of the members that are up: nodes with the
+    /// same view report the same epoch.
+    pub epoch: u64,
+    /// The answering node's id.
+    pub node: u64,
+    /// Sorted by address.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member as a node sees it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MemberInfo {
+    pub node: u64,
+    /// `host:port` of its shard 0: clients connect there (TCP), members
+    /// gossip there (UDP).
+    pub addr: Vec<u8>,
+    /// Bumped at every start of the node.
+    pub incarnation: u64,
+    pub shards: u16,
+    /// `MEMBER_UP` or `MEMBER_DOWN`.
+    pub state: u8,
+    /// Milliseconds since the answering node saw `state` begin.
+    pub state_ms: u64,
+}
+
+/// [`MemberInfo::state`]: a live member.
+pub const MEMBER_UP: u8 = 1;
+/// [`MemberInfo::state`]: declared down (failed, or left).
+pub const MEMBER_DOWN: u8 = 2;
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]

@@ -1,18 +1,19 @@
 //! The `squall` command line: `squall node …` runs a node; `squall kv …`,
-//! `fn …`, `dag …`, `model …` and `predict …` talk to one.
+//! `fn …`, `dag …`, `model …`, `predict …` and `cluster …` talk to one.
 //!
 //! This module holds `main`, the top-level parser ([`Cli`], [`Command`]),
 //! the connection flags every client command takes ([`Conn`]) and the
 //! helpers those commands share (connecting, printing a result or a
 //! delete). Each command group has its own module, with its flags and its
 //! handler: [`node`] (flags → `NodeConfig`), [`kv`], [`functions`] (`fn`),
-//! [`dags`] (`dag`), [`models`] (`model`, `predict`).
+//! [`dags`] (`dag`), [`models`] (`model`, `predict`), [`cluster`].
 //!
 //! Output ([`output`]): text, one JSON object (`--json`) or raw bytes
 //! (`--raw`), all through one writer that stops quietly when stdout's
 //! reader goes away. Errors ([`report`]): text with a hint naming the
 //! command that fixes them, or JSON with `--json`; exit status 2.
 
+mod cluster;
 mod dags;
 mod functions;
 mod kv;
@@ -30,6 +31,7 @@ use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
 use serde_json::json;
 
+use cluster::ClusterCommand;
 use dags::DagCommand;
 use functions::FnCommand;
 use kv::KvCommand;
@@ -85,6 +87,11 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// What the cluster looks like from one of its members.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Classify IMAGE (PNG or JPEG) with the prediction pipeline (see
     /// `squall model pipeline`) and print the top-5 classes.
@@ -155,6 +162,7 @@ impl Command {
             Command::Model { command } => Some(match command {
                 ModelCommand::Put { conn, .. } | ModelCommand::Pipeline { conn, .. } => conn,
             }),
+            Command::Cluster { command } => Some(command.conn()),
             Command::Predict { conn, .. } => Some(conn),
         }
     }
@@ -218,6 +226,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Fn { command } => functions::run(command).map(|()| 0),
         Command::Dag { command } => dags::run(command).map(|()| 0),
         Command::Model { command } => models::run(command).map(|()| 0),
+        Command::Cluster { command } => cluster::run(command).map(|()| 0),
         Command::Predict {
             image,
             dag,

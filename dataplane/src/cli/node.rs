@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use cluster::membership::Timing;
 
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, HELLO_TIMEOUT_MS_DEFAULT,
@@ -78,6 +79,28 @@ pub(super) struct NodeArgs {
     /// benchmarks only: they can sleep, fail or misbehave on purpose.
     #[arg(long)]
     test_fixtures: bool,
+    /// Join a cluster through any of its members: ADDR[,ADDR…], each a
+    /// member's shard-0 address (HOST:PORT; names are resolved at every
+    /// attempt). Without it the node starts alone, and others may join it.
+    /// Membership (SWIM) runs over UDP on shard 0's address.
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',')]
+    join: Vec<String>,
+    /// The address other nodes and clients reach shard 0 at, when it is not
+    /// --listen (listening on 0.0.0.0, behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Membership: how often this node probes another member.
+    #[arg(long, default_value_t = Timing::LAN.probe_period_ms)]
+    probe_period_ms: u64,
+    /// Membership: how long a probe waits for its answer before asking
+    /// other members to probe too.
+    #[arg(long, default_value_t = Timing::LAN.probe_rtt_ms)]
+    probe_rtt_ms: u64,
+    /// Membership: how long a suspected member has to refute before every
+    /// member marks it down. Failure detection takes about
+    /// probe period + probe RTT + this.
+    #[arg(long, default_value_t = Timing::LAN.suspect_to_down_ms)]
+    suspect_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -113,6 +136,13 @@ impl NodeArgs {
             executors_per_shard: usize::from(a.executors_per_shard),
             pin_executors: !a.executors_float,
             test_fixtures: a.test_fixtures,
+            join: a.join.into_iter().filter(|s| !s.is_empty()).collect(),
+            advertise: a.advertise,
+            membership: Timing {
+                probe_period_ms: a.probe_period_ms.max(1),
+                probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),
+                suspect_to_down_ms: a.suspect_ms.max(1),
+            },
             wasm_compiler: match a.wasm_compiler {
                 WasmCompilerArg::Winch => wasm_host::Compiler::Winch,
                 WasmCompilerArg::Cranelift => wasm_host::Compiler::Cranelift,

@@ -372,6 +372,10 @@ impl Conn {
                 let stats = self.shard.snapshot_stats();
                 self.reply(request_id, &w::Response::Stats(stats));
             }
+            ArchivedRequest::ClusterStatus => {
+                let view = self.server.members.view();
+                self.reply(request_id, &w::Response::Cluster(view));
+            }
             ArchivedRequest::Get(get) => self.get(request_id, get).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);

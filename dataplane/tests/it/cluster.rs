@@ -1,7 +1,67 @@
-//! The cluster's groundwork on one node: its identity (a node id kept in
-//! the data directory, an incarnation bumped at every start).
+//! The cluster: a node's identity (a node id kept in the data directory,
+//! an incarnation bumped at every start); membership between node
+//! processes on their own loopback addresses (joining through a seed, one
+//! view and one epoch everywhere, kill -9 and SIGTERM seen by the others,
+//! a restart rejoining with its data; packets of another cluster's secret
+//! refused).
 
-use crate::harness::{temp_dir, Node};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientOptions};
+use wire::auth::Secret;
+use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_UP};
+
+use crate::harness::{cli, rt, temp_dir, Node};
+
+/// The view of the node at `addr`, asked with `secret` (`None`: open node).
+fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
+    rt().block_on(async {
+        let opts = ClientOptions {
+            timeout: Duration::from_secs(2),
+            client_name: "it-cluster".into(),
+            token: secret.map(|s| Secret::new(s).unwrap()),
+        };
+        let mut c = Client::connect(addr, opts).await.ok()?;
+        c.cluster_status().await.ok()
+    })
+}
+
+/// Polls until `done` holds (≤ 15 s); how long it took.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// `(addr, state, incarnation)` of every member in a view, by address.
+fn states(v: &ClusterView) -> Vec<(String, u8, u64)> {
+    v.members
+        .iter()
+        .map(|m| (String::from_utf8_lossy(&m.addr).into_owned(), m.state, m.incarnation))
+        .collect()
+}
+
+/// Whether every node in `addrs` reports exactly `expected` and the same
+/// epoch; that epoch.
+fn agreed(addrs: &[&str], expected: &[(String, u8, u64)], secret: Option<&str>) -> Option<u64> {
+    let views: Vec<ClusterView> = addrs.iter().map(|a| view(a, secret)).collect::<Option<_>>()?;
+    let epoch = views[0].epoch;
+    views
+        .iter()
+        .all(|v| v.epoch == epoch && states(v) == expected)
+        .then_some(epoch)
+}
+
+fn start_at(ip: &str, dir: &Path, extra: &[&str]) -> Node {
+    let listen = format!("{ip}:0");
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    Node::try_start(1, "never", dir, &args).unwrap()
+}
 
 /// `node=` and `incarnation=` of a ready line.
 fn identity(node: &Node) -> (String, u64) {
@@ -49,4 +109,138 @@ fn a_damaged_identity_file_stops_the_node_at_start() {
         "not an identity\n",
         "the file is left as it was"
     );
+}
+
+#[test]
+fn nodes_join_through_a_seed_agree_and_see_kills_stops_and_restarts() {
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("members-{i}"))).collect();
+    let a = start_at("127.0.0.21", &dirs[0], &[]);
+    let seed = a.addr().to_owned();
+    let b = start_at("127.0.0.22", &dirs[1], &["--join", &seed]);
+    // A seed list may name unreachable members and this node itself.
+    let joins = format!("127.0.0.29:1,{seed}");
+    let mut c = start_at("127.0.0.23", &dirs[2], &["--join", &joins]);
+    let (a_addr, b_addr, c_addr) = (seed.clone(), b.addr().to_owned(), c.addr().to_owned());
+    let all = [a_addr.as_str(), b_addr.as_str(), c_addr.as_str()];
+    let up = |addr: &str, inc: u64| (addr.to_owned(), MEMBER_UP, inc);
+    let down = |addr: &str, inc: u64| (addr.to_owned(), MEMBER_DOWN, inc);
+    let three = vec![up(&a_addr, 1), up(&b_addr, 1), up(&c_addr, 1)];
+    let took = wait_for("three members agree", || agreed(&all, &three, None).is_some());
+    eprintln!("3 nodes agreed {took:?} after the last started");
+    let epoch_three = agreed(&all, &three, None).unwrap();
+
+    // kill -9: the others mark it down, and agree on a new epoch.
+    c.kill();
+    let two = vec![up(&a_addr, 1), up(&b_addr, 1), down(&c_addr, 1)];
+    let took = wait_for("the killed node is down everywhere", || {
+        agreed(&all[..2], &two, None).is_some()
+    });
+    eprintln!("kill -9 seen by both survivors after {took:?}");
+    let epoch_two = agreed(&all[..2], &two, None).unwrap();
+    assert_ne!(epoch_two, epoch_three);
+
+    // A restart on the same data and address: the same node, incarnation 2.
+    let c_ip_port = c_addr.clone();
+    let again = Node::try_start(
+        1,
+        "never",
+        &dirs[2],
+        &["--listen", &c_ip_port, "--join", &seed],
+    )
+    .unwrap();
+    let restarted = vec![up(&a_addr, 1), up(&b_addr, 1), up(&c_addr, 2)];
+    wait_for("the restarted node is up everywhere", || {
+        agreed(&all, &restarted, None).is_some()
+    });
+    let epoch_back = agreed(&all, &restarted, None).unwrap();
+    assert!(epoch_back != epoch_three && epoch_back != epoch_two);
+    let node_c = view(&c_addr, None).unwrap().node;
+    assert!(again.ready.contains(&format!("node={node_c:016x} incarnation=2")));
+
+    // The CLI shows the same.
+    let (code, out, err) = cli(&["cluster", "status", "--addr", &b_addr]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("epoch {epoch_back:016x} ")), "{out}");
+    assert!(out.contains("3 up, 0 down"), "{out}");
+    assert!(out.contains(&format!("node-{node_c:016x}  {c_addr}")), "{out}");
+    let (code, json, _) = cli(&["cluster", "status", "--addr", &a_addr, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["members"].as_array().unwrap().len(), 3, "{json}");
+    assert_eq!(json["epoch"], format!("{epoch_back:016x}"));
+
+    // SIGTERM: the node leaves on purpose; the others see it down.
+    let mut b = b;
+    assert!(b.signal_and_wait("TERM").success());
+    assert!(b.stderr().contains("left the cluster"), "{}", b.stderr());
+    let left = vec![up(&a_addr, 1), down(&b_addr, 1), up(&c_addr, 2)];
+    let took = wait_for("the stopped node is down everywhere", || {
+        agreed(&[&a_addr, &c_addr], &left, None).is_some()
+    });
+    eprintln!("SIGTERM seen by both others after {took:?}");
+    drop(again);
+}
+
+#[test]
+fn membership_packets_of_another_secret_are_refused() {
+    let tokens = |dir: &Path, admin: &str| {
+        let path = dir.join("tokens");
+        std::fs::write(&path, format!("read read-secret-0123456789\nadmin {admin}\n")).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    const ADMIN: &str = "cluster-admin-0123456789";
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("members-auth-{i}"))).collect();
+    let (ta, tb) = (tokens(&dirs[0], ADMIN), tokens(&dirs[1], ADMIN));
+    let tx = tokens(&dirs[2], "another-cluster-admin-0123");
+    let a = start_at("127.0.0.24", &dirs[0].join("data"), &["--auth-token-file", &ta]);
+    let seed = a.addr().to_owned();
+    let b = start_at(
+        "127.0.0.25",
+        &dirs[1].join("data"),
+        &["--auth-token-file", &tb, "--join", &seed],
+    );
+    let x = start_at(
+        "127.0.0.26",
+        &dirs[2].join("data"),
+        &["--auth-token-file", &tx, "--join", &seed],
+    );
+    let ab = vec![
+        (a.addr().to_owned(), MEMBER_UP, 1),
+        (b.addr().to_owned(), MEMBER_UP, 1),
+    ];
+    wait_for("the two nodes of one secret agree", || {
+        agreed(&[a.addr(), b.addr()], &ab, Some(ADMIN)).is_some()
+    });
+    // Long enough for x to have announced itself a few times.
+    wait_for("the seed refused packets", || {
+        a.stderr().contains("was not signed by an admin secret")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(agreed(&[a.addr(), b.addr()], &ab, Some(ADMIN)).is_some());
+    let alone = view(x.addr(), Some("another-cluster-admin-0123")).unwrap();
+    assert_eq!(alone.members.len(), 1, "{alone:?}");
+    // The read secret may ask for the view.
+    assert!(view(a.addr(), Some("read-secret-0123456789")).is_some());
+}
+
+#[test]
+fn a_relative_data_directory_works() {
+    let dir = temp_dir("relative");
+    let mut child = std::process::Command::new(crate::harness::SQUALL)
+        .args(["node", "--shards", "1", "--listen", "127.0.0.1:0", "--fsync", "never"])
+        .args(["--data-dir", "data"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("squall ready "), "{line:?}");
+    assert!(dir.join("data/shard-0").is_dir());
 }

@@ -74,16 +74,15 @@ impl Node {
     ) -> Result<Node, String> {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        // `--listen` in `extra` replaces the default.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(SQUALL)
-            .args([
-                "node",
-                "--shards",
-                &shards.to_string(),
-                "--listen",
-                "127.0.0.1:0",
-                "--fsync",
-                fsync,
-            ])
+            .args(["node", "--shards", &shards.to_string(), "--fsync", fsync])
+            .args(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)

@@ -1,0 +1,114 @@
+//! `squall cluster …`: what a cluster looks like from one of its members.
+
+use std::time::Duration;
+
+use client::{Client, ClientOptions};
+use serde_json::json;
+use wire::message::{ClusterView, MEMBER_UP};
+
+use super::{connect_blocking, emit, Conn};
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub(super) enum ClusterCommand {
+    /// The members the node at --addr knows of: their state and for how
+    /// long, incarnation, shards, live keys (asked of each live member),
+    /// and the epoch of the live view (nodes that agree on the members
+    /// report the same epoch).
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+impl ClusterCommand {
+    pub(super) fn conn(&self) -> &Conn {
+        match self {
+            ClusterCommand::Status { conn } => conn,
+        }
+    }
+}
+
+pub(super) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Status { conn } = cmd;
+    let (view, keys) = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+        let view = c.cluster_status().await?;
+        let mut keys = Vec::new();
+        for m in &view.members {
+            keys.push(if m.state == MEMBER_UP {
+                live_keys(&conn, &String::from_utf8_lossy(&m.addr)).await
+            } else {
+                None
+            });
+        }
+        Ok((view, keys))
+    })?;
+    emit(conn.json, &as_json(&view, &keys), &as_text(&view, &keys))
+}
+
+/// A member's live keys, summed over its shards; `None` if it does not answer.
+async fn live_keys(conn: &Conn, addr: &str) -> Option<u64> {
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(conn.client_timeout_ms),
+        client_name: "squall-cli".into(),
+        token: client::load_token(conn.token_file.as_deref()).ok()?,
+    };
+    let mut c = Client::connect(addr, opts).await.ok()?;
+    let stats = c.stats().await.ok()?;
+    Some(stats.iter().map(|s| s.live_keys).sum())
+}
+
+fn state(code: u8) -> &'static str {
+    if code == MEMBER_UP {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn as_json(view: &ClusterView, keys: &[Option<u64>]) -> serde_json::Value {
+    let members: Vec<_> = view
+        .members
+        .iter()
+        .zip(keys)
+        .map(|(m, k)| {
+            json!({"node": format!("{:016x}", m.node), "addr": String::from_utf8_lossy(&m.addr),
+                "state": state(m.state), "state_ms": m.state_ms, "incarnation": m.incarnation,
+                "shards": m.shards, "live_keys": k})
+        })
+        .collect();
+    json!({"epoch": format!("{:016x}", view.epoch), "node": format!("{:016x}", view.node),
+        "members": members})
+}
+
+fn as_text(view: &ClusterView, keys: &[Option<u64>]) -> String {
+    let up = view.members.iter().filter(|m| m.state == MEMBER_UP).count();
+    let mut out = format!(
+        "epoch {:016x} as node-{:016x} sees it: {up} up, {} down\n\
+         {:<22} {:<22} {:<5} {:>9} {:>11} {:>6} {:>10}",
+        view.epoch,
+        view.node,
+        view.members.len() - up,
+        "NODE",
+        "ADDR",
+        "STATE",
+        "FOR",
+        "INCARNATION",
+        "SHARDS",
+        "KEYS"
+    );
+    for (m, k) in view.members.iter().zip(keys) {
+        let keys = k.map_or_else(|| "-".to_owned(), |k| k.to_string());
+        let me = if m.node == view.node { " (this node)" } else { "" };
+        out.push_str(&format!(
+            "\nnode-{:016x}  {:<22} {:<5} {:>8.1}s {:>11} {:>6} {:>10}{me}",
+            m.node,
+            String::from_utf8_lossy(&m.addr),
+            state(m.state),
+            m.state_ms as f64 / 1000.0,
+            m.incarnation,
+            m.shards,
+            keys
+        ));
+    }
+    out
+}

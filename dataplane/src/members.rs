@@ -1,0 +1,336 @@
+//! The node's membership: SWIM (`cluster::membership`, through foca) over
+//! UDP on shard 0's address, driven by one task on shard 0; and
+//! [`Members`], the view every shard reads (`ClusterStatus`).
+//!
+//! * **Packets**: one foca message of at most `MEMBERSHIP_PACKET_BYTES_MAX`
+//!   bytes per datagram. On a node with `--auth-token-file` it is followed
+//!   by a 32-byte tag (`wire::auth::Secret::packet_tag` under the first
+//!   admin secret); a packet that no admin secret verifies is dropped and
+//!   counted, so only nodes holding the cluster's admin secret take part.
+//! * **Joining**: the node announces itself to each `--join` seed at start,
+//!   and again every `JOIN_RETRY_MS` while it knows no live member (a node
+//!   that lost everyone, say behind a partition, finds its way back the
+//!   same way). After that foca's gossip keeps the view whole. Seed names
+//!   are resolved at every attempt (a Kubernetes pod's name resolves only
+//!   once the pod exists).
+//! * **Leaving**: at shutdown the node leaves on purpose, so its peers mark
+//!   it down at once instead of after the suspicion timeout.
+//! * **The view** keeps members that went down (and since when), so that
+//!   `cluster status` shows them; a restarted node (same address, higher
+//!   incarnation) replaces its old self.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cluster::membership::{Membership, Output, Peer, Timer, Timing};
+use futures_channel::mpsc;
+use futures_lite::StreamExt as _;
+use glommio::net::UdpSocket;
+use wire::auth::{Secret, PACKET_TAG_BYTES};
+use wire::message as w;
+
+use crate::limits::{JOIN_RETRY_MS, MEMBERSHIP_PACKET_BYTES_MAX};
+
+/// The members this node knows of, itself included; read by every shard.
+#[derive(Debug)]
+pub(crate) struct Members {
+    me: Peer,
+    seen: Mutex<BTreeMap<SocketAddr, Seen>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    peer: Peer,
+    up: bool,
+    since: Instant,
+}
+
+impl Members {
+    pub fn new(me: Peer) -> Members {
+        let seen = BTreeMap::from([(
+            me.addr,
+            Seen {
+                peer: me,
+                up: true,
+                since: Instant::now(),
+            },
+        )]);
+        Members {
+            me,
+            seen: Mutex::new(seen),
+        }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, BTreeMap<SocketAddr, Seen>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn up(&self, peer: Peer) {
+        let seen = Seen {
+            peer,
+            up: true,
+            since: Instant::now(),
+        };
+        self.seen().insert(peer.addr, seen);
+    }
+
+    fn down(&self, peer: Peer) {
+        let mut seen = self.seen();
+        if seen.get(&peer.addr).is_some_and(|s| s.peer != peer) {
+            return; // a newer identity on that address already replaced it
+        }
+        let now = Seen {
+            peer,
+            up: false,
+            since: Instant::now(),
+        };
+        seen.insert(peer.addr, now);
+    }
+
+    /// Live members (this node included), by address.
+    pub fn live(&self) -> Vec<Peer> {
+        self.seen()
+            .values()
+            .filter(|s| s.up)
+            .map(|s| s.peer)
+            .collect()
+    }
+
+    /// The epoch of the live members' view (`kvs_core::cluster::epoch`).
+    pub fn epoch(&self) -> u64 {
+        let live: Vec<_> = self.live().iter().map(Peer::member).collect();
+        kvs_core::cluster::epoch(&live)
+    }
+
+    /// What `ClusterStatus` answers.
+    pub fn view(&self) -> w::ClusterView {
+        let members = self
+            .seen()
+            .values()
+            .map(|s| w::MemberInfo {
+                node: s.peer.node,
+                addr: s.peer.addr.to_string().into_bytes(),
+                incarnation: s.peer.incarnation,
+                shards: s.peer.shards,
+                state: if s.up { w::MEMBER_UP } else { w::MEMBER_DOWN },
+                state_ms: u64::try_from(s.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect();
+        w::ClusterView {
+            epoch: self.epoch(),
+            node: self.me.node,
+            members,
+        }
+    }
+}
+
+/// How this node takes part in membership.
+#[derive(Clone, Debug)]
+pub(crate) struct GossipConfig {
+    /// Where the membership socket binds (shard 0's listen address).
+    pub bind: SocketAddr,
+    /// `--join` seeds, `host:port` each.
+    pub seeds: Vec<String>,
+    pub timing: Timing,
+    /// The admin secrets (`--auth-token-file`): the first signs, any
+    /// verifies; `None` on an open node.
+    pub secrets: Option<Vec<Secret>>,
+}
+
+/// What wakes the membership task.
+enum Input {
+    Packet(Vec<u8>),
+    Timer(Timer<Peer>),
+    Announce,
+}
+
+/// The running membership of this node (on shard 0).
+pub(crate) struct Gossip {
+    socket: UdpSocket,
+    machine: RefCell<Membership>,
+    members: Arc<Members>,
+    inputs: mpsc::UnboundedSender<Input>,
+    seeds: Vec<String>,
+    secrets: Option<Vec<Secret>>,
+    /// Packets dropped: unsigned or forged, too large, or refused by foca.
+    refused: Cell<u64>,
+}
+
+impl Gossip {
+    /// Binds the membership socket and starts the tasks that run it on the
+    /// current (shard 0's) executor.
+    pub fn start(config: GossipConfig, members: Arc<Members>) -> Result<Rc<Gossip>, String> {
+        let socket = UdpSocket::bind(config.bind).map_err(|e| {
+            format!(
+                "cannot bind the membership socket (UDP) on {}: {e}",
+                config.bind
+            )
+        })?;
+        if config.secrets.as_ref().is_some_and(Vec::is_empty) {
+            log::warn!(
+                "the token file has no admin secret: this node can neither join a cluster nor \
+                 be joined (node-to-node membership packets are signed with an admin secret)"
+            );
+        }
+        let seed = members.me.node ^ members.me.incarnation;
+        let machine = Membership::new(members.me, config.timing, seed);
+        let (tx, rx) = mpsc::unbounded();
+        let gossip = Rc::new(Gossip {
+            socket,
+            machine: RefCell::new(machine),
+            members,
+            inputs: tx,
+            seeds: config.seeds,
+            secrets: config.secrets,
+            refused: Cell::new(0),
+        });
+        glommio::spawn_local(gossip.clone().receive()).detach();
+        glommio::spawn_local(gossip.clone().drive(rx)).detach();
+        if !gossip.seeds.is_empty() {
+            gossip.input(Input::Announce);
+        }
+        Ok(gossip)
+    }
+
+    /// Leaves the cluster on purpose: peers see this node down at once.
+    pub async fn leave(&self) {
+        let outputs = self.machine.borrow_mut().leave();
+        self.act(outputs).await;
+        log::info!("left the cluster");
+    }
+
+    fn input(&self, input: Input) {
+        // The receiver lives as long as the executor: a send cannot fail
+        // while anything still runs.
+        let _ = self.inputs.unbounded_send(input);
+    }
+
+    /// Feeds the state machine, one input at a time, and carries out what
+    /// it asks for.
+    async fn drive(self: Rc<Self>, mut inputs: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = inputs.next().await {
+            let outputs = match input {
+                Input::Packet(bytes) => self.machine.borrow_mut().handle_data(&bytes),
+                Input::Timer(timer) => self.machine.borrow_mut().handle_timer(timer),
+                Input::Announce => self.announce(),
+            };
+            self.act(outputs).await;
+        }
+    }
+
+    /// Announces this node to its seeds while it knows no live member,
+    /// and asks to be woken to try again.
+    fn announce(self: &Rc<Self>) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        if self.machine.borrow().members().is_empty() {
+            let me = self.members.me.addr;
+            for seed in &self.seeds {
+                match seed.to_socket_addrs() {
+                    Ok(addrs) => {
+                        for addr in addrs.filter(|a| *a != me) {
+                            outputs.extend(self.machine.borrow_mut().announce(Peer::seed(addr)));
+                        }
+                    }
+                    Err(e) => log::warn!("--join {seed}: {e}; trying again"),
+                }
+            }
+        }
+        let gossip = self.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(JOIN_RETRY_MS)).await;
+            gossip.input(Input::Announce);
+        })
+        .detach();
+        outputs
+    }
+
+    async fn act(&self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, bytes } => self.send(to.addr, bytes).await,
+                Output::Arm { after, timer } => {
+                    let inputs = self.inputs.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(after).await;
+                        let _ = inputs.unbounded_send(Input::Timer(timer));
+                    })
+                    .detach();
+                }
+                Output::Up(p) => {
+                    log::info!(
+                        "member up: {} at {} (incarnation {}, {} shard(s))",
+                        p.node_id(),
+                        p.addr,
+                        p.incarnation,
+                        p.shards
+                    );
+                    self.members.up(p);
+                }
+                Output::Down(p) => {
+                    log::warn!(
+                        "member down: {} at {} (incarnation {})",
+                        p.node_id(),
+                        p.addr,
+                        p.incarnation
+                    );
+                    self.members.down(p);
+                }
+                Output::Refused(why) => self.refuse(&why),
+            }
+        }
+    }
+
+    async fn send(&self, to: SocketAddr, mut bytes: Vec<u8>) {
+        if let Some(secret) = self.secrets.as_ref().and_then(|s| s.first()) {
+            let tag = secret.packet_tag(&bytes);
+            bytes.extend_from_slice(&tag);
+        }
+        if let Err(e) = self.socket.send_to(&bytes, to).await {
+            log::debug!("membership packet to {to} not sent: {e}");
+        }
+    }
+
+    /// Receives packets for as long as the executor runs.
+    async fn receive(self: Rc<Self>) {
+        let mut buf = vec![0u8; MEMBERSHIP_PACKET_BYTES_MAX + PACKET_TAG_BYTES + 1];
+        loop {
+            match self.socket.recv_from(&mut buf).await {
+                Ok((n, from)) => match self.open(&buf[..n]) {
+                    Some(body) => self.input(Input::Packet(body.to_vec())),
+                    None => self.refuse(&format!("a packet from {from} was not signed by an admin secret of this cluster, or too large")),
+                },
+                Err(e) => {
+                    log::warn!("membership socket: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// The foca message in a packet, once its size and (on an
+    /// authenticated node) its tag are checked.
+    fn open<'a>(&self, packet: &'a [u8]) -> Option<&'a [u8]> {
+        let Some(secrets) = &self.secrets else {
+            return (packet.len() <= MEMBERSHIP_PACKET_BYTES_MAX).then_some(packet);
+        };
+        let body_len = packet.len().checked_sub(PACKET_TAG_BYTES)?;
+        let (body, tag) = packet.split_at(body_len);
+        let signed = secrets.iter().any(|s| s.verify_packet_tag(body, tag));
+        (signed && body.len() <= MEMBERSHIP_PACKET_BYTES_MAX).then_some(body)
+    }
+
+    fn refuse(&self, why: &str) {
+        let n = self.refused.get() + 1;
+        self.refused.set(n);
+        // The first, then every 1000th: a flood cannot flood the log.
+        if n == 1 || n % 1000 == 0 {
+            log::warn!("membership input refused ({n} so far): {why}");
+        } else {
+            log::debug!("membership input refused: {why}");
+        }
+    }
+}
