@@ -24,7 +24,10 @@ FSYNC=${FSYNC:-batch}
 
 addr() { echo "127.0.0.$(($1 + 1)):$PORT"; }
 pid_of() { cat "$DIR/n$1.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+alive() { # running, and not a zombie waiting to be reaped
+  local p; p=$(pid_of "$1")
+  [ -n "$p" ] && [ -r "/proc/$p/stat" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$p/stat" 2>/dev/null
+}
 nodes() { ls "$DIR" 2>/dev/null | sed -n 's/^n\([0-9]*\)\.pid$/\1/p' | sort -n; }
 
 start() { # K: starts node K, waits for its ready line
@@ -73,6 +76,7 @@ case "${1:-}" in
     k=${2:?usage: cluster.sh kill K}
     alive "$k" || { echo "cluster: node $k does not run" >&2; exit 1; }
     kill -9 "$(pid_of "$k")"
+    for _ in $(seq 100); do alive "$k" || break; sleep 0.05; done
     echo "cluster: node $k killed (kill -9)" >&2
     ;;
   start)

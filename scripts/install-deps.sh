@@ -2,12 +2,15 @@
 # Installs what the project needs beyond the Rust toolchain, if missing:
 #   - redis-server (the benchmark's comparison target; Debian package)
 #   - the wasm32-unknown-unknown Rust target (the example guests; rustup)
+#   - strace and libseccomp (scripts/check-deploy.sh: the seccomp profile)
 # Safe to run repeatedly. Run as root (or with sudo available).
 set -euo pipefail
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 || need_apt+=(libseccomp2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs: format, lints, every test
 # (unit, property, integration with real processes), benches in test mode,
-# the crate-boundary check, and the docs (a broken link fails). One profile
+# the crate-boundary check, the docs (a broken link fails) and the
+# deployment files (Kubernetes, seccomp, systemd, launch scripts). One profile
 # (release) so the binaries the tests start are the ones users run, and the
 # build is done once.
 set -euo pipefail
@@ -29,4 +30,5 @@ cargo test --release --workspace --all-targets --locked
 # The sans-I/O cores once more with debug assertions on (their invariants).
 step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
 step "doc tests";    cargo test --release --workspace --doc --locked
+step "deploy";       ./scripts/check-deploy.sh
 echo; echo "test.sh: all checks passed"

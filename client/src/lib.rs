@@ -559,6 +559,15 @@ impl Client {
         }
     }
 
+    /// Asks the node to leave its cluster and stop, gracefully; it has
+    /// begun once this returns (see `Request::Leave`).
+    pub async fn leave(&mut self) -> Result<()> {
+        match self.call(self.route.home(), Request::Leave).await? {
+            Response::Leaving => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends one request to `shard` (which need not own the key: the node
     /// forwards) and returns its reply; error replies become `Err`.
     pub async fn call(&mut self, shard: u16, request: Request) -> Result<Response> {

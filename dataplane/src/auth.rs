@@ -154,9 +154,11 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         R::Delete(d) => role_to_write(d.key.as_slice()),
         // A function may write state: calling one is writing.
         R::Call(_) | R::CallDag(_) => Role::Write,
-        R::RegisterDag(_) | R::DeleteDag(_) | R::RegisterFunction(_) | R::DeleteFunction(_) => {
-            Role::Admin
-        }
+        R::RegisterDag(_)
+        | R::DeleteDag(_)
+        | R::RegisterFunction(_)
+        | R::DeleteFunction(_)
+        | R::Leave => Role::Admin,
     })
 }
 

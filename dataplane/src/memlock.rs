@@ -1,7 +1,9 @@
-//! The locked-memory check made before any shard starts.
+//! What glommio needs from the kernel, checked before any shard starts so
+//! that a missing piece is one sentence, not a panic in a shard thread:
 //!
-//! Read from `/proc/self/limits` (no `unsafe`, no libc): the "Max locked
-//! memory" soft limit, in bytes, or "unlimited".
+//! * locked memory, read from `/proc/self/limits` (the "Max locked memory"
+//!   soft limit, in bytes, or "unlimited");
+//! * io_uring itself: one ring is set up and closed ([`check_io_uring`]).
 
 use crate::limits::MEMLOCK_PER_SHARD_BYTES;
 
@@ -14,6 +16,32 @@ pub fn check(shards: usize) -> anyhow::Result<()> {
         return Ok(());
     };
     check_against(shards, limit)
+}
+
+/// Fails with a sentence that says what to do when io_uring cannot be
+/// used: a seccomp profile that blocks it (the default one of Docker ≥ 25
+/// and containerd ≥ 2.0), `kernel.io_uring_disabled`, or an old kernel.
+#[allow(unsafe_code)]
+pub fn check_io_uring() -> anyhow::Result<()> {
+    // struct io_uring_params: 120 bytes, zeroed = no flags.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(2) reads and writes exactly the 120-byte
+    // io_uring_params at the pointer, which lives across the call; it
+    // returns a new file descriptor that this function owns and closes.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!(
+            "io_uring is not available here (io_uring_setup: {e}). A seccomp profile may block it \
+             (Docker >= 25 and containerd >= 2.0 do by default: run with \
+             deploy/kubernetes/seccomp/squall.json), or sysctl kernel.io_uring_disabled is set, \
+             or the kernel is older than 5.8."
+        );
+    }
+    // SAFETY: `fd` is the descriptor io_uring_setup just returned, owned
+    // here and closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
 }
 
 fn check_against(shards: usize, limit: Option<u64>) -> anyhow::Result<()> {

@@ -139,6 +139,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         anyhow::bail!("--connections-max must be between 1 and {CONNECTIONS_PER_SHARD_MAX}");
     }
     crate::memlock::check(n)?;
+    crate::memlock::check_io_uring()?;
     let cpus = core_ids();
     let (host, base_port) = split_listen(&config.listen)?;
     match &config.auth {
@@ -194,6 +195,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         read_buffers_max_bytes: config.read_buffers_mb << 20,
         auth: config.auth.clone(),
         read_buffers_bytes: AtomicUsize::new(0),
+        stop: control.stop.clone(),
     });
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();

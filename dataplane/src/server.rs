@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub(crate) struct ConnSettings {
     pub read_buffers_max_bytes: usize,
     /// Bytes of grown read buffers held now, node-wide.
     pub read_buffers_bytes: AtomicUsize,
+    /// Set to stop the node gracefully (a `Leave` request; the signal
+    /// handlers set the same flag).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// One shard's serving side.

@@ -41,7 +41,7 @@ pub use status::Status;
 
 /// The protocol version this crate speaks; sent in `Hello`. Version 3 added
 /// authentication (`Authenticate`, `Challenge`, `Welcome`) and statuses
-/// 19–21; version 4 the cluster's view (`ClusterStatus`, `Cluster`). Nodes
+/// 19–21; version 4 the cluster (`ClusterStatus`, `Cluster`, `Leave`, `Leaving`). Nodes
 /// still accept version 2 and 3 clients (version 2 where no
 /// authentication is required).
 pub const PROTOCOL_VERSION: u32 = 4;

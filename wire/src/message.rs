@@ -34,6 +34,8 @@ pub enum Request {
     Authenticate(Authenticate),
     /// Asks the node for its view of the cluster (version 4).
     ClusterStatus,
+    /// Asks the node to leave the cluster and stop, gracefully (version 4).
+    Leave,
 }
 
 /// The client's half of the challenge–response (`wire::auth`).
@@ -356,6 +358,9 @@ pub enum Response {
     Welcome(Welcome),
     /// The answering node's view of its cluster (version 4).
     Cluster(ClusterView),
+    /// The node is leaving: it serves what it has begun, leaves the
+    /// membership, syncs its WAL and exits (version 4).
+    Leaving,
 }
 
 /// A node's view of its cluster: every member it knows of (itself

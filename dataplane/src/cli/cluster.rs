@@ -1,6 +1,10 @@
-//! `squall cluster …`: what a cluster looks like from one of its members.
+//! `squall cluster …`: what a cluster looks like from one of its members;
+//! `squall leave`: a node leaves it.
 
-use std::time::Duration;
+use std::net::{TcpStream, ToSocketAddrs as _};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use client::{Client, ClientOptions};
 use serde_json::json;
@@ -43,6 +47,40 @@ pub(super) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         Ok((view, keys))
     })?;
     emit(conn.json, &as_json(&view, &keys), &as_text(&view, &keys))
+}
+
+/// `squall leave`: asks the node to leave; with `wait`, polls its address
+/// until it refuses connections.
+pub(super) fn leave(conn: &Conn, wait: bool, wait_timeout_s: u64) -> anyhow::Result<()> {
+    connect_blocking(conn, "squall-cli", async |c: &mut Client| Ok(c.leave().await?))?;
+    if !wait {
+        return emit(conn.json, &json!({"addr": conn.addr, "leaving": true}), "leaving");
+    }
+    let start = Instant::now();
+    let addrs: Vec<_> = conn
+        .addr
+        .to_socket_addrs()
+        .with_context(|| format!("--addr {:?} is not HOST:PORT", conn.addr))?
+        .collect();
+    while addrs
+        .iter()
+        .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok())
+    {
+        if start.elapsed() >= Duration::from_secs(wait_timeout_s) {
+            anyhow::bail!(
+                "the node at {} still accepts connections {wait_timeout_s} s after it began \
+                 to leave (--wait-timeout-s)",
+                conn.addr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ms = start.elapsed().as_millis();
+    emit(
+        conn.json,
+        &json!({"addr": conn.addr, "left": true, "wait_ms": ms}),
+        &format!("left (stopped after {ms} ms)"),
+    )
 }
 
 /// A member's live keys, summed over its shards; `None` if it does not answer.

@@ -1,5 +1,6 @@
 //! The `squall` command line: `squall node …` runs a node; `squall kv …`,
-//! `fn …`, `dag …`, `model …`, `predict …` and `cluster …` talk to one.
+//! `fn …`, `dag …`, `model …`, `predict …`, `cluster …` and `leave` talk to
+//! one.
 //!
 //! This module holds `main`, the top-level parser ([`Cli`], [`Command`]),
 //! the connection flags every client command takes ([`Conn`]) and the
@@ -93,6 +94,19 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Make the node at --addr leave its cluster and stop, gracefully: it
+    /// answers what it has begun, leaves the membership (peers see it at
+    /// once), syncs its WAL and exits. Needs the admin role.
+    Leave {
+        /// Return only once the node has stopped (its port refuses
+        /// connections), or fail after --wait-timeout-s.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 120)]
+        wait_timeout_s: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Classify IMAGE (PNG or JPEG) with the prediction pipeline (see
     /// `squall model pipeline`) and print the top-5 classes.
     Predict {
@@ -163,6 +177,7 @@ impl Command {
                 ModelCommand::Put { conn, .. } | ModelCommand::Pipeline { conn, .. } => conn,
             }),
             Command::Cluster { command } => Some(command.conn()),
+            Command::Leave { conn, .. } => Some(conn),
             Command::Predict { conn, .. } => Some(conn),
         }
     }
@@ -227,6 +242,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Dag { command } => dags::run(command).map(|()| 0),
         Command::Model { command } => models::run(command).map(|()| 0),
         Command::Cluster { command } => cluster::run(command).map(|()| 0),
+        Command::Leave {
+            wait,
+            wait_timeout_s,
+            conn,
+        } => cluster::leave(&conn, wait, wait_timeout_s).map(|()| 0),
         Command::Predict {
             image,
             dag,

@@ -376,6 +376,12 @@ impl Conn {
                 let view = self.server.members.view();
                 self.reply(request_id, &w::Response::Cluster(view));
             }
+            ArchivedRequest::Leave => {
+                let from = self.peer_ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+                log::info!("leave requested (from {from}): stopping gracefully");
+                self.server.settings.stop.store(true, Ordering::SeqCst);
+                self.reply(request_id, &w::Response::Leaving);
+            }
             ArchivedRequest::Get(get) => self.get(request_id, get).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);

@@ -178,6 +178,18 @@ fn nodes_join_through_a_seed_agree_and_see_kills_stops_and_restarts() {
         agreed(&[&a_addr, &c_addr], &left, None).is_some()
     });
     eprintln!("SIGTERM seen by both others after {took:?}");
+
+    // `squall leave --wait`: the node leaves and stops; the last one sees it.
+    let mut a = a;
+    let (code, out, err) = cli(&["leave", "--addr", &a_addr, "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("left (stopped after "), "{out}");
+    assert!(a.wait_exit().success());
+    assert!(a.stderr().contains("leave requested"), "{}", a.stderr());
+    let last = vec![down(&a_addr, 1), down(&b_addr, 1), up(&c_addr, 2)];
+    wait_for("the node that left is down", || {
+        agreed(&[&c_addr], &last, None).is_some()
+    });
     drop(again);
 }
 
@@ -219,8 +231,19 @@ fn membership_packets_of_another_secret_are_refused() {
     assert!(agreed(&[a.addr(), b.addr()], &ab, Some(ADMIN)).is_some());
     let alone = view(x.addr(), Some("another-cluster-admin-0123")).unwrap();
     assert_eq!(alone.members.len(), 1, "{alone:?}");
-    // The read secret may ask for the view.
+    // The read secret may ask for the view, not make the node leave.
     assert!(view(a.addr(), Some("read-secret-0123456789")).is_some());
+    let (code, _, err) = cli(&["leave", "--addr", a.addr()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unauthenticated"), "{err}");
+    let reader = std::process::Command::new(crate::harness::SQUALL)
+        .args(["leave", "--addr", a.addr()])
+        .env("SQUALL_TOKEN", "read-secret-0123456789")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&reader.stderr);
+    assert!(err.contains("needs the admin role"), "{err}");
+    assert!(view(a.addr(), Some(ADMIN)).is_some(), "still running");
 }
 
 #[test]
