@@ -54,8 +54,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 use wire::message::{
-    Arg, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName, KvDelete,
-    ClusterView, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value, WasmBody,
+    Arg, ClusterView, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName,
+    KvDelete, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value,
+    WasmBody,
 };
 use wire::Status;
 
@@ -186,6 +187,19 @@ impl Client {
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
         let mut values = self.get_many(&[key]).await?;
         Ok(values.pop().flatten())
+    }
+
+    /// Reads `key` from the copy the connected node holds itself (`GetLocal`:
+    /// never routed to another node of its cluster); `None` if that node
+    /// holds none.
+    pub async fn get_local(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        let request = Request::GetLocal(KvGet {
+            keys: vec![key.to_vec()],
+        });
+        match self.call(self.shard_for(key), request).await? {
+            Response::Values(mut v) if v.len() == 1 => Ok(v.pop().flatten()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Reads several keys (each from its owning shard, pipelined); values

@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Config, Foca, Identity, OwnedNotification, PostcardCodec};
 /// A timer foca asked for, to hand back to [`Membership::handle_timer`] when due.
 pub use foca::Timer;
+use foca::{AccumulatingRuntime, Config, Foca, Identity, OwnedNotification, PostcardCodec};
 use kvs_core::cluster::Member;
 use kvs_core::NodeId;
 use rand::rngs::SmallRng;

@@ -148,6 +148,7 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::Stats
         | R::ClusterStatus
         | R::Get(_)
+        | R::GetLocal(_)
         | R::ListFunctions
         | R::ListDags => Role::Read,
         R::Put(p) => role_to_write(p.key.as_slice()),
@@ -158,7 +159,8 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::DeleteDag(_)
         | R::RegisterFunction(_)
         | R::DeleteFunction(_)
-        | R::Leave => Role::Admin,
+        | R::Leave
+        | R::Merge(_) => Role::Admin,
     })
 }
 

@@ -13,7 +13,8 @@
 //! - serving: [`server`] (a shard's accept loop and what its connections
 //!   share), [`conn`] (one connection), [`auth`];
 //! - the cluster: [`identity`] (who the node is), [`members`] (membership
-//!   over UDP, the view every shard reads);
+//!   over UDP, the view and placement every shard reads), [`links`]
+//!   (connections to other nodes), [`handoff`] (keys to their new owners);
 //! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
 //!
 //! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
@@ -31,8 +32,10 @@ mod convert;
 mod error;
 mod event;
 mod functions;
+mod handoff;
 mod identity;
 mod limits;
+mod links;
 mod members;
 mod memlock;
 mod model_fns;

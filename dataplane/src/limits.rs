@@ -155,3 +155,22 @@ pub use cluster::membership::PACKET_BYTES_MAX as MEMBERSHIP_PACKET_BYTES_MAX;
 /// How often a node that has not been let in yet announces itself to its
 /// `--join` seeds again.
 pub const JOIN_RETRY_MS: u64 = 1000;
+
+/// Virtual nodes per node on the cluster's node ring.
+pub const NODE_VNODES: u32 = 64;
+
+/// Links (connections) one shard keeps open to one other node at most;
+/// more requests to it wait for one.
+pub const LINKS_PER_PEER_MAX: usize = 16;
+
+/// How long a request to another node (forwarded, or a hand-off batch)
+/// may take before it fails with `unavailable`.
+pub const NODE_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// Keys per hand-off batch (one `Merge` request, acknowledged once
+/// durable on the receiver).
+pub const HANDOFF_BATCH_KEYS: usize = 512;
+
+/// How long a leaving node waits for its hand-off before it stops anyway
+/// (what it could not hand over stays in its data directory).
+pub const LEAVE_HANDOFF_TIMEOUT_MS: u64 = 60_000;

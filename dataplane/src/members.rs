@@ -18,11 +18,20 @@
 //! * **The view** keeps members that went down (and since when), so that
 //!   `cluster status` shows them; a restarted node (same address, higher
 //!   incarnation) replaces its old self.
+//! * **Placement** ([`Placement`]): where keys live for the live members
+//!   (`kvs_core::cluster::ClusterRing`, one copy per key for now), rebuilt
+//!   at every change and versioned, so that shards re-read it only when it
+//!   changed; subscribers (each shard's hand-off) are told. A leaving node
+//!   places every key elsewhere. Keys under `squall:` (functions, DAGs,
+//!   models, inboxes) are not spread: each node keeps its own, as a single
+//!   node does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,17 +39,58 @@ use cluster::membership::{Membership, Output, Peer, Timer, Timing};
 use futures_channel::mpsc;
 use futures_lite::StreamExt as _;
 use glommio::net::UdpSocket;
+use kvs_core::cluster::ClusterRing;
+use kvs_core::NodeId;
 use wire::auth::{Secret, PACKET_TAG_BYTES};
 use wire::message as w;
 
-use crate::limits::{JOIN_RETRY_MS, MEMBERSHIP_PACKET_BYTES_MAX};
+use crate::limits::{JOIN_RETRY_MS, MEMBERSHIP_PACKET_BYTES_MAX, NODE_VNODES};
 
 /// The members this node knows of, itself included; read by every shard.
 #[derive(Debug)]
 pub(crate) struct Members {
     me: Peer,
     seen: Mutex<BTreeMap<SocketAddr, Seen>>,
+    placement: Mutex<Arc<Placement>>,
+    /// `placement`'s version, readable without the lock.
+    version: AtomicU64,
+    leaving: AtomicBool,
+    shard_vnodes: u32,
+    /// Told (with the new version) at every placement change.
+    watchers: Mutex<Vec<mpsc::UnboundedSender<u64>>>,
+    /// Per shard: the placement version its hand-off finished for.
+    handed_off: Vec<AtomicU64>,
 }
+
+/// Where keys live, for one view of the members.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    pub version: u64,
+    ring: ClusterRing,
+    me: NodeId,
+    /// Only this node (nothing to route).
+    solo: bool,
+    addrs: HashMap<NodeId, SocketAddr>,
+}
+
+impl Placement {
+    /// The other node that owns `key` now, and its address; `None` when
+    /// this node does (or nobody else: a lone or last node keeps
+    /// everything). Keys under `squall:` stay where they are written.
+    pub fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
+        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+            return None;
+        }
+        let owner = self.ring.primary(key)?;
+        if owner == self.me {
+            return None;
+        }
+        self.addrs.get(&owner).map(|a| (owner, *a))
+    }
+}
+
+/// Keys under this prefix are the node's own (not spread over the cluster).
+const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
 
 #[derive(Clone, Copy, Debug)]
 struct Seen {
@@ -50,7 +100,7 @@ struct Seen {
 }
 
 impl Members {
-    pub fn new(me: Peer) -> Members {
+    pub fn new(me: Peer, shard_vnodes: u32) -> Members {
         let seen = BTreeMap::from([(
             me.addr,
             Seen {
@@ -59,10 +109,104 @@ impl Members {
                 since: Instant::now(),
             },
         )]);
-        Members {
+        let members = Members {
             me,
             seen: Mutex::new(seen),
+            placement: Mutex::new(Arc::new(Placement {
+                version: 0,
+                ring: ClusterRing::new(&[me.member()], NODE_VNODES, shard_vnodes),
+                me: me.node_id(),
+                solo: true,
+                addrs: HashMap::new(),
+            })),
+            version: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
+            shard_vnodes,
+            watchers: Mutex::new(Vec::new()),
+            handed_off: (0..me.shards).map(|_| AtomicU64::new(0)).collect(),
+        };
+        members.replace();
+        members
+    }
+
+    /// Rebuilds the placement from the live members; tells the watchers.
+    fn replace(&self) {
+        let leaving = self.leaving.load(Ordering::SeqCst);
+        let live: Vec<Peer> = self
+            .live()
+            .into_iter()
+            .filter(|p| !(leaving && p.addr == self.me.addr))
+            .collect();
+        let members: Vec<_> = live.iter().map(Peer::member).collect();
+        let mut placement = self
+            .placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let version = placement.version + 1;
+        *placement = Arc::new(Placement {
+            version,
+            ring: ClusterRing::new(&members, NODE_VNODES, self.shard_vnodes),
+            me: self.me.node_id(),
+            solo: live.len() == 1 && live[0].addr == self.me.addr,
+            addrs: live.iter().map(|p| (p.node_id(), p.addr)).collect(),
+        });
+        self.version.store(version, Ordering::SeqCst);
+        drop(placement);
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| w.unbounded_send(version).is_ok());
+    }
+
+    /// The placement now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The placement's version now (cheap: shards compare it with theirs).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// A stream of placement versions, one per change from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<u64> {
+        let (tx, rx) = mpsc::unbounded();
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
+    }
+
+    /// From now on every key is placed on the other members (this node is
+    /// leaving: its hand-off gives them everything).
+    pub fn start_leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        self.replace();
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// Shard `shard` has handed over everything placement `version` places
+    /// elsewhere.
+    pub fn handed_off(&self, shard: usize, version: u64) {
+        if let Some(v) = self.handed_off.get(shard) {
+            v.fetch_max(version, Ordering::SeqCst);
         }
+    }
+
+    /// Whether every shard has handed over what the current placement
+    /// places elsewhere.
+    pub fn all_handed_off(&self) -> bool {
+        let now = self.version();
+        self.handed_off
+            .iter()
+            .all(|v| v.load(Ordering::SeqCst) >= now)
     }
 
     fn seen(&self) -> MutexGuard<'_, BTreeMap<SocketAddr, Seen>> {
@@ -76,6 +220,7 @@ impl Members {
             since: Instant::now(),
         };
         self.seen().insert(peer.addr, seen);
+        self.replace();
     }
 
     fn down(&self, peer: Peer) {
@@ -89,6 +234,8 @@ impl Members {
             since: Instant::now(),
         };
         seen.insert(peer.addr, now);
+        drop(seen);
+        self.replace();
     }
 
     /// Live members (this node included), by address.

@@ -29,11 +29,11 @@ use wire::message as w;
 use crate::functions::{
     serve_store, Mirror, Platform, PlatformConfig, ShardFunctions, StoreRequest,
 };
-use crate::members::{Gossip, GossipConfig, Members};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, LARGE_BLOCK_BYTES,
     SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS,
 };
+use crate::members::{Gossip, GossipConfig, Members};
 use crate::server::{ConnSettings, Server};
 use crate::shard::{Shard, ShardParts};
 use crate::storage::{FsyncPolicy, Storage};
@@ -268,7 +268,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         shards: n as u16,
         renewals: 0,
     };
-    let members = Arc::new(Members::new(me));
+    let members = Arc::new(Members::new(me, config.vnodes_per_shard));
     let mut gossip = Some(GossipConfig {
         bind: addrs[0],
         seeds: config.join.clone(),
@@ -570,6 +570,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         members.clone(),
         ctx.connections_max,
     )?);
+    glommio::spawn_local(crate::handoff::run(server.clone())).detach();
     let gossip = match gossip {
         Some(config) => Some(Gossip::start(config, members)?),
         None => None,

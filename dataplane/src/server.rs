@@ -5,7 +5,7 @@
 //! count and its limit (idle connections are reclaimed near it; past it a
 //! connection is refused with `overloaded`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -15,7 +15,8 @@ use wire::message as w;
 
 use crate::event::Event;
 use crate::functions::ShardFunctions;
-use crate::members::Members;
+use crate::links::Links;
+use crate::members::{Members, Placement};
 use crate::shard::Shard;
 
 /// How a node's connections behave; one per node, shared by its shards.
@@ -55,6 +56,10 @@ pub(crate) struct Server {
     pub connections_max: usize,
     /// The node's view of its cluster.
     pub members: Arc<Members>,
+    /// This shard's copy of the placement (re-read when its version moves).
+    placement: RefCell<Arc<Placement>>,
+    /// This shard's connections to other nodes.
+    pub links: Links,
 }
 
 impl Server {
@@ -70,7 +75,13 @@ impl Server {
         let mut hello_body = Vec::new();
         wire::frame::encode_frame(0, &hello, &mut hello_body).map_err(|e| e.to_string())?;
         let hello_body = hello_body.split_off(wire::frame::FRAME_HEADER_BYTES);
+        let secret = settings
+            .auth
+            .as_ref()
+            .and_then(|a| a.node_secrets().next().cloned());
         Ok(Server {
+            placement: RefCell::new(members.placement()),
+            links: Links::new(secret),
             shard,
             functions,
             settings,
@@ -81,6 +92,15 @@ impl Server {
             connections_max,
             members,
         })
+    }
+
+    /// Runs `f` with the current placement (this shard's copy, refreshed
+    /// when the node's has moved on: one atomic load otherwise).
+    pub fn with_placement<T>(&self, f: impl FnOnce(&Placement) -> T) -> T {
+        if self.placement.borrow().version != self.members.version() {
+            *self.placement.borrow_mut() = self.members.placement();
+        }
+        f(&self.placement.borrow())
     }
 
     /// After shutdown: waits until every connection has finished the batch

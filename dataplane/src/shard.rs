@@ -8,12 +8,14 @@
 //! borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kvs_core::clock::HybridClock;
 use kvs_core::lattice::{Lww, Timestamp};
-use kvs_core::partition::{Applied, Mutation, Partition};
+use kvs_core::limits::CLOCK_LEAD_MAX_US;
+use kvs_core::partition::{Applied, Entry, Mutation, Partition};
 use kvs_core::ring::HashRing;
 use kvs_core::{Lsn, ShardId, Value};
 use wire::message as w;
@@ -88,6 +90,9 @@ impl std::fmt::Debug for Shard {
         f.debug_struct("Shard").field("id", &self.id).finish()
     }
 }
+
+/// A key and what it holds (a value or a tombstone).
+pub(crate) type KeyEntry = (Vec<u8>, Entry);
 
 /// Writer ids the node assigns are `NODE_WRITER_BASE | shard`; clients
 /// choosing their own writer ids should stay below it.
@@ -193,11 +198,6 @@ impl Shard {
             "write of a key another shard owns"
         );
         self.storage.check_writable()?;
-        let watched = self
-            .observers
-            .iter()
-            .any(|o| o.watches(&key))
-            .then(|| key.clone());
         let m = match value {
             Some(Value::Lww(lww)) if lww.timestamp().clock == 0 => {
                 let (_, bytes) = lww.into_parts();
@@ -222,12 +222,79 @@ impl Shard {
                 ts: self.stamp(),
             },
         };
+        self.log_and_apply(m)
+    }
+
+    /// Merges a key's state handed over by another node: its value or
+    /// tombstone as it is, with its own timestamps (nothing re-stamped; a
+    /// remote clock moves this shard's only up to the lead bound).
+    pub fn merge(&self, key: Vec<u8>, entry: Entry) -> Result<(Applied, Lsn), NodeError> {
+        debug_assert_eq!(self.owner(&key), self.id, "merge into another shard's key");
+        self.storage.check_writable()?;
+        let m = match entry {
+            Entry::Live(value) => {
+                if let Value::Lww(lww) = &value {
+                    let bound = wall_us().saturating_add(CLOCK_LEAD_MAX_US);
+                    self.clock
+                        .borrow_mut()
+                        .observe(lww.timestamp().clock.min(bound));
+                }
+                Mutation::Put { key, value }
+            }
+            Entry::Tombstone(ts) => Mutation::Delete { key, ts },
+        };
+        self.log_and_apply(m)
+    }
+
+    /// Drops `key` if it still holds `expected`: it was handed over to its
+    /// new owner (a write since then keeps it, for the next hand-off).
+    pub fn drop_if_unchanged(
+        &self,
+        key: &[u8],
+        expected: &Entry,
+    ) -> Result<Option<Lsn>, NodeError> {
+        if self.partition.borrow().entry(key) != Some(expected) {
+            return Ok(None);
+        }
+        self.storage.check_writable()?;
+        let m = Mutation::Drop { key: key.to_vec() };
+        Ok(Some(self.log_and_apply(m)?.1))
+    }
+
+    /// Every entry (values and tombstones) whose key `elsewhere` places on
+    /// another node, grouped by that node's address.
+    pub fn entries_elsewhere(
+        &self,
+        elsewhere: impl Fn(&[u8]) -> Option<SocketAddr>,
+    ) -> Vec<(SocketAddr, Vec<KeyEntry>)> {
+        let mut groups: Vec<(SocketAddr, Vec<KeyEntry>)> = Vec::new();
+        for (key, entry) in self.partition.borrow().entries() {
+            let Some(to) = elsewhere(key) else { continue };
+            let item = (key.to_vec(), entry.clone());
+            match groups.iter_mut().find(|(a, _)| *a == to) {
+                Some((_, v)) => v.push(item),
+                None => groups.push((to, vec![item])),
+            }
+        }
+        groups
+    }
+
+    /// Logs `m` and applies it (checked first: the logged record and the
+    /// in-memory state never diverge), then tells the observers.
+    fn log_and_apply(&self, m: Mutation) -> Result<(Applied, Lsn), NodeError> {
+        let watched = self
+            .observers
+            .iter()
+            .any(|o| o.watches(m.key()))
+            .then(|| m.key().to_vec());
         let mut partition = self.partition.borrow_mut();
         partition.check(&m)?;
         let lsn = self.storage.append(&m);
-        let is_put = matches!(m, Mutation::Put { .. });
-        // `check` passed, so `apply` accepts it: the logged record and the
-        // in-memory state never diverge.
+        let counter = match m {
+            Mutation::Put { .. } => Some(&self.stats.puts),
+            Mutation::Delete { .. } => Some(&self.stats.deletes),
+            Mutation::Drop { .. } => None,
+        };
         let applied = partition
             .apply(m)
             .map_err(|e| NodeError::internal(format!("checked mutation refused: {e}")))?;
@@ -237,11 +304,9 @@ impl Shard {
                 o.written(&key, now);
             }
         }
-        bump(if is_put {
-            &self.stats.puts
-        } else {
-            &self.stats.deletes
-        });
+        if let Some(c) = counter {
+            bump(c);
+        }
         Ok((applied, lsn))
     }
 
@@ -269,10 +334,13 @@ impl Shard {
             }
             ShardOp::Put(key, value) => self.write(key, Some(value)),
             ShardOp::Delete(key) => self.write(key, None),
+            ShardOp::Merge(key, entry) => self.merge(key, entry),
         };
         match result {
             Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn)),
-            Ok((Applied::Deleted { removed }, lsn)) => (ShardReply::Deleted(removed), Some(lsn)),
+            Ok((Applied::Deleted { removed } | Applied::Dropped { removed }, lsn)) => {
+                (ShardReply::Deleted(removed), Some(lsn))
+            }
             Err(e) => {
                 bump(&self.stats.errors);
                 (ShardReply::Error(e), None)

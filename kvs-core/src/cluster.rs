@@ -117,6 +117,16 @@ impl ClusterRing {
         &self.nodes
     }
 
+    /// The first node clockwise from `key`: its primary (`replicas(key,
+    /// 1)`, without allocating); `None` for an empty view.
+    #[must_use]
+    pub fn primary(&self, key: &[u8]) -> Option<NodeId> {
+        let tokens = self.nodes.tokens();
+        let pos = node_key_position(key);
+        let start = tokens.partition_point(|(t, _)| *t < pos);
+        tokens.get(start % tokens.len().max(1)).map(|&(_, n)| n)
+    }
+
     /// The first `r` distinct nodes clockwise from `key` (the primary
     /// first); fewer when the view is smaller than `r`.
     #[must_use]
@@ -180,8 +190,10 @@ mod tests {
     #[test]
     fn replicas_are_distinct_primary_first_and_capped_by_the_view() {
         let ring = ClusterRing::new(&view(&[10, 20, 30, 40, 50]), 64, 16);
+        assert_eq!(ClusterRing::new(&[], 64, 16).primary(b"k"), None);
         for k in keys(2_000) {
             let r3 = ring.replicas(&k, 3);
+            assert_eq!(ring.primary(&k), Some(r3[0]));
             assert_eq!(r3.len(), 3);
             assert!(r3[0] != r3[1] && r3[1] != r3[2] && r3[0] != r3[2], "{r3:?}");
             assert_eq!(

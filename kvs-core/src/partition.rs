@@ -14,6 +14,9 @@
 //!   - Any other lattice is merge-only and has no "older" version to order a
 //!     delete against, so the delete removes it outright and frees the key's
 //!     type: the next put of any type starts the key afresh.
+//! * **Drop** removes the key's entry, value or tombstone, leaving nothing:
+//!   the key was handed over to the node that owns it now, which holds it
+//!   (and its tombstone) from then on.
 //! * Tombstones are kept (they order late LWW writes); their number is
 //!   reported in stats. Collecting them needs cluster-wide knowledge of what
 //!   every replica has seen, which comes with replication.
@@ -40,19 +43,32 @@ pub enum Entry {
 /// A state change, as applied and as logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    Put { key: Vec<u8>, value: Value },
-    Delete { key: Vec<u8>, ts: Timestamp },
+    Put {
+        key: Vec<u8>,
+        value: Value,
+    },
+    Delete {
+        key: Vec<u8>,
+        ts: Timestamp,
+    },
+    /// The key was handed over to another node: its entry goes.
+    Drop {
+        key: Vec<u8>,
+    },
 }
 
 impl Mutation {
     #[must_use]
     pub fn key(&self) -> &[u8] {
         match self {
-            Mutation::Put { key, .. } | Mutation::Delete { key, .. } => key,
+            Mutation::Put { key, .. } | Mutation::Delete { key, .. } | Mutation::Drop { key } => {
+                key
+            }
         }
     }
 
-    /// Appends this mutation's encoding: `1 key value` or `2 key clock writer`.
+    /// Appends this mutation's encoding: `1 key value`, `2 key clock
+    /// writer` or `3 key`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut e = Encoder::new(out);
         match self {
@@ -66,6 +82,10 @@ impl Mutation {
                 e.bytes(key);
                 e.u64(ts.clock);
                 e.u64(ts.writer);
+            }
+            Mutation::Drop { key } => {
+                e.u8(3);
+                e.bytes(key);
             }
         }
     }
@@ -87,6 +107,7 @@ impl Mutation {
                     },
                 })
             }
+            3 => Ok(Mutation::Drop { key: d.key()? }),
             tag => Err(DecodeError::UnknownTag {
                 what: "mutation",
                 tag,
@@ -102,6 +123,8 @@ pub enum Applied {
     Stored,
     /// A delete; `removed` says whether a live value went away.
     Deleted { removed: bool },
+    /// A drop; `removed` says whether the key had an entry.
+    Dropped { removed: bool },
 }
 
 /// A mutation refused by the partition; the state is unchanged.
@@ -166,6 +189,18 @@ impl Partition {
                 check_key(&key)?;
                 Ok(self.delete(key, ts))
             }
+            Mutation::Drop { key } => {
+                check_key(&key)?;
+                let removed = match self.entries.remove(&key) {
+                    Some(Entry::Live(_)) => {
+                        self.live -= 1;
+                        true
+                    }
+                    Some(Entry::Tombstone(_)) => true,
+                    None => false,
+                };
+                Ok(Applied::Dropped { removed })
+            }
         }
     }
 
@@ -173,8 +208,14 @@ impl Partition {
     pub fn check(&self, m: &Mutation) -> Result<(), PartitionError> {
         match m {
             Mutation::Put { key, value } => self.check_put(key, value),
-            Mutation::Delete { key, .. } => check_key(key),
+            Mutation::Delete { key, .. } | Mutation::Drop { key } => check_key(key),
         }
+    }
+
+    /// The entry `key` has (a live value or a tombstone), if any.
+    #[must_use]
+    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
     }
 
     /// Checks the clocks a writer supplied with `value` for `key`, with the
@@ -250,31 +291,7 @@ impl Partition {
     }
 
     fn check_put(&self, key: &[u8], value: &Value) -> Result<(), PartitionError> {
-        check_key(key)?;
-        let len = value_len(value);
-        if len > VALUE_BYTES_MAX {
-            return Err(PartitionError::ValueTooLarge {
-                len,
-                max: VALUE_BYTES_MAX,
-            });
-        }
-        if matches!(
-            value,
-            Value::Set(_)
-                | Value::OrderedSet(_)
-                | Value::SingleKeyCausal(_)
-                | Value::MultiKeyCausal(_)
-        ) {
-            // Scalars cannot exceed it once their content fits; collections
-            // also carry per-element prefixes, clocks and dependencies.
-            let len = crate::codec::encode_value(value).len();
-            if len > VALUE_ENCODED_BYTES_MAX {
-                return Err(PartitionError::EncodingTooLarge {
-                    len,
-                    max: VALUE_ENCODED_BYTES_MAX,
-                });
-            }
-        }
+        check_shape(key, value)?;
         if let Some(Entry::Live(existing)) = self.entries.get(key) {
             if existing.kind() != value.kind() {
                 return Err(mismatch(key, existing.kind(), value.kind()));
@@ -282,7 +299,37 @@ impl Partition {
         }
         Ok(())
     }
+}
 
+/// What a put of `value` under `key` must satisfy whatever the partition
+/// holds: the key and value limits.
+pub fn check_shape(key: &[u8], value: &Value) -> Result<(), PartitionError> {
+    check_key(key)?;
+    let len = value_len(value);
+    if len > VALUE_BYTES_MAX {
+        return Err(PartitionError::ValueTooLarge {
+            len,
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    if matches!(
+        value,
+        Value::Set(_) | Value::OrderedSet(_) | Value::SingleKeyCausal(_) | Value::MultiKeyCausal(_)
+    ) {
+        // Scalars cannot exceed it once their content fits; collections
+        // also carry per-element prefixes, clocks and dependencies.
+        let len = crate::codec::encode_value(value).len();
+        if len > VALUE_ENCODED_BYTES_MAX {
+            return Err(PartitionError::EncodingTooLarge {
+                len,
+                max: VALUE_ENCODED_BYTES_MAX,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Partition {
     fn put(&mut self, key: Vec<u8>, value: Value) -> Result<Applied, PartitionError> {
         self.check_put(&key, &value)?;
         match self.entries.get_mut(key.as_slice()) {
@@ -500,6 +547,29 @@ mod tests {
         p.apply(put("k", lww(25, "new"))).unwrap();
         assert_eq!(p.get(b"k"), Some(&lww(25, "new")));
         assert_eq!(p.live_keys(), 1);
+    }
+
+    #[test]
+    fn drop_removes_values_and_tombstones_and_round_trips() {
+        let mut p = Partition::default();
+        p.apply(put("a", lww(5, "x"))).unwrap();
+        p.apply(del("b", 7)).unwrap();
+        let drop = |k: &str| Mutation::Drop {
+            key: k.as_bytes().to_vec(),
+        };
+        assert_eq!(p.apply(drop("a")), Ok(Applied::Dropped { removed: true }));
+        assert_eq!(p.apply(drop("b")), Ok(Applied::Dropped { removed: true }));
+        assert_eq!(p.apply(drop("c")), Ok(Applied::Dropped { removed: false }));
+        assert_eq!((p.live_keys(), p.tombstones()), (0, 0));
+        // A dropped LWW key takes an older put afresh (no tombstone orders it).
+        p.apply(put("a", lww(1, "old"))).unwrap();
+        assert_eq!(p.get(b"a"), Some(&lww(1, "old")));
+        let mut buf = Vec::new();
+        drop("k").encode(&mut buf);
+        assert_eq!(buf[0], 3);
+        let back = Mutation::decode(&mut Decoder::new(&buf)).unwrap();
+        assert_eq!(back, drop("k"));
+        assert!(p.apply(drop("")).is_err(), "an empty key is refused");
     }
 
     #[test]

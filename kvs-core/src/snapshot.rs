@@ -184,7 +184,7 @@ pub fn recover<'a>(
                     ..
                 } => l.timestamp().clock,
                 Mutation::Delete { ts, .. } => ts.clock,
-                Mutation::Put { .. } => 0,
+                Mutation::Put { .. } | Mutation::Drop { .. } => 0,
             };
             max_clock_us = max_clock_us.max(clock);
             partition.apply(m).map_err(|e| RecoveryError::Replay {

@@ -205,6 +205,9 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("ShardStats", size_of::<ArchivedShardStats>(), 122),
         ("ClusterView", size_of::<ArchivedClusterView>(), 24),
         ("MemberInfo", size_of::<ArchivedMemberInfo>(), 35),
+        ("MergeBatch", size_of::<ArchivedMergeBatch>(), 8),
+        ("MergeEntry", size_of::<ArchivedMergeEntry>(), 51),
+        ("DeletedAt", size_of::<ArchivedDeletedAt>(), 16),
         ("Response", size_of::<ArchivedResponse>(), 123),
     ];
     for (name, actual, documented) in sizes {

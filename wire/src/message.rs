@@ -36,6 +36,37 @@ pub enum Request {
     ClusterStatus,
     /// Asks the node to leave the cluster and stop, gracefully (version 4).
     Leave,
+    /// Reads keys from this node's own copy, never routed to another node
+    /// (version 4; for checking where keys live and whether copies agree).
+    GetLocal(KvGet),
+    /// Keys handed over by another node: merged into this node's copy,
+    /// durable before `Stored` (version 4; node to node, admin).
+    Merge(MergeBatch),
+}
+
+/// Keys one node hands to another, each as the sender holds it (merged).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MergeBatch {
+    pub entries: Vec<MergeEntry>,
+}
+
+/// One key's state: a value, or a tombstone (exactly one of the two).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MergeEntry {
+    pub key: Vec<u8>,
+    pub value: Option<Value>,
+    /// The key was deleted at this timestamp.
+    pub deleted: Option<DeletedAt>,
+}
+
+/// A tombstone's timestamp (an LWW timestamp: clock, then writer).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DeletedAt {
+    pub clock: u64,
+    pub writer: u64,
 }
 
 /// The client's half of the challenge–response (`wire::auth`).

@@ -52,11 +52,18 @@ pub enum Status {
     /// The connection's role may not make this request; the message names
     /// the role required.
     Forbidden = 21,
+    /// A request another node forwarded names a key this node does not
+    /// own (their views of the cluster differ for a moment); the message
+    /// names the owner this node sees. Retry.
+    WrongOwner = 22,
+    /// The node that owns the key cannot be reached now (it is down or
+    /// unreachable); the message names it. Retry later.
+    Unavailable = 23,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 21] = [
+    pub const ALL: [Status; 23] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -78,6 +85,8 @@ impl Status {
         Status::ClockSkew,
         Status::Unauthenticated,
         Status::Forbidden,
+        Status::WrongOwner,
+        Status::Unavailable,
     ];
 
     /// The wire value.
@@ -117,6 +126,8 @@ impl Status {
             Status::ClockSkew => "clock_skew",
             Status::Unauthenticated => "unauthenticated",
             Status::Forbidden => "forbidden",
+            Status::WrongOwner => "wrong_owner",
+            Status::Unavailable => "unavailable",
         }
     }
 }

@@ -52,9 +52,15 @@ pub(super) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
 /// `squall leave`: asks the node to leave; with `wait`, polls its address
 /// until it refuses connections.
 pub(super) fn leave(conn: &Conn, wait: bool, wait_timeout_s: u64) -> anyhow::Result<()> {
-    connect_blocking(conn, "squall-cli", async |c: &mut Client| Ok(c.leave().await?))?;
+    connect_blocking(conn, "squall-cli", async |c: &mut Client| {
+        Ok(c.leave().await?)
+    })?;
     if !wait {
-        return emit(conn.json, &json!({"addr": conn.addr, "leaving": true}), "leaving");
+        return emit(
+            conn.json,
+            &json!({"addr": conn.addr, "leaving": true}),
+            "leaving",
+        );
     }
     let start = Instant::now();
     let addrs: Vec<_> = conn
@@ -136,7 +142,11 @@ fn as_text(view: &ClusterView, keys: &[Option<u64>]) -> String {
     );
     for (m, k) in view.members.iter().zip(keys) {
         let keys = k.map_or_else(|| "-".to_owned(), |k| k.to_string());
-        let me = if m.node == view.node { " (this node)" } else { "" };
+        let me = if m.node == view.node {
+            " (this node)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "\nnode-{:016x}  {:<22} {:<5} {:>8.1}s {:>11} {:>6} {:>10}{me}",
             m.node,

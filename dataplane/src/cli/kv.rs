@@ -54,6 +54,10 @@ pub(super) enum KvCommand {
         /// max and single-version causal values; sets need --json).
         #[arg(long, conflicts_with = "json")]
         raw: bool,
+        /// Read the copy the node at --addr holds itself, never another
+        /// node's (to see where a key lives, or whether copies agree).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -91,9 +95,18 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
             emit(conn.json, &json!({"key": key, "ok": true}), "OK")?;
             Ok(0)
         }
-        KvCommand::Get { key, raw, conn } => {
+        KvCommand::Get {
+            key,
+            raw,
+            local,
+            conn,
+        } => {
             let v = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.get(key.as_bytes()).await?)
+                Ok(if local {
+                    c.get_local(key.as_bytes()).await?
+                } else {
+                    c.get(key.as_bytes()).await?
+                })
             })?;
             let Some(v) = v else {
                 if raw {

@@ -23,6 +23,7 @@ impl Conn {
                     );
                     return self.error(request_id, Status::VersionMismatch, &msg);
                 }
+                self.from_node = h.client_name.as_slice() == crate::links::NODE_CLIENT_NAME;
                 let Some(auth) = auth else {
                     self.greeted = true;
                     return self.reply_topology(request_id);

@@ -1,29 +1,53 @@
 //! Reads and writes: answered in the batch when this shard owns the keys,
-//! else forwarded to their owner and answered from the outbox.
+//! else sent to their owner — another shard of this node, or another node
+//! (over a link) — and answered from the outbox. Requests that came from
+//! another node are never sent on to a third: a key this node does not own
+//! is `wrong_owner` there. `GetLocal` reads this node's own copy only;
+//! `Merge` takes keys another node hands over.
 
-use kvs_core::partition::Applied;
-use kvs_core::ShardId;
+use std::net::SocketAddr;
+
+use kvs_core::partition::{check_key, check_shape, Applied, Entry};
+use kvs_core::{NodeId, ShardId};
 use wire::limits::KEYS_PER_GET_MAX;
 use wire::message as w;
 use wire::Status;
 
 use super::Conn;
-use crate::transport::ShardOp;
+use crate::convert::{value_from_archived, value_to_wire};
+use crate::error::NodeError;
+use crate::transport::{ShardOp, ShardReply};
+
+/// Where one key of a request goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Shard(ShardId),
+    Node(SocketAddr),
+}
 
 impl Conn {
-    pub(super) async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet) {
+    /// `local`: this node's own copy (`GetLocal`), never another node's.
+    pub(super) async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet, local: bool) {
         let n = get.keys.len();
         if n == 0 || n > KEYS_PER_GET_MAX {
             let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
             return self.error(request_id, Status::InvalidArgument, &msg);
         }
         let me = self.shard.id();
-        // Fast path: every key is ours.
-        if get
-            .keys
-            .iter()
-            .all(|k| self.shard.owner(k.as_slice()) == me)
-        {
+        let mut dests = Vec::with_capacity(n);
+        for k in get.keys.iter() {
+            let k = k.as_slice();
+            let remote = if local { None } else { self.remote_owner(k) };
+            dests.push(match remote {
+                Some((node, addr)) if self.from_node => {
+                    return self.wrong_owner(request_id, k, node, addr);
+                }
+                Some((_, addr)) => Dest::Node(addr),
+                None => Dest::Shard(self.shard.owner(k)),
+            });
+        }
+        // Fast path: every key is this shard's.
+        if dests.iter().all(|d| *d == Dest::Shard(me)) {
             let values = get
                 .keys
                 .iter()
@@ -32,25 +56,35 @@ impl Conn {
             return self.reply(request_id, &w::Response::Values(values));
         }
         let mut values: Vec<Option<w::Value>> = vec![None; n];
-        let mut remote: Vec<(ShardId, Vec<usize>)> = Vec::new();
-        for (i, k) in get.keys.iter().enumerate() {
-            let owner = self.shard.owner(k.as_slice());
-            if owner == me {
-                values[i] = self.shard.get_local(k.as_slice());
-            } else if let Some(group) = remote.iter_mut().find(|(s, _)| *s == owner) {
-                group.1.push(i);
+        let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
+        for (i, d) in dests.into_iter().enumerate() {
+            if d == Dest::Shard(me) {
+                values[i] = self.shard.get_local(get.keys[i].as_slice());
+            } else if let Some(g) = groups.iter_mut().find(|(x, _)| *x == d) {
+                g.1.push(i);
             } else {
-                remote.push((owner, vec![i]));
+                groups.push((d, vec![i]));
             }
         }
-        let mut parts = Vec::with_capacity(remote.len());
-        for (owner, idx) in remote {
-            let keys = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
-            parts.push((idx, self.shard.forward(owner, ShardOp::Get(keys)).await));
+        let mut parts = Vec::with_capacity(groups.len());
+        for (dest, idx) in groups {
+            let keys: Vec<Vec<u8>> = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
+            let reply: super::outbox::PendingReply = match dest {
+                Dest::Shard(owner) => {
+                    let reply = self.shard.forward(owner, ShardOp::Get(keys)).await;
+                    Box::pin(async move { reply.await.into_response() })
+                }
+                Dest::Node(addr) => {
+                    let server = self.server.clone();
+                    let req = w::Request::Get(w::KvGet { keys });
+                    Box::pin(async move { server.links.call(addr, &req).await })
+                }
+            };
+            parts.push((idx, reply));
         }
         self.outbox.push(request_id, async move {
             for (idx, reply) in parts {
-                match reply.await.into_response() {
+                match reply.await {
                     w::Response::Values(vs) if vs.len() == idx.len() => {
                         for (i, v) in idx.into_iter().zip(vs) {
                             values[i] = v;
@@ -69,6 +103,24 @@ impl Conn {
         key: &[u8],
         value: Option<kvs_core::Value>,
     ) {
+        if let Some((node, addr)) = self.remote_owner(key) {
+            if self.from_node {
+                return self.wrong_owner(request_id, key, node, addr);
+            }
+            let req = match value {
+                Some(v) => w::Request::Put(w::KvPut {
+                    key: key.to_vec(),
+                    value: value_to_wire(&v),
+                }),
+                None => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
+            };
+            let server = self.server.clone();
+            self.outbox.push(
+                request_id,
+                async move { server.links.call(addr, &req).await },
+            );
+            return;
+        }
         let owner = self.shard.owner(key);
         if owner != self.shard.id() {
             let op = match value {
@@ -85,11 +137,108 @@ impl Conn {
                 self.batch_lsn = Some(lsn);
                 let resp = match applied {
                     Applied::Stored => w::Response::Stored,
-                    Applied::Deleted { removed } => w::Response::Deleted(w::Deleted { removed }),
+                    Applied::Deleted { removed } | Applied::Dropped { removed } => {
+                        w::Response::Deleted(w::Deleted { removed })
+                    }
                 };
                 self.reply(request_id, &resp);
             }
             Err(e) => self.fail(request_id, &e),
         }
+    }
+
+    /// Keys another node hands over: the batch is checked whole first
+    /// (nothing is applied if an entry is malformed), then each entry is
+    /// merged into the shard that owns it here; `Stored` once all are
+    /// durable. They are taken whether or not this node's view places them
+    /// here: a lattice merge is safe, and this node's own hand-off moves
+    /// them on if they belong elsewhere. A leaving node takes none.
+    pub(super) async fn merge(&mut self, request_id: u64, batch: &w::ArchivedMergeBatch) {
+        if self.server.members.is_leaving() {
+            // What it took now would leave with it.
+            let msg = "this node is leaving the cluster: it takes no keys";
+            return self.error(request_id, Status::WrongOwner, msg);
+        }
+        let mut entries = Vec::with_capacity(batch.entries.len());
+        for e in batch.entries.iter() {
+            match entry_of(e) {
+                Ok(entry) => entries.push((e.key.to_vec(), entry)),
+                Err(err) => return self.fail(request_id, &err),
+            }
+        }
+        let me = self.shard.id();
+        let mut forwarded = Vec::new();
+        for (key, entry) in entries {
+            let owner = self.shard.owner(&key);
+            if owner == me {
+                match self.shard.merge(key, entry) {
+                    Ok((_, lsn)) => self.batch_lsn = Some(lsn),
+                    Err(e) => return self.fail(request_id, &e),
+                }
+            } else {
+                forwarded.push(self.shard.forward(owner, ShardOp::Merge(key, entry)).await);
+            }
+        }
+        if forwarded.is_empty() {
+            return self.reply(request_id, &w::Response::Stored);
+        }
+        // This shard's own entries are durable with the batch, before the
+        // outbox writes the reply.
+        let lsn = self.batch_lsn;
+        let shard = self.shard.clone();
+        self.outbox.push(request_id, async move {
+            for reply in forwarded {
+                if let ShardReply::Error(e) = reply.await {
+                    return crate::transport::error_response(&e);
+                }
+            }
+            if let Some(lsn) = lsn {
+                if let Err(e) = shard.wait_durable(lsn).await {
+                    return crate::transport::error_response(&e);
+                }
+            }
+            w::Response::Stored
+        });
+    }
+
+    /// The other node that owns `key` now; `None` if this node does.
+    fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
+        self.server.with_placement(|p| p.remote_owner(key))
+    }
+
+    fn wrong_owner(&mut self, request_id: u64, key: &[u8], node: NodeId, addr: SocketAddr) {
+        let msg = format!(
+            "this node does not own key {:?}: {node} at {addr} does in its view (epoch {:016x})",
+            String::from_utf8_lossy(key),
+            self.server.members.epoch()
+        );
+        self.error(request_id, Status::WrongOwner, &msg);
+    }
+}
+
+/// A hand-over entry, checked: a well-formed key with exactly one of a
+/// value (within the limits) or a tombstone.
+fn entry_of(e: &w::ArchivedMergeEntry) -> Result<Entry, NodeError> {
+    let key = e.key.as_slice();
+    match (e.value.as_ref(), e.deleted.as_ref()) {
+        (Some(v), None) => {
+            let value = value_from_archived(v);
+            check_shape(key, &value)?;
+            Ok(Entry::Live(value))
+        }
+        (None, Some(d)) => {
+            check_key(key)?;
+            Ok(Entry::Tombstone(kvs_core::lattice::Timestamp {
+                clock: d.clock.to_native(),
+                writer: d.writer.to_native(),
+            }))
+        }
+        _ => Err(NodeError::new(
+            Status::InvalidArgument,
+            format!(
+                "hand-over entry {:?} must carry a value or a tombstone, not both or neither",
+                String::from_utf8_lossy(key)
+            ),
+        )),
     }
 }

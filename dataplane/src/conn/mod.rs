@@ -44,7 +44,8 @@ use crate::convert::value_from_archived;
 use crate::error::NodeError;
 use crate::functions::Answer;
 use crate::limits::{
-    HELLO_FRAME_BODY_BYTES_MAX, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    HELLO_FRAME_BODY_BYTES_MAX, LEAVE_HANDOFF_TIMEOUT_MS, READ_BUFFER_BYTES,
+    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use crate::server::Server;
 use crate::shard::{bump, Shard};
@@ -74,6 +75,9 @@ struct Conn {
     greeted: bool,
     /// What this connection may do (`Admin` on an open node).
     role: Role,
+    /// Another node's link (`Hello` from `squall-node`): its requests are
+    /// never sent on to a third node.
+    from_node: bool,
     /// The nonce of the challenge sent, until it is answered.
     challenge: Option<[u8; wire::auth::NONCE_BYTES]>,
     /// Set when the connection must close after the replies in hand.
@@ -92,6 +96,25 @@ struct Conn {
     grown: usize,
 }
 
+/// Stops the node once every shard has handed its keys over (a `Leave`),
+/// or after `LEAVE_HANDOFF_TIMEOUT_MS`: what is left then stays in the data
+/// directory, and goes to its owners when the node runs again.
+async fn leave_after_handoff(server: Rc<Server>) {
+    let deadline = Instant::now() + Duration::from_millis(LEAVE_HANDOFF_TIMEOUT_MS);
+    while !server.members.all_handed_off() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if server.members.all_handed_off() {
+        log::info!("every shard has handed over its keys; leaving the cluster");
+    } else {
+        log::warn!(
+            "the hand-off did not finish within {LEAVE_HANDOFF_TIMEOUT_MS} ms; leaving anyway \
+             (the keys not handed over stay in the data directory)"
+        );
+    }
+    server.settings.stop.store(true, Ordering::SeqCst);
+}
+
 /// Serves one connection until the peer closes, a fatal protocol error, or
 /// shutdown.
 pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
@@ -108,6 +131,7 @@ pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
         wbuf: Vec::with_capacity(READ_BUFFER_BYTES),
         greeted: false,
         role: Role::Admin,
+        from_node: false,
         challenge: None,
         closing: None,
         peer_ip: peer_addr.map(|a| a.ip()),
@@ -377,12 +401,17 @@ impl Conn {
                 self.reply(request_id, &w::Response::Cluster(view));
             }
             ArchivedRequest::Leave => {
-                let from = self.peer_ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string());
-                log::info!("leave requested (from {from}): stopping gracefully");
-                self.server.settings.stop.store(true, Ordering::SeqCst);
+                let from = self
+                    .peer_ip
+                    .map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+                log::info!("leave requested (from {from}): handing every key over, then stopping");
+                self.server.members.start_leaving();
+                glommio::spawn_local(leave_after_handoff(self.server.clone())).detach();
                 self.reply(request_id, &w::Response::Leaving);
             }
-            ArchivedRequest::Get(get) => self.get(request_id, get).await,
+            ArchivedRequest::Get(get) => self.get(request_id, get, false).await,
+            ArchivedRequest::GetLocal(get) => self.get(request_id, get, true).await,
+            ArchivedRequest::Merge(batch) => self.merge(request_id, batch).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);
                 self.write(request_id, put.key.as_slice(), Some(value))

@@ -18,7 +18,7 @@ pub(super) struct Outbox {
 }
 
 /// A reply still running.
-type PendingReply = Pin<Box<dyn Future<Output = w::Response>>>;
+pub(super) type PendingReply = Pin<Box<dyn Future<Output = w::Response>>>;
 
 impl Outbox {
     pub(super) fn push(

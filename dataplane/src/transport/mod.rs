@@ -17,6 +17,7 @@ pub(crate) mod faults;
 use std::future::Future;
 use std::pin::Pin;
 
+use kvs_core::partition::Entry;
 use kvs_core::{ShardId, Value};
 use wire::message as w;
 
@@ -28,6 +29,8 @@ pub(crate) enum ShardOp {
     Get(Vec<Vec<u8>>),
     Put(Vec<u8>, Value),
     Delete(Vec<u8>),
+    /// A key's state handed over by another node (`Shard::merge`).
+    Merge(Vec<u8>, Entry),
 }
 
 /// The owner's answer.

@@ -15,7 +15,7 @@ use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_UP};
 use crate::harness::{cli, rt, temp_dir, Node};
 
 /// The view of the node at `addr`, asked with `secret` (`None`: open node).
-fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
+pub fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
     rt().block_on(async {
         let opts = ClientOptions {
             timeout: Duration::from_secs(2),
@@ -28,7 +28,7 @@ fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
 }
 
 /// Polls until `done` holds (≤ 15 s); how long it took.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
@@ -38,17 +38,26 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
 }
 
 /// `(addr, state, incarnation)` of every member in a view, by address.
-fn states(v: &ClusterView) -> Vec<(String, u8, u64)> {
+pub fn states(v: &ClusterView) -> Vec<(String, u8, u64)> {
     v.members
         .iter()
-        .map(|m| (String::from_utf8_lossy(&m.addr).into_owned(), m.state, m.incarnation))
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.addr).into_owned(),
+                m.state,
+                m.incarnation,
+            )
+        })
         .collect()
 }
 
 /// Whether every node in `addrs` reports exactly `expected` and the same
 /// epoch; that epoch.
-fn agreed(addrs: &[&str], expected: &[(String, u8, u64)], secret: Option<&str>) -> Option<u64> {
-    let views: Vec<ClusterView> = addrs.iter().map(|a| view(a, secret)).collect::<Option<_>>()?;
+pub fn agreed(addrs: &[&str], expected: &[(String, u8, u64)], secret: Option<&str>) -> Option<u64> {
+    let views: Vec<ClusterView> = addrs
+        .iter()
+        .map(|a| view(a, secret))
+        .collect::<Option<_>>()?;
     let epoch = views[0].epoch;
     views
         .iter()
@@ -56,7 +65,7 @@ fn agreed(addrs: &[&str], expected: &[(String, u8, u64)], secret: Option<&str>) 
         .then_some(epoch)
 }
 
-fn start_at(ip: &str, dir: &Path, extra: &[&str]) -> Node {
+pub fn start_at(ip: &str, dir: &Path, extra: &[&str]) -> Node {
     let listen = format!("{ip}:0");
     let mut args = vec!["--listen", listen.as_str()];
     args.extend_from_slice(extra);
@@ -125,7 +134,9 @@ fn nodes_join_through_a_seed_agree_and_see_kills_stops_and_restarts() {
     let up = |addr: &str, inc: u64| (addr.to_owned(), MEMBER_UP, inc);
     let down = |addr: &str, inc: u64| (addr.to_owned(), MEMBER_DOWN, inc);
     let three = vec![up(&a_addr, 1), up(&b_addr, 1), up(&c_addr, 1)];
-    let took = wait_for("three members agree", || agreed(&all, &three, None).is_some());
+    let took = wait_for("three members agree", || {
+        agreed(&all, &three, None).is_some()
+    });
     eprintln!("3 nodes agreed {took:?} after the last started");
     let epoch_three = agreed(&all, &three, None).unwrap();
 
@@ -155,14 +166,22 @@ fn nodes_join_through_a_seed_agree_and_see_kills_stops_and_restarts() {
     let epoch_back = agreed(&all, &restarted, None).unwrap();
     assert!(epoch_back != epoch_three && epoch_back != epoch_two);
     let node_c = view(&c_addr, None).unwrap().node;
-    assert!(again.ready.contains(&format!("node={node_c:016x} incarnation=2")));
+    assert!(again
+        .ready
+        .contains(&format!("node={node_c:016x} incarnation=2")));
 
     // The CLI shows the same.
     let (code, out, err) = cli(&["cluster", "status", "--addr", &b_addr]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with(&format!("epoch {epoch_back:016x} ")), "{out}");
+    assert!(
+        out.starts_with(&format!("epoch {epoch_back:016x} ")),
+        "{out}"
+    );
     assert!(out.contains("3 up, 0 down"), "{out}");
-    assert!(out.contains(&format!("node-{node_c:016x}  {c_addr}")), "{out}");
+    assert!(
+        out.contains(&format!("node-{node_c:016x}  {c_addr}")),
+        "{out}"
+    );
     let (code, json, _) = cli(&["cluster", "status", "--addr", &a_addr, "--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -197,14 +216,24 @@ fn nodes_join_through_a_seed_agree_and_see_kills_stops_and_restarts() {
 fn membership_packets_of_another_secret_are_refused() {
     let tokens = |dir: &Path, admin: &str| {
         let path = dir.join("tokens");
-        std::fs::write(&path, format!("read read-secret-0123456789\nadmin {admin}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("read read-secret-0123456789\nadmin {admin}\n"),
+        )
+        .unwrap();
         path.to_str().unwrap().to_owned()
     };
     const ADMIN: &str = "cluster-admin-0123456789";
-    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("members-auth-{i}"))).collect();
+    let dirs: Vec<_> = (0..3)
+        .map(|i| temp_dir(&format!("members-auth-{i}")))
+        .collect();
     let (ta, tb) = (tokens(&dirs[0], ADMIN), tokens(&dirs[1], ADMIN));
     let tx = tokens(&dirs[2], "another-cluster-admin-0123");
-    let a = start_at("127.0.0.24", &dirs[0].join("data"), &["--auth-token-file", &ta]);
+    let a = start_at(
+        "127.0.0.24",
+        &dirs[0].join("data"),
+        &["--auth-token-file", &ta],
+    );
     let seed = a.addr().to_owned();
     let b = start_at(
         "127.0.0.25",
@@ -250,7 +279,15 @@ fn membership_packets_of_another_secret_are_refused() {
 fn a_relative_data_directory_works() {
     let dir = temp_dir("relative");
     let mut child = std::process::Command::new(crate::harness::SQUALL)
-        .args(["node", "--shards", "1", "--listen", "127.0.0.1:0", "--fsync", "never"])
+        .args([
+            "node",
+            "--shards",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--fsync",
+            "never",
+        ])
         .args(["--data-dir", "data"])
         .current_dir(&dir)
         .stdout(std::process::Stdio::piped())

@@ -17,7 +17,11 @@
 //! * `auth`: every request before authentication and under each role,
 //!   replays, the rate limit, code keys, secrets out of logs; `cli`: hints,
 //!   binary values, JSON errors, a closed stdout.
-//! * `cluster`: a node's identity across restarts.
+//! * `cluster`: a node's identity across restarts; membership between
+//!   node processes on their own loopback addresses (join, kill -9,
+//!   SIGTERM, restart, `squall leave`, another cluster's secret).
+//! * `placement`: keys spread over the nodes, hand-off on join and leave,
+//!   `kv get --local`, bad node-to-node input.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
 
@@ -36,5 +40,6 @@ mod functions;
 mod hardening;
 mod harness;
 mod models;
+mod placement;
 mod shutdown;
 mod wasm;

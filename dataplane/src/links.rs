@@ -1,0 +1,205 @@
+//! Links to other nodes: the connections a shard opens to another node's
+//! shard 0 to forward a request there or to hand keys over. A link speaks
+//! the client protocol — `Hello` as client `squall-node`, and on a node
+//! with `--auth-token-file` the challenge–response under its first admin
+//! secret, exactly as a client would — one request at a time. Each shard
+//! keeps the links it opened for reuse, at most `LINKS_PER_PEER_MAX` per
+//! peer at once (more callers wait for one to come back).
+//!
+//! A request that fails on a link (it cannot connect, the peer closes, the
+//! deadline `NODE_REQUEST_TIMEOUT_MS` passes) closes that link and fails
+//! with `unavailable`: the caller may retry, another link is opened then.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use wire::auth::Secret;
+use wire::frame::{decode_response_owned, encode_frame, FrameHeader, FRAME_HEADER_BYTES};
+use wire::message as w;
+use wire::Status;
+
+use crate::error::NodeError;
+use crate::limits::{LINKS_PER_PEER_MAX, NODE_REQUEST_TIMEOUT_MS};
+
+/// What a node calls itself in `Hello` on its links.
+pub(crate) const NODE_CLIENT_NAME: &[u8] = b"squall-node";
+
+/// One shard's links to other nodes.
+pub(crate) struct Links {
+    /// Proves this node to peers that require authentication.
+    secret: Option<Secret>,
+    peers: RefCell<HashMap<SocketAddr, Rc<Peer>>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Links({} peers)", self.peers.borrow().len())
+    }
+}
+
+struct Peer {
+    idle: RefCell<Vec<Link>>,
+    /// One permit per link that may be in use at once.
+    permits: Semaphore,
+}
+
+struct Link {
+    stream: TcpStream,
+    next_id: u64,
+}
+
+impl Links {
+    pub fn new(secret: Option<Secret>) -> Links {
+        Links {
+            secret,
+            peers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `request` to the node at `to` and returns its reply; a failure
+    /// to get one is an `unavailable` error reply.
+    pub async fn call(&self, to: SocketAddr, request: &w::Request) -> w::Response {
+        match self.try_call(to, request).await {
+            Ok(resp) => resp,
+            Err(e) => crate::transport::error_response(&e),
+        }
+    }
+
+    async fn try_call(
+        &self,
+        to: SocketAddr,
+        request: &w::Request,
+    ) -> Result<w::Response, NodeError> {
+        let peer = self
+            .peers
+            .borrow_mut()
+            .entry(to)
+            .or_insert_with(|| {
+                Rc::new(Peer {
+                    idle: RefCell::new(Vec::new()),
+                    permits: Semaphore::new(LINKS_PER_PEER_MAX as u64),
+                })
+            })
+            .clone();
+        let _permit = peer
+            .permits
+            .acquire_permit(1)
+            .await
+            .map_err(|e| unavailable(to, &e.to_string()))?;
+        let timeout = Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+        let idle = peer.idle.borrow_mut().pop();
+        let exchange = async {
+            let mut link = match idle {
+                Some(link) => link,
+                None => self.connect(to).await?,
+            };
+            let resp = link.exchange(request).await?;
+            Ok::<_, NodeError>((link, resp))
+        };
+        match glommio::timer::timeout(timeout, async { Ok(exchange.await) }).await {
+            Ok(Ok((link, resp))) => {
+                peer.idle.borrow_mut().push(link);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(
+                to,
+                &format!("no reply within {NODE_REQUEST_TIMEOUT_MS} ms"),
+            )),
+        }
+    }
+
+    /// Opens a link: connect, `Hello`, and the proof if the peer asks.
+    async fn connect(&self, to: SocketAddr) -> Result<Link, NodeError> {
+        let stream = TcpStream::connect(to)
+            .await
+            .map_err(|e| unavailable(to, &format!("cannot connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut link = Link { stream, next_id: 1 };
+        let hello = w::Request::Hello(w::Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            client_name: NODE_CLIENT_NAME.to_vec(),
+        });
+        match link.exchange(&hello).await? {
+            w::Response::Hello(_) => Ok(link),
+            w::Response::Challenge(c) => {
+                let Some(secret) = &self.secret else {
+                    return Err(unavailable(
+                        to,
+                        "it requires authentication; this node has no secret",
+                    ));
+                };
+                let mut client_nonce = [0u8; wire::auth::NONCE_BYTES];
+                getrandom::fill(&mut client_nonce)
+                    .map_err(|e| NodeError::internal(format!("no randomness: {e}")))?;
+                let auth = w::Request::Authenticate(w::Authenticate {
+                    client_nonce: client_nonce.to_vec(),
+                    proof: secret.client_proof(&c.nonce, &client_nonce),
+                });
+                match link.exchange(&auth).await? {
+                    w::Response::Welcome(welcome)
+                        if secret.verify_node(&c.nonce, &client_nonce, &welcome.proof) =>
+                    {
+                        Ok(link)
+                    }
+                    w::Response::Welcome(_) => {
+                        Err(unavailable(to, "it could not prove the cluster's secret"))
+                    }
+                    other => Err(unavailable(
+                        to,
+                        &format!("authentication failed: {other:?}"),
+                    )),
+                }
+            }
+            other => Err(unavailable(
+                to,
+                &format!("unexpected reply to Hello: {other:?}"),
+            )),
+        }
+    }
+}
+
+impl Link {
+    /// Writes one request and reads its reply.
+    async fn exchange(&mut self, request: &w::Request) -> Result<w::Response, NodeError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = Vec::new();
+        encode_frame(id, request, &mut out).map_err(|e| NodeError::internal(e.to_string()))?;
+        let broken = |e: std::io::Error| {
+            NodeError::retriable(Status::Unavailable, format!("link broken: {e}"))
+        };
+        self.stream.write_all(&out).await.map_err(broken)?;
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        self.stream.read_exact(&mut header).await.map_err(broken)?;
+        let h = FrameHeader::parse(&header)
+            .map_err(|e| {
+                NodeError::retriable(Status::Unavailable, format!("bad frame from a peer: {e}"))
+            })?
+            .ok_or_else(|| NodeError::internal("short frame header".to_owned()))?;
+        let mut body = vec![0u8; h.body_len];
+        self.stream.read_exact(&mut body).await.map_err(broken)?;
+        if h.request_id != id {
+            return Err(NodeError::retriable(
+                Status::Unavailable,
+                format!("a peer answered request {} instead of {id}", h.request_id),
+            ));
+        }
+        decode_response_owned(&body).map_err(|e| {
+            NodeError::retriable(Status::Unavailable, format!("bad reply from a peer: {e}"))
+        })
+    }
+}
+
+fn unavailable(to: SocketAddr, why: &str) -> NodeError {
+    NodeError::retriable(
+        Status::Unavailable,
+        format!("node {to} is unavailable: {why}"),
+    )
+}

@@ -1,0 +1,224 @@
+//! Keys spread over a cluster's nodes (one copy each for now): any node
+//! serves any key (forwarding to its owner), every key lives on exactly one
+//! node, a joining node takes its share (hand-off in acknowledged
+//! batches), a leaving node gives all of its keys away before it stops,
+//! and `kv get --local` reads one node's own copy. Bad input on the
+//! node-to-node messages changes nothing.
+
+use std::time::Duration;
+
+use client::Client;
+use wire::message::{KvPut, MergeBatch, MergeEntry, Request, Value};
+
+use crate::cluster::{agreed, start_at, wait_for};
+use crate::harness::{cli, connect, lww, rt, temp_dir, Node};
+
+const KEYS: usize = 600;
+
+fn key(i: usize) -> String {
+    format!("key-{i}")
+}
+
+/// Live keys a node holds itself, over its shards.
+fn held(addr: &str) -> u64 {
+    rt().block_on(async {
+        let mut c = connect(addr).await;
+        c.stats().await.unwrap().iter().map(|s| s.live_keys).sum()
+    })
+}
+
+/// Whether every key reads through `addr` with its value, but key 0
+/// (deleted), which must stay deleted.
+fn all_readable(addr: &str) -> bool {
+    rt().block_on(async {
+        let mut c: Client = connect(addr).await;
+        for i in 0..KEYS {
+            let got = c.get(key(i).as_bytes()).await.unwrap();
+            if i == 0 {
+                assert!(got.is_none(), "the deleted key is back via {addr}");
+            } else if text(got) != Some(format!("v{i}")) {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+/// Waits until the hand-offs have settled: every key readable through
+/// each of `addrs` and held exactly once (a key in flight is held twice).
+fn settled(addrs: &[&str]) {
+    wait_for("every key readable, held once", || {
+        addrs.iter().map(|n| held(n)).sum::<u64>() == KEYS as u64 - 1
+            && addrs.iter().all(|n| all_readable(n))
+    });
+}
+
+/// An LWW value's bytes, as text.
+fn text(v: Option<Value>) -> Option<String> {
+    match v {
+        Some(Value::Lww(l)) => Some(String::from_utf8(l.bytes).unwrap()),
+        None => None,
+        other => panic!("not an LWW value: {other:?}"),
+    }
+}
+
+fn up(nodes: &[&Node]) -> Vec<(String, u8, u64)> {
+    let mut v: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.addr().to_owned(), wire::message::MEMBER_UP, 1))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keys_spread_over_the_nodes_and_move_when_nodes_join_and_leave() {
+    let dirs: Vec<_> = (0..4).map(|i| temp_dir(&format!("place-{i}"))).collect();
+    let a = start_at("127.0.0.31", &dirs[0], &[]);
+    let seed = a.addr().to_owned();
+    let b = start_at("127.0.0.32", &dirs[1], &["--join", &seed]);
+    let c = start_at("127.0.0.33", &dirs[2], &["--join", &seed]);
+    let three = [a.addr(), b.addr(), c.addr()];
+    wait_for("three nodes agree", || {
+        agreed(&three, &up(&[&a, &b, &c]), None).is_some()
+    });
+
+    // Writes through one node, a delete through another.
+    rt().block_on(async {
+        let mut ca = connect(a.addr()).await;
+        for i in 0..KEYS {
+            ca.put(key(i).as_bytes(), lww(&format!("v{i}")))
+                .await
+                .unwrap();
+        }
+        let mut cb = connect(b.addr()).await;
+        assert!(cb.delete(key(0).as_bytes()).await.unwrap());
+    });
+    for n in three {
+        assert!(all_readable(n), "via {n}");
+    }
+    let counts: Vec<u64> = three.iter().map(|n| held(n)).collect();
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        KEYS as u64 - 1,
+        "one copy each: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "every node holds a share: {counts:?}"
+    );
+    // `--local`: one node's own copy, no routing.
+    let holders = three
+        .iter()
+        .filter(|n| {
+            let (code, out, err) = cli(&["kv", "get", &key(5), "--local", "--addr", n]);
+            // 0: found; 1: not found here.
+            assert!(
+                code == 0 || (code == 1 && out.trim() == "(not found)"),
+                "{code} {err}"
+            );
+            out.trim() == "v5"
+        })
+        .count();
+    assert_eq!(holders, 1, "key-5 lives on exactly one node");
+
+    // A fourth node joins: it takes its share; nothing is lost or doubled.
+    let d = start_at("127.0.0.34", &dirs[3], &["--join", &seed]);
+    let four = [a.addr(), b.addr(), c.addr(), d.addr()];
+    wait_for("four nodes agree", || {
+        agreed(&four, &up(&[&a, &b, &c, &d]), None).is_some()
+    });
+    settled(&four);
+    assert!(held(d.addr()) > 0, "the new node took its share");
+
+    // B leaves: its keys go to the others before it stops.
+    let mut b = b;
+    let (code, _, err) = cli(&["leave", "--addr", b.addr(), "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(b.wait_exit().success());
+    assert!(b.stderr().contains("handed over"), "{}", b.stderr());
+    let rest = [a.addr(), c.addr(), d.addr()];
+    wait_for("the others see B gone", || {
+        let mut want = up(&[&a, &c, &d]);
+        want.push((b.addr().to_owned(), wire::message::MEMBER_DOWN, 1));
+        want.sort();
+        agreed(&rest, &want, None).is_some()
+    });
+    settled(&rest);
+}
+
+#[test]
+fn node_messages_with_bad_input_change_nothing() {
+    let dirs: Vec<_> = (0..2)
+        .map(|i| temp_dir(&format!("place-bad-{i}")))
+        .collect();
+    let a = start_at("127.0.0.35", &dirs[0], &[]);
+    let b = start_at("127.0.0.36", &dirs[1], &["--join", a.addr()]);
+    let both = [a.addr(), b.addr()];
+    wait_for("two nodes agree", || {
+        agreed(&both, &up(&[&a, &b]), None).is_some()
+    });
+    rt().block_on(async {
+        // A key B owns, found by asking each node for its own copy.
+        let mut ca = connect(a.addr()).await;
+        let mut owned_by_b = None;
+        for i in 0..200 {
+            ca.put(key(i).as_bytes(), lww("x")).await.unwrap();
+        }
+        for i in 0..200 {
+            let (_, out, _) = cli(&["kv", "get", &key(i), "--local", "--addr", b.addr()]);
+            if out.trim() == "x" {
+                owned_by_b = Some(key(i));
+                break;
+            }
+        }
+        let k = owned_by_b.expect("B owns some key");
+
+        // A node link (client name `squall-node`) is never forwarded on: a
+        // request for a key the node does not own is `wrong_owner`.
+        let link = client::ClientOptions {
+            timeout: Duration::from_secs(5),
+            client_name: "squall-node".into(),
+            ..client::ClientOptions::default()
+        };
+        let mut as_node = Client::connect(a.addr(), link).await.unwrap();
+        let put = Request::Put(KvPut {
+            key: k.as_bytes().to_vec(),
+            value: lww("forged"),
+        });
+        let err = as_node.call(0, put).await.unwrap_err();
+        assert_eq!(err.status(), Some(wire::Status::WrongOwner), "{err}");
+        assert!(err.to_string().contains(b.addr()), "names the owner: {err}");
+
+        // A hand-off batch with a bad entry is refused whole.
+        let bad = Request::Merge(MergeBatch {
+            entries: vec![
+                MergeEntry {
+                    key: b"fine".to_vec(),
+                    value: Some(lww("m")),
+                    deleted: None,
+                },
+                MergeEntry {
+                    key: vec![b'k'; 5000],
+                    value: Some(lww("m")),
+                    deleted: None,
+                },
+            ],
+        });
+        let err = as_node.call(0, bad).await.unwrap_err();
+        assert_eq!(err.status(), Some(wire::Status::KeyTooLarge), "{err}");
+        let neither = Request::Merge(MergeBatch {
+            entries: vec![MergeEntry {
+                key: b"fine".to_vec(),
+                value: None,
+                deleted: None,
+            }],
+        });
+        let err = as_node.call(0, neither).await.unwrap_err();
+        assert_eq!(err.status(), Some(wire::Status::InvalidArgument), "{err}");
+        // Nothing of either batch was applied; B's key kept its value.
+        let mut cb = connect(b.addr()).await;
+        assert_eq!(cb.get(b"fine").await.unwrap(), None);
+        assert_eq!(text(cb.get(k.as_bytes()).await.unwrap()), Some("x".into()));
+    });
+}
