@@ -55,8 +55,8 @@ use std::time::Duration;
 use thiserror::Error;
 use wire::message::{
     Arg, ClusterView, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName,
-    KvDelete, KvGet, KvPut, LwwValue, Request, Response, ShardStats, SourceArgs, Topology, Value,
-    WasmBody,
+    KvDelete, KvGet, KvPut, KvPutConcern, LwwValue, Request, Response, ShardStats, SourceArgs,
+    Topology, Value, WasmBody,
 };
 use wire::Status;
 
@@ -238,6 +238,21 @@ impl Client {
         let req = Request::Put(KvPut {
             key: key.to_vec(),
             value,
+        });
+        match self.call(self.shard_for(key), req).await? {
+            Response::Stored => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Writes `value` under `key`, acknowledged once `concern` copies have
+    /// it (`wire::message::WRITE_CONCERN_*`: 1 the node's own, 2 a
+    /// majority of the key's holders, 3 all of them).
+    pub async fn put_with_concern(&mut self, key: &[u8], value: Value, concern: u8) -> Result<()> {
+        let req = Request::PutConcern(KvPutConcern {
+            key: key.to_vec(),
+            value,
+            concern,
         });
         match self.call(self.shard_for(key), req).await? {
             Response::Stored => Ok(()),

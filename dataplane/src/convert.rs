@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvs_core::lattice::{Causal, CausalVersion, Lww, Priority, Timestamp, Value, VectorClock};
+use kvs_core::partition::Entry;
 use wire::message as w;
 
 fn clock_from(entries: &[w::ArchivedClockEntry]) -> VectorClock {
@@ -101,6 +102,25 @@ pub fn value_to_wire(v: &Value) -> w::Value {
         }),
         Value::SingleKeyCausal(c) => w::Value::SingleKeyCausal(causal_to(c)),
         Value::MultiKeyCausal(c) => w::Value::MultiKeyCausal(causal_to(c)),
+    }
+}
+
+/// A key's state as a hand-over entry (`Merge`).
+pub fn entry_to_wire(key: &[u8], entry: &Entry) -> w::MergeEntry {
+    let (value, deleted) = match entry {
+        Entry::Live(v) => (Some(value_to_wire(v)), None),
+        Entry::Tombstone(ts) => (
+            None,
+            Some(w::DeletedAt {
+                clock: ts.clock,
+                writer: ts.writer,
+            }),
+        ),
+    };
+    w::MergeEntry {
+        key: key.to_vec(),
+        value,
+        deleted,
     }
 }
 

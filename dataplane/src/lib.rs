@@ -14,7 +14,8 @@
 //!   share), [`conn`] (one connection), [`auth`];
 //! - the cluster: [`identity`] (who the node is), [`members`] (membership
 //!   over UDP, the view and placement every shard reads), [`links`]
-//!   (connections to other nodes), [`handoff`] (keys to their new owners);
+//!   (connections to other nodes), [`handoff`] (keys to their new
+//!   holders), [`replicate`] (writes pushed to the other copies);
 //! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
 //!
 //! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
@@ -40,6 +41,7 @@ mod members;
 mod memlock;
 mod model_fns;
 mod node;
+mod replicate;
 mod server;
 mod shard;
 mod storage;

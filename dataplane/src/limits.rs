@@ -174,3 +174,9 @@ pub const HANDOFF_BATCH_KEYS: usize = 512;
 /// How long a leaving node waits for its hand-off before it stops anyway
 /// (what it could not hand over stays in its data directory).
 pub const LEAVE_HANDOFF_TIMEOUT_MS: u64 = 60_000;
+
+/// How long a replication push waits for more writes to join its batch.
+pub const PUSH_INTERVAL_MS: u64 = 2;
+
+/// Most copies of a key (`--replication`).
+pub const REPLICATION_MAX: usize = 7;

@@ -9,6 +9,9 @@
 //! A request that fails on a link (it cannot connect, the peer closes, the
 //! deadline `NODE_REQUEST_TIMEOUT_MS` passes) closes that link and fails
 //! with `unavailable`: the caller may retry, another link is opened then.
+//! Tests disturb links on purpose through [`faults`].
+
+pub(crate) mod faults;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,6 +37,7 @@ pub(crate) const NODE_CLIENT_NAME: &[u8] = b"squall-node";
 pub(crate) struct Links {
     /// Proves this node to peers that require authentication.
     secret: Option<Secret>,
+    faults: Option<faults::LinkFaults>,
     peers: RefCell<HashMap<SocketAddr, Rc<Peer>>>,
 }
 
@@ -55,9 +59,10 @@ struct Link {
 }
 
 impl Links {
-    pub fn new(secret: Option<Secret>) -> Links {
+    pub fn new(secret: Option<Secret>, faults: Option<faults::LinkFaults>) -> Links {
         Links {
             secret,
+            faults,
             peers: RefCell::new(HashMap::new()),
         }
     }
@@ -65,7 +70,23 @@ impl Links {
     /// Sends `request` to the node at `to` and returns its reply; a failure
     /// to get one is an `unavailable` error reply.
     pub async fn call(&self, to: SocketAddr, request: &w::Request) -> w::Response {
-        match self.try_call(to, request).await {
+        let fate = self.faults.as_ref().map(|f| f.fate(to)).unwrap_or_default();
+        if fate.delay_ms > 0 {
+            glommio::timer::sleep(Duration::from_millis(fate.delay_ms)).await;
+        }
+        let result = if fate.drop_request {
+            Err(unavailable(to, "request dropped on purpose (link faults)"))
+        } else {
+            self.try_call(to, request).await
+        };
+        if fate.duplicate && result.is_ok() {
+            let _ = self.try_call(to, request).await;
+        }
+        match result {
+            Ok(_) if fate.drop_reply => crate::transport::error_response(&unavailable(
+                to,
+                "reply dropped on purpose (link faults)",
+            )),
             Ok(resp) => resp,
             Err(e) => crate::transport::error_response(&e),
         }

@@ -56,6 +56,8 @@ pub(crate) struct Members {
     version: AtomicU64,
     leaving: AtomicBool,
     shard_vnodes: u32,
+    /// Copies of each key (`--replication`).
+    replication: usize,
     /// Told (with the new version) at every placement change.
     watchers: Mutex<Vec<mpsc::UnboundedSender<u64>>>,
     /// Per shard: the placement version its hand-off finished for.
@@ -71,21 +73,59 @@ pub(crate) struct Placement {
     /// Only this node (nothing to route).
     solo: bool,
     addrs: HashMap<NodeId, SocketAddr>,
+    replication: usize,
 }
 
 impl Placement {
-    /// The other node that owns `key` now, and its address; `None` when
-    /// this node does (or nobody else: a lone or last node keeps
-    /// everything). Keys under `squall:` stay where they are written.
+    /// Where a request for `key` goes: `None` when this node holds a copy
+    /// (or nobody else does: a lone or last node keeps everything; keys
+    /// under `squall:` stay where they are written), else the key's
+    /// primary and its address.
     pub fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
         if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
             return None;
         }
-        let owner = self.ring.primary(key)?;
-        if owner == self.me {
+        if self.replication == 1 {
+            let owner = self.ring.primary(key)?;
+            return (owner != self.me)
+                .then(|| self.addrs.get(&owner).map(|a| (owner, *a)))
+                .flatten();
+        }
+        let replicas = self.ring.replicas(key, self.replication);
+        if replicas.contains(&self.me) {
             return None;
         }
+        let owner = *replicas.first()?;
         self.addrs.get(&owner).map(|a| (owner, *a))
+    }
+
+    /// The nodes that hold `key`, by address (this node's own included),
+    /// primary first; empty for a key that is not spread (`squall:`, a
+    /// lone node).
+    pub fn holders(&self, key: &[u8]) -> Vec<SocketAddr> {
+        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+            return Vec::new();
+        }
+        self.ring
+            .replicas(key, self.replication)
+            .iter()
+            .filter_map(|n| self.addrs.get(n).copied())
+            .collect()
+    }
+
+    /// Whether the node at `addr` is in the view.
+    pub fn holds_node(&self, addr: SocketAddr) -> bool {
+        self.addrs.values().any(|a| *a == addr)
+    }
+
+    /// This node's own address in the view (absent while it leaves).
+    pub fn my_addr(&self) -> Option<SocketAddr> {
+        self.addrs.get(&self.me).copied()
+    }
+
+    /// Copies of each key.
+    pub fn replication(&self) -> usize {
+        self.replication
     }
 }
 
@@ -100,7 +140,7 @@ struct Seen {
 }
 
 impl Members {
-    pub fn new(me: Peer, shard_vnodes: u32) -> Members {
+    pub fn new(me: Peer, shard_vnodes: u32, replication: usize) -> Members {
         let seen = BTreeMap::from([(
             me.addr,
             Seen {
@@ -118,10 +158,12 @@ impl Members {
                 me: me.node_id(),
                 solo: true,
                 addrs: HashMap::new(),
+                replication,
             })),
             version: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
             shard_vnodes,
+            replication,
             watchers: Mutex::new(Vec::new()),
             handed_off: (0..me.shards).map(|_| AtomicU64::new(0)).collect(),
         };
@@ -149,6 +191,7 @@ impl Members {
             me: self.me.node_id(),
             solo: live.len() == 1 && live[0].addr == self.me.addr,
             addrs: live.iter().map(|p| (p.node_id(), p.addr)).collect(),
+            replication: self.replication,
         });
         self.version.store(version, Ordering::SeqCst);
         drop(placement);
@@ -225,7 +268,11 @@ impl Members {
 
     fn down(&self, peer: Peer) {
         let mut seen = self.seen();
-        if seen.get(&peer.addr).is_some_and(|s| s.peer != peer) {
+        let newer = |s: &Seen| {
+            s.peer.node != peer.node
+                || (s.peer.incarnation, s.peer.renewals) > (peer.incarnation, peer.renewals)
+        };
+        if seen.get(&peer.addr).is_some_and(newer) {
             return; // a newer identity on that address already replaced it
         }
         let now = Seen {
@@ -275,6 +322,51 @@ impl Members {
     }
 }
 
+/// How many of a key's copies a write waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteConcern {
+    /// This node's copy.
+    #[value(name = "1")]
+    One,
+    /// A majority of the key's holders.
+    Quorum,
+    /// Every holder in the current view.
+    All,
+}
+
+impl WriteConcern {
+    /// The concern of a wire code (`wire::message::WRITE_CONCERN_*`).
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<WriteConcern> {
+        match code {
+            w::WRITE_CONCERN_ONE => Some(WriteConcern::One),
+            w::WRITE_CONCERN_QUORUM => Some(WriteConcern::Quorum),
+            w::WRITE_CONCERN_ALL => Some(WriteConcern::All),
+            _ => None,
+        }
+    }
+
+    /// Its wire code.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            WriteConcern::One => w::WRITE_CONCERN_ONE,
+            WriteConcern::Quorum => w::WRITE_CONCERN_QUORUM,
+            WriteConcern::All => w::WRITE_CONCERN_ALL,
+        }
+    }
+
+    /// Copies needed out of `holders`.
+    #[must_use]
+    pub fn needed(self, holders: usize) -> usize {
+        match self {
+            WriteConcern::One => 1,
+            WriteConcern::Quorum => holders / 2 + 1,
+            WriteConcern::All => holders,
+        }
+    }
+}
+
 /// How this node takes part in membership.
 #[derive(Clone, Debug)]
 pub(crate) struct GossipConfig {
@@ -305,6 +397,8 @@ pub(crate) struct Gossip {
     secrets: Option<Vec<Secret>>,
     /// Packets dropped: unsigned or forged, too large, or refused by foca.
     refused: Cell<u64>,
+    /// Faults on purpose (tests).
+    faults: Option<crate::links::faults::LinkFaults>,
 }
 
 impl Gossip {
@@ -334,6 +428,7 @@ impl Gossip {
             seeds: config.seeds,
             secrets: config.secrets,
             refused: Cell::new(0),
+            faults: crate::links::faults::LinkFaults::from_env(seed),
         });
         glommio::spawn_local(gossip.clone().receive()).detach();
         glommio::spawn_local(gossip.clone().drive(rx)).detach();
@@ -426,12 +521,26 @@ impl Gossip {
                     );
                     self.members.down(p);
                 }
+                Output::Renamed(old, new) => {
+                    log::info!(
+                        "member {} at {} renewed its identity (it was thought down); still up",
+                        new.node_id(),
+                        new.addr
+                    );
+                    if old.addr != new.addr {
+                        self.members.down(old);
+                    }
+                    self.members.up(new);
+                }
                 Output::Refused(why) => self.refuse(&why),
             }
         }
     }
 
     async fn send(&self, to: SocketAddr, mut bytes: Vec<u8>) {
+        if self.faults.as_ref().is_some_and(|f| f.drops_packet(to)) {
+            return;
+        }
         if let Some(secret) = self.secrets.as_ref().and_then(|s| s.first()) {
             let tag = secret.packet_tag(&bytes);
             bytes.extend_from_slice(&tag);

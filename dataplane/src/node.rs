@@ -83,6 +83,10 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// How fast membership notices failures.
     pub membership: cluster::membership::Timing,
+    /// Copies of each key in the cluster (every node must use the same).
+    pub replication: usize,
+    /// How many copies a write waits for before it is acknowledged.
+    pub write_concern: crate::members::WriteConcern,
 }
 
 /// Shared between the main thread and the shards.
@@ -196,6 +200,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         auth: config.auth.clone(),
         read_buffers_bytes: AtomicUsize::new(0),
         stop: control.stop.clone(),
+        write_concern: config.write_concern,
     });
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
@@ -268,7 +273,11 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         shards: n as u16,
         renewals: 0,
     };
-    let members = Arc::new(Members::new(me, config.vnodes_per_shard));
+    let members = Arc::new(Members::new(
+        me,
+        config.vnodes_per_shard,
+        config.replication,
+    ));
     let mut gossip = Some(GossipConfig {
         bind: addrs[0],
         seeds: config.join.clone(),
@@ -542,6 +551,8 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         return Ok(()); // another shard failed to start
     };
     topology.shard = ctx.id.0;
+    let pushes = (members.placement().replication() > 1)
+        .then(|| Rc::new(crate::replicate::Pushes::new(members.clone())));
     let (channels, inbound) = channels::connect(ctx.ends).await;
     let mut transport: Rc<dyn Transport> = Rc::new(channels);
     if let Some(f) = ctx.faults {
@@ -555,6 +566,9 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         ring,
         transport,
         observers: vec![mirror.clone() as Rc<dyn crate::shard::WriteObserver>],
+        writes: pushes
+            .clone()
+            .map(|p| p as Rc<dyn crate::shard::WriteObserver>),
     }));
     shard.start();
     for from in inbound {
@@ -568,9 +582,14 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         ctx.conn,
         topology,
         members.clone(),
+        pushes.clone(),
         ctx.connections_max,
     )?);
     glommio::spawn_local(crate::handoff::run(server.clone())).detach();
+    if let Some(pushes) = pushes {
+        let links = server.links.clone();
+        glommio::spawn_local(crate::replicate::run(shard.clone(), links, pushes)).detach();
+    }
     let gossip = match gossip {
         Some(config) => Some(Gossip::start(config, members)?),
         None => None,

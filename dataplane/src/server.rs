@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::functions::ShardFunctions;
 use crate::links::Links;
 use crate::members::{Members, Placement};
+use crate::replicate::Pushes;
 use crate::shard::Shard;
 
 /// How a node's connections behave; one per node, shared by its shards.
@@ -35,6 +36,8 @@ pub(crate) struct ConnSettings {
     pub read_buffers_max_bytes: usize,
     /// Bytes of grown read buffers held now, node-wide.
     pub read_buffers_bytes: AtomicUsize,
+    /// How many copies a write waits for (`--write-concern`).
+    pub write_concern: crate::members::WriteConcern,
     /// Set to stop the node gracefully (a `Leave` request; the signal
     /// handlers set the same flag).
     pub stop: Arc<AtomicBool>,
@@ -59,7 +62,9 @@ pub(crate) struct Server {
     /// This shard's copy of the placement (re-read when its version moves).
     placement: RefCell<Arc<Placement>>,
     /// This shard's connections to other nodes.
-    pub links: Links,
+    pub links: Rc<Links>,
+    /// Replication's push queues (`--replication` above 1).
+    pub pushes: Option<Rc<Pushes>>,
 }
 
 impl Server {
@@ -69,6 +74,7 @@ impl Server {
         settings: Arc<ConnSettings>,
         topology: w::Topology,
         members: Arc<Members>,
+        pushes: Option<Rc<Pushes>>,
         connections_max: usize,
     ) -> Result<Server, String> {
         let hello = w::Response::Hello(topology.clone());
@@ -81,7 +87,11 @@ impl Server {
             .and_then(|a| a.node_secrets().next().cloned());
         Ok(Server {
             placement: RefCell::new(members.placement()),
-            links: Links::new(secret),
+            links: Rc::new(Links::new(
+                secret,
+                crate::links::faults::LinkFaults::from_env(u64::from(shard.id().0)),
+            )),
+            pushes,
             shard,
             functions,
             settings,

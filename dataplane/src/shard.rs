@@ -8,7 +8,6 @@
 //! borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +67,9 @@ pub(crate) struct ShardParts {
     pub ring: Rc<HashRing<ShardId>>,
     pub transport: Rc<dyn Transport>,
     pub observers: Vec<Rc<dyn WriteObserver>>,
+    /// Told of the writes this shard makes itself (`write`), not of what
+    /// it merges in from other nodes: replication's pushes.
+    pub writes: Option<Rc<dyn WriteObserver>>,
 }
 
 /// A shard's state.
@@ -78,6 +80,7 @@ pub(crate) struct Shard {
     ring: Rc<HashRing<ShardId>>,
     transport: Rc<dyn Transport>,
     observers: Vec<Rc<dyn WriteObserver>>,
+    writes: Option<Rc<dyn WriteObserver>>,
     stats: Counters,
     clock: RefCell<HybridClock>,
     /// LWW writer id of timestamps this shard assigns.
@@ -90,9 +93,6 @@ impl std::fmt::Debug for Shard {
         f.debug_struct("Shard").field("id", &self.id).finish()
     }
 }
-
-/// A key and what it holds (a value or a tombstone).
-pub(crate) type KeyEntry = (Vec<u8>, Entry);
 
 /// Writer ids the node assigns are `NODE_WRITER_BASE | shard`; clients
 /// choosing their own writer ids should stay below it.
@@ -115,6 +115,7 @@ impl Shard {
             ring: parts.ring,
             transport: parts.transport,
             observers: parts.observers,
+            writes: parts.writes,
             stats: Counters::default(),
             clock: RefCell::new(clock),
             writer: NODE_WRITER_BASE | u64::from(parts.id.0),
@@ -222,7 +223,24 @@ impl Shard {
                 ts: self.stamp(),
             },
         };
-        self.log_and_apply(m)
+        let key = m.key().to_vec();
+        let done = self.log_and_apply(m)?;
+        if let Some(w) = self.writes.as_ref().filter(|w| w.watches(&key)) {
+            w.written(&key, self.partition.borrow().get(&key));
+        }
+        Ok(done)
+    }
+
+    /// What `key` holds (a value or a tombstone), if anything.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        self.partition.borrow().entry(key).cloned()
+    }
+
+    /// Calls `f` with every entry (values and tombstones).
+    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], &Entry)) {
+        for (key, entry) in self.partition.borrow().entries() {
+            f(key, entry);
+        }
     }
 
     /// Merges a key's state handed over by another node: its value or
@@ -259,24 +277,6 @@ impl Shard {
         self.storage.check_writable()?;
         let m = Mutation::Drop { key: key.to_vec() };
         Ok(Some(self.log_and_apply(m)?.1))
-    }
-
-    /// Every entry (values and tombstones) whose key `elsewhere` places on
-    /// another node, grouped by that node's address.
-    pub fn entries_elsewhere(
-        &self,
-        elsewhere: impl Fn(&[u8]) -> Option<SocketAddr>,
-    ) -> Vec<(SocketAddr, Vec<KeyEntry>)> {
-        let mut groups: Vec<(SocketAddr, Vec<KeyEntry>)> = Vec::new();
-        for (key, entry) in self.partition.borrow().entries() {
-            let Some(to) = elsewhere(key) else { continue };
-            let item = (key.to_vec(), entry.clone());
-            match groups.iter_mut().find(|(a, _)| *a == to) {
-                Some((_, v)) => v.push(item),
-                None => groups.push((to, vec![item])),
-            }
-        }
-        groups
     }
 
     /// Logs `m` and applies it (checked first: the logged record and the

@@ -208,6 +208,7 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("MergeBatch", size_of::<ArchivedMergeBatch>(), 8),
         ("MergeEntry", size_of::<ArchivedMergeEntry>(), 51),
         ("DeletedAt", size_of::<ArchivedDeletedAt>(), 16),
+        ("KvPutConcern", size_of::<ArchivedKvPutConcern>(), 34),
         ("Response", size_of::<ArchivedResponse>(), 123),
     ];
     for (name, actual, documented) in sizes {

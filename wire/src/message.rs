@@ -42,7 +42,26 @@ pub enum Request {
     /// Keys handed over by another node: merged into this node's copy,
     /// durable before `Stored` (version 4; node to node, admin).
     Merge(MergeBatch),
+    /// A put acknowledged once `concern` copies have it (version 4).
+    PutConcern(KvPutConcern),
 }
+
+/// A put with its write concern.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct KvPutConcern {
+    pub key: Vec<u8>,
+    pub value: Value,
+    /// `WRITE_CONCERN_ONE`, `_QUORUM` or `_ALL`.
+    pub concern: u8,
+}
+
+/// [`KvPutConcern::concern`]: the copy on the node that takes the write.
+pub const WRITE_CONCERN_ONE: u8 = 1;
+/// A majority of the key's holders.
+pub const WRITE_CONCERN_QUORUM: u8 = 2;
+/// Every holder in the node's current view.
+pub const WRITE_CONCERN_ALL: u8 = 3;
 
 /// Keys one node hands to another, each as the sender holds it (merged).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

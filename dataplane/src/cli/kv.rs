@@ -13,6 +13,7 @@ use wire::message::{LwwValue, PriorityValue, Value};
 
 use super::output::{emit, note, text, value_json, value_raw, value_text, write_stdout};
 use super::{connect_blocking, Conn, NOT_UTF8_HINT};
+use crate::members::WriteConcern;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(super) enum Lattice {
@@ -41,6 +42,11 @@ pub(super) enum KvCommand {
         /// Priority of the value (priority lattice; lowest wins).
         #[arg(long, default_value_t = 0)]
         priority: u64,
+        /// Acknowledged once this many copies have it: 1 (the node's own),
+        /// quorum (a majority of the key's holders) or all. Default: the
+        /// node's --write-concern.
+        #[arg(long, value_enum)]
+        w: Option<WriteConcern>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -82,6 +88,7 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
             lattice,
             priority,
             file,
+            w,
             conn,
         } => {
             let values: Vec<Vec<u8>> = match file {
@@ -90,7 +97,11 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
             };
             let value = build_value(lattice, &values, priority)?;
             connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                Ok(c.put(key.as_bytes(), value).await?)
+                match w {
+                    Some(w) => c.put_with_concern(key.as_bytes(), value, w.code()).await?,
+                    None => c.put(key.as_bytes(), value).await?,
+                }
+                Ok(())
             })?;
             emit(conn.json, &json!({"key": key, "ok": true}), "OK")?;
             Ok(0)

@@ -8,8 +8,9 @@ use cluster::membership::Timing;
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, HELLO_TIMEOUT_MS_DEFAULT,
     IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, READ_BUFFERS_MB_DEFAULT,
-    SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+    REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
+use crate::members::WriteConcern;
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
 
@@ -101,6 +102,16 @@ pub(super) struct NodeArgs {
     /// probe period + probe RTT + this.
     #[arg(long, default_value_t = Timing::LAN.suspect_to_down_ms)]
     suspect_ms: u64,
+    /// Copies of each key in the cluster (1 to 7; every node of a cluster
+    /// must use the same). Each write is pushed to the key's other holders
+    /// within milliseconds; a failed node's keys are copied to a new holder.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=REPLICATION_MAX as i64))]
+    replication: u16,
+    /// How many copies a write waits for before it is acknowledged: 1 (this
+    /// node's), quorum (a majority of the key's holders) or all (every
+    /// holder in the current view). With --replication 1, always 1.
+    #[arg(long, value_enum, default_value = "1")]
+    write_concern: WriteConcern,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -138,6 +149,8 @@ impl NodeArgs {
             test_fixtures: a.test_fixtures,
             join: a.join.into_iter().filter(|s| !s.is_empty()).collect(),
             advertise: a.advertise,
+            replication: usize::from(a.replication),
+            write_concern: a.write_concern,
             membership: Timing {
                 probe_period_ms: a.probe_period_ms.max(1),
                 probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),

@@ -13,9 +13,13 @@ use wire::limits::KEYS_PER_GET_MAX;
 use wire::message as w;
 use wire::Status;
 
+use futures_channel::oneshot;
+
 use super::Conn;
 use crate::convert::{value_from_archived, value_to_wire};
 use crate::error::NodeError;
+use crate::limits::NODE_REQUEST_TIMEOUT_MS;
+use crate::members::WriteConcern;
 use crate::transport::{ShardOp, ShardReply};
 
 /// Where one key of a request goes.
@@ -102,17 +106,23 @@ impl Conn {
         request_id: u64,
         key: &[u8],
         value: Option<kvs_core::Value>,
+        concern: Option<WriteConcern>,
     ) {
         if let Some((node, addr)) = self.remote_owner(key) {
             if self.from_node {
                 return self.wrong_owner(request_id, key, node, addr);
             }
-            let req = match value {
-                Some(v) => w::Request::Put(w::KvPut {
+            let req = match (value, concern) {
+                (Some(v), Some(c)) => w::Request::PutConcern(w::KvPutConcern {
+                    key: key.to_vec(),
+                    value: value_to_wire(&v),
+                    concern: c.code(),
+                }),
+                (Some(v), None) => w::Request::Put(w::KvPut {
                     key: key.to_vec(),
                     value: value_to_wire(&v),
                 }),
-                None => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
+                (None, _) => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
             };
             let server = self.server.clone();
             self.outbox.push(
@@ -141,10 +151,44 @@ impl Conn {
                         w::Response::Deleted(w::Deleted { removed })
                     }
                 };
-                self.reply(request_id, &resp);
+                match self.other_copies(key, concern) {
+                    Some((barriers, need)) => self.outbox.push(
+                        request_id,
+                        acknowledged_by(self.shard.clone(), lsn, barriers, need, resp),
+                    ),
+                    None => self.reply(request_id, &resp),
+                }
             }
             Err(e) => self.fail(request_id, &e),
         }
+    }
+
+    /// With a write concern above 1: the acknowledgements of the other
+    /// holders of `key` a write just queued for them, and how many of them
+    /// it needs. `None`: this node's copy is enough.
+    fn other_copies(
+        &self,
+        key: &[u8],
+        concern: Option<WriteConcern>,
+    ) -> Option<(Vec<oneshot::Receiver<()>>, usize)> {
+        let pushes = self.server.pushes.as_ref()?;
+        let concern = concern.unwrap_or(self.server.settings.write_concern);
+        if concern == WriteConcern::One {
+            return None;
+        }
+        let (holders, me) = self
+            .server
+            .with_placement(|p| (p.holders(key), p.my_addr()));
+        let need = concern.needed(holders.len()).saturating_sub(1);
+        if need == 0 {
+            return None;
+        }
+        let barriers = holders
+            .into_iter()
+            .filter(|h| Some(*h) != me)
+            .map(|h| pushes.barrier(h))
+            .collect();
+        Some((barriers, need))
     }
 
     /// Keys another node hands over: the batch is checked whole first
@@ -213,6 +257,33 @@ impl Conn {
             self.server.members.epoch()
         );
         self.error(request_id, Status::WrongOwner, &msg);
+    }
+}
+
+/// `resp` once the write at `lsn` is durable here and `need` other holders
+/// have acknowledged it; `unavailable` if they do not within
+/// `NODE_REQUEST_TIMEOUT_MS` (the write stands here and still spreads).
+async fn acknowledged_by(
+    shard: std::rc::Rc<crate::shard::Shard>,
+    lsn: kvs_core::Lsn,
+    barriers: Vec<oneshot::Receiver<()>>,
+    need: usize,
+    resp: w::Response,
+) -> w::Response {
+    if let Err(e) = shard.wait_durable(lsn).await {
+        return crate::transport::error_response(&e);
+    }
+    let timeout = std::time::Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+    match crate::replicate::acknowledged(barriers, need, timeout).await {
+        Ok(()) => resp,
+        Err(got) => crate::transport::error_response(&NodeError::retriable(
+            Status::Unavailable,
+            format!(
+                "written here, but only {got} of the {need} other copies the write concern \
+                 needs acknowledged it within {NODE_REQUEST_TIMEOUT_MS} ms; it will still \
+                 reach them"
+            ),
+        )),
     }
 }
 

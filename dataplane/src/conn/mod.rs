@@ -47,6 +47,7 @@ use crate::limits::{
     HELLO_FRAME_BODY_BYTES_MAX, LEAVE_HANDOFF_TIMEOUT_MS, READ_BUFFER_BYTES,
     REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
+use crate::members::WriteConcern;
 use crate::server::Server;
 use crate::shard::{bump, Shard};
 use crate::transport::error_response;
@@ -414,10 +415,21 @@ impl Conn {
             ArchivedRequest::Merge(batch) => self.merge(request_id, batch).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);
-                self.write(request_id, put.key.as_slice(), Some(value))
+                self.write(request_id, put.key.as_slice(), Some(value), None)
                     .await;
             }
-            ArchivedRequest::Delete(del) => self.write(request_id, del.key.as_slice(), None).await,
+            ArchivedRequest::PutConcern(put) => {
+                let Some(concern) = WriteConcern::from_code(put.concern) else {
+                    let msg = format!("write concern {} is not 1, 2 or 3", put.concern);
+                    return self.error(request_id, Status::InvalidArgument, &msg);
+                };
+                let value = value_from_archived(&put.value);
+                self.write(request_id, put.key.as_slice(), Some(value), Some(concern))
+                    .await;
+            }
+            ArchivedRequest::Delete(del) => {
+                self.write(request_id, del.key.as_slice(), None, None).await;
+            }
             ArchivedRequest::Call(_)
             | ArchivedRequest::CallDag(_)
             | ArchivedRequest::RegisterDag(_)
@@ -454,7 +466,7 @@ impl Conn {
         match answer {
             Answer::Now(Ok(resp)) => self.reply(request_id, &resp),
             Answer::Now(Err(e)) => self.fail(request_id, &e),
-            Answer::Write(key, value) => self.write(request_id, &key, value).await,
+            Answer::Write(key, value) => self.write(request_id, &key, value, None).await,
             Answer::Later(reply) => self.outbox.push(request_id, async move {
                 reply.await.unwrap_or_else(|e| error_response(&e))
             }),

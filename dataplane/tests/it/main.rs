@@ -21,7 +21,9 @@
 //!   node processes on their own loopback addresses (join, kill -9,
 //!   SIGTERM, restart, `squall leave`, another cluster's secret).
 //! * `placement`: keys spread over the nodes, hand-off on join and leave,
-//!   `kv get --local`, bad node-to-node input.
+//!   `kv get --local`, bad node-to-node input, two copies surviving a kill.
+//! * `history`: a history checker over a 4-node cluster with three copies
+//!   under seeded link faults and a node lost for good.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
 
@@ -39,6 +41,7 @@ mod faults;
 mod functions;
 mod hardening;
 mod harness;
+mod history;
 mod models;
 mod placement;
 mod shutdown;

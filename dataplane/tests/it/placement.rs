@@ -222,3 +222,79 @@ fn node_messages_with_bad_input_change_nothing() {
         assert_eq!(text(cb.get(k.as_bytes()).await.unwrap()), Some("x".into()));
     });
 }
+
+/// How many of `addrs` hold `k` themselves (`GetLocal`).
+fn copies(addrs: &[&str], k: &str) -> usize {
+    rt().block_on(async {
+        let mut n = 0;
+        for a in addrs {
+            let mut c = connect(a).await;
+            if c.get_local(k.as_bytes()).await.unwrap().is_some() {
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+#[test]
+fn with_two_copies_every_key_survives_a_killed_node() {
+    const N: usize = 200;
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("place-r2-{i}"))).collect();
+    let flags = ["--replication", "2", "--write-concern", "all"];
+    let a = start_at("127.0.0.41", &dirs[0], &flags);
+    let seed = a.addr().to_owned();
+    let mut with_join = flags.to_vec();
+    with_join.extend(["--join", &seed]);
+    let b = start_at("127.0.0.42", &dirs[1], &with_join);
+    let mut c = start_at("127.0.0.43", &dirs[2], &with_join);
+    let three = [a.addr(), b.addr(), c.addr()];
+    wait_for("three nodes agree", || {
+        agreed(&three, &up(&[&a, &b, &c]), None).is_some()
+    });
+    // Acknowledged under `all`: both holders have each key at once.
+    rt().block_on(async {
+        let mut ca = connect(a.addr()).await;
+        for i in 0..N {
+            ca.put(key(i).as_bytes(), lww(&format!("v{i}")))
+                .await
+                .unwrap();
+        }
+    });
+    for i in (0..N).step_by(7) {
+        assert_eq!(copies(&three, &key(i)), 2, "{}", key(i));
+    }
+    let total: u64 = three.iter().map(|n| held(n)).sum();
+    assert_eq!(total, 2 * N as u64, "two copies of each key");
+
+    // One node dies: every key stays readable, and gets its second copy
+    // back on the two that are left.
+    c.kill();
+    let two = [a.addr(), b.addr()];
+    wait_for("the survivors re-replicate", || {
+        two.iter().map(|n| held(n)).sum::<u64>() == 2 * N as u64
+    });
+    rt().block_on(async {
+        for addr in two {
+            let mut cl = connect(addr).await;
+            for i in 0..N {
+                let got = cl.get(key(i).as_bytes()).await.unwrap();
+                assert_eq!(text(got), Some(format!("v{i}")), "{} via {addr}", key(i));
+            }
+        }
+        // Writes under `all` go on with the holders that are left.
+        let mut cb = connect(b.addr()).await;
+        cb.put(b"after", lww("x")).await.unwrap();
+    });
+    assert_eq!(copies(&two, "after"), 2);
+    // A write concern per request (`kv put --w`), and a bad one refused.
+    let (code, _, err) = cli(&["kv", "put", "q", "v", "--w", "quorum", "--addr", a.addr()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(copies(&two, "q"), 2);
+    rt().block_on(async {
+        let mut ca = connect(a.addr()).await;
+        let err = ca.put_with_concern(b"bad", lww("x"), 9).await.unwrap_err();
+        assert_eq!(err.status(), Some(wire::Status::InvalidArgument), "{err}");
+    });
+    assert_eq!(copies(&two, "bad"), 0, "nothing written");
+}
