@@ -11,8 +11,10 @@
 //!   down).
 //!
 //! Where keys live for a membership view (the node ring over shard rings,
-//! replicas, the view's epoch) is `kvs_core::cluster`. Replication with
-//! acknowledged pushes, anti-entropy and hand-off come next (issue #12).
+//! replicas, the view's epoch) is `kvs_core::cluster`. Replication's
+//! pushes and the hand-off run in the node for now (`dataplane`'s
+//! `replicate.rs`, `handoff.rs`), tested with real processes under seeded
+//! link faults; moving their decisions here, into the simulation, is next.
 //!
 //! ## Boundary
 //! No I/O, no threads, no clock (time is passed in as timers firing), no

@@ -6,6 +6,8 @@
 //! trip once per request in it. Pipeline 1 is plain request/response. The
 //! same batches, keys and value sizes go to both targets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -79,6 +81,15 @@ pub struct KvArgs {
     /// reported as `server_cpu_pct` (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Kill this process (SIGKILL) --kill-at-s seconds into the measured
+    /// window, to see what a node's crash costs: the report then has a
+    /// per-second timeline and throughput before, during (the 2 s after
+    /// the kill) and after.
+    #[arg(long, requires = "kill_at_s")]
+    pub kill_pid: Option<u32>,
+    /// When to kill --kill-pid, in seconds into the measured window.
+    #[arg(long, requires = "kill_pid")]
+    pub kill_at_s: Option<f64>,
 }
 
 /// One connection to the target.
@@ -208,9 +219,26 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
     let cpu_before = std::sync::Arc::new(std::sync::Mutex::new(None::<(Duration, Duration)>));
     let mut tasks = Vec::new();
     let zipf = Workload::zipf_table(args.keys, args.zipf)?;
+    // Per second of the measured window: requests that succeeded, failed.
+    let seconds = args.duration_s.ceil() as usize + 1;
+    let timeline: Arc<Vec<(AtomicU64, AtomicU64)>> = Arc::new(
+        (0..seconds)
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect(),
+    );
+    if let (Some(pid), Some(at)) = (args.kill_pid, args.kill_at_s) {
+        tokio::spawn(async move {
+            tokio::time::sleep_until((measure_from + Duration::from_secs_f64(at)).into()).await;
+            let killed = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            eprintln!("loadgen: killed {pid} at {at} s: {killed:?}");
+        });
+    }
     for (i, mut conn) in conns.into_iter().enumerate() {
         let mut w = Workload::new(0x5eed + i as u64, args.keys, args.read_ratio, zipf.clone())?;
         let (value, pipeline, cpu_before) = (value.clone(), args.pipeline, cpu_before.clone());
+        let timeline = timeline.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let (mut ops, mut errors) = (0u64, 0u64);
@@ -234,6 +262,11 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
                     h.record_n(ns.max(1), pipeline as u64).ok();
                     ops += (pipeline - failed) as u64;
                     errors += failed as u64;
+                    let second = (t1 - measure_from).as_secs() as usize;
+                    if let Some((ok, err)) = timeline.get(second) {
+                        ok.fetch_add((pipeline - failed) as u64, Ordering::Relaxed);
+                        err.fetch_add(failed as u64, Ordering::Relaxed);
+                    }
                 }
             }
             (h, ops, errors)
@@ -263,6 +296,15 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
         elapsed,
         cpu_after.saturating_sub(cpu_first),
     );
+    if args.kill_at_s.is_some() {
+        let whole = args.duration_s.floor() as usize;
+        s.timeline = timeline
+            .iter()
+            .take(whole)
+            .map(|(ok, err)| (ok.load(Ordering::Relaxed), err.load(Ordering::Relaxed)))
+            .collect();
+        s.kill_at_s = args.kill_at_s;
+    }
     if server_pid.is_some() {
         s.server_cpu_pct = Some(
             100.0 * server_after.saturating_sub(server_first).as_secs_f64()

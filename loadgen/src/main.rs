@@ -45,6 +45,20 @@ fn run_kv(args: &kv::KvArgs) -> anyhow::Result<()> {
             args.zipf,
             s.line()
         );
+        if let Some((before, during, after)) = s.around_kill() {
+            let per_s: Vec<String> = s
+                .timeline
+                .iter()
+                .map(|(ok, err)| format!("{ok}/{err}"))
+                .collect();
+            println!(
+                "around the kill at {:.1} s: {before:.0} ops/s before, {during:.0} during (2 s), \
+                 {after:.0} after ({:.0}% of before); ok/errors per second: {}",
+                s.kill_at_s.unwrap_or(0.0),
+                100.0 * after / before.max(1.0),
+                per_s.join(" ")
+            );
+        }
     }
     Ok(())
 }

@@ -24,6 +24,11 @@ pub struct Summary {
     pub loadgen_cpu_pct: f64,
     /// CPU the server used over the same window, if its PID was given.
     pub server_cpu_pct: Option<f64>,
+    /// Per whole second of the window: requests that succeeded, failed
+    /// (runs with a kill only).
+    pub timeline: Vec<(u64, u64)>,
+    /// When the run killed a process, seconds into the window.
+    pub kill_at_s: Option<f64>,
 }
 
 impl Summary {
@@ -45,7 +50,31 @@ impl Summary {
             max_us: h.max() as f64 / 1000.0,
             loadgen_cpu_pct: 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
             server_cpu_pct: None,
+            timeline: Vec::new(),
+            kill_at_s: None,
         }
+    }
+
+    /// Mean successful requests per second before the kill, in the 2 s
+    /// after it, and after those (whole seconds only).
+    pub fn around_kill(&self) -> Option<(f64, f64, f64)> {
+        let at = self.kill_at_s?;
+        let mean = |from: f64, to: f64| {
+            let v: Vec<u64> = self
+                .timeline
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as f64 >= from && (*i as f64) + 1.0 <= to)
+                .map(|(_, (ok, _))| *ok)
+                .collect();
+            v.iter().sum::<u64>() as f64 / (v.len().max(1) as f64)
+        };
+        let end = self.timeline.len() as f64;
+        Some((
+            mean(0.0, at.floor()),
+            mean(at.floor(), at.floor() + 2.0),
+            mean(at.floor() + 2.0, end),
+        ))
     }
 
     pub fn ops_per_sec(&self) -> f64 {
@@ -65,6 +94,9 @@ impl Summary {
             "max_us": round(self.max_us, 1),
             "loadgen_cpu_pct": round(self.loadgen_cpu_pct, 1),
             "server_cpu_pct": self.server_cpu_pct.map(|c| round(c, 1)),
+            "kill_at_s": self.kill_at_s,
+            "timeline": self.timeline.iter().map(|(ok, err)| json!({"ok": ok, "errors": err})).collect::<Vec<_>>(),
+            "around_kill_ops_per_sec": self.around_kill().map(|(b, d, a)| json!({"before": round(b, 0), "during": round(d, 0), "after": round(a, 0)})),
         })
     }
 
