@@ -86,17 +86,23 @@ impl Faulty {
     }
 
     fn next(&self) -> u64 {
-        let s = self.rng.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        self.rng.set(s);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix64(&self.rng)
     }
 
     fn chance(&self, percent: u8) -> bool {
         percent > 0 && self.next() % 100 < u64::from(percent)
     }
+}
+
+/// The next number of a SplitMix64 sequence kept in `state`: the same
+/// seed, the same faults.
+pub(crate) fn splitmix64(state: &Cell<u64>) -> u64 {
+    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    state.set(s);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 async fn sleep_ms(ms: u64) {
