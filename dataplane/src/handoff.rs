@@ -27,8 +27,6 @@ use std::time::Duration;
 
 use futures_lite::StreamExt as _;
 use kvs_core::partition::Entry;
-use wire::message as w;
-use wire::Status;
 
 use crate::error::NodeError;
 use crate::limits::HANDOFF_BATCH_KEYS;
@@ -119,25 +117,11 @@ async fn round(
     });
     for (to, idx) in &targets {
         for chunk in idx.chunks(HANDOFF_BATCH_KEYS) {
-            let batch = w::MergeBatch {
-                entries: chunk
-                    .iter()
-                    .map(|&i| crate::convert::entry_to_wire(&items[i].0, &items[i].1))
-                    .collect(),
-            };
-            match server.links.call(*to, &w::Request::Merge(batch)).await {
-                w::Response::Stored => {}
-                w::Response::Error(e) => {
-                    let status = Status::from_code(e.code).unwrap_or(Status::Internal);
-                    let why = String::from_utf8_lossy(&e.message);
-                    return Err(NodeError::retriable(status, format!("to {to}: {why}")));
-                }
-                other => {
-                    return Err(NodeError::internal(format!(
-                        "to {to}: unexpected reply {other:?}"
-                    )))
-                }
-            }
+            let entries = chunk
+                .iter()
+                .map(|&i| crate::convert::entry_to_wire(&items[i].0, &items[i].1))
+                .collect();
+            server.links.merge(*to, entries).await?;
         }
     }
     // Every holder has them now: what left this node goes.

@@ -92,6 +92,29 @@ impl Links {
         }
     }
 
+    /// Hands `entries` to the node at `to` (`Merge`); `Ok` once it has
+    /// them durable.
+    pub async fn merge(
+        &self,
+        to: SocketAddr,
+        entries: Vec<w::MergeEntry>,
+    ) -> Result<(), NodeError> {
+        match self
+            .call(to, &w::Request::Merge(w::MergeBatch { entries }))
+            .await
+        {
+            w::Response::Stored => Ok(()),
+            w::Response::Error(e) => {
+                let status = Status::from_code(e.code).unwrap_or(Status::Internal);
+                let why = String::from_utf8_lossy(&e.message);
+                Err(NodeError::retriable(status, format!("to {to}: {why}")))
+            }
+            other => Err(NodeError::internal(format!(
+                "to {to}: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     async fn try_call(
         &self,
         to: SocketAddr,

@@ -197,12 +197,7 @@ async fn push(
         if entries.is_empty() {
             continue;
         }
-        let batch = w::Request::Merge(w::MergeBatch { entries });
-        match links.call(holder, &batch).await {
-            w::Response::Stored => {}
-            w::Response::Error(e) => return Err(String::from_utf8_lossy(&e.message).into_owned()),
-            other => return Err(format!("unexpected reply {other:?}")),
-        }
+        links.merge(holder, entries).await.map_err(|e| e.message)?;
     }
     Ok(())
 }
