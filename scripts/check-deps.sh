@@ -5,12 +5,12 @@
 #   kvs-core:  no Squall crate; no runtime, no I/O crates
 #   wire:      no Squall crate; no runtime
 #   models:    no Squall crate; no runtime (inference and images only)
-#   client:    wire only; no glommio
+#   client:    wire, and kvs-core for the cluster ring's specification; no glommio
 #   executor:  kvs-core only; no runtime, no wasmtime (reaches the store and
 #              WebAssembly through traits)
 #   wasm-host: executor (and what it brings); wasmtime, no network runtime
 #   cluster:   kvs-core only; no runtime, no I/O crates (sans-I/O state machines)
-#   loadgen:   client, wire, models (never the node); glommio only for the
+#   loadgen:   client (with kvs-core), wire, models (never the node); glommio only for the
 #              runtime's echo floor it measures beside the node
 #   benches:   the libraries it measures, never the node or the client
 #   dataplane: everything but loadgen and benches (it is the node)
@@ -48,11 +48,11 @@ check() {
 check kvs-core  ""                                              glommio tokio mio
 check wire      ""                                              glommio tokio mio
 check models    ""                                              glommio tokio mio
-check client    "wire"                                          glommio
+check client    "wire kvs-core"                                 glommio
 check executor  "kvs-core"                                      glommio tokio mio wasmtime
 check wasm-host "executor kvs-core"                             glommio tokio mio
 check cluster   "kvs-core"                                      glommio tokio mio
-check loadgen   "client wire models"
+check loadgen   "client wire kvs-core models"
 check benches   "executor kvs-core models wasm-host wire"       glommio tokio
 check dataplane "kvs-core wire client executor wasm-host models cluster"
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"

@@ -1,11 +1,13 @@
 //! One connection to one shard: the handshake ([`dial`]: `Hello`, and
 //! the challenge-response when the node requires authentication) and the
 //! frames written and read over it. Which requests go on it, and when, is
-//! [`crate::shards`]'s business.
+//! [`crate::pool`]'s business.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wire::frame::{decode_response_owned, encode_frame, FrameError, FrameHeader};
+use wire::frame::{
+    decode_response_owned, encode_frame, encode_frame_epoch, FrameError, FrameHeader,
+};
 use wire::message::{Hello, Request, Response, Topology};
 use wire::Status;
 
@@ -23,9 +25,11 @@ pub(crate) struct ShardConn {
 }
 
 impl ShardConn {
-    /// Appends a request frame to the write buffer (sent by [`Self::flush`]).
-    pub(crate) fn queue(&mut self, id: u64, req: &Request) -> Result<()> {
-        encode_frame(id, req, &mut self.wbuf).map_err(|e| protocol(&self.addr, &e.to_string()))
+    /// Appends a request frame to the write buffer (sent by [`Self::flush`]),
+    /// its header carrying the client's `epoch`.
+    pub(crate) fn queue(&mut self, id: u64, epoch: u64, req: &Request) -> Result<()> {
+        encode_frame_epoch(id, epoch, req, &mut self.wbuf)
+            .map_err(|e| protocol(&self.addr, &e.to_string()))
     }
 
     /// Writes the queued frames, if any, in one write.
@@ -49,8 +53,9 @@ impl ShardConn {
         res.map_err(|e| io(&addr, e))
     }
 
-    /// Reads the next reply frame: its request id and the response.
-    pub(crate) async fn read_frame(&mut self) -> Result<(u64, Response)> {
+    /// Reads the next reply frame: its request id, the node's epoch and the
+    /// response.
+    pub(crate) async fn read_frame(&mut self) -> Result<(u64, u64, Response)> {
         loop {
             let avail = &self.rbuf[self.rpos..];
             if let Some(h) =
@@ -65,7 +70,7 @@ impl ShardConn {
                         self.rbuf.clear();
                         self.rpos = 0;
                     }
-                    return Ok((h.request_id, resp));
+                    return Ok((h.request_id, h.epoch, resp));
                 }
             }
             if self.rpos > 0 {
@@ -112,7 +117,7 @@ pub(crate) async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn,
             client_name: opts.client_name.as_bytes().to_vec(),
         });
         conn.send_one(1, &hello).await?;
-        let nonce = match into_result(conn.read_frame().await?.1)? {
+        let nonce = match into_result(conn.read_frame().await?.2)? {
             Response::Hello(t) if opts.token.is_none() => return Ok((conn, t)),
             Response::Hello(_) => {
                 // A node that knows the secret proves it; one that does not
@@ -144,7 +149,7 @@ pub(crate) async fn dial(addr: &str, opts: &ClientOptions) -> Result<(ShardConn,
             proof: secret.client_proof(&nonce, &client_nonce),
         });
         conn.send_one(2, &answer).await?;
-        match into_result(conn.read_frame().await?.1)? {
+        match into_result(conn.read_frame().await?.2)? {
             Response::Welcome(w) if secret.verify_node(&nonce, &client_nonce, &w.proof) => {
                 Ok((conn, w.topology))
             }

@@ -1,9 +1,19 @@
-//! # client — talk to a Squall node
+//! # client — talk to a Squall node or cluster
 //!
-//! [`Client::connect`] dials any shard of a node, performs the `Hello`
-//! handshake and learns the topology (every shard's address and the ring's
-//! token table). From then on each key is sent straight to the shard that
-//! owns it, over one connection per shard, opened on first use.
+//! [`Client::connect`] dials any shard of any node, performs the `Hello`
+//! handshake and learns the topology (every shard's address, the ring's
+//! token table, and the cluster's members). From then on each key is sent
+//! straight to a node that holds it and to the shard there that owns it,
+//! over one connection per shard, opened on first use.
+//!
+//! * **Routing across nodes**: every request carries the epoch of the
+//!   client's view; every reply the answering node's. A reply from a node
+//!   with another epoch makes the client ask for the view again before its
+//!   next batch, so after a join or a leave each client sends a key to the
+//!   wrong node at most once per epoch (the node forwards it once).
+//! * **Failover**: a batch of reads and writes that fails on one node's
+//!   connection (refused, broken, timed out) is sent again, once, with
+//!   that node avoided: its keys go to their next replica.
 //!
 //! * **Pipelining**: [`Client::execute`] writes a whole batch of requests
 //!   (one write per shard) before reading any reply, and matches replies by
@@ -17,10 +27,12 @@
 //! ## Modules
 //! This file is the public API: [`Client`] and its options and errors.
 //! Behind it:
-//! * `route` — the topology and the ring: which shard a key (or a
-//!   function's or DAG's registry key) goes to;
-//! * `shards` — the connection per shard, opened on first use, and
-//!   pipelined batches over them (request ids, frames in flight, the
+//! * `route` — the connected node's topology and ring: which of its
+//!   shards a key (or a function's or DAG's registry key) goes to;
+//! * `placement` — the cluster: which node a key goes to, the epoch, the
+//!   nodes avoided;
+//! * `pool` — the connection per shard of each node, opened on first use,
+//!   and pipelined batches over them (request ids, frames in flight, the
 //!   deadline, dropping connections after a failed batch);
 //! * `conn` — one connection: the handshake (with authentication) and its
 //!   frames;
@@ -28,8 +40,8 @@
 //!   relation to request pipelining).
 //!
 //! ## Boundary
-//! Depends only on `wire` among Squall crates (plus tokio for sockets and
-//! timers). Everything here is what any other-language client would do from
+//! Depends only on `wire` and `kvs-core` (for the cluster ring's
+//! specification) among Squall crates, plus tokio for sockets and timers. Everything here is what any other-language client would do from
 //! `docs/wire-protocol.md`.
 //!
 //! ## Example
@@ -46,11 +58,14 @@
 
 mod conn;
 pub mod pipeline;
+mod placement;
+mod pool;
 mod route;
-mod shards;
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use thiserror::Error;
 use wire::message::{
@@ -61,8 +76,11 @@ use wire::message::{
 use wire::Status;
 
 use crate::conn::dial;
+use crate::placement::Placement;
+use crate::pool::Pool;
 use crate::route::Route;
-use crate::shards::Shards;
+
+pub use crate::placement::Dest;
 
 pub use wire;
 
@@ -76,6 +94,10 @@ pub struct ClientOptions {
     /// The secret to prove to a node that requires authentication
     /// (`wire::auth`); never sent, and redacted from `Debug`.
     pub token: Option<wire::auth::Secret>,
+    /// Send each key to a node that holds it (on by default). Off: every
+    /// request goes to the node connected to, which forwards what it does
+    /// not hold (one more hop), and requests carry epoch 0.
+    pub route_across_nodes: bool,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +106,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(5),
             client_name: "squall-client".to_owned(),
             token: None,
+            route_across_nodes: true,
         }
     }
 }
@@ -142,20 +165,42 @@ impl ClientError {
 
 pub(crate) type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// The least time between two requests for the cluster's view (after a
+/// reply with another epoch): while nodes disagree, a busy client asks
+/// every this often, not at every batch.
+pub const REFRESH_INTERVAL_MS_MIN: u64 = 100;
+
 /// One request of a pipelined batch.
 #[derive(Clone, Debug)]
 pub struct Op {
-    /// Shard to send it to (see [`Client::shard_for`]).
-    pub shard: u16,
+    /// Where to send it (see [`Client::dest_for`]).
+    pub dest: Dest,
     pub request: Request,
 }
 
-/// A connection to one node.
+/// How the client's routing went (counters since it connected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoutingStats {
+    /// Batches with a reply from a node whose epoch was not the client's.
+    pub stale_batches: u64,
+    /// Times the client asked for the cluster's view again.
+    pub refreshes: u64,
+    /// Batches sent again with a failed node avoided.
+    pub failovers: u64,
+}
+
+/// A connection to a node, and through it to its cluster.
 #[derive(Debug)]
 pub struct Client {
     opts: ClientOptions,
+    /// The connected node's shards.
     route: Route,
-    shards: Shards,
+    placement: Placement,
+    pool: Pool,
+    /// A reply said the view has moved on.
+    stale: bool,
+    last_refresh: Option<Instant>,
+    routing: RoutingStats,
 }
 
 impl Client {
@@ -163,24 +208,70 @@ impl Client {
     pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client> {
         let (conn, topology) = dial(addr, &opts).await?;
         let route = Route::new(addr, topology)?;
-        let shards = Shards::new(route.topology(), conn);
+        let topology = route.topology();
+        let placement = Placement::new(
+            &topology.cluster,
+            topology.ring.vnodes_per_shard,
+            !opts.route_across_nodes,
+        );
+        let pool = Pool::new(placement.home(), topology, conn);
         Ok(Client {
             opts,
             route,
-            shards,
+            placement,
+            pool,
+            stale: false,
+            last_refresh: None,
+            routing: RoutingStats::default(),
         })
     }
 
-    /// What the node said at handshake.
+    /// What the connected node said at handshake.
     #[must_use]
     pub fn topology(&self) -> &Topology {
         self.route.topology()
     }
 
-    /// The shard that owns `key`.
+    /// The shard of the connected node that owns `key`.
     #[must_use]
     pub fn shard_for(&self, key: &[u8]) -> u16 {
         self.route.shard_for(key)
+    }
+
+    /// Where a request for `key` goes: a node holding it (see the module
+    /// doc), and the shard there that owns it.
+    #[must_use]
+    pub fn dest_for(&self, key: &[u8]) -> Dest {
+        let node = self.placement.node_for(key);
+        if node == self.placement.home() {
+            return self.home_dest(self.route.shard_for(key));
+        }
+        let shard = self.placement.shard_on(node, key).unwrap_or(0);
+        match self.pool.shards_of(node) {
+            Some(n) if usize::from(shard) >= n => Dest { node, shard: 0 },
+            _ => Dest { node, shard },
+        }
+    }
+
+    /// Shard `shard` of the connected node.
+    #[must_use]
+    pub fn home_dest(&self, shard: u16) -> Dest {
+        Dest {
+            node: self.placement.home(),
+            shard,
+        }
+    }
+
+    /// The epoch of the client's view of the cluster.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.placement.epoch()
+    }
+
+    /// How routing went so far.
+    #[must_use]
+    pub fn routing_stats(&self) -> RoutingStats {
+        self.routing
     }
 
     /// Reads one key.
@@ -205,15 +296,15 @@ impl Client {
     /// Reads several keys (each from its owning shard, pipelined); values
     /// come back in the order of `keys`.
     pub async fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
-        let mut by_shard: HashMap<u16, Vec<usize>> = HashMap::new();
+        let mut by_dest: HashMap<Dest, Vec<usize>> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            by_shard.entry(self.shard_for(k)).or_default().push(i);
+            by_dest.entry(self.dest_for(k)).or_default().push(i);
         }
-        let groups: Vec<(u16, Vec<usize>)> = by_shard.into_iter().collect();
+        let groups: Vec<(Dest, Vec<usize>)> = by_dest.into_iter().collect();
         let ops = groups
             .iter()
-            .map(|(shard, idx)| Op {
-                shard: *shard,
+            .map(|(dest, idx)| Op {
+                dest: *dest,
                 request: Request::Get(KvGet {
                     keys: idx.iter().map(|&i| keys[i].to_vec()).collect(),
                 }),
@@ -239,7 +330,7 @@ impl Client {
             key: key.to_vec(),
             value,
         });
-        match self.call(self.shard_for(key), req).await? {
+        match self.send(self.dest_for(key), req).await? {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -254,7 +345,7 @@ impl Client {
             value,
             concern,
         });
-        match self.call(self.shard_for(key), req).await? {
+        match self.send(self.dest_for(key), req).await? {
             Response::Stored => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -263,7 +354,7 @@ impl Client {
     /// Deletes `key`; `true` if a live value went away.
     pub async fn delete(&mut self, key: &[u8]) -> Result<bool> {
         let req = Request::Delete(KvDelete { key: key.to_vec() });
-        match self.call(self.shard_for(key), req).await? {
+        match self.send(self.dest_for(key), req).await? {
             Response::Deleted(d) => Ok(d.removed),
             other => Err(unexpected(&other)),
         }
@@ -391,7 +482,7 @@ impl Client {
                 .map(|(i, bytes)| {
                     let key = chunk_key(name, manifest.hash, *i);
                     Op {
-                        shard: self.shard_for(&key),
+                        dest: self.dest_for(&key),
                         request: Request::Put(KvPut {
                             key,
                             value: lww(bytes),
@@ -550,9 +641,9 @@ impl Client {
     /// Sends `request` to every shard (pipelined) and returns the replies in
     /// shard order; any error reply fails the whole call.
     async fn ask_every_shard(&mut self, request: Request) -> Result<Vec<Response>> {
-        let ops = (0..self.shards.len())
+        let ops = (0..self.topology().shards.len())
             .map(|s| Op {
-                shard: u16::try_from(s).unwrap_or(u16::MAX),
+                dest: self.home_dest(u16::try_from(s).unwrap_or(u16::MAX)),
                 request: request.clone(),
             })
             .collect();
@@ -597,10 +688,17 @@ impl Client {
         }
     }
 
-    /// Sends one request to `shard` (which need not own the key: the node
-    /// forwards) and returns its reply; error replies become `Err`.
+    /// Sends one request to shard `shard` of the connected node (which
+    /// need not own the key: the node forwards) and returns its reply;
+    /// error replies become `Err`.
     pub async fn call(&mut self, shard: u16, request: Request) -> Result<Response> {
-        let mut replies = self.execute(vec![Op { shard, request }]).await?;
+        self.send(self.home_dest(shard), request).await
+    }
+
+    /// Sends one request to `dest` and returns its reply; error replies
+    /// become `Err`.
+    pub async fn send(&mut self, dest: Dest, request: Request) -> Result<Response> {
+        let mut replies = self.execute(vec![Op { dest, request }]).await?;
         replies
             .pop()
             .unwrap_or_else(|| Err(protocol("", "no reply")))
@@ -608,10 +706,104 @@ impl Client {
 
     /// Sends a batch, pipelined: all requests are written (one write per
     /// shard) before replies are read. Returns one result per op, in order;
-    /// the outer error is a transport failure or the deadline.
-    pub async fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
-        self.shards.execute(&self.route, &self.opts, ops).await
+    /// the outer error is a transport failure or the deadline. A batch of
+    /// key reads and writes that fails on one node is sent once more with
+    /// that node avoided (module doc).
+    pub async fn execute(&mut self, mut ops: Vec<Op>) -> Result<Vec<Result<Response>>> {
+        if self.stale && self.may_refresh() {
+            self.refresh().await;
+        }
+        let failure = match self.run(&ops).await {
+            Ok(replies) => return Ok(replies),
+            Err(e) => e,
+        };
+        let Some(node) = failure.node.filter(|_| failure_moves(&failure.error)) else {
+            return Err(failure.error);
+        };
+        let keys: Option<Vec<Vec<u8>>> = ops.iter().map(|op| routed_key(&op.request)).collect();
+        let Some(keys) = keys else {
+            return Err(failure.error);
+        };
+        self.placement.avoid(node);
+        self.routing.failovers += 1;
+        if self.may_refresh() {
+            self.refresh().await;
+        }
+        for (op, key) in ops.iter_mut().zip(keys) {
+            op.dest = self.dest_for(&key);
+        }
+        self.run(&ops).await.map_err(|e| {
+            if let Some(n) = e.node {
+                self.placement.avoid(n);
+            }
+            e.error
+        })
     }
+
+    /// One batch over the pool; notes a reply from another epoch.
+    async fn run(&mut self, ops: &[Op]) -> Result<Vec<Result<Response>>, pool::BatchError> {
+        let (replies, stale) = self.pool.execute(&self.placement, &self.opts, ops).await?;
+        if stale {
+            self.stale = true;
+            self.routing.stale_batches += 1;
+        }
+        Ok(replies)
+    }
+
+    /// Whether `REFRESH_INTERVAL_MS_MIN` has passed since the last refresh.
+    fn may_refresh(&self) -> bool {
+        self.last_refresh
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(REFRESH_INTERVAL_MS_MIN))
+    }
+
+    /// Asks for the cluster's view (the connected node first, then the
+    /// other members) and routes by it from now on. Best effort: with no
+    /// member answering, the old view stays.
+    async fn refresh(&mut self) {
+        self.last_refresh = Some(Instant::now());
+        self.routing.refreshes += 1;
+        for node in self.placement.nodes_home_first() {
+            let op = Op {
+                dest: Dest { node, shard: 0 },
+                request: Request::ClusterStatus,
+            };
+            match self.pool.execute(&self.placement, &self.opts, &[op]).await {
+                Ok((mut replies, _)) => {
+                    if let Some(Ok(Response::Cluster(view))) = replies.pop() {
+                        self.placement.update(&view);
+                        self.stale = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if let Some(n) = e.node {
+                        self.placement.avoid(n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a batch that failed this way may succeed at another node.
+fn failure_moves(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. }
+    )
+}
+
+/// The key a request is routed by, for the requests a failover may send
+/// elsewhere (reads and writes of spread keys); `None` for the others.
+fn routed_key(request: &Request) -> Option<Vec<u8>> {
+    match request {
+        Request::Get(g) => g.keys.first().cloned(),
+        Request::Put(p) => Some(p.key.clone()),
+        Request::PutConcern(p) => Some(p.key.clone()),
+        Request::Delete(d) => Some(d.key.clone()),
+        _ => None,
+    }
+    .filter(|k| !k.starts_with(b"squall:"))
 }
 
 /// An error reply as an error; any other reply as it is.

@@ -89,7 +89,7 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wire::message::{Limits, RingInfo, RingToken, ShardInfo};
+    use wire::message::{ClusterTopology, ClusterView, Limits, RingInfo, RingToken, ShardInfo};
 
     fn topology(hash: u8, tokens: &[(u64, u16)]) -> Topology {
         Topology {
@@ -115,6 +115,16 @@ mod tests {
                 value_bytes_max: 0,
                 keys_per_get_max: 0,
                 connections_max: 0,
+            },
+            cluster: ClusterTopology {
+                node: 1,
+                replication: 1,
+                node_vnodes: 1,
+                view: ClusterView {
+                    epoch: 0,
+                    node: 1,
+                    members: vec![],
+                },
             },
         }
     }

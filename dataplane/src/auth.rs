@@ -161,7 +161,8 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::RegisterFunction(_)
         | R::DeleteFunction(_)
         | R::Leave
-        | R::Merge(_) => Role::Admin,
+        | R::Merge(_)
+        | R::Digest(_) => Role::Admin,
     })
 }
 

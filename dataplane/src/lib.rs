@@ -26,6 +26,7 @@
 
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod antientropy;
 mod auth;
 pub mod cli;
 mod conn;

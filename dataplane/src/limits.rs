@@ -178,5 +178,9 @@ pub const LEAVE_HANDOFF_TIMEOUT_MS: u64 = 60_000;
 /// How long a replication push waits for more writes to join its batch.
 pub const PUSH_INTERVAL_MS: u64 = 2;
 
+/// How often each shard compares the keys it shares with each other node
+/// (`--anti-entropy-ms`, 0 turns it off).
+pub const ANTI_ENTROPY_INTERVAL_MS: u64 = 5_000;
+
 /// Most copies of a key (`--replication`).
 pub const REPLICATION_MAX: usize = 7;

@@ -40,7 +40,7 @@ use futures_channel::mpsc;
 use futures_lite::StreamExt as _;
 use glommio::net::UdpSocket;
 use kvs_core::cluster::ClusterRing;
-use kvs_core::NodeId;
+use kvs_core::{NodeId, ShardId};
 use wire::auth::{Secret, PACKET_TAG_BYTES};
 use wire::message as w;
 
@@ -126,6 +126,49 @@ impl Placement {
     /// Copies of each key.
     pub fn replication(&self) -> usize {
         self.replication
+    }
+
+    /// This node, unless it is leaving (then it holds nothing).
+    pub fn me(&self) -> Option<NodeId> {
+        self.addrs.contains_key(&self.me).then_some(self.me)
+    }
+
+    /// The other members keys are placed on.
+    pub fn others(&self) -> Vec<(NodeId, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .addrs
+            .iter()
+            .filter(|(n, _)| **n != self.me)
+            .map(|(n, a)| (*n, *a))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The address of member `node`.
+    pub fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.addrs.get(&node).copied()
+    }
+
+    /// Whether this node and `other` both hold `key`.
+    pub fn shared_with(&self, key: &[u8], other: NodeId) -> bool {
+        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+            return false;
+        }
+        let r = self.ring.replicas(key, self.replication);
+        r.contains(&self.me) && r.contains(&other)
+    }
+
+    /// Whether this node and `other` both hold `key`, and it lives on
+    /// `other`'s shard `shard` (the scope of `other`'s `Digest`).
+    pub fn shared_on(&self, key: &[u8], other: NodeId, shard: ShardId) -> bool {
+        self.ring.shard_on(other, key) == Some(shard) && self.shared_with(key, other)
+    }
+
+    /// The epoch of the members keys are placed on: what every reply's
+    /// header carries.
+    pub fn epoch(&self) -> u64 {
+        self.ring.epoch()
     }
 }
 
@@ -294,14 +337,11 @@ impl Members {
             .collect()
     }
 
-    /// The epoch of the live members' view (`kvs_core::cluster::epoch`).
-    pub fn epoch(&self) -> u64 {
-        let live: Vec<_> = self.live().iter().map(Peer::member).collect();
-        kvs_core::cluster::epoch(&live)
-    }
-
-    /// What `ClusterStatus` answers.
+    /// What `ClusterStatus` answers: every member seen, and the epoch of
+    /// the ones keys are placed on (the live ones, less this node while it
+    /// leaves).
     pub fn view(&self) -> w::ClusterView {
+        let leaving = self.is_leaving();
         let members = self
             .seen()
             .values()
@@ -310,14 +350,28 @@ impl Members {
                 addr: s.peer.addr.to_string().into_bytes(),
                 incarnation: s.peer.incarnation,
                 shards: s.peer.shards,
-                state: if s.up { w::MEMBER_UP } else { w::MEMBER_DOWN },
+                state: match s.up {
+                    true if leaving && s.peer.addr == self.me.addr => w::MEMBER_LEAVING,
+                    true => w::MEMBER_UP,
+                    false => w::MEMBER_DOWN,
+                },
                 state_ms: u64::try_from(s.since.elapsed().as_millis()).unwrap_or(u64::MAX),
             })
             .collect();
         w::ClusterView {
-            epoch: self.epoch(),
+            epoch: self.placement().epoch(),
             node: self.me.node,
             members,
+        }
+    }
+
+    /// The cluster part of the topology `Hello` answers.
+    pub fn cluster_topology(&self) -> w::ClusterTopology {
+        w::ClusterTopology {
+            node: self.me.node,
+            replication: u8::try_from(self.replication).unwrap_or(u8::MAX),
+            node_vnodes: NODE_VNODES,
+            view: self.view(),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct NodeConfig {
     pub replication: usize,
     /// How many copies a write waits for before it is acknowledged.
     pub write_concern: crate::members::WriteConcern,
+    /// How often anti-entropy runs (0: never; only with replication).
+    pub anti_entropy_ms: u64,
 }
 
 /// Shared between the main thread and the shards.
@@ -201,6 +203,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         read_buffers_bytes: AtomicUsize::new(0),
         stop: control.stop.clone(),
         write_concern: config.write_concern,
+        anti_entropy_ms: config.anti_entropy_ms,
     });
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
@@ -403,6 +406,17 @@ fn topology_of(addrs: &[SocketAddr], ring: &HashRing<ShardId>, config: &NodeConf
             keys_per_get_max: wire::limits::KEYS_PER_GET_MAX as u32,
             connections_max: config.connections_max as u32,
         },
+        // Filled in at every Hello (`Server::topology`): it changes.
+        cluster: w::ClusterTopology {
+            node: 0,
+            replication: 1,
+            node_vnodes: 0,
+            view: w::ClusterView {
+                epoch: 0,
+                node: 0,
+                members: Vec::new(),
+            },
+        },
     }
 }
 
@@ -589,6 +603,10 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     if let Some(pushes) = pushes {
         let links = server.links.clone();
         glommio::spawn_local(crate::replicate::run(shard.clone(), links, pushes)).detach();
+        let interval_ms = server.settings.anti_entropy_ms;
+        if interval_ms > 0 {
+            glommio::spawn_local(crate::antientropy::run(server.clone(), interval_ms)).detach();
+        }
     }
     let gossip = match gossip {
         Some(config) => Some(Gossip::start(config, members)?),

@@ -38,6 +38,8 @@ pub(crate) struct ConnSettings {
     pub read_buffers_bytes: AtomicUsize,
     /// How many copies a write waits for (`--write-concern`).
     pub write_concern: crate::members::WriteConcern,
+    /// How often anti-entropy runs (0: never).
+    pub anti_entropy_ms: u64,
     /// Set to stop the node gracefully (a `Leave` request; the signal
     /// handlers set the same flag).
     pub stop: Arc<AtomicBool>,
@@ -49,10 +51,9 @@ pub(crate) struct Server {
     pub shard: Rc<Shard>,
     pub functions: Rc<ShardFunctions>,
     pub settings: Arc<ConnSettings>,
-    /// The topology this shard reports, and its encoded `Response::Hello`
-    /// body (encoded once).
-    pub topology: w::Topology,
-    pub hello_body: Vec<u8>,
+    /// The topology this shard reports (its `cluster` is filled in at
+    /// each `Hello`, see [`Server::topology`]).
+    topology: w::Topology,
     /// Set at shutdown; pulsed to make idle connections look at their age.
     pub shutdown: Event,
     pub open_connections: Cell<usize>,
@@ -77,10 +78,6 @@ impl Server {
         pushes: Option<Rc<Pushes>>,
         connections_max: usize,
     ) -> Result<Server, String> {
-        let hello = w::Response::Hello(topology.clone());
-        let mut hello_body = Vec::new();
-        wire::frame::encode_frame(0, &hello, &mut hello_body).map_err(|e| e.to_string())?;
-        let hello_body = hello_body.split_off(wire::frame::FRAME_HEADER_BYTES);
         let secret = settings
             .auth
             .as_ref()
@@ -96,12 +93,18 @@ impl Server {
             functions,
             settings,
             topology,
-            hello_body,
             shutdown: Event::default(),
             open_connections: Cell::new(0),
             connections_max,
             members,
         })
+    }
+
+    /// What `Hello` answers: the shards, and the cluster as it is now.
+    pub fn topology(&self) -> w::Topology {
+        let mut t = self.topology.clone();
+        t.cluster = self.members.cluster_topology();
+        t
     }
 
     /// Runs `f` with the current placement (this shard's copy, refreshed

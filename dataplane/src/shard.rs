@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kvs_core::clock::HybridClock;
+use kvs_core::digest::RangeDigest;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::limits::CLOCK_LEAD_MAX_US;
 use kvs_core::partition::{Applied, Entry, Mutation, Partition};
@@ -34,6 +35,8 @@ pub(crate) struct Counters {
     pub errors: Cell<u64>,
     pub forwarded_out: Cell<u64>,
     pub forwarded_in: Cell<u64>,
+    pub node_forwards: Cell<u64>,
+    pub stale_epoch: Cell<u64>,
     pub connections: Cell<u64>,
     pub connections_refused: Cell<u64>,
 }
@@ -148,6 +151,14 @@ impl Shard {
     }
 
     /// The shard owning `key`.
+    /// The node's shards (those on its ring).
+    pub fn siblings(&self) -> Vec<ShardId> {
+        let mut v: Vec<ShardId> = self.ring.tokens().iter().map(|(_, s)| *s).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn owner(&self, key: &[u8]) -> ShardId {
         self.ring.owner(key).unwrap_or(self.id)
     }
@@ -243,6 +254,17 @@ impl Shard {
         }
     }
 
+    /// The range digest (`kvs_core::digest`) of the entries `scope` keeps.
+    pub fn digest(&self, mut scope: impl FnMut(&[u8]) -> bool) -> RangeDigest {
+        let mut d = RangeDigest::default();
+        for (key, entry) in self.partition.borrow().entries() {
+            if scope(key) {
+                d.add(key, entry);
+            }
+        }
+        d
+    }
+
     /// Merges a key's state handed over by another node: its value or
     /// tombstone as it is, with its own timestamps (nothing re-stamped; a
     /// remote clock moves this shard's only up to the lead bound).
@@ -335,6 +357,10 @@ impl Shard {
             ShardOp::Put(key, value) => self.write(key, Some(value)),
             ShardOp::Delete(key) => self.write(key, None),
             ShardOp::Merge(key, entry) => self.merge(key, entry),
+            ShardOp::Digest(scope) => {
+                let d = self.digest(|k| (scope.0)(k));
+                return (ShardReply::Digest(Box::new(d)), None);
+            }
         };
         match result {
             Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn)),
@@ -398,6 +424,8 @@ impl Shard {
             wal_bytes: st.wal_bytes,
             snapshots: st.snapshots,
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            node_forwards: s.node_forwards.get(),
+            stale_epoch: s.stale_epoch.get(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   to its owner. It is generic over the member type so that the same code
 //!   maps keys to shards and, in [`cluster`], keys to replica nodes (a node
 //!   ring over each node's shard ring) and a membership view to its epoch.
+//! * [`digest`] — range digests of the keys two replicas share, for
+//!   anti-entropy.
 //! * [`wal`] and [`snapshot`] — the durable formats, with CRC32C checksums, and
 //!   the recovery rules (torn tail cut, corruption in the middle refused).
 //! * [`clock`] — a hybrid logical clock; wall time is *passed in*.
@@ -44,6 +46,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod codec;
+pub mod digest;
 pub mod ids;
 pub mod lattice;
 pub mod limits;

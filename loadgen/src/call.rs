@@ -204,6 +204,7 @@ async fn connect(args: &CallArgs, i: usize) -> anyhow::Result<Client> {
         timeout: Duration::from_secs(10),
         client_name: format!("loadgen-call-{i}"),
         token: client::load_token(args.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+        ..ClientOptions::default()
     };
     Client::connect(&args.addr, opts)
         .await

@@ -108,6 +108,7 @@ impl Conn {
                     client_name: name.to_owned(),
                     token: client::load_token(args.token_file.as_deref())
                         .map_err(anyhow::Error::msg)?,
+                    route_across_nodes: !args.naive_routing,
                 };
                 let c = Client::connect(&args.addr, opts)
                     .await
@@ -147,15 +148,12 @@ impl Conn {
                                 (key.clone(), Request::Put(KvPut { key, value }))
                             }
                         };
-                        let shard = if *naive {
-                            c.topology().shard
+                        let dest = if *naive {
+                            c.home_dest(c.topology().shard)
                         } else {
-                            c.shard_for(&k)
+                            c.dest_for(&k)
                         };
-                        Op {
-                            shard,
-                            request: req,
-                        }
+                        Op { dest, request: req }
                     })
                     .collect();
                 match c.execute(ops).await {
@@ -269,16 +267,27 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
                     }
                 }
             }
-            (h, ops, errors)
+            let routing = match &conn {
+                Conn::Squall(c, _) => Some(c.routing_stats()),
+                Conn::Redis(_) => None,
+            };
+            (h, ops, errors, routing)
         }));
     }
     let mut h: Histogram<u64> = histogram();
     let (mut ops, mut errors) = (0, 0);
+    let mut routing: Option<client::RoutingStats> = None;
     for t in tasks {
-        let (th, o, e) = t.await?;
+        let (th, o, e, r) = t.await?;
         h.add(th).ok();
         ops += o;
         errors += e;
+        if let Some(r) = r {
+            let sum = routing.get_or_insert_with(Default::default);
+            sum.stale_batches += r.stale_batches;
+            sum.refreshes += r.refreshes;
+            sum.failovers += r.failovers;
+        }
     }
     let (cpu_after, server_after) = (process_cpu(), server_pid.map_or(Duration::ZERO, pid_cpu));
     let (cpu_first, server_first) = cpu_before
@@ -296,6 +305,7 @@ async fn run_async(args: &KvArgs) -> anyhow::Result<Summary> {
         elapsed,
         cpu_after.saturating_sub(cpu_first),
     );
+    s.routing = routing;
     if args.kill_at_s.is_some() {
         let whole = args.duration_s.floor() as usize;
         s.timeline = timeline

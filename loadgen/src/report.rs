@@ -29,6 +29,8 @@ pub struct Summary {
     pub timeline: Vec<(u64, u64)>,
     /// When the run killed a process, seconds into the window.
     pub kill_at_s: Option<f64>,
+    /// Squall's clients' routing counters, summed (`kv` runs).
+    pub routing: Option<client::RoutingStats>,
 }
 
 impl Summary {
@@ -52,6 +54,7 @@ impl Summary {
             server_cpu_pct: None,
             timeline: Vec::new(),
             kill_at_s: None,
+            routing: None,
         }
     }
 
@@ -96,6 +99,7 @@ impl Summary {
             "server_cpu_pct": self.server_cpu_pct.map(|c| round(c, 1)),
             "kill_at_s": self.kill_at_s,
             "timeline": self.timeline.iter().map(|(ok, err)| json!({"ok": ok, "errors": err})).collect::<Vec<_>>(),
+            "routing": self.routing.map(|r| json!({"stale_batches": r.stale_batches, "refreshes": r.refreshes, "failovers": r.failovers})),
             "around_kill_ops_per_sec": self.around_kill().map(|(b, d, a)| json!({"before": round(b, 0), "during": round(d, 0), "after": round(a, 0)})),
         })
     }

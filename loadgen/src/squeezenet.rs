@@ -184,6 +184,7 @@ pub fn run(args: &SqueezeArgs) -> anyhow::Result<()> {
         timeout: std::time::Duration::from_secs(30),
         client_name: "loadgen-squeezenet".into(),
         token: client::load_token(args.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+        ..ClientOptions::default()
     };
     let mut client: Client = rt
         .block_on(Client::connect(&args.addr, opts))

@@ -1,13 +1,16 @@
 //! Framing: every message travels as
 //!
 //! ```text
-//! frame = body_len:u32le request_id:u64le body[body_len]
+//! frame = body_len:u32le request_id:u64le epoch:u64le body[body_len]
 //! ```
 //!
 //! `body` is the rkyv archive of one [`Request`] or [`Response`]. The
 //! request id is chosen by the client and echoed in the response, so a
 //! client may pipeline any number of requests (up to the node's queue
-//! limits) and match replies by id.
+//! limits) and match replies by id. `epoch` is the sender's cluster epoch
+//! (version 5): in a request, the epoch of the view the client routed by
+//! (0: it does not route); in a response, the answering node's epoch, so a
+//! changed topology reaches a client on its next reply.
 
 use rkyv::rancor;
 use thiserror::Error;
@@ -17,13 +20,15 @@ use crate::message::{ArchivedRequest, ArchivedResponse, ErrorBody, Request, Resp
 use crate::status::Status;
 
 /// Bytes before every body.
-pub const FRAME_HEADER_BYTES: usize = 12;
+pub const FRAME_HEADER_BYTES: usize = 20;
 
 /// A parsed frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
     pub body_len: usize,
     pub request_id: u64,
+    /// The sender's cluster epoch (see the module doc).
+    pub epoch: u64,
 }
 
 /// Bytes that are not a valid frame or message.
@@ -62,14 +67,18 @@ impl FrameHeader {
             return Ok(None);
         };
         let body_len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&h[4..12]);
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
         if body_len > max {
             return Err(FrameError::TooLarge { len: body_len, max });
         }
         Ok(Some(FrameHeader {
             body_len,
-            request_id: u64::from_le_bytes(id),
+            request_id: u64_at(4),
+            epoch: u64_at(12),
         }))
     }
 
@@ -80,12 +89,32 @@ impl FrameHeader {
     }
 }
 
-/// Appends one frame holding `msg` to `out`.
+/// Appends one frame holding `msg` to `out`, with epoch 0 (see
+/// [`encode_frame_epoch`]).
+pub fn encode_frame<T>(request_id: u64, msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            Vec<u8>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    encode_frame_epoch(request_id, 0, msg, out)
+}
+
+/// Appends one frame holding `msg` to `out`, its header carrying `epoch`.
 ///
 /// Encoding into a `Vec` only fails if the archive outgrows rkyv's 32-bit
 /// offsets (far above every frame limit); if it ever does, `out` is left
 /// empty.
-pub fn encode_frame<T>(request_id: u64, msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError>
+pub fn encode_frame_epoch<T>(
+    request_id: u64,
+    epoch: u64,
+    msg: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError>
 where
     T: for<'a> rkyv::Serialize<
         rkyv::api::high::HighSerializer<
@@ -114,17 +143,29 @@ where
     };
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 12].copy_from_slice(&request_id.to_le_bytes());
+    out[start + 12..start + 20].copy_from_slice(&epoch.to_le_bytes());
     Ok(())
 }
 
-/// Appends an error response frame.
+/// Appends an error response frame (epoch 0).
 pub fn encode_error(request_id: u64, status: Status, message: &str, out: &mut Vec<u8>) {
+    encode_error_epoch(request_id, 0, status, message, out);
+}
+
+/// Appends an error response frame whose header carries `epoch`.
+pub fn encode_error_epoch(
+    request_id: u64,
+    epoch: u64,
+    status: Status,
+    message: &str,
+    out: &mut Vec<u8>,
+) {
     let body = Response::Error(ErrorBody {
         code: status.code(),
         message: message.as_bytes().to_vec(),
     });
     // An error body is a code and a short string: encoding cannot fail.
-    encode_frame(request_id, &body, out).expect("error responses always encode");
+    encode_frame_epoch(request_id, epoch, &body, out).expect("error responses always encode");
 }
 
 /// Validates a request body and returns a zero-copy view of it.
@@ -159,7 +200,7 @@ mod tests {
 
     fn frame_of(msg: &Request) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_frame(42, msg, &mut out).unwrap();
+        encode_frame_epoch(42, 0x0102_0304_0506_0708, msg, &mut out).unwrap();
         out
     }
 
@@ -199,6 +240,7 @@ mod tests {
             let f = frame_of(&m);
             let h = FrameHeader::parse(&f).unwrap().unwrap();
             assert_eq!((h.request_id, h.frame_len()), (42, f.len()));
+            assert_eq!(h.epoch, 0x0102_0304_0506_0708);
             assert_eq!(decode_request_owned(body(&f)).unwrap(), m);
             // Shift the body by one byte: still readable in place.
             let mut shifted = vec![0u8];
@@ -216,6 +258,7 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert_eq!(FrameHeader::parse(&f[..5]), Ok(None));
+        assert_eq!(FrameHeader::parse(&f[..FRAME_HEADER_BYTES - 1]), Ok(None));
     }
 
     #[test]

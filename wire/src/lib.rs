@@ -41,13 +41,15 @@ pub use status::Status;
 
 /// The protocol version this crate speaks; sent in `Hello`. Version 3 added
 /// authentication (`Authenticate`, `Challenge`, `Welcome`) and statuses
-/// 19–21; version 4 the cluster (`ClusterStatus`, `Cluster`, `Leave`, `Leaving`). Nodes
-/// still accept version 2 and 3 clients (version 2 where no
-/// authentication is required).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 19–21; version 4 the cluster (`ClusterStatus`, `Cluster`, `Leave`,
+/// `Leaving`, `GetLocal`, `Merge`, `PutConcern`); version 5 the epoch in
+/// every frame header and the cluster in the topology, so that clients
+/// route across nodes. Version 5 changed the frame header: nodes accept
+/// version 5 clients only.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest protocol version a node accepts.
-pub const PROTOCOL_VERSION_MIN: u32 = 2;
+pub const PROTOCOL_VERSION_MIN: u32 = 5;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.

@@ -44,6 +44,20 @@ pub enum Request {
     Merge(MergeBatch),
     /// A put acknowledged once `concern` copies have it (version 4).
     PutConcern(KvPutConcern),
+    /// The range digest of the keys the answering node and the asker both
+    /// hold (version 5; node to node, admin: anti-entropy).
+    Digest(DigestRequest),
+}
+
+/// Which keys a `Digest` covers: those the asking `node` and the answering
+/// node both hold in view `epoch`, and that live on shard `shard` of the
+/// asker.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DigestRequest {
+    pub node: u64,
+    pub epoch: u64,
+    pub shard: u16,
 }
 
 /// A put with its write concern.
@@ -411,15 +425,18 @@ pub enum Response {
     /// The node is leaving: it serves what it has begun, leaves the
     /// membership, syncs its WAL and exits (version 4).
     Leaving,
+    /// A range digest (`kvs_core::digest`): 64 sums, one per range of the
+    /// node ring (version 5).
+    Digest(Vec<u64>),
 }
 
 /// A node's view of its cluster: every member it knows of (itself
-/// included), and the epoch of the live ones.
+/// included), and the epoch of the ones keys are placed on.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct ClusterView {
-    /// `kvs_core::cluster::epoch` of the members that are up: nodes with the
-    /// same view report the same epoch.
+    /// `kvs_core::cluster::epoch` of the members that are up (`MEMBER_UP`):
+    /// nodes with the same view report the same epoch.
     pub epoch: u64,
     /// The answering node's id.
     pub node: u64,
@@ -438,7 +455,7 @@ pub struct MemberInfo {
     /// Bumped at every start of the node.
     pub incarnation: u64,
     pub shards: u16,
-    /// `MEMBER_UP` or `MEMBER_DOWN`.
+    /// `MEMBER_UP`, `MEMBER_DOWN` or `MEMBER_LEAVING`.
     pub state: u8,
     /// Milliseconds since the answering node saw `state` begin.
     pub state_ms: u64,
@@ -448,6 +465,9 @@ pub struct MemberInfo {
 pub const MEMBER_UP: u8 = 1;
 /// [`MemberInfo::state`]: declared down (failed, or left).
 pub const MEMBER_DOWN: u8 = 2;
+/// [`MemberInfo::state`]: the answering node itself, handing its keys over
+/// before it stops (version 5): no key is placed on it.
+pub const MEMBER_LEAVING: u8 = 3;
 
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -474,6 +494,25 @@ pub struct Topology {
     pub shards: Vec<ShardInfo>,
     pub ring: RingInfo,
     pub limits: Limits,
+    /// The node's cluster (version 5): enough to place any key on its
+    /// nodes (`kvs_core::cluster`'s specification).
+    pub cluster: ClusterTopology,
+}
+
+/// Where keys live across the nodes, as the answering node sees it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterTopology {
+    /// The answering node's id.
+    pub node: u64,
+    /// Copies of each key (`--replication`).
+    pub replication: u8,
+    /// Tokens per node on the node ring.
+    pub node_vnodes: u32,
+    /// Keys are placed on the members whose state is `MEMBER_UP`; `epoch`
+    /// is theirs. The same shape as `ClusterStatus`'s answer, which a
+    /// client asks for again when a reply's epoch differs from its own.
+    pub view: ClusterView,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -534,4 +573,9 @@ pub struct ShardStats {
     pub wal_bytes: u64,
     pub snapshots: u64,
     pub uptime_ms: u64,
+    /// Requests this shard sent on to another node (version 5).
+    pub node_forwards: u64,
+    /// Requests whose header epoch was neither 0 nor this node's (version
+    /// 5): sent by a client routing by an older view.
+    pub stale_epoch: u64,
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use client::{Client, ClientOptions};
 use serde_json::json;
-use wire::message::{ClusterView, MEMBER_UP};
+use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_LEAVING, MEMBER_UP};
 
 use super::{connect_blocking, emit, Conn};
 
@@ -34,19 +34,25 @@ impl ClusterCommand {
 
 pub(super) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     let ClusterCommand::Status { conn } = cmd;
-    let (view, keys) = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-        let view = c.cluster_status().await?;
-        let mut keys = Vec::new();
-        for m in &view.members {
-            keys.push(if m.state == MEMBER_UP {
-                live_keys(&conn, &String::from_utf8_lossy(&m.addr)).await
-            } else {
-                None
-            });
-        }
-        Ok((view, keys))
-    })?;
-    emit(conn.json, &as_json(&view, &keys), &as_text(&view, &keys))
+    let (view, replication, keys) =
+        connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+            let view = c.cluster_status().await?;
+            let replication = c.topology().cluster.replication;
+            let mut keys = Vec::new();
+            for m in &view.members {
+                keys.push(if m.state != MEMBER_DOWN {
+                    member_stats(&conn, &String::from_utf8_lossy(&m.addr)).await
+                } else {
+                    None
+                });
+            }
+            Ok((view, replication, keys))
+        })?;
+    emit(
+        conn.json,
+        &as_json(&view, replication, &keys),
+        &as_text(&view, replication, &keys),
+    )
 }
 
 /// `squall leave`: asks the node to leave; with `wait`, polls its address
@@ -89,49 +95,76 @@ pub(super) fn leave(conn: &Conn, wait: bool, wait_timeout_s: u64) -> anyhow::Res
     )
 }
 
-/// A member's live keys, summed over its shards; `None` if it does not answer.
-async fn live_keys(conn: &Conn, addr: &str) -> Option<u64> {
+/// A member's counters, summed over its shards.
+#[derive(Clone, Copy, Default)]
+struct MemberStats {
+    live_keys: u64,
+    /// Requests it sent on to another node (a client's key it holds no
+    /// copy of).
+    node_forwards: u64,
+    /// Requests it got from clients routing by another view.
+    stale_epoch: u64,
+}
+
+/// A member's counters; `None` if it does not answer.
+async fn member_stats(conn: &Conn, addr: &str) -> Option<MemberStats> {
     let opts = ClientOptions {
         timeout: Duration::from_millis(conn.client_timeout_ms),
         client_name: "squall-cli".into(),
         token: client::load_token(conn.token_file.as_deref()).ok()?,
+        ..ClientOptions::default()
     };
     let mut c = Client::connect(addr, opts).await.ok()?;
     let stats = c.stats().await.ok()?;
-    Some(stats.iter().map(|s| s.live_keys).sum())
+    Some(
+        stats
+            .iter()
+            .fold(MemberStats::default(), |a, s| MemberStats {
+                live_keys: a.live_keys + s.live_keys,
+                node_forwards: a.node_forwards + s.node_forwards,
+                stale_epoch: a.stale_epoch + s.stale_epoch,
+            }),
+    )
 }
 
 fn state(code: u8) -> &'static str {
-    if code == MEMBER_UP {
-        "up"
-    } else {
-        "down"
+    match code {
+        MEMBER_UP => "up",
+        MEMBER_LEAVING => "leaving",
+        _ => "down",
     }
 }
 
-fn as_json(view: &ClusterView, keys: &[Option<u64>]) -> serde_json::Value {
+fn as_json(
+    view: &ClusterView,
+    replication: u8,
+    stats: &[Option<MemberStats>],
+) -> serde_json::Value {
     let members: Vec<_> = view
         .members
         .iter()
-        .zip(keys)
-        .map(|(m, k)| {
+        .zip(stats)
+        .map(|(m, s)| {
             json!({"node": format!("{:016x}", m.node), "addr": String::from_utf8_lossy(&m.addr),
                 "state": state(m.state), "state_ms": m.state_ms, "incarnation": m.incarnation,
-                "shards": m.shards, "live_keys": k})
+                "shards": m.shards, "live_keys": s.map(|s| s.live_keys),
+                "node_forwards": s.map(|s| s.node_forwards), "stale_epoch": s.map(|s| s.stale_epoch)})
         })
         .collect();
     json!({"epoch": format!("{:016x}", view.epoch), "node": format!("{:016x}", view.node),
-        "members": members})
+        "replication": replication, "members": members})
 }
 
-fn as_text(view: &ClusterView, keys: &[Option<u64>]) -> String {
+fn as_text(view: &ClusterView, replication: u8, stats: &[Option<MemberStats>]) -> String {
     let up = view.members.iter().filter(|m| m.state == MEMBER_UP).count();
     let mut out = format!(
-        "epoch {:016x} as node-{:016x} sees it: {up} up, {} down\n\
+        "epoch {:016x} as node-{:016x} sees it: {up} up, {} down or leaving; \
+         {replication} cop{} of each key\n\
          {:<22} {:<22} {:<5} {:>9} {:>11} {:>6} {:>10}",
         view.epoch,
         view.node,
         view.members.len() - up,
+        if replication == 1 { "y" } else { "ies" },
         "NODE",
         "ADDR",
         "STATE",
@@ -140,8 +173,8 @@ fn as_text(view: &ClusterView, keys: &[Option<u64>]) -> String {
         "SHARDS",
         "KEYS"
     );
-    for (m, k) in view.members.iter().zip(keys) {
-        let keys = k.map_or_else(|| "-".to_owned(), |k| k.to_string());
+    for (m, s) in view.members.iter().zip(stats) {
+        let keys = s.map_or_else(|| "-".to_owned(), |s| s.live_keys.to_string());
         let me = if m.node == view.node {
             " (this node)"
         } else {

@@ -303,6 +303,7 @@ fn connect_blocking<T>(
             timeout: Duration::from_millis(conn.client_timeout_ms),
             client_name: name.into(),
             token: client::load_token(conn.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+            ..ClientOptions::default()
         };
         let mut c = Client::connect(&conn.addr, opts)
             .await

@@ -6,9 +6,9 @@ use clap::ValueEnum;
 use cluster::membership::Timing;
 
 use crate::limits::{
-    CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX, HELLO_TIMEOUT_MS_DEFAULT,
-    IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT, READ_BUFFERS_MB_DEFAULT,
-    REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+    ANTI_ENTROPY_INTERVAL_MS, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
+    HELLO_TIMEOUT_MS_DEFAULT, IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
+    READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
 use crate::members::WriteConcern;
 use crate::node::NodeConfig;
@@ -112,6 +112,11 @@ pub(super) struct NodeArgs {
     /// holder in the current view). With --replication 1, always 1.
     #[arg(long, value_enum, default_value = "1")]
     write_concern: WriteConcern,
+    /// With --replication above 1: how often (ms) each shard compares the
+    /// keys it shares with each other node (a digest per range of the ring)
+    /// and sends the ones whose copies differ. 0 turns anti-entropy off.
+    #[arg(long, default_value_t = ANTI_ENTROPY_INTERVAL_MS)]
+    anti_entropy_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -151,6 +156,7 @@ impl NodeArgs {
             advertise: a.advertise,
             replication: usize::from(a.replication),
             write_concern: a.write_concern,
+            anti_entropy_ms: a.anti_entropy_ms,
             membership: Timing {
                 probe_period_ms: a.probe_period_ms.max(1),
                 probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),

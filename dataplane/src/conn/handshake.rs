@@ -78,7 +78,7 @@ impl Conn {
                 let welcome = w::Welcome {
                     role: role.code(),
                     proof: secret.node_proof(&nonce, client_nonce),
-                    topology: self.server.topology.clone(),
+                    topology: self.server.topology(),
                 };
                 self.greeted = true;
                 self.role = role;
@@ -99,11 +99,8 @@ impl Conn {
 
     /// The `Hello` reply, encoded once per shard at start.
     pub(super) fn reply_topology(&mut self, request_id: u64) {
-        let body = &self.server.hello_body;
-        self.wbuf
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
-        self.wbuf.extend_from_slice(&request_id.to_le_bytes());
-        self.wbuf.extend_from_slice(body);
+        let topology = self.server.topology();
+        self.reply(request_id, &w::Response::Hello(topology));
     }
 
     /// Answers with an error, then closes the connection.

@@ -20,7 +20,7 @@ use crate::convert::{value_from_archived, value_to_wire};
 use crate::error::NodeError;
 use crate::limits::NODE_REQUEST_TIMEOUT_MS;
 use crate::members::WriteConcern;
-use crate::transport::{ShardOp, ShardReply};
+use crate::transport::{DigestScope, ShardOp, ShardReply};
 
 /// Where one key of a request goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,7 @@ impl Conn {
                     Box::pin(async move { reply.await.into_response() })
                 }
                 Dest::Node(addr) => {
+                    crate::shard::bump(&self.shard.stats().node_forwards);
                     let server = self.server.clone();
                     let req = w::Request::Get(w::KvGet { keys });
                     Box::pin(async move { server.links.call(addr, &req).await })
@@ -124,6 +125,7 @@ impl Conn {
                 }),
                 (None, _) => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
             };
+            crate::shard::bump(&self.shard.stats().node_forwards);
             let server = self.server.clone();
             self.outbox.push(
                 request_id,
@@ -245,6 +247,46 @@ impl Conn {
         });
     }
 
+    /// Another node's anti-entropy asks for the digest of the keys both
+    /// hold on one of its shards: this shard's part and every other
+    /// shard's, summed (`crate::antientropy`).
+    pub(super) async fn digest(&mut self, request_id: u64, d: &w::ArchivedDigestRequest) {
+        let placement = self.server.members.placement();
+        let (node, epoch) = (NodeId(d.node.to_native()), d.epoch.to_native());
+        let shard = ShardId(d.shard.to_native());
+        if epoch != placement.epoch() {
+            let msg = format!(
+                "the views differ (epoch {epoch:016x} there, {:016x} here): ask again once they agree",
+                placement.epoch()
+            );
+            return self.error(request_id, Status::Unavailable, &msg);
+        }
+        if placement.addr_of(node).is_none() || placement.me() == Some(node) {
+            let msg = format!("{node} is not another member in this node's view");
+            return self.error(request_id, Status::InvalidArgument, &msg);
+        }
+        let scope = DigestScope(std::sync::Arc::new(move |k: &[u8]| {
+            placement.shared_on(k, node, shard)
+        }));
+        let mut sum = self.shard.digest(|k| (scope.0)(k));
+        let mut parts = Vec::new();
+        for s in self.shard.siblings() {
+            if s != self.shard.id() {
+                let op = ShardOp::Digest(scope.clone());
+                parts.push(self.shard.forward(s, op).await);
+            }
+        }
+        self.outbox.push(request_id, async move {
+            for part in parts {
+                match part.await {
+                    ShardReply::Digest(d) => sum.absorb(&d),
+                    other => return other.into_response(),
+                }
+            }
+            w::Response::Digest(sum.buckets().to_vec())
+        });
+    }
+
     /// The other node that owns `key` now; `None` if this node does.
     fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
         self.server.with_placement(|p| p.remote_owner(key))
@@ -254,7 +296,7 @@ impl Conn {
         let msg = format!(
             "this node does not own key {:?}: {node} at {addr} does in its view (epoch {:016x})",
             String::from_utf8_lossy(key),
-            self.server.members.epoch()
+            self.epoch
         );
         self.error(request_id, Status::WrongOwner, &msg);
     }

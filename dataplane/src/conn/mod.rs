@@ -33,7 +33,8 @@ use glommio::net::TcpStream;
 use kvs_core::Lsn;
 use wire::auth::Role;
 use wire::frame::{
-    decode_request, encode_error, encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES,
+    decode_request, encode_error_epoch, encode_frame_epoch, FrameError, FrameHeader,
+    FRAME_HEADER_BYTES,
 };
 use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
@@ -95,6 +96,9 @@ struct Conn {
     /// Bytes of `rbuf` beyond `READ_BUFFER_BYTES`, counted in the node's
     /// read-buffer budget.
     grown: usize,
+    /// The node's cluster epoch, read at each batch: every reply's header
+    /// carries it.
+    epoch: u64,
 }
 
 /// Stops the node once every shard has handed its keys over (a `Leave`),
@@ -142,6 +146,7 @@ pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
         last_active: now,
         frame_started: None,
         grown: 0,
+        epoch: 0,
     };
     let result = c.run().await;
     c.set_grown(0);
@@ -166,7 +171,7 @@ impl Conn {
             if self.server.shutdown.is_set() {
                 // Answer what is running (calls have deadlines), then close.
                 while self.outbox.in_flight() > 0 {
-                    self.outbox.ready(&mut self.wbuf).await;
+                    self.outbox.ready(&mut self.wbuf, self.epoch).await;
                     self.finish_batch().await?;
                 }
                 self.finish_batch().await?;
@@ -242,7 +247,7 @@ impl Conn {
                         self.server.settings.read_buffers_max_bytes >> 20
                     );
                     let id = request_id_of(&self.rbuf[..self.filled]);
-                    encode_error(id, Status::Overloaded, &msg, &mut self.wbuf);
+                    encode_error_epoch(id, self.epoch, Status::Overloaded, &msg, &mut self.wbuf);
                     self.finish_batch().await?;
                     return Err(msg);
                 }
@@ -272,7 +277,7 @@ impl Conn {
         } else {
             None
         };
-        let filled = self.filled;
+        let (filled, epoch) = (self.filled, self.epoch);
         let (stream, rbuf, outbox, wbuf, server) = (
             &mut self.stream,
             &mut self.rbuf,
@@ -291,7 +296,7 @@ impl Conn {
             }
         };
         let replies = async {
-            outbox.ready(wbuf).await;
+            outbox.ready(wbuf, epoch).await;
             Ok(Input::Replies)
         };
         let notice = async {
@@ -320,6 +325,7 @@ impl Conn {
         let mut off = 0;
         let mut handled = 0;
         let mut fatal = None;
+        self.epoch = self.server.with_placement(|p| p.epoch());
         while handled + self.outbox.in_flight() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
             let header = match FrameHeader::parse(&self.rbuf[off..self.filled]) {
                 Ok(Some(h)) if !self.greeted && h.body_len > HELLO_FRAME_BODY_BYTES_MAX => {
@@ -329,8 +335,7 @@ impl Conn {
                         "a frame before Hello may carry at most {HELLO_FRAME_BODY_BYTES_MAX} bytes, not {}",
                         h.body_len
                     );
-                    encode_error(h.request_id, Status::FrameTooLarge, &msg, &mut self.wbuf);
-                    bump(&self.shard.stats().errors);
+                    self.error(h.request_id, Status::FrameTooLarge, &msg);
                     fatal = Some(msg);
                     break;
                 }
@@ -339,14 +344,16 @@ impl Conn {
                 Err(e) => {
                     // The stream cannot be resynchronised after a bad length.
                     let id = request_id_of(&self.rbuf[off..self.filled]);
-                    encode_error(id, e.status(), &e.to_string(), &mut self.wbuf);
-                    bump(&self.shard.stats().errors);
+                    self.error(id, e.status(), &e.to_string());
                     fatal = Some(e.to_string());
                     break;
                 }
             };
             let start = off + FRAME_HEADER_BYTES;
             let end = off + header.frame_len();
+            if header.epoch != 0 && header.epoch != self.epoch {
+                bump(&self.shard.stats().stale_epoch);
+            }
             // Move the buffer out so the body can be borrowed while `self`
             // is mutated; moved back below (no copy).
             let rbuf = std::mem::take(&mut self.rbuf);
@@ -413,6 +420,7 @@ impl Conn {
             ArchivedRequest::Get(get) => self.get(request_id, get, false).await,
             ArchivedRequest::GetLocal(get) => self.get(request_id, get, true).await,
             ArchivedRequest::Merge(batch) => self.merge(request_id, batch).await,
+            ArchivedRequest::Digest(d) => self.digest(request_id, d).await,
             ArchivedRequest::Put(put) => {
                 let value = value_from_archived(&put.value);
                 self.write(request_id, put.key.as_slice(), Some(value), None)
@@ -445,7 +453,7 @@ impl Conn {
     }
 
     fn reply(&mut self, request_id: u64, resp: &w::Response) {
-        if let Err(e) = encode_frame(request_id, resp, &mut self.wbuf) {
+        if let Err(e) = encode_frame_epoch(request_id, self.epoch, resp, &mut self.wbuf) {
             let e: FrameError = e;
             log::error!("{}: reply did not encode: {e}", self.shard.id());
             self.error(request_id, Status::Internal, "reply did not encode");
@@ -454,7 +462,7 @@ impl Conn {
 
     fn error(&mut self, request_id: u64, status: Status, msg: &str) {
         bump(&self.shard.stats().errors);
-        encode_error(request_id, status, msg, &mut self.wbuf);
+        encode_error_epoch(request_id, self.epoch, status, msg, &mut self.wbuf);
     }
 
     fn fail(&mut self, request_id: u64, e: &NodeError) {
@@ -494,6 +502,7 @@ impl Conn {
 
 /// The request id of a frame whose header is complete (0 if not).
 fn request_id_of(buf: &[u8]) -> u64 {
+    // The id follows the length (see `wire::frame`).
     buf.get(4..12).map_or(0, |b| {
         let mut id = [0u8; 8];
         id.copy_from_slice(b);

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use wire::frame::{encode_error, encode_frame};
+use wire::frame::{encode_error_epoch, encode_frame_epoch};
 use wire::message as w;
 use wire::Status;
 
@@ -34,17 +34,17 @@ impl Outbox {
     }
 
     /// Completes once at least one reply is done; done ones are encoded
-    /// into `wbuf`.
-    pub(super) async fn ready(&mut self, wbuf: &mut Vec<u8>) {
+    /// into `wbuf`, their headers carrying `epoch` (the node's).
+    pub(super) async fn ready(&mut self, wbuf: &mut Vec<u8>, epoch: u64) {
         futures_lite::future::poll_fn(|cx| {
             let mut done = false;
             let mut i = 0;
             while i < self.pending.len() {
                 if let Poll::Ready(resp) = self.pending[i].1.as_mut().poll(cx) {
                     let (request_id, _) = self.pending.swap_remove(i);
-                    if let Err(e) = encode_frame(request_id, &resp, wbuf) {
+                    if let Err(e) = encode_frame_epoch(request_id, epoch, &resp, wbuf) {
                         let msg = format!("reply did not encode: {e}");
-                        encode_error(request_id, Status::Internal, &msg, wbuf);
+                        encode_error_epoch(request_id, epoch, Status::Internal, &msg, wbuf);
                     }
                     done = true;
                 } else {

@@ -17,6 +17,9 @@ pub(crate) mod faults;
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
+use kvs_core::digest::RangeDigest;
 use kvs_core::partition::Entry;
 use kvs_core::{ShardId, Value};
 use wire::message as w;
@@ -31,6 +34,23 @@ pub(crate) enum ShardOp {
     Delete(Vec<u8>),
     /// A key's state handed over by another node (`Shard::merge`).
     Merge(Vec<u8>, Entry),
+    /// The range digest of the shard's keys in a scope (its part of a
+    /// `Digest`).
+    Digest(DigestScope),
+}
+
+/// Which keys a digest covers (built by the connection that answers a
+/// `Digest`, from its placement).
+#[derive(Clone)]
+pub(crate) struct DigestScope(pub Arc<KeyFilter>);
+
+/// Whether a key is in.
+pub(crate) type KeyFilter = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+impl std::fmt::Debug for DigestScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestScope")
+    }
 }
 
 /// The owner's answer.
@@ -39,6 +59,7 @@ pub(crate) enum ShardReply {
     Values(Vec<Option<w::Value>>),
     Stored,
     Deleted(bool),
+    Digest(Box<RangeDigest>),
     Error(NodeError),
 }
 
@@ -49,6 +70,7 @@ impl ShardReply {
             ShardReply::Values(v) => w::Response::Values(v),
             ShardReply::Stored => w::Response::Stored,
             ShardReply::Deleted(removed) => w::Response::Deleted(w::Deleted { removed }),
+            ShardReply::Digest(d) => w::Response::Digest(d.buckets().to_vec()),
             ShardReply::Error(e) => error_response(&e),
         }
     }

@@ -51,6 +51,7 @@ async fn connect_as(addr: &str, secret: Option<&str>) -> Result<Client, client::
         timeout: Duration::from_secs(10),
         client_name: "it-auth".into(),
         token: secret.map(|s| Secret::new(s).unwrap()),
+        ..ClientOptions::default()
     };
     Client::connect(addr, opts).await
 }

@@ -118,6 +118,7 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     let mut header = Vec::new();
     header.extend_from_slice(&u32::MAX.to_le_bytes());
     header.extend_from_slice(&9u64.to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes()); // epoch
     s.write_all(&header).unwrap();
     let (id, r) = read_response(&mut s).expect("an error frame");
     assert_eq!(
@@ -133,6 +134,7 @@ fn broken_frames_get_errors_or_closed_connections_while_others_are_served() {
     let body = [0xffu8; 24];
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&5u64.to_le_bytes());
+    frame.extend_from_slice(&0u64.to_le_bytes()); // epoch
     frame.extend_from_slice(&body);
     s.write_all(&frame).unwrap();
     let (id, r) = read_response(&mut s).expect("an error frame");

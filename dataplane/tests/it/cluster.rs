@@ -12,7 +12,7 @@ use client::{Client, ClientOptions};
 use wire::auth::Secret;
 use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_UP};
 
-use crate::harness::{cli, rt, temp_dir, Node};
+use crate::harness::{cli, connect, lww, rt, temp_dir, Node};
 
 /// The view of the node at `addr`, asked with `secret` (`None`: open node).
 pub fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
@@ -21,6 +21,7 @@ pub fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
             timeout: Duration::from_secs(2),
             client_name: "it-cluster".into(),
             token: secret.map(|s| Secret::new(s).unwrap()),
+            ..ClientOptions::default()
         };
         let mut c = Client::connect(addr, opts).await.ok()?;
         c.cluster_status().await.ok()
@@ -303,4 +304,58 @@ fn a_relative_data_directory_works() {
     let _ = child.wait();
     assert!(line.starts_with("squall ready "), "{line:?}");
     assert!(dir.join("data/shard-0").is_dir());
+}
+
+/// A node paused (SIGSTOP) for longer than the suspicion timeout is marked
+/// down by the others; once it runs again (SIGCONT) it is up everywhere
+/// again, and keys go through it to their holders.
+#[test]
+fn a_paused_node_is_marked_down_and_is_back_when_it_continues() {
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("pause-{i}"))).collect();
+    let a = start_at("127.0.0.81", &dirs[0], &[]);
+    let b = start_at("127.0.0.82", &dirs[1], &["--join", a.addr()]);
+    let c = start_at("127.0.0.83", &dirs[2], &["--join", a.addr()]);
+    let all = [a.addr(), b.addr(), c.addr()];
+    let up = |addr: &str| (addr.to_owned(), MEMBER_UP, 1);
+    let mut three = vec![up(a.addr()), up(b.addr()), up(c.addr())];
+    three.sort();
+    wait_for("three members agree", || {
+        agreed(&all, &three, None).is_some()
+    });
+    let signal = |sig: &str| {
+        let pid = c.pid().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let mut paused: Vec<_> = three.clone();
+    for m in &mut paused {
+        if m.0 == c.addr() {
+            m.1 = MEMBER_DOWN;
+        }
+    }
+    let took = wait_for("the paused node is down for the others", || {
+        agreed(&all[..2], &paused, None).is_some()
+    });
+    eprintln!("SIGSTOP seen as down after {took:?}");
+    signal("-CONT");
+    let took = wait_for("the node is back everywhere", || {
+        agreed(&all, &three, None).is_some()
+    });
+    eprintln!("back {took:?} after SIGCONT");
+    rt().block_on(async {
+        let mut via_c = connect(c.addr()).await;
+        for i in 0..100 {
+            let k = format!("pause-{i}");
+            via_c.put(k.as_bytes(), lww("v")).await.unwrap();
+        }
+        let mut via_a = connect(a.addr()).await;
+        for i in 0..100 {
+            let got = via_a.get(format!("pause-{i}").as_bytes()).await.unwrap();
+            assert!(got.is_some(), "pause-{i}");
+        }
+    });
 }

@@ -33,7 +33,7 @@ pub async fn stream_puts(addr: &str, limit: Duration, on_progress: impl Fn(usize
             .map(|&j| {
                 let key = format!("key-{j}").into_bytes();
                 Op {
-                    shard: c.shard_for(&key),
+                    dest: c.dest_for(&key),
                     request: Request::Put(KvPut {
                         key,
                         value: lww(format!("value-{j}")),

@@ -323,6 +323,7 @@ fn frames_before_hello_are_small() {
     let mut s = raw(node.addr());
     let mut header = ((4u32 << 20) - 1).to_le_bytes().to_vec();
     header.extend_from_slice(&9u64.to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes()); // epoch
     s.write_all(&header).unwrap();
     s.write_all(&[0u8; 1000]).unwrap();
     let (id, resp) = read_response(&mut s).expect("a frame_too_large reply");
@@ -345,6 +346,7 @@ fn partial_large_frames_share_a_bounded_budget() {
         // A 3 MiB put announced, 2.5 MiB of it sent, then silence.
         let mut header = (3u32 << 20).to_le_bytes().to_vec();
         header.extend_from_slice(&5u64.to_le_bytes());
+        header.extend_from_slice(&0u64.to_le_bytes()); // epoch
         s.write_all(&header).unwrap();
         let _ = s.write_all(&vec![0u8; 5 << 19]);
         conns.push(s);
@@ -508,6 +510,7 @@ fn memory_of_partial_frames_is_returned_when_connections_close() {
     let frame_header = |len: u32, id: u64| {
         let mut h = len.to_le_bytes().to_vec();
         h.extend_from_slice(&id.to_le_bytes());
+        h.extend_from_slice(&0u64.to_le_bytes()); // epoch
         h
     };
     // One complete large (invalid) frame: its buffer grows, then is freed.
@@ -568,6 +571,7 @@ fn documented_contracts_hold() {
     hello(&mut s);
     let mut frame = 16u32.to_le_bytes().to_vec();
     frame.extend_from_slice(&77u64.to_le_bytes());
+    frame.extend_from_slice(&0u64.to_le_bytes()); // epoch
     frame.extend_from_slice(&[0xee; 16]);
     s.write_all(&frame).unwrap();
     match read_response(&mut s) {
@@ -591,6 +595,7 @@ fn a_trickled_frame_is_cut_off_at_its_deadline() {
     hello(&mut s);
     let mut frame = 1000u32.to_le_bytes().to_vec();
     frame.extend_from_slice(&3u64.to_le_bytes());
+    frame.extend_from_slice(&0u64.to_le_bytes()); // epoch
     frame.extend_from_slice(&[0u8; 1000]);
     let started = std::time::Instant::now();
     let mut cut = false;

@@ -204,6 +204,22 @@ pub async fn connect(addr: &str) -> Client {
     .expect("connect")
 }
 
+/// A client whose every request goes to `addr`'s node (no routing across
+/// nodes: that node forwards what it does not hold).
+pub async fn connect_pinned(addr: &str) -> Client {
+    Client::connect(
+        addr,
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            client_name: "it-pinned".into(),
+            route_across_nodes: false,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
 /// Runs the CLI; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(SQUALL)

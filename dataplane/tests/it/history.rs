@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use wire::message::{Value, WRITE_CONCERN_QUORUM};
 
 use crate::cluster::{agreed, wait_for};
-use crate::harness::{connect, lww, rt, temp_dir, Node};
+use crate::harness::{connect, connect_pinned, lww, rt, temp_dir, Node};
 
 /// What the clients did, and what the cluster answered.
 #[derive(Default)]
@@ -30,11 +30,11 @@ struct History {
 const SET_KEY: &str = "history-set";
 
 impl History {
-    /// Checks the final state through `addr`: every acknowledged write is
-    /// there. Returns what is missing (empty: the history holds).
+    /// Checks the final state through `addr`'s node: every acknowledged
+    /// write is there. Returns what is missing (empty: the history holds).
     fn missing_via(&self, addr: &str) -> Vec<String> {
         rt().block_on(async {
-            let mut c = connect(addr).await;
+            let mut c = connect_pinned(addr).await;
             let mut missing = Vec::new();
             for (k, v) in &self.acked {
                 match c.get(k.as_bytes()).await {
@@ -124,9 +124,10 @@ fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_conve
     }
     let mut h = History::default();
     rt().block_on(async {
-        // Clients on two nodes; one node dies for good halfway.
+        // Two clients: one routes itself to the keys' holders, one sends
+        // everything to B (which forwards); one node dies for good halfway.
         let mut ca = connect(a.addr()).await;
-        let mut cb = connect(b.addr()).await;
+        let mut cb = connect_pinned(b.addr()).await;
         for i in 0..WRITES {
             if i == WRITES / 2 {
                 d.kill();

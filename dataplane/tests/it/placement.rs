@@ -11,7 +11,7 @@ use client::Client;
 use wire::message::{KvPut, MergeBatch, MergeEntry, Request, Value};
 
 use crate::cluster::{agreed, start_at, wait_for};
-use crate::harness::{cli, connect, lww, rt, temp_dir, Node};
+use crate::harness::{cli, connect, connect_pinned, lww, rt, temp_dir, Node};
 
 const KEYS: usize = 600;
 
@@ -27,11 +27,12 @@ fn held(addr: &str) -> u64 {
     })
 }
 
-/// Whether every key reads through `addr` with its value, but key 0
-/// (deleted), which must stay deleted.
+/// Whether every key reads through `addr`'s node (which forwards what it
+/// does not hold) with its value, but key 0 (deleted), which must stay
+/// deleted.
 fn all_readable(addr: &str) -> bool {
     rt().block_on(async {
-        let mut c: Client = connect(addr).await;
+        let mut c: Client = connect_pinned(addr).await;
         for i in 0..KEYS {
             let got = c.get(key(i).as_bytes()).await.unwrap();
             if i == 0 {
@@ -147,6 +148,115 @@ fn keys_spread_over_the_nodes_and_move_when_nodes_join_and_leave() {
     settled(&rest);
 }
 
+/// Requests the nodes sent on to other nodes, and requests they got with
+/// an epoch not their own, summed over `addrs`.
+fn forwards(addrs: &[&str]) -> (u64, u64) {
+    rt().block_on(async {
+        let mut sum = (0, 0);
+        for a in addrs {
+            for s in connect_pinned(a).await.stats().await.unwrap() {
+                sum.0 += s.node_forwards;
+                sum.1 += s.stale_epoch;
+            }
+        }
+        sum
+    })
+}
+
+/// Reads every key but key 0 through `c`, checking its value.
+async fn read_all(c: &mut Client, keys: usize) {
+    for i in 1..keys {
+        let got = c.get(key(i).as_bytes()).await.unwrap();
+        assert_eq!(text(got), Some(format!("v{i}")), "{}", key(i));
+    }
+}
+
+/// Passes of reads through `client` until one where no node forwarded a
+/// request and none came with a stale epoch (membership may flap for a
+/// moment on a loaded machine: each flap is a new epoch). Panics after 5.
+fn quiet_pass(rt: &tokio::runtime::Runtime, client: &mut Client, addrs: &[&str]) {
+    for _ in 0..5 {
+        let before = forwards(addrs);
+        rt.block_on(read_all(client, KEYS));
+        if forwards(addrs) == before {
+            return;
+        }
+    }
+    panic!(
+        "no pass without forwards in 5 ({:?})",
+        client.routing_stats()
+    );
+}
+
+#[test]
+fn a_client_sends_keys_to_their_holders_and_follows_a_changed_view() {
+    let dirs: Vec<_> = (0..4).map(|i| temp_dir(&format!("route-{i}"))).collect();
+    let a = start_at("127.0.0.71", &dirs[0], &[]);
+    let seed = a.addr().to_owned();
+    let b = start_at("127.0.0.72", &dirs[1], &["--join", &seed]);
+    let c = start_at("127.0.0.73", &dirs[2], &["--join", &seed]);
+    let three = [a.addr(), b.addr(), c.addr()];
+    wait_for("three nodes agree", || {
+        agreed(&three, &up(&[&a, &b, &c]), None).is_some()
+    });
+    // One runtime for the client's whole life (its sockets belong to it).
+    let rt = rt();
+    let mut client = rt.block_on(connect(a.addr()));
+    rt.block_on(async {
+        for i in 0..KEYS {
+            let v = lww(&format!("v{i}"));
+            client.put(key(i).as_bytes(), v).await.unwrap();
+        }
+        assert!(client.delete(key(0).as_bytes()).await.unwrap());
+    });
+    // Every key straight to its holder, in the nodes' epoch.
+    quiet_pass(&rt, &mut client, &three);
+    assert_eq!(
+        Some(client.epoch()),
+        crate::cluster::view(a.addr(), None).map(|v| v.epoch)
+    );
+    // A pinned client's requests do go through a node (and carry epoch 0).
+    let (f0, s0) = forwards(&three);
+    rt.block_on(async { read_all(&mut connect_pinned(a.addr()).await, KEYS).await });
+    let (f1, s1) = forwards(&three);
+    assert!(
+        f1 > f0 && s1 == s0,
+        "{} forwarded, {} stale",
+        f1 - f0,
+        s1 - s0
+    );
+
+    // A fourth node joins. The client's next reply carries the new epoch;
+    // it asks for the view, and sends every key to its new holder.
+    let d = start_at("127.0.0.74", &dirs[3], &["--join", &seed]);
+    let four = [a.addr(), b.addr(), c.addr(), d.addr()];
+    wait_for("four nodes agree", || {
+        agreed(&four, &up(&[&a, &b, &c, &d]), None).is_some()
+    });
+    settled(&four);
+    let r0 = client.routing_stats();
+    let (f2, s2) = forwards(&four);
+    rt.block_on(read_all(&mut client, KEYS));
+    let (f3, s3) = forwards(&four);
+    let r = client.routing_stats();
+    assert!(r.stale_batches > r0.stale_batches, "{r:?}");
+    assert!(r.refreshes > r0.refreshes, "{r:?}");
+    // Only a request sent by an old view is forwarded: one read (and the
+    // request for the view) per epoch change.
+    assert!(
+        f3 - f2 <= s3 - s2,
+        "{} forwarded, {} stale",
+        f3 - f2,
+        s3 - s2
+    );
+    assert!(s3 - s2 >= 2, "{} stale", s3 - s2);
+    quiet_pass(&rt, &mut client, &four);
+    assert_eq!(
+        Some(client.epoch()),
+        crate::cluster::view(d.addr(), None).map(|v| v.epoch)
+    );
+}
+
 #[test]
 fn node_messages_with_bad_input_change_nothing() {
     let dirs: Vec<_> = (0..2)
@@ -179,6 +289,7 @@ fn node_messages_with_bad_input_change_nothing() {
         let link = client::ClientOptions {
             timeout: Duration::from_secs(5),
             client_name: "squall-node".into(),
+            route_across_nodes: false,
             ..client::ClientOptions::default()
         };
         let mut as_node = Client::connect(a.addr(), link).await.unwrap();
@@ -267,16 +378,28 @@ fn with_two_copies_every_key_survives_a_killed_node() {
     let total: u64 = three.iter().map(|n| held(n)).sum();
     assert_eq!(total, 2 * N as u64, "two copies of each key");
 
-    // One node dies: every key stays readable, and gets its second copy
-    // back on the two that are left.
+    // One node dies. At once, before the others notice, a client that
+    // routes itself reads every key: those whose first holder was C from
+    // their other holder (a failover).
     c.kill();
+    rt().block_on(async {
+        let mut routed = connect(a.addr()).await;
+        for i in 0..N {
+            let got = routed.get(key(i).as_bytes()).await.unwrap();
+            assert_eq!(text(got), Some(format!("v{i}")), "{}", key(i));
+        }
+        let r = routed.routing_stats();
+        assert!(r.failovers >= 1, "{r:?}");
+    });
+    // Every key stays readable through each node, and gets its second
+    // copy back on the two that are left.
     let two = [a.addr(), b.addr()];
     wait_for("the survivors re-replicate", || {
         two.iter().map(|n| held(n)).sum::<u64>() == 2 * N as u64
     });
     rt().block_on(async {
         for addr in two {
-            let mut cl = connect(addr).await;
+            let mut cl = connect_pinned(addr).await;
             for i in 0..N {
                 let got = cl.get(key(i).as_bytes()).await.unwrap();
                 assert_eq!(text(got), Some(format!("v{i}")), "{} via {addr}", key(i));
@@ -297,4 +420,99 @@ fn with_two_copies_every_key_survives_a_killed_node() {
         assert_eq!(err.status(), Some(wire::Status::InvalidArgument), "{err}");
     });
     assert_eq!(copies(&two, "bad"), 0, "nothing written");
+}
+
+/// An LWW value stamped now (microseconds), by writer 99.
+fn lww_now(v: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Value::Lww(wire::message::LwwValue {
+        timestamp: u64::try_from(now.as_micros()).unwrap(),
+        writer: 99,
+        bytes: v.as_bytes().to_vec(),
+    })
+}
+
+/// `key`'s copy on `addr`'s node, as text.
+fn local_text(addr: &str, key: &str) -> Option<String> {
+    rt().block_on(async { text(connect(addr).await.get_local(key.as_bytes()).await.unwrap()) })
+}
+
+#[test]
+fn copies_that_differ_without_a_new_write_converge_by_anti_entropy() {
+    // Two pairs of nodes (two shards each) keeping two copies of each key:
+    // with anti-entropy every 200 ms, and without (the copies stay apart:
+    // the check can fail).
+    for (interval_ms, ips) in [
+        ("200", ["127.0.0.75", "127.0.0.76"]),
+        ("0", ["127.0.0.77", "127.0.0.78"]),
+    ] {
+        let dirs: Vec<_> = (0..2)
+            .map(|i| temp_dir(&format!("ae-{interval_ms}-{i}")))
+            .collect();
+        let start = |i: usize, join: Option<&str>| {
+            let listen = format!("{}:0", ips[i]);
+            let mut args = vec!["--listen", &listen, "--replication", "2"];
+            args.extend(["--anti-entropy-ms", interval_ms]);
+            if let Some(j) = join {
+                args.extend(["--join", j]);
+            }
+            Node::try_start(2, "never", &dirs[i], &args).unwrap()
+        };
+        let a = start(0, None);
+        let b = start(1, Some(a.addr()));
+        let both = [a.addr(), b.addr()];
+        wait_for("two nodes agree", || {
+            agreed(&both, &up(&[&a, &b]), None).is_some()
+        });
+        let keys: Vec<String> = (0..40).map(key).collect();
+        rt().block_on(async {
+            let mut c = connect(a.addr()).await;
+            // Acknowledged by both copies: no push of these is pending.
+            for k in &keys {
+                let all = wire::message::WRITE_CONCERN_ALL;
+                c.put_with_concern(k.as_bytes(), lww("old"), all)
+                    .await
+                    .unwrap();
+            }
+            // Newer values merged into B's copies only (as an operator's
+            // `Merge` would be): nothing pushes them on.
+            let link = client::ClientOptions {
+                client_name: "squall-node".into(),
+                route_across_nodes: false,
+                ..client::ClientOptions::default()
+            };
+            let mut as_node = Client::connect(b.addr(), link).await.unwrap();
+            let entries = keys
+                .iter()
+                .map(|k| MergeEntry {
+                    key: k.as_bytes().to_vec(),
+                    value: Some(lww_now("new")),
+                    deleted: None,
+                })
+                .collect();
+            let merged = as_node.call(0, Request::Merge(MergeBatch { entries }));
+            assert_eq!(merged.await.unwrap(), wire::message::Response::Stored);
+        });
+        assert!(keys
+            .iter()
+            .all(|k| local_text(b.addr(), k).as_deref() == Some("new")));
+        let started = std::time::Instant::now();
+        if interval_ms == "0" {
+            std::thread::sleep(Duration::from_millis(1000));
+            assert!(
+                keys.iter()
+                    .all(|k| local_text(a.addr(), k).as_deref() == Some("old")),
+                "without anti-entropy (or a write) A's copies stay as they were"
+            );
+        } else {
+            wait_for("A's copies converge", || {
+                keys.iter()
+                    .all(|k| local_text(a.addr(), k).as_deref() == Some("new"))
+            });
+            eprintln!("anti-entropy: copies converged in {:?}", started.elapsed());
+            assert!(a.stderr().contains("anti-entropy") || b.stderr().contains("anti-entropy"));
+        }
+    }
 }

@@ -1,0 +1,232 @@
+//! The connections: one per shard of each node, opened on first use, and
+//! pipelined batches over them.
+//!
+//! A batch of requests is written first — every request gets the next
+//! request id, and all the frames bound for one shard go out in one write —
+//! and only then are the replies read, connection by connection, and
+//! matched to their requests by id. The whole batch has one deadline. A
+//! batch that misses it or fails (but for the node's error replies, which
+//! are results) drops every connection, since replies may still be in
+//! flight on them (a reused connection would hand them to the next call),
+//! and names the node whose connection failed; the next batch reopens what
+//! it needs.
+//!
+//! A node's shard addresses come from its own `Hello`: the first
+//! connection to a node goes to its member address (its shard 0), and the
+//! topology it answers says where its other shards listen.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::time::Instant;
+use wire::message::{Response, Topology};
+
+use crate::conn::{dial, ShardConn};
+use crate::placement::{Dest, Placement};
+use crate::{into_result, protocol, ClientError, ClientOptions, Op, Result};
+
+/// The open connections and what is known of each node's shards.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    conns: HashMap<Dest, ShardConn>,
+    /// Each node's shard addresses, by shard id, from its `Hello`.
+    shard_addrs: HashMap<u64, Vec<String>>,
+    next_id: u64,
+}
+
+/// A batch that failed as a whole.
+#[derive(Debug)]
+pub(crate) struct BatchError {
+    pub error: ClientError,
+    /// The node whose connection failed or timed out (if one did).
+    pub node: Option<u64>,
+}
+
+/// A batch's replies, one per op, and whether a reply came from a node
+/// whose epoch differs from the placement's.
+pub(crate) type Replies = (Vec<Result<Response>>, bool);
+
+impl Pool {
+    /// The pool of a client whose handshake went to `home` (the connection
+    /// `first`, answered with `topology`).
+    pub(crate) fn new(home: u64, topology: &Topology, first: ShardConn) -> Pool {
+        let mut pool = Pool {
+            conns: HashMap::new(),
+            shard_addrs: HashMap::new(),
+            next_id: 1,
+        };
+        pool.learn(home, topology);
+        pool.conns.insert(
+            Dest {
+                node: home,
+                shard: topology.shard,
+            },
+            first,
+        );
+        pool
+    }
+
+    fn learn(&mut self, node: u64, topology: &Topology) {
+        let addrs = topology
+            .shards
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.addr).into_owned())
+            .collect();
+        self.shard_addrs.insert(node, addrs);
+    }
+
+    /// How many shards `node` has, if known.
+    pub(crate) fn shards_of(&self, node: u64) -> Option<usize> {
+        self.shard_addrs.get(&node).map(Vec::len)
+    }
+
+    /// Sends a batch, pipelined (see the module doc), within
+    /// `opts.timeout`.
+    pub(crate) async fn execute(
+        &mut self,
+        placement: &Placement,
+        opts: &ClientOptions,
+        ops: &[Op],
+    ) -> Result<Replies, BatchError> {
+        let deadline = Instant::now() + opts.timeout;
+        let result = self.execute_inner(placement, opts, ops, deadline).await;
+        if result.is_err() {
+            // A failed or timed-out batch may leave replies in flight: a
+            // connection that is reused would hand them to the next call.
+            self.conns.clear();
+        }
+        result
+    }
+
+    async fn execute_inner(
+        &mut self,
+        placement: &Placement,
+        opts: &ClientOptions,
+        ops: &[Op],
+        deadline: Instant,
+    ) -> Result<Replies, BatchError> {
+        let epoch = placement.epoch();
+        let mut slot_of_id: HashMap<u64, usize> = HashMap::with_capacity(ops.len());
+        let mut waiting: Vec<(Dest, usize)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            self.ensure_conn(placement, opts, op.dest, deadline).await?;
+            let id = self.next_id;
+            self.next_id += 1;
+            slot_of_id.insert(id, i);
+            match waiting.iter_mut().find(|(d, _)| *d == op.dest) {
+                Some((_, n)) => *n += 1,
+                None => waiting.push((op.dest, 1)),
+            }
+            let conn = self.conn(op.dest)?;
+            conn.queue(id, epoch, &op.request)
+                .map_err(|error| failed(error, None))?;
+        }
+        for &(dest, _) in &waiting {
+            let conn = self.conn(dest)?;
+            within(deadline, opts, conn.addr.clone(), dest.node, conn.flush()).await?;
+        }
+        let mut out: Vec<Option<Result<Response>>> = (0..ops.len()).map(|_| None).collect();
+        let mut stale = false;
+        for (dest, n) in waiting {
+            let conn = self.conn(dest)?;
+            for _ in 0..n {
+                let addr = conn.addr.clone();
+                let (id, reply_epoch, resp) =
+                    within(deadline, opts, addr, dest.node, conn.read_frame()).await?;
+                stale |= epoch != 0 && reply_epoch != 0 && reply_epoch != epoch;
+                let slot = slot_of_id.remove(&id).ok_or_else(|| {
+                    let msg = format!("reply to unknown request id {id}");
+                    failed(protocol(&conn.addr, &msg), Some(dest.node))
+                })?;
+                out[slot] = Some(into_result(resp));
+            }
+        }
+        let replies = out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(protocol("", "missing reply"))))
+            .collect();
+        Ok((replies, stale))
+    }
+
+    fn conn(&mut self, dest: Dest) -> Result<&mut ShardConn, BatchError> {
+        self.conns
+            .get_mut(&dest)
+            .ok_or_else(|| failed(protocol("", "connection vanished"), Some(dest.node)))
+    }
+
+    /// Opens `dest`'s connection unless it is open: through the node's
+    /// member address first when its shards are not known yet.
+    async fn ensure_conn(
+        &mut self,
+        placement: &Placement,
+        opts: &ClientOptions,
+        dest: Dest,
+        deadline: Instant,
+    ) -> Result<(), BatchError> {
+        if self.conns.contains_key(&dest) {
+            return Ok(());
+        }
+        if !self.shard_addrs.contains_key(&dest.node) {
+            let Some(addr) = placement.addr(dest.node) else {
+                let msg = format!("node {:016x} is not in the client's view", dest.node);
+                return Err(failed(protocol("", &msg), Some(dest.node)));
+            };
+            let addr = addr.to_owned();
+            let (conn, topology) =
+                within(deadline, opts, addr.clone(), dest.node, dial(&addr, opts)).await?;
+            if topology.cluster.node != dest.node {
+                let msg = format!(
+                    "expected node {:016x} there, found node {:016x}",
+                    dest.node, topology.cluster.node
+                );
+                return Err(failed(protocol(&addr, &msg), Some(dest.node)));
+            }
+            self.learn(dest.node, &topology);
+            let at = Dest {
+                node: dest.node,
+                shard: topology.shard,
+            };
+            self.conns.insert(at, conn);
+            if at == dest {
+                return Ok(());
+            }
+        }
+        let Some(addr) = self
+            .shard_addrs
+            .get(&dest.node)
+            .and_then(|a| a.get(usize::from(dest.shard)))
+            .cloned()
+        else {
+            let msg = format!("node {:016x} has no shard {}", dest.node, dest.shard);
+            return Err(failed(protocol("", &msg), Some(dest.node)));
+        };
+        let (conn, _) = within(deadline, opts, addr.clone(), dest.node, dial(&addr, opts)).await?;
+        self.conns.insert(dest, conn);
+        Ok(())
+    }
+}
+
+fn failed(error: ClientError, node: Option<u64>) -> BatchError {
+    BatchError { error, node }
+}
+
+/// `f`, unless `deadline` passes first; a failure names `node`.
+async fn within<T>(
+    deadline: Instant,
+    opts: &ClientOptions,
+    addr: String,
+    node: u64,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T, BatchError> {
+    match tokio::time::timeout_at(deadline, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(error)) => Err(failed(error, Some(node))),
+        Err(_) => Err(failed(
+            ClientError::Timeout {
+                addr,
+                timeout: opts.timeout,
+            },
+            Some(node),
+        )),
+    }
+}
