@@ -36,11 +36,14 @@ print(total)"
 nodes="127.0.0.2:$PORT 127.0.0.3:$PORT 127.0.0.4:$PORT"
 
 "$LOADGEN" kv --addr "127.0.0.2:$PORT" --clients 16 --pipeline 16 --keys 100000 \
-  --duration-s "$DURATION_S" --warmup-s 1 --read-ratio 0.9 --timeout-ms 3000 --json \
+  --duration-s "$DURATION_S" --warmup-s 1 --read-ratio 0.9 --timeout-ms 3000 --json ${LOADGEN_FLAGS:-} \
   2>"$OUT/loadgen.err" | tail -1 >"$OUT/loadgen.json" &
 lg=$!
 # The preload (100 000 keys) and the warm-up come first: wait for them.
-for _ in $(seq 600); do grep -q . "$OUT/loadgen.err" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 600); do
+  [ "$(sum_of live_keys $nodes)" -ge 100000 ] 2>/dev/null && break
+  sleep 0.1
+done
 sleep 1
 before=$(sum_of node_forwards $nodes)
 sleep 3

@@ -129,19 +129,22 @@ impl Placement {
         self.avoid.insert(node);
     }
 
-    /// The node `key` goes to: its first replica not avoided (its primary
-    /// when every replica is); `home` for keys that are not spread or an
-    /// empty view.
+    /// The node `key` goes to: its first replica not avoided; when every
+    /// replica is avoided, a member that is not (home first: it forwards
+    /// by its own view, which may already know where the key went), else
+    /// the primary. `home` for keys that are not spread or an empty view.
     pub(crate) fn node_for(&self, key: &[u8]) -> u64 {
         if self.pinned || key.starts_with(SYSTEM_KEY_PREFIX) || self.addrs.len() <= 1 {
             return self.home;
         }
         let replicas = self.ring.replicas(key, self.replication);
-        replicas
-            .iter()
-            .find(|n| !self.avoid.contains(&n.0))
-            .or(replicas.first())
-            .map_or(self.home, |n| n.0)
+        if let Some(n) = replicas.iter().find(|n| !self.avoid.contains(&n.0)) {
+            return n.0;
+        }
+        match self.nodes_home_first().first() {
+            Some(&n) => n,
+            None => replicas.first().map_or(self.home, |n| n.0),
+        }
     }
 
     /// The shard of `node` that owns `key` (`None` if `node` is not in the
@@ -249,9 +252,16 @@ mod tests {
         }
         assert!(!p.update(&view(up.clone())), "same epoch: nothing changes");
         assert!(on_2.iter().all(|k| p.node_for(k) != 2));
-        // With every replica avoided, the primary (its error is the answer).
-        p.avoid(1);
+        // With every replica avoided, a member that is not (home first),
+        // which forwards; with every member avoided, the primary.
         p.avoid(3);
+        let both_out: Vec<&Vec<u8>> = on_2
+            .iter()
+            .filter(|k| p.ring.replicas(k, 2).iter().all(|n| n.0 != 1))
+            .collect();
+        assert!(!both_out.is_empty());
+        assert!(both_out.iter().all(|k| p.node_for(k) == 1), "home");
+        p.avoid(1);
         assert!(on_2.iter().all(|k| p.node_for(k) == 2));
         let mut now = up;
         now[1].incarnation = 2; // node 2 restarted: a new view

@@ -106,39 +106,46 @@ impl Pool {
         deadline: Instant,
     ) -> Result<Replies, BatchError> {
         let epoch = placement.epoch();
-        let mut slot_of_id: HashMap<u64, usize> = HashMap::with_capacity(ops.len());
-        let mut waiting: Vec<(Dest, usize)> = Vec::new();
+        // The ops by destination, in order of first appearance.
+        let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            self.ensure_conn(placement, opts, op.dest, deadline).await?;
-            let id = self.next_id;
-            self.next_id += 1;
-            slot_of_id.insert(id, i);
-            match waiting.iter_mut().find(|(d, _)| *d == op.dest) {
-                Some((_, n)) => *n += 1,
-                None => waiting.push((op.dest, 1)),
+            match groups.iter_mut().find(|(d, _)| *d == op.dest) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((op.dest, vec![i])),
             }
-            let conn = self.conn(op.dest)?;
-            conn.queue(id, epoch, &op.request)
-                .map_err(|error| failed(error, None))?;
         }
-        for &(dest, _) in &waiting {
-            let conn = self.conn(dest)?;
-            within(deadline, opts, conn.addr.clone(), dest.node, conn.flush()).await?;
+        // Op `i` gets request id `first_id + i`: replies map back by it.
+        let first_id = self.next_id;
+        self.next_id += ops.len() as u64;
+        for (dest, idx) in &groups {
+            self.ensure_conn(placement, opts, *dest, deadline).await?;
+            let conn = self.conn(*dest)?;
+            for &i in idx {
+                conn.queue(first_id + i as u64, epoch, &ops[i].request)
+                    .map_err(|error| failed(error, None))?;
+            }
+            let flushed = within(deadline, conn.flush()).await;
+            flushed.map_err(|late| late.at(&conn.addr, dest.node, opts))?;
         }
         let mut out: Vec<Option<Result<Response>>> = (0..ops.len()).map(|_| None).collect();
         let mut stale = false;
-        for (dest, n) in waiting {
-            let conn = self.conn(dest)?;
-            for _ in 0..n {
-                let addr = conn.addr.clone();
+        for (dest, idx) in &groups {
+            let conn = self.conn(*dest)?;
+            for _ in idx {
+                let read = within(deadline, conn.read_frame()).await;
                 let (id, reply_epoch, resp) =
-                    within(deadline, opts, addr, dest.node, conn.read_frame()).await?;
+                    read.map_err(|late| late.at(&conn.addr, dest.node, opts))?;
                 stale |= epoch != 0 && reply_epoch != 0 && reply_epoch != epoch;
-                let slot = slot_of_id.remove(&id).ok_or_else(|| {
+                let slot = id
+                    .checked_sub(first_id)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| out.get_mut(i))
+                    .filter(|slot| slot.is_none());
+                let Some(slot) = slot else {
                     let msg = format!("reply to unknown request id {id}");
-                    failed(protocol(&conn.addr, &msg), Some(dest.node))
-                })?;
-                out[slot] = Some(into_result(resp));
+                    return Err(failed(protocol(&conn.addr, &msg), Some(dest.node)));
+                };
+                *slot = Some(into_result(resp));
             }
         }
         let replies = out
@@ -172,8 +179,9 @@ impl Pool {
                 return Err(failed(protocol("", &msg), Some(dest.node)));
             };
             let addr = addr.to_owned();
-            let (conn, topology) =
-                within(deadline, opts, addr.clone(), dest.node, dial(&addr, opts)).await?;
+            let (conn, topology) = within(deadline, dial(&addr, opts))
+                .await
+                .map_err(|late| late.at(&addr, dest.node, opts))?;
             if topology.cluster.node != dest.node {
                 let msg = format!(
                     "expected node {:016x} there, found node {:016x}",
@@ -200,7 +208,9 @@ impl Pool {
             let msg = format!("node {:016x} has no shard {}", dest.node, dest.shard);
             return Err(failed(protocol("", &msg), Some(dest.node)));
         };
-        let (conn, _) = within(deadline, opts, addr.clone(), dest.node, dial(&addr, opts)).await?;
+        let (conn, _) = within(deadline, dial(&addr, opts))
+            .await
+            .map_err(|late| late.at(&addr, dest.node, opts))?;
         self.conns.insert(dest, conn);
         Ok(())
     }
@@ -210,23 +220,31 @@ fn failed(error: ClientError, node: Option<u64>) -> BatchError {
     BatchError { error, node }
 }
 
-/// `f`, unless `deadline` passes first; a failure names `node`.
-async fn within<T>(
-    deadline: Instant,
-    opts: &ClientOptions,
-    addr: String,
-    node: u64,
-    f: impl Future<Output = Result<T>>,
-) -> Result<T, BatchError> {
-    match tokio::time::timeout_at(deadline, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(error)) => Err(failed(error, Some(node))),
-        Err(_) => Err(failed(
-            ClientError::Timeout {
-                addr,
+/// Why a step of a batch did not complete.
+enum Late {
+    Failed(ClientError),
+    Timeout,
+}
+
+impl Late {
+    /// The batch's error, naming the connection it happened on.
+    fn at(self, addr: &str, node: u64, opts: &ClientOptions) -> BatchError {
+        let error = match self {
+            Late::Failed(e) => e,
+            Late::Timeout => ClientError::Timeout {
+                addr: addr.to_owned(),
                 timeout: opts.timeout,
             },
-            Some(node),
-        )),
+        };
+        failed(error, Some(node))
+    }
+}
+
+/// `f`, unless `deadline` passes first.
+async fn within<T>(deadline: Instant, f: impl Future<Output = Result<T>>) -> Result<T, Late> {
+    match tokio::time::timeout_at(deadline, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Late::Failed(e)),
+        Err(_) => Err(Late::Timeout),
     }
 }

@@ -175,6 +175,11 @@ pub const HANDOFF_BATCH_KEYS: usize = 512;
 /// (what it could not hand over stays in its data directory).
 pub const LEAVE_HANDOFF_TIMEOUT_MS: u64 = 60_000;
 
+/// How long a leaving node still serves after it has handed its keys over
+/// (forwarding what arrives), so that the clients routing to it move on
+/// before it stops accepting connections.
+pub const LEAVE_GRACE_MS: u64 = 500;
+
 /// How long a replication push waits for more writes to join its batch.
 pub const PUSH_INTERVAL_MS: u64 = 2;
 

@@ -14,7 +14,8 @@
 //!   are resolved at every attempt (a Kubernetes pod's name resolves only
 //!   once the pod exists).
 //! * **Leaving**: at shutdown the node leaves on purpose, so its peers mark
-//!   it down at once instead of after the suspicion timeout.
+//!   it down at once instead of after the suspicion timeout; a node asked
+//!   to leave (`Leave`) does so as soon as it begins handing its keys over.
 //! * **The view** keeps members that went down (and since when), so that
 //!   `cluster status` shows them; a restarted node (same address, higher
 //!   incarnation) replaces its old self.
@@ -55,6 +56,9 @@ pub(crate) struct Members {
     /// `placement`'s version, readable without the lock.
     version: AtomicU64,
     leaving: AtomicBool,
+    /// Set when the node starts leaving: shard 0's membership task leaves
+    /// then.
+    leave_membership: AtomicBool,
     shard_vnodes: u32,
     /// Copies of each key (`--replication`).
     replication: usize,
@@ -205,6 +209,7 @@ impl Members {
             })),
             version: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
+            leave_membership: AtomicBool::new(false),
             shard_vnodes,
             replication,
             watchers: Mutex::new(Vec::new()),
@@ -268,9 +273,12 @@ impl Members {
     }
 
     /// From now on every key is placed on the other members (this node is
-    /// leaving: its hand-off gives them everything).
+    /// leaving: its hand-off gives them everything), and this node leaves
+    /// the membership at once, so that its peers place keys the same way
+    /// (and stop sending it requests) while it hands its keys over.
     pub fn start_leaving(&self) {
         self.leaving.store(true, Ordering::SeqCst);
+        self.leave_membership.store(true, Ordering::SeqCst);
         self.replace();
     }
 
@@ -453,6 +461,8 @@ pub(crate) struct Gossip {
     refused: Cell<u64>,
     /// Faults on purpose (tests).
     faults: Option<crate::links::faults::LinkFaults>,
+    /// Left the membership: nothing more is sent or taken.
+    left: Cell<bool>,
 }
 
 impl Gossip {
@@ -483,17 +493,32 @@ impl Gossip {
             secrets: config.secrets,
             refused: Cell::new(0),
             faults: crate::links::faults::LinkFaults::from_env(seed),
+            left: Cell::new(false),
         });
         glommio::spawn_local(gossip.clone().receive()).detach();
         glommio::spawn_local(gossip.clone().drive(rx)).detach();
+        glommio::spawn_local(gossip.clone().leave_when_asked()).detach();
         if !gossip.seeds.is_empty() {
             gossip.input(Input::Announce);
         }
         Ok(gossip)
     }
 
-    /// Leaves the cluster on purpose: peers see this node down at once.
+    /// Leaves the membership once the node starts leaving
+    /// (`Members::start_leaving`).
+    async fn leave_when_asked(self: Rc<Self>) {
+        while !self.members.leave_membership.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        self.leave().await;
+    }
+
+    /// Leaves the cluster on purpose (once): peers see this node down at
+    /// once. From then on the membership task does nothing.
     pub async fn leave(&self) {
+        if self.left.replace(true) {
+            return;
+        }
         let outputs = self.machine.borrow_mut().leave();
         self.act(outputs).await;
         log::info!("left the cluster");
@@ -509,6 +534,9 @@ impl Gossip {
     /// it asks for.
     async fn drive(self: Rc<Self>, mut inputs: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = inputs.next().await {
+            if self.left.get() {
+                continue;
+            }
             let outputs = match input {
                 Input::Packet(bytes) => self.machine.borrow_mut().handle_data(&bytes),
                 Input::Timer(timer) => self.machine.borrow_mut().handle_timer(timer),

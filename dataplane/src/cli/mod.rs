@@ -95,8 +95,9 @@ enum Command {
         command: ClusterCommand,
     },
     /// Make the node at --addr leave its cluster and stop, gracefully: it
-    /// answers what it has begun, leaves the membership (peers see it at
-    /// once), syncs its WAL and exits. Needs the admin role.
+    /// leaves the membership (peers see it at once), hands every key to its
+    /// new holders, answers what it has begun, syncs its WAL and exits.
+    /// Needs the admin role.
     Leave {
         /// Return only once the node has stopped (its port refuses
         /// connections), or fail after --wait-timeout-s.

@@ -1,8 +1,8 @@
 //! Reads and writes: answered in the batch when this shard owns the keys,
 //! else sent to their owner — another shard of this node, or another node
 //! (over a link) — and answered from the outbox. Requests that came from
-//! another node are never sent on to a third: a key this node does not own
-//! is `wrong_owner` there. `GetLocal` reads this node's own copy only;
+//! another node are never sent on to a third (but by a leaving node): a
+//! key this node does not own is `wrong_owner` there. `GetLocal` reads this node's own copy only;
 //! `Merge` takes keys another node hands over.
 
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ impl Conn {
             let k = k.as_slice();
             let remote = if local { None } else { self.remote_owner(k) };
             dests.push(match remote {
-                Some((node, addr)) if self.from_node => {
+                Some((node, addr)) if self.no_forwarding() => {
                     return self.wrong_owner(request_id, k, node, addr);
                 }
                 Some((_, addr)) => Dest::Node(addr),
@@ -110,7 +110,7 @@ impl Conn {
         concern: Option<WriteConcern>,
     ) {
         if let Some((node, addr)) = self.remote_owner(key) {
-            if self.from_node {
+            if self.no_forwarding() {
                 return self.wrong_owner(request_id, key, node, addr);
             }
             let req = match (value, concern) {
@@ -285,6 +285,15 @@ impl Conn {
             }
             w::Response::Digest(sum.buckets().to_vec())
         });
+    }
+
+    /// Whether a request for a key another node holds must be refused
+    /// (`wrong_owner`) rather than sent on: one that came from another
+    /// node, unless this node is leaving (its peers still send it what it
+    /// no longer holds until they see it go; one more hop, which never
+    /// comes back to a leaving node).
+    fn no_forwarding(&self) -> bool {
+        self.from_node && !self.server.members.is_leaving()
     }
 
     /// The other node that owns `key` now; `None` if this node does.

@@ -45,7 +45,7 @@ use crate::convert::value_from_archived;
 use crate::error::NodeError;
 use crate::functions::Answer;
 use crate::limits::{
-    HELLO_FRAME_BODY_BYTES_MAX, LEAVE_HANDOFF_TIMEOUT_MS, READ_BUFFER_BYTES,
+    HELLO_FRAME_BODY_BYTES_MAX, LEAVE_GRACE_MS, LEAVE_HANDOFF_TIMEOUT_MS, READ_BUFFER_BYTES,
     REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use crate::members::WriteConcern;
@@ -103,7 +103,10 @@ struct Conn {
 
 /// Stops the node once every shard has handed its keys over (a `Leave`),
 /// or after `LEAVE_HANDOFF_TIMEOUT_MS`: what is left then stays in the data
-/// directory, and goes to its owners when the node runs again.
+/// directory, and goes to its owners when the node runs again. It left the
+/// membership when the leave began (`Members::start_leaving`) and goes on
+/// serving for `LEAVE_GRACE_MS` after the hand-off, forwarding what still
+/// arrives, so that clients move on before it stops.
 async fn leave_after_handoff(server: Rc<Server>) {
     let deadline = Instant::now() + Duration::from_millis(LEAVE_HANDOFF_TIMEOUT_MS);
     while !server.members.all_handed_off() && Instant::now() < deadline {
@@ -117,6 +120,7 @@ async fn leave_after_handoff(server: Rc<Server>) {
              (the keys not handed over stay in the data directory)"
         );
     }
+    glommio::timer::sleep(Duration::from_millis(LEAVE_GRACE_MS)).await;
     server.settings.stop.store(true, Ordering::SeqCst);
 }
 
