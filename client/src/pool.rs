@@ -13,7 +13,8 @@
 //!
 //! A node's shard addresses come from its own `Hello`: the first
 //! connection to a node goes to its member address (its shard 0), and the
-//! topology it answers says where its other shards listen.
+//! topology it answers says where its other shards listen. A node that
+//! fails a batch is asked again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -90,10 +91,15 @@ impl Pool {
     ) -> Result<Replies, BatchError> {
         let deadline = Instant::now() + opts.timeout;
         let result = self.execute_inner(placement, opts, ops, deadline).await;
-        if result.is_err() {
+        if let Err(e) = &result {
             // A failed or timed-out batch may leave replies in flight: a
             // connection that is reused would hand them to the next call.
             self.conns.clear();
+            // The node may have restarted elsewhere: ask its member
+            // address for its shards again.
+            if let Some(node) = e.node {
+                self.shard_addrs.remove(&node);
+            }
         }
         result
     }
