@@ -78,6 +78,24 @@ impl<'a> Encoder<'a> {
             self.u64(counter);
         }
     }
+    /// A key and its state, as a snapshot stores it (and a range digest
+    /// hashes it): the key, then `1` and the value, or `2` and the
+    /// tombstone's timestamp.
+    pub fn entry(&mut self, key: &[u8], entry: &crate::partition::Entry) {
+        self.bytes(key);
+        match entry {
+            crate::partition::Entry::Live(v) => {
+                self.u8(1);
+                self.value(v);
+            }
+            crate::partition::Entry::Tombstone(ts) => {
+                self.u8(2);
+                self.u64(ts.clock);
+                self.u64(ts.writer);
+            }
+        }
+    }
+
     pub fn value(&mut self, v: &Value) {
         self.u8(v.kind() as u8);
         match v {

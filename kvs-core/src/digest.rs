@@ -11,7 +11,8 @@
 //!   ranges; a key's range is the top 6 bits of its position.
 //! * **Entry hash.** `xxh64(le_u32(len(key)) ++ key ++ state, seed 0)`,
 //!   where `state` is `0x01 ++ codec::encode_value(value)` for a live value
-//!   and `0x02 ++ le_u64(clock) ++ le_u64(writer)` for a tombstone. Merged
+//!   and `0x02 ++ le_u64(clock) ++ le_u64(writer)` for a tombstone: the
+//!   key's entry in a snapshot (`codec::Encoder::entry`). Merged
 //!   lattice states are canonical (sets and versions are ordered), so two
 //!   replicas that converged hash every key the same.
 //! * **Digest.** Per range, the wrapping sum of its keys' entry hashes:
@@ -52,19 +53,7 @@ pub fn bucket_of(key: &[u8]) -> usize {
 #[must_use]
 pub fn entry_hash(key: &[u8], entry: &Entry) -> u64 {
     let mut buf = Vec::with_capacity(key.len() + 32);
-    let mut e = Encoder::new(&mut buf);
-    e.bytes(key);
-    match entry {
-        Entry::Live(v) => {
-            e.u8(1);
-            e.value(v);
-        }
-        Entry::Tombstone(ts) => {
-            e.u8(2);
-            e.u64(ts.clock);
-            e.u64(ts.writer);
-        }
-    }
+    Encoder::new(&mut buf).entry(key, entry);
     xxh64(&buf, 0)
 }
 

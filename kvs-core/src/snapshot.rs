@@ -30,18 +30,7 @@ pub fn encode_snapshot(p: &Partition, last_lsn: Lsn) -> Vec<u8> {
     e.u64(last_lsn.0);
     e.u64(p.entries().count() as u64);
     for (key, entry) in p.entries() {
-        e.bytes(key);
-        match entry {
-            Entry::Live(v) => {
-                e.u8(1);
-                e.value(v);
-            }
-            Entry::Tombstone(ts) => {
-                e.u8(2);
-                e.u64(ts.clock);
-                e.u64(ts.writer);
-            }
-        }
+        e.entry(key, entry);
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
