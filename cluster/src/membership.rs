@@ -35,6 +35,11 @@ pub struct Peer {
     /// Shards the node runs (its shard ring); fixed for an incarnation.
     pub shards: u16,
     pub renewals: u16,
+    /// Copies of each key (`--replication`) and virtual nodes per shard
+    /// (`--vnodes`) this node places keys with: every node of a cluster
+    /// must use the same, or they place keys differently.
+    pub replication: u16,
+    pub shard_vnodes: u32,
 }
 
 impl Peer {
@@ -53,6 +58,27 @@ impl Peer {
         }
     }
 
+    /// Why `other` cannot share a placement with this node (the settings
+    /// every node must share differ), or `None` when it can.
+    #[must_use]
+    pub fn layout_mismatch(&self, other: &Peer) -> Option<String> {
+        let differ =
+            (self.replication, self.shard_vnodes) != (other.replication, other.shard_vnodes);
+        differ.then(|| {
+            format!(
+                "{} at {} runs with --replication {} --vnodes {}, this node with \
+                 --replication {} --vnodes {}: every node of a cluster needs the \
+                 same; it is left out of this node's placement",
+                other.node_id(),
+                other.addr,
+                other.replication,
+                other.shard_vnodes,
+                self.replication,
+                self.shard_vnodes
+            )
+        })
+    }
+
     /// A stand-in for a seed whose node id is not known yet: only its
     /// address matters for an announcement.
     #[must_use]
@@ -63,6 +89,8 @@ impl Peer {
             incarnation: 0,
             shards: 0,
             renewals: 0,
+            replication: 0,
+            shard_vnodes: 0,
         }
     }
 }
@@ -290,6 +318,8 @@ mod sim {
                     incarnation: 1,
                     shards: 1,
                     renewals: 0,
+                    replication: 1,
+                    shard_vnodes: 16,
                 })
                 .collect();
             let nodes = peers

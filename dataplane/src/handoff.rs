@@ -1,14 +1,11 @@
 //! Hand-off: keys go to the nodes that hold them now. Each shard runs one
 //! task that wakes at every placement change (a node joins, fails, comes
-//! back, or this node leaves) and walks its partition's entries (values
-//! and tombstones): one this node no longer holds goes to all its holders;
-//! one it still holds goes to the holders that are new since the last
-//! round (with replication, a failed node's keys reach a new holder so;
-//! at start, to all other holders). They go in acknowledged batches:
-//! `Merge` requests of at most `HANDOFF_BATCH_KEYS` keys, answered once
-//! applied and durable on the receiver. Only once every holder has answered
-//! are the keys that left dropped here, and only those unchanged since
-//! they were sent (a key written meanwhile goes in the next round).
+//! back, or this node leaves) and runs a round of `cluster::handoff` (what
+//! goes where, what may be dropped, and why: that module's doc) over its
+//! partition. Batches go as `Merge` requests of at most
+//! `HANDOFF_BATCH_KEYS` keys, answered once applied and durable on the
+//! receiver; the keys that left are dropped only once every batch is
+//! answered, and only those unchanged since they were sent.
 //!
 //! A batch that fails is tried again after a pause (100 ms doubling to
 //! 5 s), with everything after it. When a round completes, the shard
@@ -20,13 +17,12 @@
 //! (lattices merge, so arriving late or twice is safe). Until it has, a
 //! read at the new owner may miss a key not yet moved.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::handoff::Round;
 use futures_lite::StreamExt as _;
-use kvs_core::partition::Entry;
 
 use crate::error::NodeError;
 use crate::limits::HANDOFF_BATCH_KEYS;
@@ -78,64 +74,38 @@ pub(crate) async fn run(server: Rc<Server>) {
     }
 }
 
-/// One pass over the partition under placement `now`: a key this node no
-/// longer holds goes to all its holders and is dropped once they all have
-/// it; a key it still holds goes to the holders it did not have under
-/// `last`. How many keys it handed over (and dropped).
+/// One pass over the partition under placement `now` (the decisions are
+/// `cluster::handoff`'s). How many keys it handed over (and dropped).
 async fn round(
     server: &Server,
     last: Option<&Placement>,
     now: &Placement,
 ) -> Result<usize, NodeError> {
     let shard = &server.shard;
-    let me = now.my_addr();
-    // (key, entry, whether it leaves this node), and per target the
-    // indexes of what it gets.
-    let mut items: Vec<(Vec<u8>, Entry, bool)> = Vec::new();
-    let mut targets: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
-    shard.for_each_entry(|key, entry| {
-        let holders = now.holders(key);
-        let leaves = !holders.is_empty() && me.is_none_or(|me| !holders.contains(&me));
-        let old = match (leaves, last) {
-            (false, Some(last)) => last.holders(key),
-            _ => Vec::new(),
-        };
-        let mut index = None;
-        for h in holders {
-            if Some(h) == me || old.contains(&h) {
-                continue;
-            }
-            let i = *index.get_or_insert_with(|| {
-                items.push((key.to_vec(), entry.clone(), leaves));
-                items.len() - 1
-            });
-            match targets.iter_mut().find(|(a, _)| *a == h) {
-                Some((_, v)) => v.push(i),
-                None => targets.push((h, vec![i])),
-            }
-        }
-    });
-    for (to, idx) in &targets {
-        for chunk in idx.chunks(HANDOFF_BATCH_KEYS) {
-            let entries = chunk
-                .iter()
-                .map(|&i| crate::convert::entry_to_wire(&items[i].0, &items[i].1))
-                .collect();
-            server.links.merge(*to, entries).await?;
-        }
+    let mut round = Round::new(now.my_addr());
+    shard.for_each_entry(|key, entry| round.add(key, entry, now, last));
+    for (to, batch) in round.batches(HANDOFF_BATCH_KEYS) {
+        crash_point!("handoff::before-send");
+        let entries = batch
+            .into_iter()
+            .map(|(key, entry)| crate::convert::entry_to_wire(key, entry))
+            .collect();
+        server.links.merge(to, entries).await?;
     }
     // Every holder has them now: what left this node goes.
+    if round.leaving().next().is_some() {
+        crash_point!("handoff::before-drop");
+    }
     let mut moved = 0;
     let mut last_lsn = None;
-    for (key, entry, leaves) in &items {
-        if *leaves {
-            if let Some(lsn) = shard.drop_if_unchanged(key, entry)? {
-                last_lsn = Some(lsn);
-                moved += 1;
-            }
+    for (key, entry) in round.leaving() {
+        if let Some(lsn) = shard.drop_if_unchanged(key, entry)? {
+            last_lsn = Some(lsn);
+            moved += 1;
         }
     }
     if let Some(lsn) = last_lsn {
+        crash_point!("handoff::after-drop");
         shard.wait_durable(lsn).await?;
     }
     Ok(moved)

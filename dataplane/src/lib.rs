@@ -26,6 +26,23 @@
 
 #![allow(rustdoc::private_intra_doc_links)]
 
+/// A fail point where a crash would be interesting (a hand-off step):
+/// configured as `FAILPOINTS=<name>=return`, the node dies right there,
+/// as under `kill -9` (no shutdown, no flush). The points exist only in
+/// the test build (`fail`'s `failpoints` feature, enabled by this crate's
+/// dev-dependency); elsewhere this expands to nothing. Names:
+/// `handoff::before-send`, `handoff::before-drop`, `handoff::after-drop`
+/// (the sender), `merge::before-apply`, `merge::before-reply` (the
+/// receiver).
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            eprintln!("squall: fail point {} reached: the node dies here", $name);
+            std::process::abort()
+        })
+    };
+}
+
 mod antientropy;
 mod auth;
 pub mod cli;

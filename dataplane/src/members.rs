@@ -29,7 +29,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,6 +66,9 @@ pub(crate) struct Members {
     watchers: Mutex<Vec<mpsc::UnboundedSender<u64>>>,
     /// Per shard: the placement version its hand-off finished for.
     handed_off: Vec<AtomicU64>,
+    /// Members left out for settings that differ from this node's
+    /// (address, incarnation): each is logged once.
+    refused: Mutex<HashSet<(SocketAddr, u64)>>,
 }
 
 /// Where keys live, for one view of the members.
@@ -176,6 +179,12 @@ impl Placement {
     }
 }
 
+impl cluster::handoff::Holders<SocketAddr> for Placement {
+    fn holders(&self, key: &[u8]) -> Vec<SocketAddr> {
+        Placement::holders(self, key)
+    }
+}
+
 /// Keys under this prefix are the node's own (not spread over the cluster).
 const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
 
@@ -214,6 +223,7 @@ impl Members {
             replication,
             watchers: Mutex::new(Vec::new()),
             handed_off: (0..me.shards).map(|_| AtomicU64::new(0)).collect(),
+            refused: Mutex::new(HashSet::new()),
         };
         members.replace();
         members
@@ -307,7 +317,23 @@ impl Members {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `peer` places keys with other settings than this node (it
+    /// is then left out of the members); logged once per identity.
+    fn incompatible(&self, peer: &Peer) -> bool {
+        let Some(why) = self.me.layout_mismatch(peer) else {
+            return false;
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused.insert((peer.addr, peer.incarnation)) {
+            log::error!("member refused: {why}");
+        }
+        true
+    }
+
     fn up(&self, peer: Peer) {
+        if self.incompatible(&peer) {
+            return;
+        }
         let seen = Seen {
             peer,
             up: true,
@@ -318,6 +344,9 @@ impl Members {
     }
 
     fn down(&self, peer: Peer) {
+        if self.incompatible(&peer) {
+            return;
+        }
         let mut seen = self.seen();
         let newer = |s: &Seen| {
             s.peer.node != peer.node

@@ -275,6 +275,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         incarnation: me.incarnation,
         shards: n as u16,
         renewals: 0,
+        replication: u16::try_from(config.replication).unwrap_or(u16::MAX),
+        shard_vnodes: config.vnodes_per_shard,
     };
     let members = Arc::new(Members::new(
         me,

@@ -1,27 +1,17 @@
 //! Replication (`--replication R > 1`): every write a shard applies is
-//! pushed to the key's other holders. The key goes into one queue per
-//! holder (a set: a key written many times is pushed once, with the value
-//! merged here at the moment of sending); every `PUSH_INTERVAL_MS` the
-//! shard's pusher sends each queue as `Merge` batches, sequence-numbered
-//! per holder (`seq`: writes queued so far; `acked`: writes covered by an
-//! answered batch), one batch in flight per holder. A batch that fails is
-//! queued again and retried after a pause; a holder that left the
-//! placement loses its queue (the hand-off's next round gives the new
-//! holders everything). A write with a write concern above 1 waits for
-//! its holders' `acked` to pass the `seq` it was queued under.
-//!
-//! Pushes start only from writes (`Shard::write`), never from what a push
-//! or a hand-off merged in: replicas do not echo each other.
-//! What a restart loses from the queues, the hand-off's first round after
-//! the start sends again (it pushes every key to its other holders).
-
+//! pushed to the key's other holders. The queues, their sequence numbers
+//! and pauses are `cluster::push`'s (its doc says how); here, every
+//! `PUSH_INTERVAL_MS` the shard's pusher sends each holder's queue as
+//! `Merge` batches of the keys' current state, one batch in flight per
+//! holder, and a write with a write concern above 1 waits on barriers.
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster::push::{PushQueues, Take};
 use futures_channel::oneshot;
 use kvs_core::partition::Partition;
 use kvs_core::Value;
@@ -36,35 +26,29 @@ use crate::shard::{Shard, WriteObserver};
 /// One shard's queues of keys to push.
 pub(crate) struct Pushes {
     members: Arc<Members>,
-    queues: RefCell<HashMap<SocketAddr, Queue>>,
+    queues: RefCell<PushQueues<SocketAddr, oneshot::Sender<()>>>,
     wake: Event,
+    /// The queues' clock starts here.
+    started: Instant,
 }
 
 impl std::fmt::Debug for Pushes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pushes({} holders)", self.queues.borrow().len())
+        write!(
+            f,
+            "Pushes({} holders)",
+            self.queues.borrow().holders().len()
+        )
     }
-}
-
-#[derive(Default)]
-struct Queue {
-    keys: BTreeSet<Vec<u8>>,
-    /// Writes queued for this holder so far.
-    seq: u64,
-    /// Writes covered by an acknowledged batch.
-    acked: u64,
-    waiters: Vec<(u64, oneshot::Sender<()>)>,
-    /// No sends before this (after a failure).
-    paused_until: Option<Instant>,
-    pause_ms: u64,
 }
 
 impl Pushes {
     pub fn new(members: Arc<Members>) -> Pushes {
         Pushes {
             members,
-            queues: RefCell::new(HashMap::new()),
+            queues: RefCell::new(PushQueues::default()),
             wake: Event::default(),
+            started: Instant::now(),
         }
     }
 
@@ -72,14 +56,14 @@ impl Pushes {
     /// acknowledged by it (at once if nothing is queued).
     pub fn barrier(&self, holder: SocketAddr) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let mut queues = self.queues.borrow_mut();
-        match queues.get_mut(&holder) {
-            Some(q) if q.acked < q.seq => q.waiters.push((q.seq, tx)),
-            _ => {
-                let _ = tx.send(());
-            }
+        if let Some(tx) = self.queues.borrow_mut().barrier(holder, tx) {
+            let _ = tx.send(());
         }
         rx
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -93,19 +77,12 @@ impl WriteObserver for Pushes {
         if placement.replication() < 2 {
             return;
         }
-        let me = placement.my_addr();
-        let mut queued = false;
-        let mut queues = self.queues.borrow_mut();
-        for holder in placement.holders(key) {
-            if Some(holder) == me {
-                continue;
-            }
-            let q = queues.entry(holder).or_default();
-            q.keys.insert(key.to_vec());
-            q.seq += 1;
-            queued = true;
-        }
-        if queued {
+        let holders = placement.holders(key);
+        if self
+            .queues
+            .borrow_mut()
+            .written(key, &holders, placement.my_addr())
+        {
             self.wake.pulse();
         }
     }
@@ -116,57 +93,39 @@ impl WriteObserver for Pushes {
 /// Sends the queues, for as long as the shard runs.
 pub(crate) async fn run(shard: Rc<Shard>, links: Rc<Links>, pushes: Rc<Pushes>) {
     loop {
-        while !pushes.queues.borrow().values().any(|q| !q.keys.is_empty()) {
+        while !pushes.queues.borrow().has_work() {
             pushes.wake.wait().await;
         }
         // Let a few more writes join the batch.
         glommio::timer::sleep(Duration::from_millis(PUSH_INTERVAL_MS)).await;
-        let holders: Vec<SocketAddr> = pushes.queues.borrow().keys().copied().collect();
+        let holders = pushes.queues.borrow().holders();
         let placement = pushes.members.placement();
         let mut any_paused = false;
         for holder in holders {
             if !placement.holds_node(holder) {
                 // Gone from the view: the hand-off covers its keys now.
-                pushes.queues.borrow_mut().remove(&holder);
+                pushes.queues.borrow_mut().forget(holder);
                 continue;
             }
-            let (keys, seq) = {
-                let mut queues = pushes.queues.borrow_mut();
-                let Some(q) = queues.get_mut(&holder) else {
-                    continue;
-                };
-                if q.paused_until.is_some_and(|t| Instant::now() < t) {
+            let taken = pushes.queues.borrow_mut().take(holder, pushes.now_ms());
+            let (keys, seq) = match taken {
+                Take::Idle => continue,
+                Take::Paused => {
                     any_paused = true;
                     continue;
                 }
-                (std::mem::take(&mut q.keys), q.seq)
+                Take::Send { keys, seq } => (keys, seq),
             };
-            if keys.is_empty() {
-                continue;
-            }
             let sent = push(&shard, &links, holder, &keys).await;
             let mut queues = pushes.queues.borrow_mut();
-            let Some(q) = queues.get_mut(&holder) else {
-                continue;
-            };
             match sent {
                 Ok(()) => {
-                    q.acked = q.acked.max(seq);
-                    q.pause_ms = 0;
-                    q.paused_until = None;
-                    let acked = q.acked;
-                    let (done, waiting) = std::mem::take(&mut q.waiters)
-                        .into_iter()
-                        .partition(|(s, _)| *s <= acked);
-                    q.waiters = waiting;
-                    for (_, tx) in done {
+                    for tx in queues.sent(holder, seq) {
                         let _ = tx.send(());
                     }
                 }
                 Err(why) => {
-                    q.keys.extend(keys);
-                    q.pause_ms = (q.pause_ms * 2).clamp(PUSH_INTERVAL_MS * 50, 5_000);
-                    q.paused_until = Some(Instant::now() + Duration::from_millis(q.pause_ms));
+                    queues.failed(holder, keys, pushes.now_ms());
                     any_paused = true;
                     log::debug!("{}: push to {holder} failed: {why}", shard.id());
                 }

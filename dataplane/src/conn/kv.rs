@@ -212,6 +212,7 @@ impl Conn {
                 Err(err) => return self.fail(request_id, &err),
             }
         }
+        crash_point!("merge::before-apply");
         let me = self.shard.id();
         let mut forwarded = Vec::new();
         for (key, entry) in entries {
@@ -225,6 +226,7 @@ impl Conn {
                 forwarded.push(self.shard.forward(owner, ShardOp::Merge(key, entry)).await);
             }
         }
+        crash_point!("merge::before-reply");
         if forwarded.is_empty() {
             return self.reply(request_id, &w::Response::Stored);
         }

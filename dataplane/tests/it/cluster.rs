@@ -359,3 +359,65 @@ fn a_paused_node_is_marked_down_and_is_back_when_it_continues() {
         }
     });
 }
+
+#[test]
+fn a_node_with_other_placement_settings_is_left_out_with_a_sentence() {
+    let dirs: Vec<_> = (0..4)
+        .map(|i| temp_dir(&format!("members-layout-{i}")))
+        .collect();
+    let a = start_at("127.0.0.88", &dirs[0], &["--replication", "2"]);
+    let seed = a.addr().to_owned();
+    let b = start_at(
+        "127.0.0.89",
+        &dirs[1],
+        &["--replication", "2", "--join", &seed],
+    );
+    // Another replication factor, then other vnodes: neither may place keys.
+    let x = start_at(
+        "127.0.0.90",
+        &dirs[2],
+        &["--replication", "3", "--join", &seed],
+    );
+    let y = start_at(
+        "127.0.0.101",
+        &dirs[3],
+        &["--replication", "2", "--vnodes", "128", "--join", &seed],
+    );
+    let ab = vec![
+        (a.addr().to_owned(), MEMBER_UP, 1),
+        (b.addr().to_owned(), MEMBER_UP, 1),
+    ];
+    let refused_y = format!(
+        "at {} runs with --replication 2 --vnodes 128, this node with --replication 2 --vnodes 256",
+        y.addr()
+    );
+    wait_for("the seed refuses other vnodes", || {
+        a.stderr().contains(&refused_y)
+    });
+    wait_for(
+        "the seed names the refused member and both settings",
+        || {
+            a.stderr().contains(&format!(
+            "at {} runs with --replication 3 --vnodes 256, this node with --replication 2 --vnodes 256",
+            x.addr()
+        ))
+        },
+    );
+    wait_for("the refused member says it too", || {
+        x.stderr()
+            .contains("runs with --replication 2 --vnodes 256, this node with --replication 3")
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        agreed(&[a.addr(), b.addr()], &ab, None).is_some(),
+        "x is not a member"
+    );
+    let alone = view(x.addr(), None).unwrap();
+    assert_eq!(alone.members.len(), 1, "{alone:?}");
+    assert_eq!(
+        a.stderr().matches("member refused").count(),
+        2,
+        "logged once per identity: {}",
+        a.stderr()
+    );
+}

@@ -5,13 +5,15 @@
 //! hold the same value (the replicas converged). Faults are seeded and
 //! switched at run time (`SQUALL_LINK_FAULTS_FILE`): requests between
 //! nodes dropped (before or after the peer applied them), duplicated and
-//! delayed, membership packets dropped; one node is killed midway and
-//! never comes back.
+//! delayed, membership packets dropped. Two runs: with W=quorum, one node
+//! is killed midway and never comes back; with W=1, one is killed midway
+//! and restarts on its data (its acknowledged writes survive in its WAL,
+//! and reach the others again though its push queues were lost).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use wire::message::{Value, WRITE_CONCERN_QUORUM};
+use wire::message::{Value, WRITE_CONCERN_ONE, WRITE_CONCERN_QUORUM};
 
 use crate::cluster::{agreed, wait_for};
 use crate::harness::{connect, connect_pinned, lww, rt, temp_dir, Node};
@@ -82,38 +84,79 @@ fn set_of(element: &str) -> Value {
 
 #[test]
 fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_converge() {
+    // Four nodes, three copies: the three survivors hold every key.
+    history_under_faults(51, 4, "quorum", WRITE_CONCERN_QUORUM, Loss::ForGood);
+}
+
+#[test]
+fn under_faults_with_w1_and_a_restart_no_acknowledged_write_is_lost() {
+    // Three nodes, three copies: W=1 writes acknowledged by the node that
+    // is killed are in every copy once it is back.
+    history_under_faults(85, 3, "1", WRITE_CONCERN_ONE, Loss::Restart);
+}
+
+/// What happens to the last node halfway through the writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// kill -9, for good.
+    ForGood,
+    /// kill -9, and a restart on its data and address a quarter later.
+    Restart,
+}
+
+/// `n` nodes on 127.0.0.`ip`…, as many copies of each key as nodes live
+/// at the end, writes with `concern`, the last node lost as `loss`.
+fn history_under_faults(ip: usize, n: usize, concern_flag: &str, concern: u8, loss: Loss) {
     const WRITES: usize = 240;
-    let dirs: Vec<PathBuf> = (0..4).map(|i| temp_dir(&format!("history-{i}"))).collect();
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| temp_dir(&format!("history-{ip}-{i}")))
+        .collect();
     let faults: Vec<PathBuf> = dirs.iter().map(|d| d.with_extension("faults")).collect();
-    let start = |i: usize, join: Option<&str>| {
-        let listen = format!("127.0.0.{}:0", 51 + i);
+    // As many copies as nodes live at the end: each holds every key.
+    let replication = match loss {
+        Loss::ForGood => n - 1,
+        Loss::Restart => n,
+    }
+    .to_string();
+    let start = |i: usize, listen: &str, join: Option<&str>| {
         let mut args = vec![
             "--listen",
-            &listen,
+            listen,
             "--replication",
-            "3",
+            &replication,
             "--write-concern",
-            "quorum",
+            concern_flag,
         ];
         if let Some(j) = join {
             args.extend(["--join", j]);
         }
         let env = [("SQUALL_LINK_FAULTS_FILE", faults[i].to_str().unwrap())];
-        Node::try_start_env(1, "never", &dirs[i], &args, &env).unwrap()
+        // With a restart, fsync=always: an acknowledgement means the WAL
+        // holds the write.
+        let fsync = if loss == Loss::Restart {
+            "always"
+        } else {
+            "never"
+        };
+        Node::try_start_env(1, fsync, &dirs[i], &args, &env).unwrap()
     };
-    let a = start(0, None);
-    let seed = a.addr().to_owned();
-    let b = start(1, Some(&seed));
-    let c = start(2, Some(&seed));
-    let mut d = start(3, Some(&seed));
-    let all = [a.addr(), b.addr(), c.addr(), d.addr()];
-    let mut four: Vec<_> = [&a, &b, &c, &d]
+    let listen = |i: usize| format!("127.0.0.{}:0", ip + i);
+    let first = start(0, &listen(0), None);
+    let seed = first.addr().to_owned();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start(i, &listen(i), Some(&seed)));
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
+    let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let mut everyone: Vec<_> = all
         .iter()
-        .map(|n| (n.addr().to_owned(), wire::message::MEMBER_UP, 1))
+        .map(|a| (a.to_string(), wire::message::MEMBER_UP, 1))
         .collect();
-    four.sort();
-    wait_for("four nodes agree", || agreed(&all, &four, None).is_some());
-
+    everyone.sort();
+    wait_for("the nodes agree", || {
+        agreed(&all, &everyone, None).is_some()
+    });
     // Seeded faults on every node, switched on now.
     for (i, f) in faults.iter().enumerate() {
         std::fs::write(
@@ -123,27 +166,28 @@ fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_conve
         .unwrap();
     }
     let mut h = History::default();
+    let last = n - 1;
     rt().block_on(async {
         // Two clients: one routes itself to the keys' holders, one sends
-        // everything to B (which forwards); one node dies for good halfway.
-        let mut ca = connect(a.addr()).await;
-        let mut cb = connect_pinned(b.addr()).await;
+        // everything to the second node (which forwards when it must).
+        let mut routed = connect(&addrs[0]).await;
+        let mut pinned = connect_pinned(&addrs[1]).await;
         for i in 0..WRITES {
             if i == WRITES / 2 {
-                d.kill();
+                nodes[last].kill();
             }
-            let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+            if i == WRITES * 3 / 4 && loss == Loss::Restart {
+                nodes[last] = start(last, &addrs[last], Some(&seed));
+            }
+            let c = if i % 2 == 0 { &mut routed } else { &mut pinned };
             let (k, v) = (format!("h-{i}"), format!("v{i}"));
-            match c
-                .put_with_concern(k.as_bytes(), lww(&v), WRITE_CONCERN_QUORUM)
-                .await
-            {
+            match c.put_with_concern(k.as_bytes(), lww(&v), concern).await {
                 Ok(()) => h.acked.push((k, v)),
                 Err(_) => h.failed += 1,
             }
             let e = format!("e{i}");
             match c
-                .put_with_concern(SET_KEY.as_bytes(), set_of(&e), WRITE_CONCERN_QUORUM)
+                .put_with_concern(SET_KEY.as_bytes(), set_of(&e), concern)
                 .await
             {
                 Ok(()) => {
@@ -165,11 +209,14 @@ fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_conve
     );
 
     // Faults off: the history must hold through every survivor, and the
-    // survivors' copies converge (all three hold every key, the same).
+    // survivors' copies converge (each holds every key, the same).
     for f in &faults {
         std::fs::write(f, "").unwrap();
     }
-    let live = [a.addr(), b.addr(), c.addr()];
+    let live: Vec<&str> = match loss {
+        Loss::ForGood => all[..last].to_vec(),
+        Loss::Restart => all.clone(),
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let missing: Vec<(String, Vec<String>)> = live
@@ -199,7 +246,7 @@ fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_conve
     }
     let mut keys: Vec<String> = h.acked.iter().map(|(k, _)| k.clone()).collect();
     keys.push(SET_KEY.to_owned());
-    wait_for("the three survivors hold the same copies", || {
+    wait_for("the survivors hold the same copies", || {
         let copies = local_copies(&live, &keys);
         copies
             .iter()

@@ -22,8 +22,10 @@
 //!   SIGTERM, restart, `squall leave`, another cluster's secret).
 //! * `placement`: keys spread over the nodes, hand-off on join and leave,
 //!   `kv get --local`, bad node-to-node input, two copies surviving a kill.
-//! * `history`: a history checker over a 4-node cluster with three copies
-//!   under seeded link faults and a node lost for good.
+//! * `history`: a history checker over clusters under seeded link faults:
+//!   W=quorum with a node lost for good, W=1 with a node restarted.
+//! * `failpoints`: a crash at each step of the hand-off (fail points), on
+//!   the sender and on the receiver; no key lost.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
 
@@ -37,6 +39,7 @@ mod crash;
 mod dags;
 mod e2e;
 mod engine;
+mod failpoints;
 mod faults;
 mod functions;
 mod hardening;
