@@ -174,16 +174,18 @@ fn role_to_write(key: &[u8]) -> Role {
     }
 }
 
-/// Keys that hold code and models (function and DAG registrations, model
-/// chunks, manifests and labels): only admins write them, only through
-/// requests, never through a function's store or a call's output key.
+/// Keys that hold code, models and placement (function and DAG
+/// registrations, model chunks, manifests and labels, per-key copies):
+/// only admins write them, only through requests, never through a
+/// function's store or a call's output key.
 #[must_use]
 pub fn is_code_key(key: &[u8]) -> bool {
-    const PREFIXES: [&str; 4] = [
+    const PREFIXES: [&str; 5] = [
         wire::FUNCTION_KEY_PREFIX,
         wire::DAG_KEY_PREFIX,
         "squall:model",
         "squall:labels:",
+        wire::REPLICAS_KEY_PREFIX,
     ];
     PREFIXES.iter().any(|p| key.starts_with(p.as_bytes()))
 }

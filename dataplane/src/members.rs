@@ -41,11 +41,11 @@ use futures_channel::mpsc;
 use futures_lite::StreamExt as _;
 use glommio::net::UdpSocket;
 use kvs_core::cluster::ClusterRing;
-use kvs_core::{NodeId, ShardId};
+use kvs_core::{NodeId, ShardId, Value};
 use wire::auth::{Secret, PACKET_TAG_BYTES};
 use wire::message as w;
 
-use crate::limits::{JOIN_RETRY_MS, MEMBERSHIP_PACKET_BYTES_MAX, NODE_VNODES};
+use crate::limits::{JOIN_RETRY_MS, MEMBERSHIP_PACKET_BYTES_MAX, NODE_VNODES, REPLICATION_MAX};
 
 /// The members this node knows of, itself included; read by every shard.
 #[derive(Debug)]
@@ -69,6 +69,8 @@ pub(crate) struct Members {
     /// Members left out for settings that differ from this node's
     /// (address, incarnation): each is logged once.
     refused: Mutex<HashSet<(SocketAddr, u64)>>,
+    /// Keys with copies of their own, as this node's store holds them.
+    overrides: Mutex<HashMap<Vec<u8>, usize>>,
 }
 
 /// Where keys live, for one view of the members.
@@ -81,9 +83,36 @@ pub(crate) struct Placement {
     solo: bool,
     addrs: HashMap<NodeId, SocketAddr>,
     replication: usize,
+    /// Keys with copies of their own (`squall:replicas:<key>`).
+    overrides: Arc<HashMap<Vec<u8>, usize>>,
 }
 
 impl Placement {
+    /// How many nodes hold `key`: its own number if it has one, every
+    /// member for the per-key settings themselves, else `--replication`.
+    fn copies(&self, key: &[u8]) -> usize {
+        if is_replicas_key(key) {
+            return usize::MAX; // as many as there are members
+        }
+        if self.overrides.is_empty() {
+            return self.replication;
+        }
+        self.overrides.get(key).copied().unwrap_or(self.replication)
+    }
+
+    /// Whether `key` is spread over the members (not a lone node's, not a
+    /// node's own `squall:` key).
+    fn spread(&self, key: &[u8]) -> bool {
+        !self.solo && (!key.starts_with(SYSTEM_KEY_PREFIX) || is_replicas_key(key))
+    }
+
+    /// Whether a write of `key` may have to be pushed to other holders
+    /// (cheap: no ring lookup when every key has one copy).
+    pub fn may_push(&self, key: &[u8]) -> bool {
+        self.spread(key)
+            && (self.replication > 1 || !self.overrides.is_empty() || is_replicas_key(key))
+    }
+
     /// Where a request for `key` goes: `None` when this node holds a copy
     /// (or nobody else does: a lone or last node keeps everything; keys
     /// under `squall:` stay where they are written), else the key's
@@ -92,13 +121,14 @@ impl Placement {
         if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
             return None;
         }
-        if self.replication == 1 {
+        let copies = self.copies(key);
+        if copies == 1 {
             let owner = self.ring.primary(key)?;
             return (owner != self.me)
                 .then(|| self.addrs.get(&owner).map(|a| (owner, *a)))
                 .flatten();
         }
-        let replicas = self.ring.replicas(key, self.replication);
+        let replicas = self.ring.replicas(key, copies);
         if replicas.contains(&self.me) {
             return None;
         }
@@ -110,11 +140,11 @@ impl Placement {
     /// primary first; empty for a key that is not spread (`squall:`, a
     /// lone node).
     pub fn holders(&self, key: &[u8]) -> Vec<SocketAddr> {
-        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+        if !self.spread(key) {
             return Vec::new();
         }
         self.ring
-            .replicas(key, self.replication)
+            .replicas(key, self.copies(key))
             .iter()
             .filter_map(|n| self.addrs.get(n).copied())
             .collect()
@@ -159,10 +189,10 @@ impl Placement {
 
     /// Whether this node and `other` both hold `key`.
     pub fn shared_with(&self, key: &[u8], other: NodeId) -> bool {
-        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+        if !self.spread(key) {
             return false;
         }
-        let r = self.ring.replicas(key, self.replication);
+        let r = self.ring.replicas(key, self.copies(key));
         r.contains(&self.me) && r.contains(&other)
     }
 
@@ -185,8 +215,45 @@ impl cluster::handoff::Holders<SocketAddr> for Placement {
     }
 }
 
-/// Keys under this prefix are the node's own (not spread over the cluster).
+/// Keys under this prefix are the node's own (not spread over the
+/// cluster), but for the per-key copies, which every member holds.
 const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
+
+/// Whether `key` sets another key's copies (`squall:replicas:<key>`).
+pub(crate) fn is_replicas_key(key: &[u8]) -> bool {
+    key.starts_with(wire::REPLICAS_KEY_PREFIX.as_bytes())
+}
+
+/// What a `squall:replicas:<key>` value sets: the key and its number of
+/// copies (an LWW value, the number in decimal from 1 to
+/// `REPLICATION_MAX`, for a key outside `squall:`); else a sentence.
+pub(crate) fn copies_of<'k>(key: &'k [u8], value: &Value) -> Result<(&'k [u8], usize), String> {
+    let prefix = wire::REPLICAS_KEY_PREFIX;
+    let target = key.strip_prefix(prefix.as_bytes()).unwrap_or_default();
+    if target.is_empty() || target.starts_with(SYSTEM_KEY_PREFIX) {
+        return Err(format!(
+            "{prefix}<key> names a key outside squall: (got {:?})",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    let Value::Lww(lww) = value else {
+        return Err(format!(
+            "{prefix}<key> holds an lww value: the number of copies, not a {} value",
+            value.kind().name()
+        ));
+    };
+    std::str::from_utf8(lww.value())
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|n| (1..=REPLICATION_MAX).contains(n))
+        .map(|n| (target, n))
+        .ok_or_else(|| {
+            format!(
+                "the copies of a key are a number from 1 to {REPLICATION_MAX}, not {:?}",
+                String::from_utf8_lossy(lww.value())
+            )
+        })
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Seen {
@@ -215,6 +282,7 @@ impl Members {
                 solo: true,
                 addrs: HashMap::new(),
                 replication,
+                overrides: Arc::default(),
             })),
             version: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
@@ -224,6 +292,7 @@ impl Members {
             watchers: Mutex::new(Vec::new()),
             handed_off: (0..me.shards).map(|_| AtomicU64::new(0)).collect(),
             refused: Mutex::new(HashSet::new()),
+            overrides: Mutex::new(HashMap::new()),
         };
         members.replace();
         members
@@ -238,6 +307,12 @@ impl Members {
             .filter(|p| !(leaving && p.addr == self.me.addr))
             .collect();
         let members: Vec<_> = live.iter().map(Peer::member).collect();
+        let overrides = Arc::new(
+            self.overrides
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        );
         let mut placement = self
             .placement
             .lock()
@@ -250,6 +325,7 @@ impl Members {
             solo: live.len() == 1 && live[0].addr == self.me.addr,
             addrs: live.iter().map(|p| (p.node_id(), p.addr)).collect(),
             replication: self.replication,
+            overrides,
         });
         self.version.store(version, Ordering::SeqCst);
         drop(placement);
@@ -265,6 +341,32 @@ impl Members {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Gives `key` its own number of copies (`None`: `--replication`
+    /// again). A change is a new placement: the hand-off copies the key to
+    /// its new holders, or takes the extra copies back.
+    pub fn set_copies(&self, key: &[u8], copies: Option<usize>) {
+        let mut overrides = self
+            .overrides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changed = match copies {
+            Some(n) => overrides.insert(key.to_vec(), n) != Some(n),
+            None => overrides.remove(key).is_some(),
+        };
+        drop(overrides);
+        if changed {
+            let what = copies.map_or_else(
+                || format!("{} (--replication)", self.replication),
+                |n| n.to_string(),
+            );
+            log::info!(
+                "key {:?} now has {what} copies",
+                String::from_utf8_lossy(key)
+            );
+            self.replace();
+        }
     }
 
     /// The placement's version now (cheap: shards compare it with theirs).

@@ -567,8 +567,12 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         return Ok(()); // another shard failed to start
     };
     topology.shard = ctx.id.0;
-    let pushes = (members.placement().replication() > 1)
-        .then(|| Rc::new(crate::replicate::Pushes::new(members.clone())));
+    // Per-key copies this shard stores join the placement before it serves.
+    let copies = Rc::new(crate::replicate::CopiesMirror {
+        members: members.clone(),
+    });
+    copies.load(&recovered.partition);
+    let pushes = Rc::new(crate::replicate::Pushes::new(members.clone()));
     let (channels, inbound) = channels::connect(ctx.ends).await;
     let mut transport: Rc<dyn Transport> = Rc::new(channels);
     if let Some(f) = ctx.faults {
@@ -581,10 +585,11 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         storage,
         ring,
         transport,
-        observers: vec![mirror.clone() as Rc<dyn crate::shard::WriteObserver>],
-        writes: pushes
-            .clone()
-            .map(|p| p as Rc<dyn crate::shard::WriteObserver>),
+        observers: vec![
+            mirror.clone() as Rc<dyn crate::shard::WriteObserver>,
+            copies as Rc<dyn crate::shard::WriteObserver>,
+        ],
+        writes: Some(pushes.clone() as Rc<dyn crate::shard::WriteObserver>),
     }));
     shard.start();
     for from in inbound {
@@ -602,13 +607,11 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         ctx.connections_max,
     )?);
     glommio::spawn_local(crate::handoff::run(server.clone())).detach();
-    if let Some(pushes) = pushes {
-        let links = server.links.clone();
-        glommio::spawn_local(crate::replicate::run(shard.clone(), links, pushes)).detach();
-        let interval_ms = server.settings.anti_entropy_ms;
-        if interval_ms > 0 {
-            glommio::spawn_local(crate::antientropy::run(server.clone(), interval_ms)).detach();
-        }
+    let links = server.links.clone();
+    glommio::spawn_local(crate::replicate::run(shard.clone(), links, pushes)).detach();
+    let interval_ms = server.settings.anti_entropy_ms;
+    if interval_ms > 0 && members.placement().replication() > 1 {
+        glommio::spawn_local(crate::antientropy::run(server.clone(), interval_ms)).detach();
     }
     let gossip = match gossip {
         Some(config) => Some(Gossip::start(config, members)?),

@@ -4,6 +4,11 @@
 //! `PUSH_INTERVAL_MS` the shard's pusher sends each holder's queue as
 //! `Merge` batches of the keys' current state, one batch in flight per
 //! holder, and a write with a write concern above 1 waits on barriers.
+//! Pushes run for keys with copies of their own (`squall:replicas:<key>`,
+//! mirrored into the placement by [`CopiesMirror`]) even with
+//! `--replication 1`, and for those settings themselves, which every
+//! member holds.
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -20,12 +25,15 @@ use wire::message as w;
 use crate::event::Event;
 use crate::limits::{HANDOFF_BATCH_KEYS, PUSH_INTERVAL_MS};
 use crate::links::Links;
-use crate::members::Members;
+use crate::members::{copies_of, is_replicas_key, Members, Placement};
 use crate::shard::{Shard, WriteObserver};
 
 /// One shard's queues of keys to push.
 pub(crate) struct Pushes {
     members: Arc<Members>,
+    /// The placement as of the last write (refreshed when the node's moved
+    /// on: one atomic load per write otherwise).
+    placement: RefCell<Arc<Placement>>,
     queues: RefCell<PushQueues<SocketAddr, oneshot::Sender<()>>>,
     wake: Event,
     /// The queues' clock starts here.
@@ -45,6 +53,7 @@ impl std::fmt::Debug for Pushes {
 impl Pushes {
     pub fn new(members: Arc<Members>) -> Pushes {
         Pushes {
+            placement: RefCell::new(members.placement()),
             members,
             queues: RefCell::new(PushQueues::default()),
             wake: Event::default(),
@@ -68,15 +77,17 @@ impl Pushes {
 }
 
 impl WriteObserver for Pushes {
+    /// Cheap where nothing is replicated (a lone node, one copy of every
+    /// key): one atomic load, no ring lookup.
     fn watches(&self, key: &[u8]) -> bool {
-        !key.starts_with(b"squall:")
+        if self.placement.borrow().version != self.members.version() {
+            *self.placement.borrow_mut() = self.members.placement();
+        }
+        self.placement.borrow().may_push(key)
     }
 
     fn written(&self, key: &[u8], _now: Option<&Value>) {
-        let placement = self.members.placement();
-        if placement.replication() < 2 {
-            return;
-        }
+        let placement = self.placement.borrow();
         let holders = placement.holders(key);
         if self
             .queues
@@ -88,6 +99,43 @@ impl WriteObserver for Pushes {
     }
 
     fn rebuilt(&self, _partition: &Partition) {}
+}
+
+/// Keeps the node's per-key copies (`Members::set_copies`) equal to the
+/// `squall:replicas:<key>` keys this shard stores, however they were
+/// written (a request here, a push or a hand-off from another node).
+#[derive(Debug)]
+pub(crate) struct CopiesMirror {
+    pub members: Arc<Members>,
+}
+
+impl CopiesMirror {
+    /// At start-up: the settings the shard recovered.
+    pub fn load(&self, partition: &Partition) {
+        let prefix = wire::REPLICAS_KEY_PREFIX.as_bytes();
+        for key in partition.live_keys_with_prefix(prefix) {
+            self.written(key, partition.get(key));
+        }
+    }
+}
+
+impl WriteObserver for CopiesMirror {
+    fn watches(&self, key: &[u8]) -> bool {
+        is_replicas_key(key)
+    }
+
+    fn written(&self, key: &[u8], now: Option<&Value>) {
+        let target = &key[wire::REPLICAS_KEY_PREFIX.len()..];
+        match now.map(|v| copies_of(key, v)) {
+            None => self.members.set_copies(target, None),
+            Some(Ok((_, n))) => self.members.set_copies(target, Some(n)),
+            Some(Err(why)) => log::warn!("per-key copies ignored: {why}"),
+        }
+    }
+
+    fn rebuilt(&self, partition: &Partition) {
+        self.load(partition);
+    }
 }
 
 /// Sends the queues, for as long as the shard runs.

@@ -64,8 +64,8 @@ pub(crate) struct Server {
     placement: RefCell<Arc<Placement>>,
     /// This shard's connections to other nodes.
     pub links: Rc<Links>,
-    /// Replication's push queues (`--replication` above 1).
-    pub pushes: Option<Rc<Pushes>>,
+    /// Replication's push queues.
+    pub pushes: Rc<Pushes>,
 }
 
 impl Server {
@@ -75,7 +75,7 @@ impl Server {
         settings: Arc<ConnSettings>,
         topology: w::Topology,
         members: Arc<Members>,
-        pushes: Option<Rc<Pushes>>,
+        pushes: Rc<Pushes>,
         connections_max: usize,
     ) -> Result<Server, String> {
         let secret = settings

@@ -59,6 +59,13 @@ pub const DAG_KEY_PREFIX: &str = "squall:dag:";
 /// (`squall:fn:<name>`).
 pub const FUNCTION_KEY_PREFIX: &str = "squall:fn:";
 
+/// Prefix of the keys that give one key its own number of copies in a
+/// cluster (`squall:replicas:<key>`, an LWW value: the number in decimal,
+/// 1 to 7; deleting it restores `--replication`). Every node holds every
+/// such key: selective replication for hot keys, itself a replicated
+/// lattice. Writing them needs the admin role.
+pub const REPLICAS_KEY_PREFIX: &str = "squall:replicas:";
+
 /// Prefix of executors' inbox keys (`squall:inbox:<executor id>`): an
 /// ordered set of messages `send` could not deliver directly.
 pub const INBOX_KEY_PREFIX: &str = "squall:inbox:";

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 
 use client::{Client, ClientOptions};
 use serde_json::json;
-use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_LEAVING, MEMBER_UP};
+use wire::message::{ClusterView, LwwValue, Value, MEMBER_DOWN, MEMBER_LEAVING, MEMBER_UP};
 
 use super::{connect_blocking, emit, Conn};
+use crate::limits::REPLICATION_MAX;
 
 #[derive(Clone, Debug, clap::Subcommand)]
 pub(super) enum ClusterCommand {
@@ -22,18 +23,63 @@ pub(super) enum ClusterCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Gives KEY its own number of copies (selective replication for a hot
+    /// key: each holder serves its reads and takes its writes, pushed to
+    /// the others), whatever the cluster's --replication. Kept as
+    /// `squall:replicas:KEY`, which every node holds; needs the admin role.
+    Replicate {
+        key: String,
+        /// Copies: 1 to 7 (capped by the members there are), or 0 for the
+        /// cluster's --replication again.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=REPLICATION_MAX as i64))]
+        copies: u8,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 impl ClusterCommand {
     pub(super) fn conn(&self) -> &Conn {
         match self {
-            ClusterCommand::Status { conn } => conn,
+            ClusterCommand::Status { conn } | ClusterCommand::Replicate { conn, .. } => conn,
         }
     }
 }
 
 pub(super) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Status { conn } = cmd;
+    match cmd {
+        ClusterCommand::Status { conn } => status(&conn),
+        ClusterCommand::Replicate { key, copies, conn } => replicate(&conn, &key, copies),
+    }
+}
+
+/// `squall cluster replicate`: writes (or, for 0, deletes) the key's
+/// `squall:replicas:` setting.
+fn replicate(conn: &Conn, key: &str, copies: u8) -> anyhow::Result<()> {
+    let setting = format!("{}{key}", wire::REPLICAS_KEY_PREFIX);
+    connect_blocking(conn, "squall-cli", async |c: &mut Client| {
+        if copies == 0 {
+            c.delete(setting.as_bytes()).await?;
+        } else {
+            let value = Value::Lww(LwwValue {
+                timestamp: 0,
+                writer: 0,
+                bytes: copies.to_string().into_bytes(),
+            });
+            c.put(setting.as_bytes(), value).await?;
+        }
+        Ok(())
+    })?;
+    let text = if copies == 0 {
+        format!("{key}: the cluster's --replication")
+    } else {
+        format!("{key}: {copies} copies")
+    };
+    emit(conn.json, &json!({"key": key, "copies": copies}), &text)
+}
+
+fn status(conn: &Conn) -> anyhow::Result<()> {
+    let conn = conn.clone();
     let (view, replication, keys) =
         connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
             let view = c.cluster_status().await?;

@@ -19,7 +19,7 @@ use super::Conn;
 use crate::convert::{value_from_archived, value_to_wire};
 use crate::error::NodeError;
 use crate::limits::NODE_REQUEST_TIMEOUT_MS;
-use crate::members::WriteConcern;
+use crate::members::{copies_of, is_replicas_key, WriteConcern};
 use crate::transport::{DigestScope, ShardOp, ShardReply};
 
 /// Where one key of a request goes.
@@ -109,6 +109,11 @@ impl Conn {
         value: Option<kvs_core::Value>,
         concern: Option<WriteConcern>,
     ) {
+        if let Some(v) = value.as_ref().filter(|_| is_replicas_key(key)) {
+            if let Err(why) = copies_of(key, v) {
+                return self.error(request_id, Status::InvalidArgument, &why);
+            }
+        }
         if let Some((node, addr)) = self.remote_owner(key) {
             if self.no_forwarding() {
                 return self.wrong_owner(request_id, key, node, addr);
@@ -173,7 +178,7 @@ impl Conn {
         key: &[u8],
         concern: Option<WriteConcern>,
     ) -> Option<(Vec<oneshot::Receiver<()>>, usize)> {
-        let pushes = self.server.pushes.as_ref()?;
+        let pushes = &self.server.pushes;
         let concern = concern.unwrap_or(self.server.settings.write_concern);
         if concern == WriteConcern::One {
             return None;

@@ -21,7 +21,8 @@
 //!   node processes on their own loopback addresses (join, kill -9,
 //!   SIGTERM, restart, `squall leave`, another cluster's secret).
 //! * `placement`: keys spread over the nodes, hand-off on join and leave,
-//!   `kv get --local`, bad node-to-node input, two copies surviving a kill.
+//!   `kv get --local`, bad node-to-node input, two copies surviving a kill,
+//!   a hot key's own copies.
 //! * `history`: a history checker over clusters under seeded link faults:
 //!   W=quorum with a node lost for good, W=1 with a node restarted.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on

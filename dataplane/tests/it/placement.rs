@@ -3,7 +3,8 @@
 //! node, a joining node takes its share (hand-off in acknowledged
 //! batches), a leaving node gives all of its keys away before it stops,
 //! and `kv get --local` reads one node's own copy. Bad input on the
-//! node-to-node messages changes nothing.
+//! node-to-node messages changes nothing. A hot key gets copies of its
+//! own, on every node, and gives them back.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use client::Client;
 use wire::message::{KvPut, MergeBatch, MergeEntry, Request, Value};
 
 use crate::cluster::{agreed, start_at, wait_for};
-use crate::harness::{cli, connect, connect_pinned, lww, rt, temp_dir, Node};
+use crate::harness::{cli, cli_ok, connect, connect_pinned, lww, rt, temp_dir, Node};
 
 const KEYS: usize = 600;
 
@@ -514,5 +515,65 @@ fn copies_that_differ_without_a_new_write_converge_by_anti_entropy() {
             eprintln!("anti-entropy: copies converged in {:?}", started.elapsed());
             assert!(a.stderr().contains("anti-entropy") || b.stderr().contains("anti-entropy"));
         }
+    }
+}
+
+#[test]
+fn a_hot_key_gets_copies_of_its_own_and_gives_them_back() {
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("hot-{i}"))).collect();
+    let a = start_at("127.0.0.102", &dirs[0], &[]);
+    let seed = a.addr().to_owned();
+    let b = start_at("127.0.0.103", &dirs[1], &["--join", &seed]);
+    let c = start_at("127.0.0.104", &dirs[2], &["--join", &seed]);
+    let nodes = [&a, &b, &c];
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr()).collect();
+    wait_for("three nodes agree", || {
+        agreed(&addrs, &up(&nodes), None).is_some()
+    });
+    rt().block_on(async {
+        let mut cl = connect(&seed).await;
+        cl.put(b"hot", lww("v1")).await.unwrap();
+        cl.put(b"cold", lww("c1")).await.unwrap();
+    });
+    assert_eq!(copies(&addrs, "hot"), 1, "--replication 1");
+
+    // Bad settings are refused with a sentence and change nothing.
+    for (key, value, why) in [
+        ("squall:replicas:hot", "0", "a number from 1 to 7"),
+        ("squall:replicas:hot", "many", "a number from 1 to 7"),
+        ("squall:replicas:squall:fn:x", "2", "outside squall:"),
+    ] {
+        let (code, _, err) = cli(&["kv", "put", key, value, "--addr", &seed]);
+        assert!(code != 0 && err.contains(why), "{key}={value}: {err}");
+    }
+    let (code, _, err) = cli(&["cluster", "replicate", "hot", "9", "--addr", &seed]);
+    assert!(code != 0 && err.contains("0..=7"), "{err}");
+
+    // Three copies: every node gets one, and a write reaches all three;
+    // every node holds the setting; other keys keep one copy.
+    let out = cli_ok(&seed, &["cluster", "replicate", "hot", "3"]);
+    assert_eq!(out.trim(), "hot: 3 copies");
+    let took = wait_for("every node holds the hot key", || {
+        copies(&addrs, "hot") == 3
+    });
+    eprintln!("hot key on 3 nodes {took:?} after the setting");
+    rt().block_on(async { connect(&seed).await.put(b"hot", lww("v2")).await.unwrap() });
+    wait_for("the write reached every copy", || {
+        addrs
+            .iter()
+            .all(|a| local_text(a, "hot").as_deref() == Some("v2"))
+    });
+    for a in &addrs {
+        assert_eq!(local_text(a, "squall:replicas:hot").as_deref(), Some("3"));
+    }
+    assert_eq!(copies(&addrs, "cold"), 1);
+
+    // Back to --replication: the extra copies go, the value stays.
+    let out = cli_ok(&seed, &["cluster", "replicate", "hot", "0"]);
+    assert_eq!(out.trim(), "hot: the cluster's --replication");
+    wait_for("one copy again", || copies(&addrs, "hot") == 1);
+    for a in &addrs {
+        let got = rt().block_on(async { text(connect_pinned(a).await.get(b"hot").await.unwrap()) });
+        assert_eq!(got.as_deref(), Some("v2"), "via {a}");
     }
 }
