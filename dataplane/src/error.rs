@@ -38,6 +38,18 @@ impl NodeError {
         }
     }
 
+    /// A write stands here, but only `got` of the `need` other copies its
+    /// write concern asks for acknowledged it within `timeout_ms`.
+    pub fn copies_missing(got: usize, need: usize, timeout_ms: u64) -> NodeError {
+        NodeError::retriable(
+            Status::Unavailable,
+            format!(
+                "written here, but only {got} of the {need} other copies the write concern \
+                 needs acknowledged it within {timeout_ms} ms; it will still reach them"
+            ),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> NodeError {
         NodeError::new(Status::Internal, message)
     }

@@ -3,13 +3,18 @@
 //! state once. Used for shutdown and for reclaiming idle connections.
 //! Single-threaded; a waiter that is dropped before the event fires
 //! unregisters itself, so short-lived waiters (one per connection read)
-//! never accumulate.
+//! never accumulate. Also [`acknowledged`]: the first `need` of several
+//! one-shot answers, within a time.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
 
 #[derive(Debug, Default)]
 pub struct Event {
@@ -84,6 +89,37 @@ impl Drop for Wait<'_> {
     fn drop(&mut self) {
         self.event.waiters.borrow_mut().remove(&self.id);
     }
+}
+
+/// Counts acknowledgements (for a write concern): resolves once `need` of
+/// `barriers` resolved, or fails after `timeout` with how many did.
+pub(crate) async fn acknowledged(
+    barriers: Vec<oneshot::Receiver<()>>,
+    need: usize,
+    timeout: Duration,
+) -> Result<(), usize> {
+    let got = Rc::new(Cell::new(0usize));
+    let done = Rc::new(Event::default());
+    for b in barriers {
+        let (got, done) = (got.clone(), done.clone());
+        glommio::spawn_local(async move {
+            if b.await.is_ok() {
+                got.set(got.get() + 1);
+                done.pulse();
+            }
+        })
+        .detach();
+    }
+    let deadline = Instant::now() + timeout;
+    while got.get() < need {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(got.get());
+        }
+        let wait = done.wait();
+        futures_lite::future::or(wait, glommio::timer::sleep(left)).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //! - the cluster: [`identity`] (who the node is), [`members`] (membership
 //!   over UDP, the view and placement every shard reads), [`links`]
 //!   (connections to other nodes), [`handoff`] (keys to their new
-//!   holders), [`replicate`] (writes pushed to the other copies);
+//!   holders), [`replicate`] (writes pushed to the other copies),
+//!   [`concern`] (how many copies a write waits for);
 //! - the process: [`node`] (start-up and shutdown), [`cli`] (the binary).
 //!
 //! Life of a put and of a DAG call, file by file: `ARCHITECTURE.md`.
@@ -46,6 +47,7 @@ macro_rules! crash_point {
 mod antientropy;
 mod auth;
 pub mod cli;
+mod concern;
 mod conn;
 mod convert;
 mod error;

@@ -86,7 +86,7 @@ pub struct NodeConfig {
     /// Copies of each key in the cluster (every node must use the same).
     pub replication: usize,
     /// How many copies a write waits for before it is acknowledged.
-    pub write_concern: crate::members::WriteConcern,
+    pub write_concern: crate::concern::WriteConcern,
     /// How often anti-entropy runs (0: never; only with replication).
     pub anti_entropy_ms: u64,
 }

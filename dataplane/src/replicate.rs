@@ -9,7 +9,7 @@
 //! `--replication 1`, and for those settings themselves, which every
 //! member holds.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -22,11 +22,12 @@ use kvs_core::partition::Partition;
 use kvs_core::Value;
 use wire::message as w;
 
+use crate::concern::WriteConcern;
 use crate::event::Event;
 use crate::limits::{HANDOFF_BATCH_KEYS, PUSH_INTERVAL_MS};
 use crate::links::Links;
 use crate::members::{copies_of, is_replicas_key, Members, Placement};
-use crate::shard::{Shard, WriteObserver};
+use crate::shard::{Acks, Shard, WriteObserver};
 
 /// One shard's queues of keys to push.
 pub(crate) struct Pushes {
@@ -71,6 +72,15 @@ impl Pushes {
         rx
     }
 
+    /// The placement now (this shard's copy, refreshed when the node's has
+    /// moved on).
+    fn current(&self) -> std::cell::Ref<'_, Arc<Placement>> {
+        if self.placement.borrow().version != self.members.version() {
+            *self.placement.borrow_mut() = self.members.placement();
+        }
+        self.placement.borrow()
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -80,10 +90,26 @@ impl WriteObserver for Pushes {
     /// Cheap where nothing is replicated (a lone node, one copy of every
     /// key): one atomic load, no ring lookup.
     fn watches(&self, key: &[u8]) -> bool {
-        if self.placement.borrow().version != self.members.version() {
-            *self.placement.borrow_mut() = self.members.placement();
+        self.current().may_push(key)
+    }
+
+    fn copies_needed(&self, key: &[u8], concern: WriteConcern) -> Option<Acks> {
+        if concern == WriteConcern::One {
+            return None;
         }
-        self.placement.borrow().may_push(key)
+        let placement = self.current();
+        let holders = placement.holders(key);
+        let need = concern.needed(holders.len()).saturating_sub(1);
+        if need == 0 {
+            return None;
+        }
+        let me = placement.my_addr();
+        let barriers = holders
+            .into_iter()
+            .filter(|h| Some(*h) != me)
+            .map(|h| self.barrier(h))
+            .collect();
+        Some((barriers, need))
     }
 
     fn written(&self, key: &[u8], _now: Option<&Value>) {
@@ -205,37 +231,6 @@ async fn push(
             continue;
         }
         links.merge(holder, entries).await.map_err(|e| e.message)?;
-    }
-    Ok(())
-}
-
-/// Counts acknowledgements for a write concern: resolves once `need` of
-/// `barriers` resolved, or fails at `deadline` with how many did.
-pub(crate) async fn acknowledged(
-    barriers: Vec<oneshot::Receiver<()>>,
-    need: usize,
-    timeout: Duration,
-) -> Result<(), usize> {
-    let got = Rc::new(Cell::new(0usize));
-    let done = Rc::new(Event::default());
-    for b in barriers {
-        let (got, done) = (got.clone(), done.clone());
-        glommio::spawn_local(async move {
-            if b.await.is_ok() {
-                got.set(got.get() + 1);
-                done.pulse();
-            }
-        })
-        .detach();
-    }
-    let deadline = Instant::now() + timeout;
-    while got.get() < need {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(got.get());
-        }
-        let wait = done.wait();
-        futures_lite::future::or(wait, glommio::timer::sleep(left)).await;
     }
     Ok(())
 }

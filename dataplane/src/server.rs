@@ -37,7 +37,7 @@ pub(crate) struct ConnSettings {
     /// Bytes of grown read buffers held now, node-wide.
     pub read_buffers_bytes: AtomicUsize,
     /// How many copies a write waits for (`--write-concern`).
-    pub write_concern: crate::members::WriteConcern,
+    pub write_concern: crate::concern::WriteConcern,
     /// How often anti-entropy runs (0: never).
     pub anti_entropy_ms: u64,
     /// Set to stop the node gracefully (a `Leave` request; the signal

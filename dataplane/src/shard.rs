@@ -9,7 +9,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_channel::oneshot;
 
 use kvs_core::clock::HybridClock;
 use kvs_core::digest::RangeDigest;
@@ -20,8 +22,10 @@ use kvs_core::ring::HashRing;
 use kvs_core::{Lsn, ShardId, Value};
 use wire::message as w;
 
+use crate::concern::WriteConcern;
 use crate::convert::value_to_wire;
 use crate::error::NodeError;
+use crate::limits::NODE_REQUEST_TIMEOUT_MS;
 use crate::storage::{Storage, StorageError};
 use crate::transport::channels::Inbound;
 use crate::transport::{ReplyFuture, ShardOp, ShardReply, Transport};
@@ -57,7 +61,16 @@ pub(crate) trait WriteObserver {
     /// Memory was rebuilt from the log (a failed WAL write was rolled
     /// back): derive everything again from `partition`.
     fn rebuilt(&self, partition: &Partition);
+    /// After a write of `key`: the acknowledgements its write concern
+    /// needs from the key's other holders (`None`: this copy is enough).
+    /// Only replication's pusher has any.
+    fn copies_needed(&self, _key: &[u8], _concern: WriteConcern) -> Option<Acks> {
+        None
+    }
 }
+
+/// Acknowledgements a write waits for, and how many of them it needs.
+pub(crate) type Acks = (Vec<oneshot::Receiver<()>>, usize);
 
 /// What a shard is made of.
 pub(crate) struct ShardParts {
@@ -345,31 +358,46 @@ impl Shard {
         self.transport.send(owner, op).await
     }
 
-    /// Executes an operation another shard sent (this shard owns its keys).
-    fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>) {
+    /// Executes an operation another shard sent (this shard owns its
+    /// keys): the reply, the LSN it waits for, and the other copies a
+    /// write concern waits for.
+    fn execute(&self, op: ShardOp) -> (ShardReply, Option<Lsn>, Option<Acks>) {
+        let mut acks = None;
         let result = match op {
             ShardOp::Get(keys) => {
-                return (
-                    ShardReply::Values(keys.iter().map(|k| self.get_local(k)).collect()),
-                    None,
-                )
+                let values = keys.iter().map(|k| self.get_local(k)).collect();
+                return (ShardReply::Values(values), None, None);
             }
             ShardOp::Put(key, value) => self.write(key, Some(value)),
             ShardOp::Delete(key) => self.write(key, None),
+            ShardOp::Write {
+                key,
+                value,
+                concern,
+            } => {
+                let done = self.write(key.clone(), value);
+                if done.is_ok() {
+                    acks = self
+                        .writes
+                        .as_ref()
+                        .and_then(|w| w.copies_needed(&key, concern));
+                }
+                done
+            }
             ShardOp::Merge(key, entry) => self.merge(key, entry),
             ShardOp::Digest(scope) => {
                 let d = self.digest(|k| (scope.0)(k));
-                return (ShardReply::Digest(Box::new(d)), None);
+                return (ShardReply::Digest(Box::new(d)), None, None);
             }
         };
         match result {
-            Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn)),
+            Ok((Applied::Stored, lsn)) => (ShardReply::Stored, Some(lsn), acks),
             Ok((Applied::Deleted { removed } | Applied::Dropped { removed }, lsn)) => {
-                (ShardReply::Deleted(removed), Some(lsn))
+                (ShardReply::Deleted(removed), Some(lsn), acks)
             }
             Err(e) => {
                 bump(&self.stats.errors);
-                (ShardReply::Error(e), None)
+                (ShardReply::Error(e), None, None)
             }
         }
     }
@@ -381,16 +409,25 @@ impl Shard {
     pub async fn serve(self: Rc<Self>, inbound: Inbound) {
         while let Some((op, responder)) = inbound.next().await {
             bump(&self.stats.forwarded_in);
-            let (reply, lsn) = self.execute(op);
+            let (reply, lsn, acks) = self.execute(op);
             let me = self.clone();
             glommio::spawn_local(async move {
-                let reply = match lsn {
+                let mut reply = match lsn {
                     Some(lsn) => match me.wait_durable(lsn).await {
                         Ok(()) => reply,
                         Err(e) => ShardReply::Error(e),
                     },
                     None => reply,
                 };
+                if let Some((barriers, need)) =
+                    acks.filter(|_| !matches!(reply, ShardReply::Error(_)))
+                {
+                    let timeout = Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+                    if let Err(got) = crate::event::acknowledged(barriers, need, timeout).await {
+                        let e = NodeError::copies_missing(got, need, NODE_REQUEST_TIMEOUT_MS);
+                        reply = ShardReply::Error(e);
+                    }
+                }
                 responder.send(reply).await;
             })
             .detach();

@@ -13,7 +13,7 @@ use wire::message::{LwwValue, PriorityValue, Value};
 
 use super::output::{emit, note, text, value_json, value_raw, value_text, write_stdout};
 use super::{connect_blocking, Conn, NOT_UTF8_HINT};
-use crate::members::WriteConcern;
+use crate::concern::WriteConcern;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(super) enum Lattice {

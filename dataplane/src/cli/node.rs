@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use clap::ValueEnum;
 use cluster::membership::Timing;
 
+use crate::concern::WriteConcern;
 use crate::limits::{
     ANTI_ENTROPY_INTERVAL_MS, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
     HELLO_TIMEOUT_MS_DEFAULT, IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
     READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
-use crate::members::WriteConcern;
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
 

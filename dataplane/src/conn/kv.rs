@@ -16,10 +16,12 @@ use wire::Status;
 use futures_channel::oneshot;
 
 use super::Conn;
+use crate::concern::WriteConcern;
 use crate::convert::{value_from_archived, value_to_wire};
 use crate::error::NodeError;
 use crate::limits::NODE_REQUEST_TIMEOUT_MS;
-use crate::members::{copies_of, is_replicas_key, WriteConcern};
+use crate::members::{copies_of, is_replicas_key};
+use crate::shard::{Acks, WriteObserver as _};
 use crate::transport::{DigestScope, ShardOp, ShardReply};
 
 /// Where one key of a request goes.
@@ -140,7 +142,13 @@ impl Conn {
         }
         let owner = self.shard.owner(key);
         if owner != self.shard.id() {
+            let concern = concern.unwrap_or(self.server.settings.write_concern);
             let op = match value {
+                _ if concern != WriteConcern::One => ShardOp::Write {
+                    key: key.to_vec(),
+                    value,
+                    concern,
+                },
                 Some(v) => ShardOp::Put(key.to_vec(), v),
                 None => ShardOp::Delete(key.to_vec()),
             };
@@ -173,29 +181,9 @@ impl Conn {
     /// With a write concern above 1: the acknowledgements of the other
     /// holders of `key` a write just queued for them, and how many of them
     /// it needs. `None`: this node's copy is enough.
-    fn other_copies(
-        &self,
-        key: &[u8],
-        concern: Option<WriteConcern>,
-    ) -> Option<(Vec<oneshot::Receiver<()>>, usize)> {
-        let pushes = &self.server.pushes;
+    fn other_copies(&self, key: &[u8], concern: Option<WriteConcern>) -> Option<Acks> {
         let concern = concern.unwrap_or(self.server.settings.write_concern);
-        if concern == WriteConcern::One {
-            return None;
-        }
-        let (holders, me) = self
-            .server
-            .with_placement(|p| (p.holders(key), p.my_addr()));
-        let need = concern.needed(holders.len()).saturating_sub(1);
-        if need == 0 {
-            return None;
-        }
-        let barriers = holders
-            .into_iter()
-            .filter(|h| Some(*h) != me)
-            .map(|h| pushes.barrier(h))
-            .collect();
-        Some((barriers, need))
+        self.server.pushes.copies_needed(key, concern)
     }
 
     /// Keys another node hands over: the batch is checked whole first
@@ -332,15 +320,12 @@ async fn acknowledged_by(
         return crate::transport::error_response(&e);
     }
     let timeout = std::time::Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
-    match crate::replicate::acknowledged(barriers, need, timeout).await {
+    match crate::event::acknowledged(barriers, need, timeout).await {
         Ok(()) => resp,
-        Err(got) => crate::transport::error_response(&NodeError::retriable(
-            Status::Unavailable,
-            format!(
-                "written here, but only {got} of the {need} other copies the write concern \
-                 needs acknowledged it within {NODE_REQUEST_TIMEOUT_MS} ms; it will still \
-                 reach them"
-            ),
+        Err(got) => crate::transport::error_response(&NodeError::copies_missing(
+            got,
+            need,
+            NODE_REQUEST_TIMEOUT_MS,
         )),
     }
 }

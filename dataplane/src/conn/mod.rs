@@ -41,6 +41,7 @@ use wire::Status;
 
 pub(crate) use accept::accept_loop;
 
+use crate::concern::WriteConcern;
 use crate::convert::value_from_archived;
 use crate::error::NodeError;
 use crate::functions::Answer;
@@ -48,7 +49,6 @@ use crate::limits::{
     HELLO_FRAME_BODY_BYTES_MAX, LEAVE_GRACE_MS, LEAVE_HANDOFF_TIMEOUT_MS, READ_BUFFER_BYTES,
     REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
-use crate::members::WriteConcern;
 use crate::server::Server;
 use crate::shard::{bump, Shard};
 use crate::transport::error_response;

@@ -24,6 +24,7 @@ use kvs_core::partition::Entry;
 use kvs_core::{ShardId, Value};
 use wire::message as w;
 
+use crate::concern::WriteConcern;
 use crate::error::NodeError;
 
 /// What a shard asks of a key's owner.
@@ -32,6 +33,13 @@ pub(crate) enum ShardOp {
     Get(Vec<Vec<u8>>),
     Put(Vec<u8>, Value),
     Delete(Vec<u8>),
+    /// A put (or, without a value, a delete) answered once `concern`
+    /// copies have it.
+    Write {
+        key: Vec<u8>,
+        value: Option<Value>,
+        concern: WriteConcern,
+    },
     /// A key's state handed over by another node (`Shard::merge`).
     Merge(Vec<u8>, Entry),
     /// The range digest of the shard's keys in a scope (its part of a

@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 use client::Client;
-use wire::message::{KvPut, MergeBatch, MergeEntry, Request, Value};
+use wire::message::{
+    KvPut, KvPutConcern, MergeBatch, MergeEntry, Request, Response, Value, WRITE_CONCERN_ALL,
+};
 
 use crate::cluster::{agreed, start_at, wait_for};
-use crate::harness::{cli, cli_ok, connect, connect_pinned, lww, rt, temp_dir, Node};
+use crate::harness::{cli, cli_ok, connect, connect_pinned, key_on, lww, rt, temp_dir, Node};
 
 const KEYS: usize = 600;
 
@@ -576,4 +578,41 @@ fn a_hot_key_gets_copies_of_its_own_and_gives_them_back() {
         let got = rt().block_on(async { text(connect_pinned(a).await.get(b"hot").await.unwrap()) });
         assert_eq!(got.as_deref(), Some("v2"), "via {a}");
     }
+}
+
+#[test]
+fn a_write_sent_to_the_wrong_shard_waits_for_its_write_concern() {
+    let dirs: Vec<_> = (0..2).map(|i| temp_dir(&format!("wc-fwd-{i}"))).collect();
+    let start = |i: usize, join: Option<&str>| {
+        let listen = format!("127.0.0.{}:0", 105 + i);
+        let mut args = vec!["--listen", &listen, "--replication", "2"];
+        if let Some(j) = join {
+            args.extend(["--join", j]);
+        }
+        Node::try_start(2, "never", &dirs[i], &args).unwrap()
+    };
+    let a = start(0, None);
+    let b = start(1, Some(a.addr()));
+    wait_for("two nodes agree", || {
+        agreed(&[a.addr(), b.addr()], &up(&[&a, &b]), None).is_some()
+    });
+    rt().block_on(async {
+        let mut ca = connect_pinned(a.addr()).await;
+        let mut cb = connect_pinned(b.addr()).await;
+        for i in 0..40 {
+            // A key of A's shard 1, sent to A's shard 0 (which forwards).
+            let k = key_on(&ca, 1, &format!("wc-{i}-"));
+            let put = Request::PutConcern(KvPutConcern {
+                key: k.as_bytes().to_vec(),
+                value: lww(&k),
+                concern: WRITE_CONCERN_ALL,
+            });
+            assert_eq!(ca.call(0, put).await.unwrap(), Response::Stored);
+            // W=all: B's copy has it the moment the write is acknowledged.
+            let copy = text(cb.get_local(k.as_bytes()).await.unwrap());
+            assert_eq!(copy.as_deref(), Some(k.as_str()), "write {i}");
+        }
+        let stats = ca.stats().await.unwrap();
+        assert!(stats[0].forwarded_out >= 40, "{stats:?}");
+    });
 }
