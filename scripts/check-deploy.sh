@@ -7,8 +7,10 @@
 #      (scripts/syscall-session.sh under strace) is allowed, the same
 #      session passes under the profile (libseccomp, as a runtime applies
 #      it), and without io_uring the node refuses to start with a sentence.
-#   3. deploy/systemd/squall.service (systemd-analyze verify, where present).
-#   4. scripts/launch-hosts.sh --dry-run and scripts/cluster.sh on 3 nodes.
+#   3. deploy/container/Dockerfile against the manifest (binary path, data
+#      directory) and the toolchain (its rust, one Debian release).
+#   4. deploy/systemd/squall.service (systemd-analyze verify, where present).
+#   5. scripts/launch-hosts.sh --dry-run and scripts/cluster.sh on 3 nodes.
 # Needs the release binary (SQUALL_BIN, default target/release/squall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +65,21 @@ fi
 grep -q "io_uring is not available here" "$T/no-uring.err" || { cat "$T/no-uring.err" >&2; fail "no clear error without io_uring"; }
 echo "check-deploy: seccomp profile allows all $(wc -l <"$T/used") system calls used, and the session passes under it" >&2
 
-# 3. systemd
+# 3. the container image (no container runtime here: its file is checked
+# against the manifest and the toolchain the project builds with)
+df=deploy/container/Dockerfile
+grep -qx 'ENTRYPOINT \["/usr/local/bin/squall"\]' "$df" &&
+  grep -q 'command: \["/usr/local/bin/squall"\]' deploy/kubernetes/squall.yaml ||
+  fail "$df and the manifest disagree on where squall is"
+grep -q -- '--data-dir=/data$' deploy/kubernetes/squall.yaml && grep -qx 'VOLUME /data' "$df" ||
+  fail "$df and the manifest disagree on the data directory"
+rust=$(rustc --version | awk '{split($2, v, "."); print v[1] "." v[2]}')
+build_os=$(sed -n "s/^FROM rust:$rust-slim-\([a-z]*\) AS build$/\1/p" "$df")
+[ -n "$build_os" ] || fail "$df does not build with rust $rust"
+grep -qx "FROM debian:$build_os-slim" "$df" || fail "$df runs on another Debian release than it builds on"
+echo "check-deploy: $df matches the manifest (rust $rust on $build_os)" >&2
+
+# 4. systemd
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify deploy/systemd/squall.service || fail "squall.service does not verify"
   echo "check-deploy: systemd unit verifies" >&2
@@ -71,7 +87,7 @@ else
   echo "check-deploy: systemd-analyze missing; the unit is not checked" >&2
 fi
 
-# 4. scripts
+# 5. scripts
 printf '# hosts\nroot@10.0.0.4 10.0.0.4:7400 8\n\nroot@10.0.0.5 10.0.0.5:7400\n' >"$T/hosts"
 ./scripts/launch-hosts.sh "$T/hosts" --dry-run >"$T/launch" 2>&1 || { cat "$T/launch" >&2; fail "launch-hosts.sh --dry-run failed"; }
 grep -q "^+ scp .*'root@10.0.0.5:/usr/local/bin/squall.new'" "$T/launch" &&

@@ -187,6 +187,15 @@ impl Placement {
         self.addrs.get(&node).copied()
     }
 
+    /// Whether this node is `key`'s primary (a lone node is every key's,
+    /// a leaving one none's; a key that is not spread is its node's).
+    pub fn is_primary(&self, key: &[u8]) -> bool {
+        if !self.spread(key) {
+            return true;
+        }
+        self.addrs.contains_key(&self.me) && self.ring.primary(key) == Some(self.me)
+    }
+
     /// Whether this node and `other` both hold `key`.
     pub fn shared_with(&self, key: &[u8], other: NodeId) -> bool {
         if !self.spread(key) {

@@ -267,6 +267,16 @@ impl Shard {
         }
     }
 
+    /// How many live keys `keep` keeps (a scan of the partition).
+    pub fn count_live(&self, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
+        let partition = self.partition.borrow();
+        let live = partition
+            .entries()
+            .filter(|(k, e)| matches!(e, Entry::Live(_)) && keep(k))
+            .count();
+        live as u64
+    }
+
     /// The range digest (`kvs_core::digest`) of the entries `scope` keeps.
     pub fn digest(&self, mut scope: impl FnMut(&[u8]) -> bool) -> RangeDigest {
         let mut d = RangeDigest::default();
@@ -463,6 +473,7 @@ impl Shard {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             node_forwards: s.node_forwards.get(),
             stale_epoch: s.stale_epoch.get(),
+            primary_keys: 0, // the connection counts them (it knows the placement)
         }
     }
 }

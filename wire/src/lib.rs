@@ -44,12 +44,13 @@ pub use status::Status;
 /// 19–21; version 4 the cluster (`ClusterStatus`, `Cluster`, `Leave`,
 /// `Leaving`, `GetLocal`, `Merge`, `PutConcern`); version 5 the epoch in
 /// every frame header and the cluster in the topology, so that clients
-/// route across nodes. Version 5 changed the frame header: nodes accept
-/// version 5 clients only.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// route across nodes; version 6 the primary keys in `ShardStats`. Both
+/// changed layouts clients decode (the frame header, `ShardStats`): nodes
+/// accept version 6 clients only.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The oldest protocol version a node accepts.
-pub const PROTOCOL_VERSION_MIN: u32 = 5;
+pub const PROTOCOL_VERSION_MIN: u32 = 6;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.

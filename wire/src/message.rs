@@ -578,4 +578,8 @@ pub struct ShardStats {
     /// Requests whose header epoch was neither 0 nor this node's (version
     /// 5): sent by a client routing by an older view.
     pub stale_epoch: u64,
+    /// Of `live_keys`, those whose primary this node is (version 6); the
+    /// rest are copies held for other primaries. A lone node is every
+    /// key's primary, a leaving one none's.
+    pub primary_keys: u64,
 }

@@ -16,9 +16,10 @@ use crate::limits::REPLICATION_MAX;
 #[derive(Clone, Debug, clap::Subcommand)]
 pub(super) enum ClusterCommand {
     /// The members the node at --addr knows of: their state and for how
-    /// long, incarnation, shards, live keys (asked of each live member),
-    /// and the epoch of the live view (nodes that agree on the members
-    /// report the same epoch).
+    /// long, incarnation, shards, keys (asked of each live member: KEYS
+    /// those it is the primary for, REPLICAS the copies it holds for other
+    /// primaries), and the epoch of the live view (nodes that agree on the
+    /// members report the same epoch).
     Status {
         #[command(flatten)]
         conn: Conn,
@@ -150,6 +151,7 @@ struct MemberStats {
     node_forwards: u64,
     /// Requests it got from clients routing by another view.
     stale_epoch: u64,
+    primary_keys: u64,
 }
 
 /// A member's counters; `None` if it does not answer.
@@ -167,6 +169,7 @@ async fn member_stats(conn: &Conn, addr: &str) -> Option<MemberStats> {
             .iter()
             .fold(MemberStats::default(), |a, s| MemberStats {
                 live_keys: a.live_keys + s.live_keys,
+                primary_keys: a.primary_keys + s.primary_keys,
                 node_forwards: a.node_forwards + s.node_forwards,
                 stale_epoch: a.stale_epoch + s.stale_epoch,
             }),
@@ -194,6 +197,8 @@ fn as_json(
             json!({"node": format!("{:016x}", m.node), "addr": String::from_utf8_lossy(&m.addr),
                 "state": state(m.state), "state_ms": m.state_ms, "incarnation": m.incarnation,
                 "shards": m.shards, "live_keys": s.map(|s| s.live_keys),
+                "primary_keys": s.map(|s| s.primary_keys),
+                "replica_keys": s.map(|s| s.live_keys.saturating_sub(s.primary_keys)),
                 "node_forwards": s.map(|s| s.node_forwards), "stale_epoch": s.map(|s| s.stale_epoch)})
         })
         .collect();
@@ -206,7 +211,7 @@ fn as_text(view: &ClusterView, replication: u8, stats: &[Option<MemberStats>]) -
     let mut out = format!(
         "epoch {:016x} as node-{:016x} sees it: {up} up, {} down or leaving; \
          {replication} cop{} of each key\n\
-         {:<22} {:<22} {:<5} {:>9} {:>11} {:>6} {:>10}",
+         {:<22} {:<22} {:<5} {:>9} {:>11} {:>6} {:>10} {:>10}",
         view.epoch,
         view.node,
         view.members.len() - up,
@@ -217,24 +222,32 @@ fn as_text(view: &ClusterView, replication: u8, stats: &[Option<MemberStats>]) -
         "FOR",
         "INCARNATION",
         "SHARDS",
-        "KEYS"
+        "KEYS",
+        "REPLICAS"
     );
     for (m, s) in view.members.iter().zip(stats) {
-        let keys = s.map_or_else(|| "-".to_owned(), |s| s.live_keys.to_string());
+        let (keys, replicas) = s.map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |s| {
+                let copies = s.live_keys.saturating_sub(s.primary_keys);
+                (s.primary_keys.to_string(), copies.to_string())
+            },
+        );
         let me = if m.node == view.node {
             " (this node)"
         } else {
             ""
         };
         out.push_str(&format!(
-            "\nnode-{:016x}  {:<22} {:<5} {:>8.1}s {:>11} {:>6} {:>10}{me}",
+            "\nnode-{:016x}  {:<22} {:<5} {:>8.1}s {:>11} {:>6} {:>10} {:>10}{me}",
             m.node,
             String::from_utf8_lossy(&m.addr),
             state(m.state),
             m.state_ms as f64 / 1000.0,
             m.incarnation,
             m.shards,
-            keys
+            keys,
+            replicas
         ));
     }
     out

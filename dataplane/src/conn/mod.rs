@@ -405,7 +405,10 @@ impl Conn {
             }
             ArchivedRequest::Ping => self.reply(request_id, &w::Response::Pong),
             ArchivedRequest::Stats => {
-                let stats = self.shard.snapshot_stats();
+                let mut stats = self.shard.snapshot_stats();
+                stats.primary_keys = self
+                    .server
+                    .with_placement(|p| self.shard.count_live(|k| p.is_primary(k)));
                 self.reply(request_id, &w::Response::Stats(stats));
             }
             ArchivedRequest::ClusterStatus => {

@@ -380,6 +380,25 @@ fn with_two_copies_every_key_survives_a_killed_node() {
     }
     let total: u64 = three.iter().map(|n| held(n)).sum();
     assert_eq!(total, 2 * N as u64, "two copies of each key");
+    // `cluster status`: each key counted once as a primary, once as a copy.
+    let (code, json, err) = cli(&["cluster", "status", "--addr", a.addr(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sum = |field: &str| -> u64 {
+        json["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("primary_keys"), sum("replica_keys")),
+        (N as u64, N as u64),
+        "{json}"
+    );
+    let (_, text_out, _) = cli(&["cluster", "status", "--addr", a.addr()]);
+    assert!(text_out.contains("KEYS   REPLICAS"), "{text_out}");
 
     // One node dies. At once, before the others notice, a client that
     // routes itself reads every key: those whose first holder was C from
