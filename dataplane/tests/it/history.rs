@@ -5,18 +5,20 @@
 //! hold the same value (the replicas converged). Faults are seeded and
 //! switched at run time (`SQUALL_LINK_FAULTS_FILE`): requests between
 //! nodes dropped (before or after the peer applied them), duplicated and
-//! delayed, membership packets dropped. Two runs: with W=quorum, one node
-//! is killed midway and never comes back; with W=1, one is killed midway
-//! and restarts on its data (its acknowledged writes survive in its WAL,
-//! and reach the others again though its push queues were lost).
+//! delayed, membership packets dropped. Four runs (`Fault`): with
+//! W=quorum, a node killed midway for good, and a node joining while
+//! another leaves; with W=1, a node killed and restarted on its data (its
+//! acknowledged writes survive in its WAL and reach the others again
+//! though its push queues were lost), and a partition that heals (writes
+//! acknowledged on both sides all end up in every copy).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use wire::message::{Value, WRITE_CONCERN_ONE, WRITE_CONCERN_QUORUM};
+use wire::message::{Value, MEMBER_DOWN, WRITE_CONCERN_ONE, WRITE_CONCERN_QUORUM};
 
 use crate::cluster::{agreed, wait_for};
-use crate::harness::{connect, connect_pinned, lww, rt, temp_dir, Node};
+use crate::harness::{cli, connect, connect_pinned, lww, rt, temp_dir, Node};
 
 /// What the clients did, and what the cluster answered.
 #[derive(Default)]
@@ -84,46 +86,61 @@ fn set_of(element: &str) -> Value {
 
 #[test]
 fn under_faults_and_a_lost_node_no_acknowledged_write_is_lost_and_replicas_converge() {
-    // Four nodes, three copies: the three survivors hold every key.
-    history_under_faults(51, 4, "quorum", WRITE_CONCERN_QUORUM, Loss::ForGood);
+    history_under_faults(51, "quorum", WRITE_CONCERN_QUORUM, Fault::LostForGood);
 }
 
 #[test]
 fn under_faults_with_w1_and_a_restart_no_acknowledged_write_is_lost() {
-    // Three nodes, three copies: W=1 writes acknowledged by the node that
-    // is killed are in every copy once it is back.
-    history_under_faults(85, 3, "1", WRITE_CONCERN_ONE, Loss::Restart);
+    history_under_faults(85, "1", WRITE_CONCERN_ONE, Fault::Restart);
 }
 
-/// What happens to the last node halfway through the writes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Loss {
-    /// kill -9, for good.
-    ForGood,
-    /// kill -9, and a restart on its data and address a quarter later.
+#[test]
+fn under_faults_while_a_node_joins_and_another_leaves_no_acknowledged_write_is_lost() {
+    history_under_faults(111, "quorum", WRITE_CONCERN_QUORUM, Fault::JoinAndLeave);
+}
+
+#[test]
+fn with_w1_on_both_sides_of_a_partition_that_heals_no_acknowledged_write_is_lost() {
+    history_under_faults(115, "1", WRITE_CONCERN_ONE, Fault::Partition);
+}
+
+/// What happens to the cluster during the writes. At the end, three
+/// nodes are up, each holding a copy of every key (three copies).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// Four nodes; the last is killed (-9) halfway, for good.
+    LostForGood,
+    /// Three nodes; the last is killed halfway and restarts on its data
+    /// and address a quarter later.
     Restart,
+    /// Three nodes; a fourth joins at a quarter, the third leaves
+    /// (`squall leave`) halfway.
+    JoinAndLeave,
+    /// Three nodes; the third is cut off from the others (links and
+    /// membership, both ways) from a third to two thirds, while clients
+    /// still reach every node.
+    Partition,
 }
 
-/// `n` nodes on 127.0.0.`ip`…, as many copies of each key as nodes live
-/// at the end, writes with `concern`, the last node lost as `loss`.
-fn history_under_faults(ip: usize, n: usize, concern_flag: &str, concern: u8, loss: Loss) {
+/// The nodes on 127.0.0.`ip`…, writes with `concern` (`concern_flag` is
+/// the nodes' default), under seeded link faults and `fault`.
+fn history_under_faults(ip: usize, concern_flag: &str, concern: u8, fault: Fault) {
     const WRITES: usize = 240;
+    let (n, first) = match fault {
+        Fault::LostForGood => (4, 4),
+        Fault::Restart | Fault::Partition => (3, 3),
+        Fault::JoinAndLeave => (4, 3),
+    };
     let dirs: Vec<PathBuf> = (0..n)
         .map(|i| temp_dir(&format!("history-{ip}-{i}")))
         .collect();
     let faults: Vec<PathBuf> = dirs.iter().map(|d| d.with_extension("faults")).collect();
-    // As many copies as nodes live at the end: each holds every key.
-    let replication = match loss {
-        Loss::ForGood => n - 1,
-        Loss::Restart => n,
-    }
-    .to_string();
     let start = |i: usize, listen: &str, join: Option<&str>| {
         let mut args = vec![
             "--listen",
             listen,
             "--replication",
-            &replication,
+            "3",
             "--write-concern",
             concern_flag,
         ];
@@ -133,7 +150,7 @@ fn history_under_faults(ip: usize, n: usize, concern_flag: &str, concern: u8, lo
         let env = [("SQUALL_LINK_FAULTS_FILE", faults[i].to_str().unwrap())];
         // With a restart, fsync=always: an acknowledgement means the WAL
         // holds the write.
-        let fsync = if loss == Loss::Restart {
+        let fsync = if fault == Fault::Restart {
             "always"
         } else {
             "never"
@@ -141,43 +158,79 @@ fn history_under_faults(ip: usize, n: usize, concern_flag: &str, concern: u8, lo
         Node::try_start_env(1, fsync, &dirs[i], &args, &env).unwrap()
     };
     let listen = |i: usize| format!("127.0.0.{}:0", ip + i);
-    let first = start(0, &listen(0), None);
-    let seed = first.addr().to_owned();
-    let mut nodes = vec![first];
-    for i in 1..n {
+    let first_node = start(0, &listen(0), None);
+    let seed = first_node.addr().to_owned();
+    let mut nodes = vec![first_node];
+    for i in 1..first {
         nodes.push(start(i, &listen(i), Some(&seed)));
     }
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
-    let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    let mut everyone: Vec<_> = all
-        .iter()
-        .map(|a| (a.to_string(), wire::message::MEMBER_UP, 1))
-        .collect();
-    everyone.sort();
-    wait_for("the nodes agree", || {
-        agreed(&all, &everyone, None).is_some()
-    });
+    let mut addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
+    {
+        let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut everyone: Vec<_> = all
+            .iter()
+            .map(|a| (a.to_string(), wire::message::MEMBER_UP, 1))
+            .collect();
+        everyone.sort();
+        wait_for("the nodes agree", || {
+            agreed(&all, &everyone, None).is_some()
+        });
+    }
+
     // Seeded faults on every node, switched on now.
+    let seeded = |i: usize| format!("seed={},drop=10,duplicate=10,delay_ms=3", 100 + i);
     for (i, f) in faults.iter().enumerate() {
-        std::fs::write(
-            f,
-            format!("seed={},drop=10,duplicate=10,delay_ms=3", 100 + i),
-        )
-        .unwrap();
+        std::fs::write(f, seeded(i)).unwrap();
     }
     let mut h = History::default();
-    let last = n - 1;
+    let last = first - 1;
     rt().block_on(async {
         // Two clients: one routes itself to the keys' holders, one sends
         // everything to the second node (which forwards when it must).
         let mut routed = connect(&addrs[0]).await;
         let mut pinned = connect_pinned(&addrs[1]).await;
         for i in 0..WRITES {
-            if i == WRITES / 2 {
-                nodes[last].kill();
-            }
-            if i == WRITES * 3 / 4 && loss == Loss::Restart {
-                nodes[last] = start(last, &addrs[last], Some(&seed));
+            match (fault, i) {
+                (Fault::LostForGood | Fault::Restart, _) if i == WRITES / 2 => nodes[last].kill(),
+                (Fault::Restart, _) if i == WRITES * 3 / 4 => {
+                    nodes[last] = start(last, &addrs[last], Some(&seed));
+                }
+                (Fault::JoinAndLeave, _) if i == WRITES / 4 => {
+                    nodes.push(start(3, &listen(3), Some(&seed)));
+                    addrs.push(nodes[3].addr().to_owned());
+                }
+                (Fault::JoinAndLeave, _) if i == WRITES / 2 => {
+                    let (code, _, err) = cli(&["leave", "--addr", &addrs[2]]);
+                    assert_eq!(code, 0, "{err}");
+                }
+                (Fault::Partition, _) if i == WRITES / 3 => {
+                    let cut = |peers: &[&String]| {
+                        let peers: Vec<String> =
+                            peers.iter().map(|p| format!("peer={p}")).collect();
+                        format!("drop=100,{}", peers.join(","))
+                    };
+                    std::fs::write(&faults[0], cut(&[&addrs[2]])).unwrap();
+                    std::fs::write(&faults[1], cut(&[&addrs[2]])).unwrap();
+                    std::fs::write(&faults[2], cut(&[&addrs[0], &addrs[1]])).unwrap();
+                }
+                (Fault::Partition, _) if i == WRITES * 2 / 3 => {
+                    // The cut was real: the cut-off node saw the others go.
+                    let v = connect_pinned(&addrs[2])
+                        .await
+                        .cluster_status()
+                        .await
+                        .unwrap();
+                    let down = v.members.iter().filter(|m| m.state == MEMBER_DOWN).count();
+                    assert_eq!(down, 2, "{:?}", crate::cluster::states(&v));
+                    for (j, f) in faults.iter().enumerate() {
+                        std::fs::write(f, seeded(j)).unwrap();
+                    }
+                }
+                // The cut lasts ≥ 2 s, past failure detection.
+                (Fault::Partition, _) if i > WRITES / 3 && i < WRITES * 2 / 3 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                _ => {}
             }
             let c = if i % 2 == 0 { &mut routed } else { &mut pinned };
             let (k, v) = (format!("h-{i}"), format!("v{i}"));
@@ -213,9 +266,13 @@ fn history_under_faults(ip: usize, n: usize, concern_flag: &str, concern: u8, lo
     for f in &faults {
         std::fs::write(f, "").unwrap();
     }
-    let live: Vec<&str> = match loss {
-        Loss::ForGood => all[..last].to_vec(),
-        Loss::Restart => all.clone(),
+    let live: Vec<&str> = match fault {
+        Fault::LostForGood => addrs[..3].iter().map(String::as_str).collect(),
+        Fault::Restart | Fault::Partition => addrs.iter().map(String::as_str).collect(),
+        Fault::JoinAndLeave => {
+            assert!(nodes[2].wait_exit().success(), "the node that left stopped");
+            [0, 1, 3].iter().map(|&i| addrs[i].as_str()).collect()
+        }
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {

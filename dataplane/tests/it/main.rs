@@ -24,7 +24,8 @@
 //!   `kv get --local`, bad node-to-node input, two copies surviving a kill,
 //!   a hot key's own copies.
 //! * `history`: a history checker over clusters under seeded link faults:
-//!   W=quorum with a node lost for good, W=1 with a node restarted.
+//!   W=quorum with a node lost for good or a join and a leave, W=1 with a
+//!   node restarted or a partition that heals.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on
 //!   the sender and on the receiver; no key lost.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
