@@ -72,6 +72,19 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Node, String> {
+        Node::try_start_via(&[], shards, fsync, data_dir, extra, env)
+    }
+
+    /// As `try_start_plain`, the node run by a `wrapper` command (its
+    /// words, then `squall node …`; e.g. `ip netns exec NS`).
+    pub fn try_start_via(
+        wrapper: &[&str],
+        shards: usize,
+        fsync: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         // `--listen` in `extra` replaces the default.
@@ -80,7 +93,15 @@ impl Node {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(SQUALL)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(SQUALL);
+                c
+            }
+            None => Command::new(SQUALL),
+        };
+        let mut child = cmd
             .args(["node", "--shards", &shards.to_string(), "--fsync", fsync])
             .args(listen)
             .arg("--data-dir")

@@ -28,6 +28,8 @@
 //!   node restarted or a partition that heals.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on
 //!   the sender and on the receiver; no key lost.
+//! * `netns`: a real cut (network namespaces, a link taken down) and the
+//!   catch-up after it heals.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
 
@@ -48,6 +50,7 @@ mod hardening;
 mod harness;
 mod history;
 mod models;
+mod netns;
 mod placement;
 mod shutdown;
 mod wasm;
