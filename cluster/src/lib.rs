@@ -31,3 +31,5 @@ pub mod membership;
 pub mod push;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod timeline;

@@ -280,12 +280,10 @@ mod sim {
     //! A seeded simulation: N members on a virtual clock, messages
     //! delivered after a random delay (or lost), timers fired in time
     //! order. Same seed, same run.
-    use std::cmp::Reverse;
-    use std::collections::{BinaryHeap, HashMap};
-
     use rand::Rng;
 
     use super::*;
+    use crate::timeline::Timeline;
 
     enum Event {
         Deliver { to: usize, bytes: Vec<u8> },
@@ -296,10 +294,7 @@ mod sim {
         nodes: Vec<Membership>,
         peers: Vec<Peer>,
         alive: Vec<bool>,
-        now_us: u64,
-        queue: BinaryHeap<Reverse<(u64, u64)>>,
-        events: HashMap<u64, Event>,
-        next: u64,
+        time: Timeline<Event>,
         rng: SmallRng,
         loss_percent: u32,
         /// (observer, peer index) → when it saw the peer go down (µs).
@@ -331,10 +326,7 @@ mod sim {
                 nodes,
                 alive: vec![true; n],
                 peers,
-                now_us: 0,
-                queue: BinaryHeap::new(),
-                events: HashMap::new(),
-                next: 0,
+                time: Timeline::new(),
                 rng: SmallRng::seed_from_u64(seed),
                 loss_percent,
                 downs: Vec::new(),
@@ -345,12 +337,6 @@ mod sim {
                 sim.apply(i, out);
             }
             sim
-        }
-
-        fn push(&mut self, at_us: u64, e: Event) {
-            self.next += 1;
-            self.events.insert(self.next, e);
-            self.queue.push(Reverse((at_us, self.next)));
         }
 
         fn index_of(&self, addr: SocketAddr) -> Option<usize> {
@@ -368,17 +354,17 @@ mod sim {
                             continue;
                         }
                         let delay = self.rng.random_range(50..2_000);
-                        self.push(self.now_us + delay, Event::Deliver { to, bytes });
+                        self.time.after(delay, Event::Deliver { to, bytes });
                     }
                     Output::Arm { after, timer } => {
-                        let at = self.now_us + after.as_micros() as u64;
-                        self.push(at, Event::Fire { at: from, timer });
+                        let delay = after.as_micros() as u64;
+                        self.time.after(delay, Event::Fire { at: from, timer });
                     }
                     Output::Up(_) | Output::Refused(_) => {}
                     Output::Renamed(..) => self.renames += 1,
                     Output::Down(p) => {
                         if let Some(i) = self.index_of(p.addr) {
-                            self.downs.push((from, i, self.now_us));
+                            self.downs.push((from, i, self.time.now_us()));
                         }
                     }
                 }
@@ -386,15 +372,7 @@ mod sim {
         }
 
         fn run_until(&mut self, end_us: u64) {
-            while let Some(Reverse((at, id))) = self.queue.peek().copied() {
-                if at > end_us {
-                    break;
-                }
-                self.queue.pop();
-                self.now_us = at;
-                let Some(e) = self.events.remove(&id) else {
-                    continue;
-                };
+            while let Some(e) = self.time.next_until(end_us) {
                 let (node, out) = match e {
                     Event::Deliver { to, bytes } if self.alive[to] => {
                         (to, self.nodes[to].handle_data(&bytes))
@@ -406,7 +384,6 @@ mod sim {
                 };
                 self.apply(node, out);
             }
-            self.now_us = end_us;
         }
     }
 
@@ -461,7 +438,7 @@ mod sim {
             assert!(converged(&sim), "seed {seed}");
             let victim = 3;
             sim.alive[victim] = false;
-            let killed_at = sim.now_us;
+            let killed_at = sim.time.now_us();
             sim.run_until(killed_at + 5_000_000);
             for observer in (0..5).filter(|&o| o != victim) {
                 let seen = sim

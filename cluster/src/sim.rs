@@ -10,8 +10,7 @@
 //! acknowledged write is in every holder's copy, and the holders' copies
 //! are equal. Same seed, same run; a failure names its seed.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -24,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::handoff::{Holders, Round};
 use crate::membership::{Membership, Output, Peer, Timer, Timing};
 use crate::push::{PushQueues, Take};
+use crate::timeline::Timeline;
 
 type Ix = usize;
 /// Keys and their states, as a `Merge` carries them.
@@ -197,10 +197,7 @@ struct Sim {
     replication: usize,
     concern: Concern,
     nodes: Vec<Node>,
-    now_us: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Event>,
-    next: u64,
+    time: Timeline<Event>,
     rng: SmallRng,
     loss_percent: u32,
     dup_percent: u32,
@@ -264,10 +261,7 @@ impl Sim {
             replication,
             concern,
             nodes,
-            now_us: 0,
-            queue: BinaryHeap::new(),
-            events: HashMap::new(),
-            next: 0,
+            time: Timeline::new(),
             rng: SmallRng::seed_from_u64(seed),
             loss_percent: 0,
             dup_percent: 0,
@@ -280,12 +274,6 @@ impl Sim {
             dropped: 0,
             pushed: 0,
         }
-    }
-
-    fn at(&mut self, at_us: u64, e: Event) {
-        self.next += 1;
-        self.events.insert(self.next, e);
-        self.queue.push(Reverse((at_us, self.next)));
     }
 
     /// Sends `msg` over a faulty link (the client's links are clean).
@@ -318,9 +306,9 @@ impl Sim {
                 Msg::PutAck { op } => Msg::PutAck { op: *op },
             };
             let later = self.rng.random_range(50..6_000);
-            self.at(self.now_us + later, Event::Deliver { to, msg: again });
+            self.time.after(later, Event::Deliver { to, msg: again });
         }
-        self.at(self.now_us + delay, Event::Deliver { to, msg });
+        self.time.after(delay, Event::Deliver { to, msg });
     }
 
     fn index_of(&self, addr: SocketAddr) -> Option<Ix> {
@@ -339,9 +327,9 @@ impl Sim {
                     }
                 }
                 Output::Arm { after, timer } => {
-                    let at = self.now_us + after.as_micros() as u64;
+                    let at = self.time.now_us() + after.as_micros() as u64;
                     let incarnation = self.nodes[i].peer.incarnation;
-                    self.at(
+                    self.time.at(
                         at,
                         Event::Swim {
                             at: i,
@@ -352,7 +340,7 @@ impl Sim {
                 }
                 Output::Up(_) | Output::Down(_) | Output::Renamed(..) => {
                     if std::env::var("SIM_DEBUG").is_ok() {
-                        eprintln!("{} node {i}: {o:?}", self.now_us);
+                        eprintln!("{} node {i}: {o:?}", self.time.now_us());
                     }
                     changed = true
                 }
@@ -445,10 +433,8 @@ impl Sim {
         self.next_req += 1;
         let req = (self.next_req << 8) | from as u64;
         self.nodes[from].pending.insert(req, p);
-        self.at(
-            self.now_us + REQUEST_TIMEOUT_US,
-            Event::Timeout { at: from, req },
-        );
+        self.time
+            .after(REQUEST_TIMEOUT_US, Event::Timeout { at: from, req });
         self.send(from, to, Msg::Merge { req, entries });
     }
 
@@ -492,15 +478,13 @@ impl Sim {
             self.send(i, CLIENT, Msg::PutAck { op });
         } else {
             node.writes.insert(op, need);
-            self.at(
-                self.now_us + WRITE_TIMEOUT_US,
-                Event::WriteTimeout { at: i, op },
-            );
+            self.time
+                .after(WRITE_TIMEOUT_US, Event::WriteTimeout { at: i, op });
         }
     }
 
     fn acked(&mut self, i: Ix, req: u64, ok: bool) {
-        let now_ms = self.now_us / 1_000;
+        let now_ms = self.time.now_us() / 1_000;
         let Some(p) = self.nodes[i].pending.remove(&req) else {
             return; // answered already, or timed out
         };
@@ -534,7 +518,7 @@ impl Sim {
                 if !ok {
                     node.round = None;
                     node.round_wanted = true;
-                    node.round_not_before_us = self.now_us + node.round_pause_us;
+                    node.round_not_before_us = self.time.now_us() + node.round_pause_us;
                     node.round_pause_us = (node.round_pause_us * 2).min(ROUND_PAUSE_MAX_US);
                     return;
                 }
@@ -565,7 +549,7 @@ impl Sim {
 
     /// The pusher and the hand-off task, every tick.
     fn tick(&mut self, i: Ix) {
-        let now_ms = self.now_us / 1_000;
+        let now_ms = self.time.now_us() / 1_000;
         // Pushes: one batch in flight per holder.
         let mut holders = self.nodes[i].pushes.holders();
         holders.sort_unstable(); // the same order in every run
@@ -592,26 +576,31 @@ impl Sim {
         let node = &self.nodes[i];
         if !node.leaving
             && node.swim.members().is_empty()
-            && self.now_us >= node.announced_at_us + REANNOUNCE_US
+            && self.time.now_us() >= node.announced_at_us + REANNOUNCE_US
         {
             self.announce(i);
         }
         // Hand-off: a round at every placement change.
         let node = &self.nodes[i];
-        if node.round.is_none() && node.round_wanted && self.now_us >= node.round_not_before_us {
+        if node.round.is_none()
+            && node.round_wanted
+            && self.time.now_us() >= node.round_not_before_us
+        {
             self.start_round(i);
         }
         // A leaving node goes once it handed everything off, after a grace.
         let node = &mut self.nodes[i];
         if node.leaving && node.round.is_none() && !node.round_wanted {
-            let at = *node.gone_at_us.get_or_insert(self.now_us + LEAVE_GRACE_US);
-            if self.now_us >= at {
+            let at = *node
+                .gone_at_us
+                .get_or_insert(self.time.now_us() + LEAVE_GRACE_US);
+            if self.time.now_us() >= at {
                 node.alive = false;
             }
         }
         if self.nodes[i].alive {
             let incarnation = self.nodes[i].peer.incarnation;
-            self.at(self.now_us + TICK_US, Event::Tick { at: i, incarnation });
+            self.time.after(TICK_US, Event::Tick { at: i, incarnation });
         }
     }
 
@@ -702,12 +691,12 @@ impl Sim {
         node.writes.clear();
         node.gone_at_us = None;
         self.announce(i);
-        self.at(self.now_us + TICK_US, Event::Tick { at: i, incarnation });
+        self.time.after(TICK_US, Event::Tick { at: i, incarnation });
     }
 
     /// Announces node `i` to the lowest other started node (its seed).
     fn announce(&mut self, i: Ix) {
-        self.nodes[i].announced_at_us = self.now_us;
+        self.nodes[i].announced_at_us = self.time.now_us();
         if let Some(s) = (0..self.nodes.len()).find(|&s| s != i && self.nodes[s].started) {
             let seed = Peer::seed(self.nodes[s].peer.addr);
             let out = self.nodes[i].swim.announce(seed);
@@ -736,19 +725,11 @@ impl Sim {
                 forwarded: false,
             },
         );
-        self.at(self.now_us + 1_000, Event::Write);
+        self.time.after(1_000, Event::Write);
     }
 
     fn run_until(&mut self, end_us: u64) {
-        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
-            if at > end_us {
-                break;
-            }
-            self.queue.pop();
-            self.now_us = at;
-            let Some(e) = self.events.remove(&id) else {
-                continue;
-            };
+        while let Some(e) = self.time.next_until(end_us) {
             match e {
                 Event::Deliver { to, msg } => self.deliver(to, msg),
                 Event::Swim {
@@ -780,7 +761,6 @@ impl Sim {
                 Event::Script(a) => self.act(a),
             }
         }
-        self.now_us = end_us;
     }
 
     /// Runs a scenario: `initial` nodes start at 0 (the others are started
@@ -791,10 +771,10 @@ impl Sim {
             self.start(i);
         }
         for &(at, a) in script {
-            self.at(at, Event::Script(a));
+            self.time.at(at, Event::Script(a));
         }
-        self.at(quiet_us, Event::Script(Action::Quiet));
-        self.at(100_000, Event::Write);
+        self.time.at(quiet_us, Event::Script(Action::Quiet));
+        self.time.at(100_000, Event::Write);
         self.run_until(quiet_us + settle_us);
     }
 
@@ -860,16 +840,16 @@ impl Sim {
     }
 }
 
-/// Seeds per scenario: `SQUALL_SIM_SEEDS` (a start, or a start and an
-/// end: `100..400`), else the first 6 (each run is ≈ 20 virtual seconds,
-/// ≈ 0.3 s here).
+/// Seeds per scenario: `SQUALL_SIM_SEEDS` (a count, or a range:
+/// `100..400`), else the first 32 — CI's budget: each run is ≈ 20 virtual
+/// seconds, ≈ 30 ms in a release build (≈ 0.3 s in a debug one).
 fn seeds() -> std::ops::Range<u64> {
     let spec = std::env::var("SQUALL_SIM_SEEDS").unwrap_or_default();
     let mut parts = spec.split("..").map(|p| p.trim().parse::<u64>());
     match (parts.next(), parts.next()) {
         (Some(Ok(a)), Some(Ok(b))) => a..b,
         (Some(Ok(n)), None) => 0..n,
-        _ => 0..6,
+        _ => 0..32,
     }
 }
 
@@ -953,7 +933,7 @@ fn the_same_seed_gives_the_same_run() {
                 v
             })
             .collect();
-        (sim.next, acked, sim.pushed, sim.dropped, entries)
+        (sim.time.added(), acked, sim.pushed, sim.dropped, entries)
     };
     assert!(run() == run(), "two runs of seed 7 differ");
 }
