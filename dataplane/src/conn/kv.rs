@@ -191,7 +191,8 @@ impl Conn {
     /// merged into the shard that owns it here; `Stored` once all are
     /// durable. They are taken whether or not this node's view places them
     /// here: a lattice merge is safe, and this node's own hand-off moves
-    /// them on if they belong elsewhere. A leaving node takes none.
+    /// them on if they belong elsewhere. A leaving node takes none, and
+    /// does not acknowledge a batch during which its leave began.
     pub(super) async fn merge(&mut self, request_id: u64, batch: &w::ArchivedMergeBatch) {
         if self.server.members.is_leaving() {
             // What it took now would leave with it.
@@ -220,18 +221,32 @@ impl Conn {
             }
         }
         crash_point!("merge::before-reply");
+        // A leave that began while the keys went in may have scanned past
+        // them: then they are not acknowledged (the sender keeps its copy
+        // and sends it to the holders of its next view).
+        let began_leaving = || {
+            let msg = "this node began leaving the cluster while it took these keys";
+            NodeError::new(Status::WrongOwner, msg)
+        };
         if forwarded.is_empty() {
+            if self.server.members.is_leaving() {
+                return self.fail(request_id, &began_leaving());
+            }
             return self.reply(request_id, &w::Response::Stored);
         }
         // This shard's own entries are durable with the batch, before the
         // outbox writes the reply.
         let lsn = self.batch_lsn;
         let shard = self.shard.clone();
+        let members = self.server.members.clone();
         self.outbox.push(request_id, async move {
             for reply in forwarded {
                 if let ShardReply::Error(e) = reply.await {
                     return crate::transport::error_response(&e);
                 }
+            }
+            if members.is_leaving() {
+                return crate::transport::error_response(&began_leaving());
             }
             if let Some(lsn) = lsn {
                 if let Err(e) = shard.wait_durable(lsn).await {
