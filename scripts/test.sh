@@ -17,7 +17,10 @@ if [ "$(ulimit -l)" != unlimited ] && [ "$(ulimit -l)" -lt 4096 ]; then
 fi
 
 step() { echo; echo "== $*"; }
-step "format";       cargo fmt --all -- --check && cargo fmt --all --manifest-path guests/Cargo.toml -- --check
+# (Two commands, not `a && b`: `set -e` does not stop at a failure on the
+# left of `&&`, which once let an unformatted change through.)
+step "format";       cargo fmt --all -- --check
+cargo fmt --all --manifest-path guests/Cargo.toml -- --check
 step "guests";       ./scripts/build-guests.sh
 step "clippy";       cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo clippy --release --locked --target wasm32-unknown-unknown --manifest-path guests/Cargo.toml -- -D warnings

@@ -29,6 +29,7 @@ fn wasm(c: &mut Criterion) {
     let module = WasmModule {
         bytes: bytes.clone(),
         limits: SandboxLimits::default(),
+        precompiled: None,
     };
     let store = LocalStore::default();
     let post = Postbox::default();

@@ -162,7 +162,9 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::DeleteFunction(_)
         | R::Leave
         | R::Merge(_)
-        | R::Digest(_) => Role::Admin,
+        | R::Digest(_)
+        | R::Subscribe(_)
+        | R::CacheUpdate(_) => Role::Admin,
     })
 }
 

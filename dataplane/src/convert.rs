@@ -16,6 +16,10 @@ fn clock_from(entries: &[w::ArchivedClockEntry]) -> VectorClock {
     )
 }
 
+fn clock_of(entries: &[w::ClockEntry]) -> VectorClock {
+    VectorClock::from_entries(entries.iter().map(|e| (e.node, e.counter)))
+}
+
 fn causal_from(versions: &[w::ArchivedCausalVersion], with_deps: bool) -> Causal {
     Causal::from_versions(versions.iter().map(|v| CausalVersion {
         clock: clock_from(&v.clock),
@@ -55,6 +59,43 @@ pub fn value_from_archived(v: &w::ArchivedValue) -> Value {
         }),
         w::ArchivedValue::SingleKeyCausal(c) => Value::SingleKeyCausal(causal_from(c, false)),
         w::ArchivedValue::MultiKeyCausal(c) => Value::MultiKeyCausal(causal_from(c, true)),
+    }
+}
+
+/// A store value from an owned wire value (a reply another node sent).
+#[must_use]
+pub fn value_from_wire(v: w::Value) -> Value {
+    let causal = |versions: Vec<w::CausalVersion>, with_deps: bool| {
+        Causal::from_versions(versions.into_iter().map(|v| CausalVersion {
+            clock: clock_of(&v.clock),
+            deps: if with_deps {
+                v.deps
+                    .into_iter()
+                    .map(|d| (d.key, clock_of(&d.clock)))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+            value: v.bytes,
+        }))
+    };
+    match v {
+        w::Value::Lww(l) => Value::Lww(Lww::new(
+            Timestamp {
+                clock: l.timestamp,
+                writer: l.writer,
+            },
+            l.bytes,
+        )),
+        w::Value::Set(s) => Value::Set(s.into_iter().collect()),
+        w::Value::OrderedSet(s) => Value::OrderedSet(s.into_iter().collect()),
+        w::Value::Max(m) => Value::Max(m),
+        w::Value::Priority(p) => Value::Priority(Priority {
+            priority: p.priority,
+            value: p.bytes,
+        }),
+        w::Value::SingleKeyCausal(c) => Value::SingleKeyCausal(causal(c, false)),
+        w::Value::MultiKeyCausal(c) => Value::MultiKeyCausal(causal(c, true)),
     }
 }
 

@@ -46,6 +46,7 @@ macro_rules! crash_point {
 
 mod antientropy;
 mod auth;
+mod cache;
 pub mod cli;
 mod concern;
 mod conn;
@@ -55,6 +56,7 @@ mod event;
 mod functions;
 mod handoff;
 mod identity;
+mod leases;
 mod limits;
 mod links;
 mod members;

@@ -183,6 +183,19 @@ pub const LEAVE_GRACE_MS: u64 = 500;
 /// How long a replication push waits for more writes to join its batch.
 pub const PUSH_INTERVAL_MS: u64 = 2;
 
+/// How long another node's cache may keep a key of this node's without
+/// reading it again: pushes keep it fresh meanwhile; a lost push leaves it
+/// stale this long at most.
+pub const CACHE_LEASE_MS: u32 = 5_000;
+
+/// (key, node) leases a node grants at most; past it, reads for other
+/// nodes' caches are answered without a lease (not cached there).
+pub const LEASES_PER_NODE_MAX: usize = 262_144;
+
+/// The cache of other nodes' keys a node's functions read
+/// (`--cache-mb`; 0: none).
+pub const CACHE_MB_DEFAULT: usize = 64;
+
 /// How often each shard compares the keys it shares with each other node
 /// (`--anti-entropy-ms`, 0 turns it off).
 pub const ANTI_ENTROPY_INTERVAL_MS: u64 = 5_000;

@@ -68,8 +68,20 @@ impl Links {
     }
 
     /// Sends `request` to the node at `to` and returns its reply; a failure
-    /// to get one is an `unavailable` error reply.
+    /// to get one within `NODE_REQUEST_TIMEOUT_MS` is an `unavailable`
+    /// error reply.
     pub async fn call(&self, to: SocketAddr, request: &w::Request) -> w::Response {
+        self.call_within(to, request, NODE_REQUEST_TIMEOUT_MS).await
+    }
+
+    /// As [`call`](Self::call), waiting `timeout_ms` for the reply (a DAG
+    /// call run there).
+    pub async fn call_within(
+        &self,
+        to: SocketAddr,
+        request: &w::Request,
+        timeout_ms: u64,
+    ) -> w::Response {
         let fate = self.faults.as_ref().map(|f| f.fate(to)).unwrap_or_default();
         if fate.delay_ms > 0 {
             glommio::timer::sleep(Duration::from_millis(fate.delay_ms)).await;
@@ -77,10 +89,10 @@ impl Links {
         let result = if fate.drop_request {
             Err(unavailable(to, "request dropped on purpose (link faults)"))
         } else {
-            self.try_call(to, request).await
+            self.try_call(to, request, timeout_ms).await
         };
         if fate.duplicate && result.is_ok() {
-            let _ = self.try_call(to, request).await;
+            let _ = self.try_call(to, request, timeout_ms).await;
         }
         match result {
             Ok(_) if fate.drop_reply => crate::transport::error_response(&unavailable(
@@ -119,6 +131,7 @@ impl Links {
         &self,
         to: SocketAddr,
         request: &w::Request,
+        timeout_ms: u64,
     ) -> Result<w::Response, NodeError> {
         let peer = self
             .peers
@@ -136,7 +149,7 @@ impl Links {
             .acquire_permit(1)
             .await
             .map_err(|e| unavailable(to, &e.to_string()))?;
-        let timeout = Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+        let timeout = Duration::from_millis(timeout_ms);
         let idle = peer.idle.borrow_mut().pop();
         let exchange = async {
             let mut link = match idle {
@@ -152,10 +165,7 @@ impl Links {
                 Ok(resp)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(unavailable(
-                to,
-                &format!("no reply within {NODE_REQUEST_TIMEOUT_MS} ms"),
-            )),
+            Err(_) => Err(unavailable(to, &format!("no reply within {timeout_ms} ms"))),
         }
     }
 

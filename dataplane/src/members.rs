@@ -20,12 +20,13 @@
 //!   `cluster status` shows them; a restarted node (same address, higher
 //!   incarnation) replaces its old self.
 //! * **Placement** ([`Placement`]): where keys live for the live members
-//!   (`kvs_core::cluster::ClusterRing`, one copy per key for now), rebuilt
+//!   (`kvs_core::cluster::ClusterRing`, R copies of each key), rebuilt
 //!   at every change and versioned, so that shards re-read it only when it
 //!   changed; subscribers (each shard's hand-off) are told. A leaving node
-//!   places every key elsewhere. Keys under `squall:` (functions, DAGs,
-//!   models, inboxes) are not spread: each node keeps its own, as a single
-//!   node does.
+//!   places every key elsewhere. Every member holds the registrations of
+//!   functions and DAGs and the per-key copies ([`on_every_member`]);
+//!   other keys under `squall:` (models, inboxes, error outcomes) are not
+//!   spread: each node keeps its own, as a single node does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -91,7 +92,7 @@ impl Placement {
     /// How many nodes hold `key`: its own number if it has one, every
     /// member for the per-key settings themselves, else `--replication`.
     fn copies(&self, key: &[u8]) -> usize {
-        if is_replicas_key(key) {
+        if on_every_member(key) {
             return usize::MAX; // as many as there are members
         }
         if self.overrides.is_empty() {
@@ -103,14 +104,14 @@ impl Placement {
     /// Whether `key` is spread over the members (not a lone node's, not a
     /// node's own `squall:` key).
     fn spread(&self, key: &[u8]) -> bool {
-        !self.solo && (!key.starts_with(SYSTEM_KEY_PREFIX) || is_replicas_key(key))
+        !self.solo && (!key.starts_with(SYSTEM_KEY_PREFIX) || on_every_member(key))
     }
 
     /// Whether a write of `key` may have to be pushed to other holders
     /// (cheap: no ring lookup when every key has one copy).
     pub fn may_push(&self, key: &[u8]) -> bool {
         self.spread(key)
-            && (self.replication > 1 || !self.overrides.is_empty() || is_replicas_key(key))
+            && (self.replication > 1 || !self.overrides.is_empty() || on_every_member(key))
     }
 
     /// Where a request for `key` goes: `None` when this node holds a copy
@@ -225,8 +226,22 @@ impl cluster::handoff::Holders<SocketAddr> for Placement {
 }
 
 /// Keys under this prefix are the node's own (not spread over the
-/// cluster), but for the per-key copies, which every member holds.
+/// cluster), but for those every member holds ([`on_every_member`]).
 const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
+
+/// Whether every member holds `key`: the per-key copies, and function and
+/// DAG registrations (so that any node runs what any node registered).
+/// Model chunks are not among them (up to 256 MiB each model): a node
+/// runs the models registered on it.
+pub(crate) fn on_every_member(key: &[u8]) -> bool {
+    [
+        wire::REPLICAS_KEY_PREFIX,
+        wire::FUNCTION_KEY_PREFIX,
+        wire::DAG_KEY_PREFIX,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p.as_bytes()))
+}
 
 /// Whether `key` sets another key's copies (`squall:replicas:<key>`).
 pub(crate) fn is_replicas_key(key: &[u8]) -> bool {

@@ -26,13 +26,17 @@ use kvs_core::ring::HashRing;
 use kvs_core::ShardId;
 use wire::message as w;
 
+use crate::cache::NodeCache;
 use crate::functions::{
-    serve_store, Mirror, Platform, PlatformConfig, ShardFunctions, StoreRequest,
+    serve_store, Mirror, Platform, PlatformConfig, Remote, ShardFunctions, StoreRequest,
 };
+use crate::leases::{LeasePusher, Leases};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FORWARD_QUEUE_DEPTH, IO_MEMORY_PER_SHARD_BYTES, LARGE_BLOCK_BYTES,
     SHARDS_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS, STOP_POLL_INTERVAL_MS,
 };
+use crate::links::faults::LinkFaults;
+use crate::links::Links;
 use crate::members::{Gossip, GossipConfig, Members};
 use crate::server::{ConnSettings, Server};
 use crate::shard::{Shard, ShardParts};
@@ -89,6 +93,8 @@ pub struct NodeConfig {
     pub write_concern: crate::concern::WriteConcern,
     /// How often anti-entropy runs (0: never; only with replication).
     pub anti_entropy_ms: u64,
+    /// The cache of other nodes' keys (`--cache-mb`; 0: none).
+    pub cache_bytes: usize,
 }
 
 /// Shared between the main thread and the shards.
@@ -176,6 +182,9 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         pin_executors: config.pin_executors,
         wasm_compiler: config.wasm_compiler,
         test_fixtures: config.test_fixtures,
+        // Machine code in registration records runs only where nobody but
+        // the cluster's nodes can write them.
+        trust_precompiled: config.auth.is_some(),
     };
     let faults = match std::env::var(Faults::ENV) {
         Ok(spec) => {
@@ -188,11 +197,14 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         }
         Err(_) => None,
     };
+    let cache = Arc::new(NodeCache::new(config.cache_bytes));
+    let leases = Arc::new(Leases::default());
     let (platform, store_rxs) = Platform::start(
         &platform_config,
         &shard_cpus,
         &ring,
         crate::shard::wall_us(),
+        cache.clone(),
     )?;
     let conn = Arc::new(ConnSettings {
         partial_frame_timeout_ms: config.partial_frame_timeout_ms,
@@ -296,6 +308,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         let _ = tx.send(Started {
             topology: topology.clone(),
             members: members.clone(),
+            cache: cache.clone(),
+            leases: leases.clone(),
             gossip: gossip.take(), // shard 0's
         });
     }
@@ -346,6 +360,9 @@ fn advertised(config: &NodeConfig, bound: SocketAddr) -> anyhow::Result<SocketAd
 struct Started {
     topology: w::Topology,
     members: Arc<Members>,
+    /// The node's cache of other nodes' keys, and its leases on its own.
+    cache: Arc<NodeCache>,
+    leases: Arc<Leases>,
     /// Shard 0 runs the node's membership.
     gossip: Option<GossipConfig>,
 }
@@ -561,6 +578,8 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     let Ok(Started {
         mut topology,
         members,
+        cache,
+        leases,
         gossip,
     }) = ctx.topology.recv()
     else {
@@ -573,6 +592,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     });
     copies.load(&recovered.partition);
     let pushes = Rc::new(crate::replicate::Pushes::new(members.clone()));
+    let lease_pusher = Rc::new(LeasePusher::new(leases.clone()));
     let (channels, inbound) = channels::connect(ctx.ends).await;
     let mut transport: Rc<dyn Transport> = Rc::new(channels);
     if let Some(f) = ctx.faults {
@@ -588,6 +608,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         observers: vec![
             mirror.clone() as Rc<dyn crate::shard::WriteObserver>,
             copies as Rc<dyn crate::shard::WriteObserver>,
+            lease_pusher.clone() as Rc<dyn crate::shard::WriteObserver>,
         ],
         writes: Some(pushes.clone() as Rc<dyn crate::shard::WriteObserver>),
     }));
@@ -595,20 +616,47 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     for from in inbound {
         glommio::spawn_local(shard.clone().serve(from)).detach();
     }
-    glommio::spawn_local(serve_store(shard.clone(), ctx.store_rx)).detach();
-    let functions = Rc::new(ShardFunctions::new(ctx.platform, shard.clone(), &mirror));
+    let secret = (ctx.conn.auth.as_ref()).and_then(|a| a.node_secrets().next().cloned());
+    let links = Rc::new(Links::new(
+        secret,
+        LinkFaults::from_env(u64::from(ctx.id.0)),
+    ));
+    let remote = Rc::new(Remote {
+        links,
+        members: members.clone(),
+        cache,
+        leases,
+    });
+    glommio::spawn_local(serve_store(shard.clone(), remote.clone(), ctx.store_rx)).detach();
+    let functions = Rc::new(ShardFunctions::new(
+        ctx.platform,
+        shard.clone(),
+        &mirror,
+        remote.clone(),
+    ));
     let server = Rc::new(Server::new(
         shard.clone(),
         functions,
         ctx.conn,
         topology,
-        members.clone(),
+        &remote,
         pushes.clone(),
         ctx.connections_max,
-    )?);
+    ));
     glommio::spawn_local(crate::handoff::run(server.clone())).detach();
     let links = server.links.clone();
-    glommio::spawn_local(crate::replicate::run(shard.clone(), links, pushes)).detach();
+    glommio::spawn_local(crate::replicate::run(shard.clone(), links.clone(), pushes)).detach();
+    glommio::spawn_local(crate::leases::run(shard.clone(), links, lease_pusher)).detach();
+    if ctx.id.0 == 0 {
+        // Keys may have moved, or be this node's now: the cache starts over.
+        let (mut moved, cache) = (members.subscribe(), remote.cache.clone());
+        glommio::spawn_local(async move {
+            while futures_lite::StreamExt::next(&mut moved).await.is_some() {
+                cache.clear();
+            }
+        })
+        .detach();
+    }
     let interval_ms = server.settings.anti_entropy_ms;
     if interval_ms > 0 && members.placement().replication() > 1 {
         glommio::spawn_local(crate::antientropy::run(server.clone(), interval_ms)).detach();

@@ -6,8 +6,8 @@
 //! holder, and a write with a write concern above 1 waits on barriers.
 //! Pushes run for keys with copies of their own (`squall:replicas:<key>`,
 //! mirrored into the placement by [`CopiesMirror`]) even with
-//! `--replication 1`, and for those settings themselves, which every
-//! member holds.
+//! `--replication 1`, and for the keys every member holds (those settings,
+//! function and DAG registrations: `members::on_every_member`).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -218,19 +218,22 @@ async fn push(
     holder: SocketAddr,
     keys: &BTreeSet<Vec<u8>>,
 ) -> Result<(), String> {
-    let keys: Vec<&Vec<u8>> = keys.iter().collect();
-    for chunk in keys.chunks(HANDOFF_BATCH_KEYS) {
-        let entries: Vec<w::MergeEntry> = chunk
-            .iter()
-            .filter_map(|k| {
-                let entry = shard.entry(k)?;
-                Some(crate::convert::entry_to_wire(k, &entry))
-            })
-            .collect();
-        if entries.is_empty() {
-            continue;
-        }
+    for entries in batches(shard, keys) {
         links.merge(holder, entries).await.map_err(|e| e.message)?;
     }
     Ok(())
+}
+
+/// The current state of `keys` on `shard` (those it has an entry for), as
+/// batches of at most `HANDOFF_BATCH_KEYS` entries.
+pub(crate) fn batches(shard: &Shard, keys: &BTreeSet<Vec<u8>>) -> Vec<Vec<w::MergeEntry>> {
+    let keys: Vec<&Vec<u8>> = keys.iter().collect();
+    keys.chunks(HANDOFF_BATCH_KEYS)
+        .map(|chunk| {
+            (chunk.iter())
+                .filter_map(|k| Some(crate::convert::entry_to_wire(k, &shard.entry(k)?)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|entries| !entries.is_empty())
+        .collect()
 }

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use wire::message as w;
 
+use crate::cache::NodeCache;
 use crate::event::Event;
-use crate::functions::ShardFunctions;
+use crate::functions::{Remote, ShardFunctions};
+use crate::leases::Leases;
 use crate::links::Links;
 use crate::members::{Members, Placement};
 use crate::replicate::Pushes;
@@ -66,6 +68,9 @@ pub(crate) struct Server {
     pub links: Rc<Links>,
     /// Replication's push queues.
     pub pushes: Rc<Pushes>,
+    /// The node's cache of other nodes' keys, and their leases on its own.
+    pub cache: Arc<NodeCache>,
+    pub leases: Arc<Leases>,
 }
 
 impl Server {
@@ -74,20 +79,16 @@ impl Server {
         functions: Rc<ShardFunctions>,
         settings: Arc<ConnSettings>,
         topology: w::Topology,
-        members: Arc<Members>,
+        remote: &Remote,
         pushes: Rc<Pushes>,
         connections_max: usize,
-    ) -> Result<Server, String> {
-        let secret = settings
-            .auth
-            .as_ref()
-            .and_then(|a| a.node_secrets().next().cloned());
-        Ok(Server {
+    ) -> Server {
+        let members = remote.members.clone();
+        Server {
             placement: RefCell::new(members.placement()),
-            links: Rc::new(Links::new(
-                secret,
-                crate::links::faults::LinkFaults::from_env(u64::from(shard.id().0)),
-            )),
+            links: remote.links.clone(),
+            cache: remote.cache.clone(),
+            leases: remote.leases.clone(),
             pushes,
             shard,
             functions,
@@ -97,7 +98,7 @@ impl Server {
             open_connections: Cell::new(0),
             connections_max,
             members,
-        })
+        }
     }
 
     /// What `Hello` answers: the shards, and the cluster as it is now.

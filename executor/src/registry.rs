@@ -62,6 +62,30 @@ pub enum FunctionBody {
 pub struct WasmModule {
     pub bytes: Vec<u8>,
     pub limits: SandboxLimits,
+    /// Its machine code, compiled by the node that took the upload: a node
+    /// whose engine matches loads it instead of compiling (see
+    /// [`WasmCompiler::precompile`]).
+    pub precompiled: Option<Precompiled>,
+}
+
+/// A module's machine code, as an engine serialised it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Precompiled {
+    /// The compiling engine's compatibility hash (its version, settings
+    /// and CPU features): only an engine with the same one may load it.
+    pub engine: u64,
+    pub code: Vec<u8>,
+}
+
+impl std::fmt::Debug for Precompiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Precompiled({:016x}, {} bytes)",
+            self.engine,
+            self.code.len()
+        )
+    }
 }
 
 /// What one WebAssembly function may use; set at registration.
@@ -120,7 +144,16 @@ pub trait WasmCompiler: Send + Sync {
     /// the factory makes one sandboxed instance per thread that calls it
     /// (each [`Instances`](crate::instances::Instances) makes its own), and
     /// the placement says where it may run.
+    /// The module's code is taken from `module.precompiled` when its
+    /// engine matches (the caller vouches that it is what an engine of
+    /// this cluster produced: see `wasm-host`'s `Module::deserialize`).
     fn compile(&self, name: &str, module: &WasmModule) -> Result<(Factory, Placement), String>;
+
+    /// The machine code of `module` (compiled, or from the cache), for
+    /// storing beside it; `None` when the runtime cannot serialise it.
+    fn precompile(&self, _module: &WasmModule) -> Option<Precompiled> {
+        None
+    }
 }
 
 /// Turns model registrations into functions (implemented by `models`, so
@@ -142,6 +175,7 @@ pub mod stored {
     const KIND_BUILTIN: u8 = 1;
     const KIND_WASM: u8 = 2;
     const KIND_MODEL: u8 = 3;
+    const KIND_WASM_PRECOMPILED: u8 = 4;
 
     #[must_use]
     pub fn key(name: &str) -> Vec<u8> {
@@ -157,15 +191,22 @@ pub mod stored {
 
     /// `[version, kind, body...]`; a WebAssembly body is its three limits
     /// (u32 LE each: memory MiB, timeout ms, result bytes) then the module;
-    /// a model body is the model's name.
+    /// with its machine code (kind 4), the module's length (u32 LE) comes
+    /// before it, and after it the engine hash, a checksum of the code
+    /// (u64 LE each) and the code. A model body is the model's name.
     #[must_use]
     pub fn encode(body: &FunctionBody) -> Vec<u8> {
         match body {
             FunctionBody::Builtin(b) => [&[VERSION, KIND_BUILTIN][..], b.as_bytes()].concat(),
             FunctionBody::Model(m) => [&[VERSION, KIND_MODEL][..], m.as_bytes()].concat(),
             FunctionBody::Wasm(m) => {
-                let mut out = Vec::with_capacity(14 + m.bytes.len());
-                out.extend_from_slice(&[VERSION, KIND_WASM]);
+                let code = m.precompiled.as_ref().map_or(0, |p| 20 + p.code.len());
+                let mut out = Vec::with_capacity(14 + m.bytes.len() + code);
+                let kind = match m.precompiled {
+                    Some(_) => KIND_WASM_PRECOMPILED,
+                    None => KIND_WASM,
+                };
+                out.extend_from_slice(&[VERSION, kind]);
                 for v in [
                     m.limits.memory_mb,
                     m.limits.timeout_ms,
@@ -173,10 +214,43 @@ pub mod stored {
                 ] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
-                out.extend_from_slice(&m.bytes);
+                if let Some(p) = &m.precompiled {
+                    let len = u32::try_from(m.bytes.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(&m.bytes);
+                    out.extend_from_slice(&p.engine.to_le_bytes());
+                    out.extend_from_slice(&checksum(&p.code).to_le_bytes());
+                    out.extend_from_slice(&p.code);
+                } else {
+                    out.extend_from_slice(&m.bytes);
+                }
                 out
             }
         }
+    }
+
+    /// Guards stored machine code against damage (not against forgery:
+    /// only the cluster's nodes write these records).
+    fn checksum(code: &[u8]) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(code, &mut h);
+        std::hash::Hasher::finish(&h)
+    }
+
+    fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    }
+
+    fn u64_at(b: &[u8], i: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+    }
+
+    fn limits_at(b: &[u8]) -> Option<super::SandboxLimits> {
+        Some(super::SandboxLimits {
+            memory_mb: u32_at(b, 0)?,
+            timeout_ms: u32_at(b, 4)?,
+            result_bytes_max: u32_at(b, 8)?,
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<FunctionBody, String> {
@@ -188,15 +262,31 @@ pub mod stored {
                 .map(|m| FunctionBody::Model(m.to_owned()))
                 .map_err(|_| "model name is not UTF-8".to_owned()),
             [VERSION, KIND_WASM, rest @ ..] if rest.len() >= 12 => {
-                let u =
-                    |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
                 Ok(FunctionBody::Wasm(super::WasmModule {
-                    limits: super::SandboxLimits {
-                        memory_mb: u(0),
-                        timeout_ms: u(4),
-                        result_bytes_max: u(8),
-                    },
+                    limits: limits_at(rest).ok_or("function record too short")?,
                     bytes: rest[12..].to_vec(),
+                    precompiled: None,
+                }))
+            }
+            [VERSION, KIND_WASM_PRECOMPILED, rest @ ..] => {
+                let short = || "function record too short".to_owned();
+                let limits = limits_at(rest).ok_or_else(short)?;
+                let len = u32_at(rest, 12).ok_or_else(short)? as usize;
+                let module = rest.get(16..16 + len).ok_or_else(short)?;
+                let tail = &rest[16 + len..];
+                let (engine, sum) = (u64_at(tail, 0), u64_at(tail, 8));
+                let (Some(engine), Some(sum)) = (engine, sum) else {
+                    return Err(short());
+                };
+                let code = &tail[16..];
+                Ok(FunctionBody::Wasm(super::WasmModule {
+                    limits,
+                    bytes: module.to_vec(),
+                    // Damaged code is left out: the module compiles again.
+                    precompiled: (checksum(code) == sum).then(|| super::Precompiled {
+                        engine,
+                        code: code.to_vec(),
+                    }),
                 }))
             }
             [v, k, ..] => Err(format!("unknown function record version {v} kind {k}")),
@@ -324,6 +414,13 @@ impl Registry {
             },
         );
         Ok(())
+    }
+
+    /// The machine code of an uploaded module, to store beside it (`None`
+    /// without a WebAssembly runtime, or when it cannot serialise it).
+    #[must_use]
+    pub fn precompile(&self, module: &WasmModule) -> Option<Precompiled> {
+        self.wasm.as_ref()?.precompile(module)
     }
 
     /// Checks a user registration without applying it (before it is
@@ -541,5 +638,36 @@ mod tests {
         assert_eq!(reg.define("m", &model), Err(RegistryError::NoModels));
         reg.define("x", &body).unwrap();
         assert!(reg.undefine("x") && !reg.contains("x"));
+    }
+
+    #[test]
+    fn a_module_and_its_machine_code_round_trip_and_damaged_code_is_left_out() {
+        let limits = SandboxLimits::default();
+        let plain = WasmModule {
+            bytes: b"\0asm-module".to_vec(),
+            limits,
+            precompiled: None,
+        };
+        let body = FunctionBody::Wasm(plain.clone());
+        assert_eq!(stored::decode(&stored::encode(&body)).unwrap(), body);
+        let with_code = FunctionBody::Wasm(WasmModule {
+            precompiled: Some(Precompiled {
+                engine: 0x1234,
+                code: b"machine code".to_vec(),
+            }),
+            ..plain.clone()
+        });
+        let mut record = stored::encode(&with_code);
+        assert_eq!(stored::decode(&record).unwrap(), with_code);
+        let last = record.len() - 1;
+        record[last] ^= 1;
+        assert_eq!(
+            stored::decode(&record).unwrap(),
+            body,
+            "code damaged: left out"
+        );
+        for cut in [2, 13, 17, record.len() - 13] {
+            assert!(stored::decode(&record[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

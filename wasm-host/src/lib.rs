@@ -6,7 +6,9 @@
 //!
 //! * [`WasmRuntime`]: one per node. One wasmtime engine (Winch or Cranelift,
 //!   epoch interruption, pooling instance allocator), one linker with the host API,
-//!   a cache of compiled modules (a module is compiled once at upload), and a
+//!   a cache of compiled modules (a module is compiled once at upload; a
+//!   node given the upload's machine code with it loads that instead:
+//!   compile once per cluster, see [`WasmRuntime::compile`]), and a
 //!   thread that advances the epoch every `WASM_EPOCH_TICK_MS` while guest
 //!   code runs (it sleeps, costing nothing, while none does).
 //! * [`WasmFunction`]: one per thread (executor, or shard for inline guests)
@@ -35,7 +37,7 @@ use executor::limits::{
     WASM_EPOCH_TICK_MS, WASM_INLINE_TIMEOUT_MS_MAX, WASM_INSTANCES_MAX, WASM_MEMORY_MB_MAX,
     WASM_MODULE_BYTES_MAX,
 };
-use executor::registry::{SandboxLimits, WasmCompiler, WasmModule};
+use executor::registry::{Precompiled, SandboxLimits, WasmCompiler, WasmModule};
 use thiserror::Error;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
@@ -157,6 +159,11 @@ pub struct WasmRuntime {
     /// Compiled modules by content hash (upload and each shard's apply of
     /// the stored registration compile once).
     cache: Mutex<HashMap<u64, Module>>,
+    /// The engine's compatibility hash (`Precompiled::engine`).
+    engine_hash: u64,
+    /// Modules compiled here, and loaded from precompiled code.
+    compiled: AtomicU64,
+    loaded: AtomicU64,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -195,11 +202,19 @@ impl WasmRuntime {
             .name("wasm-epoch".into())
             .spawn(move || t.run(&e))
             .map_err(|e| RuntimeError(format!("starting the epoch thread: {e}")))?;
+        let engine_hash = {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+            std::hash::Hasher::finish(&h)
+        };
         Ok(Arc::new(WasmRuntime {
             engine,
             ticker,
             linker,
             cache: Mutex::new(HashMap::new()),
+            engine_hash,
+            compiled: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
         }))
     }
 
@@ -210,10 +225,34 @@ impl WasmRuntime {
         self.ticker.ticks.load(Ordering::Relaxed)
     }
 
+    /// Modules compiled here, and modules loaded from their precompiled
+    /// code, since the runtime started.
+    #[must_use]
+    pub fn loads(&self) -> (u64, u64) {
+        (
+            self.compiled.load(Ordering::Relaxed),
+            self.loaded.load(Ordering::Relaxed),
+        )
+    }
+
     /// Compiles `bytes` (or takes it from the cache) and checks that it is
     /// a Squall guest: only `squall` imports of the right types, and the
     /// `memory`, `squall_alloc` and `squall_call` exports.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Module, InstancePre<Host>), String> {
+        self.compile_or_load(bytes, None)
+    }
+
+    /// As [`compile`](Self::compile), loading `precompiled` instead of
+    /// compiling when this engine can (same compatibility hash; a load that
+    /// fails compiles). The caller vouches for the code: it must be what
+    /// `Module::serialize` of an engine of this cluster produced (the node
+    /// takes it only from registration records, which only its cluster's
+    /// nodes write).
+    pub fn compile_or_load(
+        &self,
+        bytes: &[u8],
+        precompiled: Option<&Precompiled>,
+    ) -> Result<(Module, InstancePre<Host>), String> {
         if bytes.len() > WASM_MODULE_BYTES_MAX {
             return Err(too_large(bytes.len()));
         }
@@ -226,11 +265,37 @@ impl WasmRuntime {
             std::hash::Hasher::finish(&h)
         };
         let cached = self.lock_cache().get(&key).cloned();
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&self.engine, bytes)
-                    .map_err(|e| format!("does not compile: {e:#}"))?;
+        let loaded = precompiled
+            .filter(|p| cached.is_none() && p.engine == self.engine_hash)
+            .and_then(|p| {
+                // SAFETY: `Module::deserialize` runs the code it is given.
+                // This code comes from a registration record, which only
+                // the cluster's own nodes write (registrations need the
+                // admin role, node-to-node messages the admin secret, and
+                // the node trusts records only when it runs with
+                // authentication); it is what `Module::serialize` of an
+                // engine with this very compatibility hash produced, and
+                // the record's checksum guards it against damage. wasmtime
+                // still checks its header, version and settings.
+                #[allow(unsafe_code)]
+                let m = unsafe { Module::deserialize(&self.engine, &p.code) };
+                m.ok()
+            });
+        let module = match (cached, loaded) {
+            (Some(m), _) => m,
+            (None, made) => {
+                let m = match made {
+                    Some(m) => {
+                        self.loaded.fetch_add(1, Ordering::Relaxed);
+                        m
+                    }
+                    None => {
+                        let m = Module::new(&self.engine, bytes)
+                            .map_err(|e| format!("does not compile: {e:#}"))?;
+                        self.compiled.fetch_add(1, Ordering::Relaxed);
+                        m
+                    }
+                };
                 let mut cache = self.lock_cache();
                 if cache.len() >= MODULE_CACHE_MAX {
                     cache.clear();
@@ -278,7 +343,7 @@ impl WasmRuntime {
 
 impl WasmCompiler for WasmRuntime {
     fn compile(&self, _name: &str, module: &WasmModule) -> Result<(Factory, Placement), String> {
-        let (compiled, pre) = WasmRuntime::compile(self, &module.bytes)?;
+        let (compiled, pre) = self.compile_or_load(&module.bytes, module.precompiled.as_ref())?;
         let limits = module.limits;
         // Pure (no store or messaging imports) and short: like a pure
         // built-in, it may run on the shard's own thread.
@@ -301,6 +366,15 @@ impl WasmCompiler for WasmRuntime {
             }) as Box<dyn Function>
         });
         Ok((factory, placement))
+    }
+
+    fn precompile(&self, module: &WasmModule) -> Option<Precompiled> {
+        let (compiled, _) = self.compile_or_load(&module.bytes, None).ok()?;
+        let code = compiled.serialize().ok()?;
+        Some(Precompiled {
+            engine: self.engine_hash,
+            code,
+        })
     }
 }
 

@@ -43,7 +43,14 @@ fn registry(
     let runtime = WasmRuntime::new(Compiler::Winch).expect("runtime");
     let reg = Registry::with_builtins().with_wasm(runtime);
     let outcome = reg
-        .define(name, &FunctionBody::Wasm(WasmModule { bytes, limits }))
+        .define(
+            name,
+            &FunctionBody::Wasm(WasmModule {
+                bytes,
+                limits,
+                precompiled: None,
+            }),
+        )
         .map_err(|e| e.to_string());
     (Arc::new(reg), outcome)
 }
@@ -236,6 +243,7 @@ fn both_compilers_run_guests() {
     let module = WasmModule {
         bytes: guest("", ECHO_ARGS),
         limits: SandboxLimits::default(),
+        precompiled: None,
     };
     reg.define("e", &FunctionBody::Wasm(module)).unwrap();
     let out = Instances::new(1, reg)
@@ -294,6 +302,7 @@ fn the_epoch_advances_only_while_guest_code_runs() {
     let module = WasmModule {
         bytes: guest("", SPIN),
         limits,
+        precompiled: None,
     };
     reg.define("spin", &FunctionBody::Wasm(module)).unwrap();
     let mut ex = Instances::new(1, Arc::new(reg));
@@ -406,4 +415,38 @@ fn an_oversized_module_is_refused_with_a_hint_to_build_for_release() {
             WASM_MODULE_BYTES_MAX + 1
         )
     );
+}
+
+#[test]
+fn a_runtime_loads_another_ones_machine_code_only_when_its_engine_matches() {
+    let module = |precompiled| WasmModule {
+        bytes: guest("", ECHO_ARGS),
+        limits: SandboxLimits::default(),
+        precompiled,
+    };
+    let first = WasmRuntime::new(Compiler::Winch).expect("runtime");
+    let code = WasmCompiler::precompile(&*first, &module(None)).expect("serialises");
+    assert_eq!(first.loads(), (1, 0), "compiled once, by the first");
+    // Another node's runtime, same engine settings: loads, compiles nothing.
+    let second = WasmRuntime::new(Compiler::Winch).expect("runtime");
+    let reg = Arc::new(Registry::with_builtins().with_wasm(second.clone()));
+    reg.define("e", &FunctionBody::Wasm(module(Some(code.clone()))))
+        .unwrap();
+    assert_eq!(second.loads(), (0, 1));
+    let out = Instances::new(1, reg)
+        .call("e", &LocalStore::default(), &[b"z".to_vec()])
+        .unwrap();
+    assert_eq!(out, abi::encode_args(&[b"z".to_vec()]));
+    // Another engine (Cranelift) compiles for itself.
+    let other = WasmRuntime::new(Compiler::Cranelift).expect("runtime");
+    WasmCompiler::compile(&*other, "e", &module(Some(code.clone()))).unwrap();
+    assert_eq!(other.loads(), (1, 0));
+    // Code that does not load (same hash, not machine code) compiles too.
+    let bogus = executor::registry::Precompiled {
+        engine: code.engine,
+        code: b"not machine code".to_vec(),
+    };
+    let third = WasmRuntime::new(Compiler::Winch).expect("runtime");
+    WasmCompiler::compile(&*third, "e", &module(Some(bogus))).unwrap();
+    assert_eq!(third.loads(), (1, 0));
 }

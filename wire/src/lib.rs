@@ -46,8 +46,9 @@ pub use status::Status;
 /// every frame header and the cluster in the topology, so that clients
 /// route across nodes; version 6 the primary keys in `ShardStats`. Both
 /// changed layouts clients decode (the frame header, `ShardStats`): nodes
-/// accept version 6 clients only.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// accept version 6 clients and later. Version 7 added the caches'
+/// subscriptions between nodes (`Subscribe`, `Leased`, `CacheUpdate`).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The oldest protocol version a node accepts.
 pub const PROTOCOL_VERSION_MIN: u32 = 6;

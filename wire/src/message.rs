@@ -47,6 +47,22 @@ pub enum Request {
     /// The range digest of the keys the answering node and the asker both
     /// hold (version 5; node to node, admin: anti-entropy).
     Digest(DigestRequest),
+    /// Reads keys for the asking node's cache and subscribes it to them:
+    /// the answering node pushes their changes (`CacheUpdate`) until the
+    /// lease it grants ends (version 7; node to node, admin).
+    Subscribe(KvSubscribe),
+    /// Changes of keys a node's cache subscribed to, each as the sender
+    /// holds it (version 7; node to node, admin).
+    CacheUpdate(MergeBatch),
+}
+
+/// Keys to read for a node's cache, and where their changes go.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct KvSubscribe {
+    pub keys: Vec<Vec<u8>>,
+    /// The subscribing node's address in the cluster view (`ip:port`).
+    pub subscriber: Vec<u8>,
 }
 
 /// Which keys a `Digest` covers: those the asking `node` and the answering
@@ -428,6 +444,21 @@ pub enum Response {
     /// A range digest (`kvs_core::digest`): 64 sums, one per range of the
     /// node ring (version 5).
     Digest(Vec<u64>),
+    /// `Subscribe`'s answer: the values, one per key, and how long the
+    /// subscription lasts (0: none; the values must not be cached)
+    /// (version 7).
+    Leased(Leased),
+    /// `CacheUpdate`'s answer when the cache no longer holds some of its
+    /// keys (evicted, expired): their leases end (version 7).
+    Evicted(Vec<Vec<u8>>),
+}
+
+/// Values read for a node's cache, and the lease on their changes.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Leased {
+    pub values: Vec<Option<Value>>,
+    pub lease_ms: u32,
 }
 
 /// A node's view of its cluster: every member it knows of (itself

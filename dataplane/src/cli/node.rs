@@ -7,7 +7,7 @@ use cluster::membership::Timing;
 
 use crate::concern::WriteConcern;
 use crate::limits::{
-    ANTI_ENTROPY_INTERVAL_MS, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
+    ANTI_ENTROPY_INTERVAL_MS, CACHE_MB_DEFAULT, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
     HELLO_TIMEOUT_MS_DEFAULT, IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
     READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
 };
@@ -117,6 +117,12 @@ pub(super) struct NodeArgs {
     /// and sends the ones whose copies differ. 0 turns anti-entropy off.
     #[arg(long, default_value_t = ANTI_ENTROPY_INTERVAL_MS)]
     anti_entropy_ms: u64,
+    /// Cache (MiB) of the keys other nodes hold that this node's functions
+    /// read: filled on first read, kept fresh by the holder's pushes, each
+    /// key for a 5 s lease at most; past the size, keys are evicted by
+    /// CLOCK (least recently read first). 0 turns it off.
+    #[arg(long, default_value_t = CACHE_MB_DEFAULT)]
+    cache_mb: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -157,6 +163,7 @@ impl NodeArgs {
             replication: usize::from(a.replication),
             write_concern: a.write_concern,
             anti_entropy_ms: a.anti_entropy_ms,
+            cache_bytes: a.cache_mb.saturating_mul(1 << 20),
             membership: Timing {
                 probe_period_ms: a.probe_period_ms.max(1),
                 probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),

@@ -24,6 +24,17 @@ use crate::members::{copies_of, is_replicas_key};
 use crate::shard::{Acks, WriteObserver as _};
 use crate::transport::{DigestScope, ShardOp, ShardReply};
 
+/// The keys of a `Get`.
+type Keys = wire::rkyv::vec::ArchivedVec<wire::rkyv::vec::ArchivedVec<u8>>;
+
+/// A read's reply: `Values`, or `Leased` for another node's cache.
+fn values_reply(values: Vec<Option<w::Value>>, lease_ms: Option<u32>) -> w::Response {
+    match lease_ms {
+        None => w::Response::Values(values),
+        Some(lease_ms) => w::Response::Leased(w::Leased { values, lease_ms }),
+    }
+}
+
 /// Where one key of a request goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dest {
@@ -33,15 +44,23 @@ enum Dest {
 
 impl Conn {
     /// `local`: this node's own copy (`GetLocal`), never another node's.
-    pub(super) async fn get(&mut self, request_id: u64, get: &w::ArchivedKvGet, local: bool) {
-        let n = get.keys.len();
+    /// `lease_ms`: for another node's cache (`Subscribe`), answered as
+    /// `Leased`.
+    pub(super) async fn get(
+        &mut self,
+        request_id: u64,
+        keys: &Keys,
+        local: bool,
+        lease_ms: Option<u32>,
+    ) {
+        let n = keys.len();
         if n == 0 || n > KEYS_PER_GET_MAX {
             let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
             return self.error(request_id, Status::InvalidArgument, &msg);
         }
         let me = self.shard.id();
         let mut dests = Vec::with_capacity(n);
-        for k in get.keys.iter() {
+        for k in keys.iter() {
             let k = k.as_slice();
             let remote = if local { None } else { self.remote_owner(k) };
             dests.push(match remote {
@@ -54,18 +73,17 @@ impl Conn {
         }
         // Fast path: every key is this shard's.
         if dests.iter().all(|d| *d == Dest::Shard(me)) {
-            let values = get
-                .keys
+            let values = keys
                 .iter()
                 .map(|k| self.shard.get_local(k.as_slice()))
                 .collect();
-            return self.reply(request_id, &w::Response::Values(values));
+            return self.reply(request_id, &values_reply(values, lease_ms));
         }
         let mut values: Vec<Option<w::Value>> = vec![None; n];
         let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
         for (i, d) in dests.into_iter().enumerate() {
             if d == Dest::Shard(me) {
-                values[i] = self.shard.get_local(get.keys[i].as_slice());
+                values[i] = self.shard.get_local(keys[i].as_slice());
             } else if let Some(g) = groups.iter_mut().find(|(x, _)| *x == d) {
                 g.1.push(i);
             } else {
@@ -74,7 +92,7 @@ impl Conn {
         }
         let mut parts = Vec::with_capacity(groups.len());
         for (dest, idx) in groups {
-            let keys: Vec<Vec<u8>> = idx.iter().map(|&i| get.keys[i].to_vec()).collect();
+            let keys: Vec<Vec<u8>> = idx.iter().map(|&i| keys[i].to_vec()).collect();
             let reply: super::outbox::PendingReply = match dest {
                 Dest::Shard(owner) => {
                     let reply = self.shard.forward(owner, ShardOp::Get(keys)).await;
@@ -100,8 +118,61 @@ impl Conn {
                     other => return other,
                 }
             }
-            w::Response::Values(values)
+            values_reply(values, lease_ms)
         });
+    }
+
+    /// Reads keys for another node's cache and leases them to it
+    /// (`leases.rs`): `Leased`, with no lease when a key is not this
+    /// node's or the leases are full.
+    pub(super) async fn subscribe(&mut self, request_id: u64, sub: &w::ArchivedKvSubscribe) {
+        let member = std::str::from_utf8(sub.subscriber.as_slice())
+            .ok()
+            .and_then(|s| s.parse::<SocketAddr>().ok())
+            .filter(|a| self.server.with_placement(|p| p.holds_node(*a)));
+        let Some(to) = member else {
+            let msg = format!(
+                "a cache subscribes by its node's address in this node's view, not {:?}",
+                String::from_utf8_lossy(sub.subscriber.as_slice())
+            );
+            return self.error(request_id, Status::InvalidArgument, &msg);
+        };
+        let held = sub
+            .keys
+            .iter()
+            .all(|k| self.remote_owner(k.as_slice()).is_none());
+        let lease_ms = if held && (1..=KEYS_PER_GET_MAX).contains(&sub.keys.len()) {
+            let leases = &self.server.leases;
+            (sub.keys.iter())
+                .map(|k| leases.grant(k.as_slice(), to))
+                .min()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.get(request_id, &sub.keys, false, Some(lease_ms)).await;
+    }
+
+    /// Changes of keys this node's cache subscribed to: merged into the
+    /// cache where it still holds them; `Stored`, or `Evicted` with the
+    /// keys it no longer holds (their leases end).
+    pub(super) fn cache_update(&mut self, request_id: u64, batch: &w::ArchivedMergeBatch) {
+        let mut evicted = Vec::new();
+        for e in batch.entries.iter() {
+            match entry_of(e) {
+                Ok(entry) => {
+                    if !self.server.cache.update(e.key.as_slice(), entry) {
+                        evicted.push(e.key.to_vec());
+                    }
+                }
+                Err(err) => return self.fail(request_id, &err),
+            }
+        }
+        let reply = match evicted.is_empty() {
+            true => w::Response::Stored,
+            false => w::Response::Evicted(evicted),
+        };
+        self.reply(request_id, &reply);
     }
 
     pub(super) async fn write(

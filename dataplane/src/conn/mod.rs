@@ -424,8 +424,10 @@ impl Conn {
                 glommio::spawn_local(leave_after_handoff(self.server.clone())).detach();
                 self.reply(request_id, &w::Response::Leaving);
             }
-            ArchivedRequest::Get(get) => self.get(request_id, get, false).await,
-            ArchivedRequest::GetLocal(get) => self.get(request_id, get, true).await,
+            ArchivedRequest::Get(get) => self.get(request_id, &get.keys, false, None).await,
+            ArchivedRequest::GetLocal(get) => self.get(request_id, &get.keys, true, None).await,
+            ArchivedRequest::Subscribe(sub) => self.subscribe(request_id, sub).await,
+            ArchivedRequest::CacheUpdate(batch) => self.cache_update(request_id, batch),
             ArchivedRequest::Merge(batch) => self.merge(request_id, batch).await,
             ArchivedRequest::Digest(d) => self.digest(request_id, d).await,
             ArchivedRequest::Put(put) => {
@@ -453,7 +455,7 @@ impl Conn {
             | ArchivedRequest::RegisterFunction(_)
             | ArchivedRequest::DeleteFunction(_)
             | ArchivedRequest::ListFunctions => {
-                let answer = self.server.functions.request(req);
+                let answer = self.server.functions.request(req, self.from_node);
                 self.answer(request_id, answer).await;
             }
         }
@@ -481,7 +483,13 @@ impl Conn {
         match answer {
             Answer::Now(Ok(resp)) => self.reply(request_id, &resp),
             Answer::Now(Err(e)) => self.fail(request_id, &e),
-            Answer::Write(key, value) => self.write(request_id, &key, value, None).await,
+            Answer::Write(key, value) => {
+                // A registration is answered once every member has it, so
+                // that a call on any node finds what was just registered.
+                let concern = crate::members::on_every_member(&key)
+                    .then_some(crate::concern::WriteConcern::All);
+                self.write(request_id, &key, value, concern).await;
+            }
             Answer::Later(reply) => self.outbox.push(request_id, async move {
                 reply.await.unwrap_or_else(|e| error_response(&e))
             }),

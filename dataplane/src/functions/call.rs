@@ -184,9 +184,13 @@ impl ShardFunctions {
         }
     }
 
-    /// Stores `bytes` under `key` (any shard's), once durable.
+    /// Stores `bytes` under `key` (any shard's, any node's), once durable.
     async fn store_put(&self, key: Vec<u8>, bytes: Vec<u8>) -> Result<(), NodeError> {
         let value = Value::Lww(Lww::new(Timestamp::default(), bytes));
+        if let Some(to) = self.remote.holder(&key) {
+            let put = self.remote.put(to, key, value).await;
+            return put.map_err(|e| NodeError::new(wire::Status::Unavailable, e));
+        }
         let owner = self.shard.owner(&key);
         if owner == self.shard.id() {
             let (_, lsn) = self.shard.write(key, Some(value))?;

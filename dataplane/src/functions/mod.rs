@@ -42,7 +42,7 @@ use kvs_core::ring::HashRing;
 use kvs_core::ShardId;
 
 pub(crate) use requests::Answer;
-pub(crate) use store::{serve_store, StoreRequest};
+pub(crate) use store::{serve_store, Remote, StoreRequest};
 pub(crate) use watch::Mirror;
 
 use crate::limits::{FN_QUEUE_DEPTH, STORE_QUEUE_DEPTH};
@@ -68,6 +68,11 @@ pub(crate) struct PlatformConfig {
     pub wasm_compiler: wasm_host::Compiler,
     /// Register the test suite's fixture functions (`--test-fixtures`).
     pub test_fixtures: bool,
+    /// Store an upload's machine code with it, and load the machine code
+    /// registration records carry instead of compiling (compile once per
+    /// cluster): only on a node with authentication, where nobody but the
+    /// cluster's nodes (the admin role) writes those records.
+    pub trust_precompiled: bool,
 }
 
 /// The node's function platform, shared by its shards.
@@ -75,6 +80,8 @@ pub(crate) struct PlatformConfig {
 pub(crate) struct Platform {
     pool: Arc<Pool>,
     registry: Arc<Registry>,
+    wasm: Arc<wasm_host::WasmRuntime>,
+    trust_precompiled: bool,
     /// Bumped by every write of a DAG key on any shard of the node.
     dag_generation: Arc<AtomicU64>,
 }
@@ -89,11 +96,12 @@ impl Platform {
         shard_cpus: &[usize],
         ring: &HashRing<ShardId>,
         now_us: u64,
+        cache: Arc<crate::cache::NodeCache>,
     ) -> anyhow::Result<(Platform, Vec<futures_channel::mpsc::Receiver<StoreRequest>>)> {
         let wasm = wasm_host::WasmRuntime::new(config.wasm_compiler)
             .context("starting the WebAssembly runtime")?;
         let mut registry = Registry::with_builtins()
-            .with_wasm(wasm)
+            .with_wasm(wasm.clone())
             .with_models(Arc::new(crate::model_fns::Runtime));
         crate::model_fns::register_builtins(&mut registry)?;
         if config.test_fixtures {
@@ -105,7 +113,7 @@ impl Platform {
             .iter()
             .map(|_| futures_channel::mpsc::channel(STORE_QUEUE_DEPTH))
             .unzip();
-        let store = Arc::new(NodeStore::new(store_txs, ring.clone()));
+        let store = Arc::new(NodeStore::new(store_txs, ring.clone(), cache));
         let executors = shard_cpus.len() * config.executors_per_shard;
         let post = Arc::new(Postbox::new(0..executors as u64, MAILBOX_DEPTH, now_us));
         let pool = Pool::start(
@@ -121,6 +129,8 @@ impl Platform {
         let platform = Platform {
             pool,
             registry,
+            wasm,
+            trust_precompiled: config.trust_precompiled,
             dag_generation: Arc::new(AtomicU64::new(0)),
         };
         Ok((platform, store_rxs))
@@ -166,17 +176,25 @@ pub(crate) struct ShardFunctions {
     dags: Rc<DagCache>,
     /// Calls with an output key running in the background now.
     background_calls: Cell<usize>,
+    /// The keys other nodes hold (output keys).
+    remote: Rc<Remote>,
 }
 
 impl ShardFunctions {
     /// The platform's side of shard `shard`, over the same DAG cache as
     /// `mirror` (the observer given to that shard).
-    pub fn new(platform: Platform, shard: Rc<Shard>, mirror: &Mirror) -> ShardFunctions {
+    pub fn new(
+        platform: Platform,
+        shard: Rc<Shard>,
+        mirror: &Mirror,
+        remote: Rc<Remote>,
+    ) -> ShardFunctions {
         let id = INLINE_EXECUTOR_ID_BASE | u64::from(shard.id().0);
         ShardFunctions {
             inline: RefCell::new(Instances::new(id, platform.registry.clone())),
             dags: mirror.dags(),
             background_calls: Cell::new(0),
+            remote,
             platform,
             shard,
         }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,7 +26,10 @@ use super::call::CallOptions;
 use super::pool::CallResult;
 use super::ShardFunctions;
 use crate::error::NodeError;
-use crate::limits::BACKGROUND_CALLS_PER_SHARD_MAX;
+use crate::limits::{
+    BACKGROUND_CALLS_PER_SHARD_MAX, CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX,
+    NODE_REQUEST_TIMEOUT_MS,
+};
 
 /// How a request is answered.
 pub(crate) enum Answer {
@@ -66,12 +70,96 @@ fn stamped(bytes: Vec<u8>) -> Option<Value> {
     Some(Value::Lww(Lww::new(Timestamp::default(), bytes)))
 }
 
+/// The wire form of a call to send on to another node.
+fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOptions) -> w::DagCall {
+    let args = args
+        .iter()
+        .map(|(f, a)| w::SourceArgs {
+            function: f.as_bytes().to_vec(),
+            args: a
+                .iter()
+                .map(|a| match a {
+                    Arg::Value(v) => w::Arg::Value(v.clone()),
+                    Arg::Ref(k) => w::Arg::Ref(k.clone()),
+                })
+                .collect(),
+        })
+        .collect();
+    w::DagCall {
+        name: name.as_bytes().to_vec(),
+        args,
+        timeout_ms: options.timeout_ms,
+        output_key: Vec::new(),
+        then: options.then.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        retries: options.retries,
+    }
+}
+
 impl ShardFunctions {
-    /// The answer to one of the platform's requests.
-    pub fn request(self: &Rc<Self>, req: &ArchivedRequest) -> Answer {
+    /// The node to run a call on: the one holding the most of its
+    /// referenced keys, if that is not this one (a tie stays here; keys in
+    /// this node's cache count as here: reading them costs nothing).
+    fn best_node(&self, args: &HashMap<String, Vec<Arg>>) -> Option<SocketAddr> {
+        let mut here = 0;
+        let mut there: Vec<(SocketAddr, usize)> = Vec::new();
+        for a in args.values().flatten() {
+            let Arg::Ref(key) = a else { continue };
+            match self.remote.holder(key) {
+                None => here += 1,
+                Some(_) if self.remote.cache.holds(key) => here += 1,
+                Some(to) => match there.iter_mut().find(|(a, _)| *a == to) {
+                    Some((_, n)) => *n += 1,
+                    None => there.push((to, 1)),
+                },
+            }
+        }
+        there
+            .into_iter()
+            .filter(|&(_, n)| n > here)
+            .max_by_key(|&(a, n)| (n, std::cmp::Reverse(a)))
+            .map(|(a, _)| a)
+    }
+
+    /// Runs `call` on the node at `to` (beside its data); if that node
+    /// cannot be reached, runs it here (`here`) instead: a re-run, as after
+    /// a retriable failure, so its effects may happen twice.
+    async fn forwarded(
+        self: Rc<Self>,
+        to: SocketAddr,
+        call: w::DagCall,
+        here: impl Future<Output = CallResult>,
+    ) -> Result<w::Response, NodeError> {
+        crate::shard::bump(&self.shard.stats().node_forwards);
+        let runs = u64::from(call.retries + 1) * (call.then.len() as u64 + 1);
+        let run_ms = match u64::from(call.timeout_ms) {
+            0 => CALL_TIMEOUT_MS_DEFAULT,
+            t => t.min(CALL_TIMEOUT_MS_MAX),
+        };
+        let budget_ms = (run_ms * runs).min(CALL_TIMEOUT_MS_MAX) + NODE_REQUEST_TIMEOUT_MS;
+        let request = w::Request::CallDag(call);
+        match self.remote.links.call_within(to, &request, budget_ms).await {
+            w::Response::Error(e) if e.code == Status::Unavailable.code() => {
+                log::info!(
+                    "{}: a call for {to} runs here instead: {}",
+                    self.shard.id(),
+                    String::from_utf8_lossy(&e.message)
+                );
+                here.await.map(w::Response::Output)
+            }
+            w::Response::Error(e) => {
+                let status = Status::from_code(e.code).unwrap_or(Status::Internal);
+                Err(NodeError::new(status, String::from_utf8_lossy(&e.message)))
+            }
+            reply => Ok(reply),
+        }
+    }
+
+    /// The answer to one of the platform's requests (`from_node`: sent on
+    /// by another node, never sent on again).
+    pub fn request(self: &Rc<Self>, req: &ArchivedRequest, from_node: bool) -> Answer {
         match req {
             ArchivedRequest::Call(c) => self.call(c),
-            ArchivedRequest::CallDag(c) => self.call_dag(c),
+            ArchivedRequest::CallDag(c) => self.call_dag(c, from_node),
             ArchivedRequest::RegisterDag(d) => self.register_dag(d),
             ArchivedRequest::DeleteDag(d) => {
                 Answer::Write(stored::key(&text(d.name.as_slice())), None)
@@ -145,6 +233,7 @@ impl ShardFunctions {
                 FunctionBody::Wasm(WasmModule {
                     bytes: m.module.to_vec(),
                     limits,
+                    precompiled: None,
                 })
             }
         };
@@ -155,7 +244,21 @@ impl ShardFunctions {
             };
             return Answer::fail(status, format!("function {name:?} refused: {e}"));
         }
-        Answer::Write(fn_stored::key(&name), stamped(fn_stored::encode(&body)))
+        let mut record = fn_stored::encode(&body);
+        if let (FunctionBody::Wasm(m), true) = (&body, self.platform.trust_precompiled) {
+            // Its machine code goes with it (compile once per cluster), if
+            // the record still fits in a value.
+            let precompiled = self.platform.registry.precompile(m);
+            let with_code = FunctionBody::Wasm(WasmModule {
+                precompiled,
+                ..m.clone()
+            });
+            let bigger = fn_stored::encode(&with_code);
+            if bigger.len() <= kvs_core::limits::VALUE_BYTES_MAX {
+                record = bigger;
+            }
+        }
+        Answer::Write(fn_stored::key(&name), stamped(record))
     }
 
     /// Deletes a registered function (not a built-in).
@@ -232,8 +335,10 @@ impl ShardFunctions {
     }
 
     /// Runs a DAG: answered when its result is in, or `Pending` at once
-    /// when the call names an output key (the outcome is stored there).
-    fn call_dag(self: &Rc<Self>, call: &w::ArchivedDagCall) -> Answer {
+    /// when the call names an output key (the outcome is stored there). A
+    /// call whose referenced keys are mostly another node's runs there
+    /// ([`Self::forwarded`]).
+    fn call_dag(self: &Rc<Self>, call: &w::ArchivedDagCall, from_node: bool) -> Answer {
         let name = text(call.name.as_slice());
         let retries = call.retries.to_native();
         if retries > RETRIES_MAX || call.then.len() > CONTINUATIONS_MAX {
@@ -284,6 +389,12 @@ impl ShardFunctions {
                 return Answer::output(self.run_inline(dag, args));
             }
         }
+        // Beside its data, if another node holds most of it (not for calls
+        // with an output key: their errors stay on the node that ran them).
+        let elsewhere = (!from_node && output_key.is_empty())
+            .then(|| self.best_node(&args))
+            .flatten()
+            .map(|to| (to, owned_call(&name, &args, &options)));
         let me = self.clone();
         let run = async move {
             let dag = match local {
@@ -292,6 +403,9 @@ impl ShardFunctions {
             };
             me.run_call(dag, args, &options).await
         };
+        if let Some((to, call)) = elsewhere {
+            return Answer::Later(Box::pin(self.clone().forwarded(to, call, run)));
+        }
         if output_key.is_empty() {
             return Answer::Later(Box::pin(async move { run.await.map(w::Response::Output) }));
         }

@@ -5,8 +5,14 @@
 //! deadline. Puts are answered once durable under the node's `--fsync`
 //! policy, like client puts. Functions may not write the keys that hold
 //! code and models.
+//!
+//! In a cluster, a key no copy of which is on this node is read and written
+//! at its holder ([`Remote`]: over the shard's links, like a client request
+//! the node forwards); the shard's serving loop never waits for it.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as cb;
@@ -15,8 +21,15 @@ use futures_channel::mpsc;
 use kvs_core::partition::Applied;
 use kvs_core::ring::HashRing;
 use kvs_core::{ShardId, Value};
+use wire::message as w;
+use wire::Status;
 
-use crate::limits::STORE_TIMEOUT_MS;
+use crate::cache::NodeCache;
+use crate::convert::{value_from_wire, value_to_wire};
+use crate::leases::Leases;
+use crate::limits::{NODE_REQUEST_TIMEOUT_MS, STORE_TIMEOUT_MS};
+use crate::links::Links;
+use crate::members::Members;
 use crate::shard::Shard;
 
 /// A store operation from an executor thread.
@@ -29,11 +42,32 @@ enum StoreOp {
     Take(Vec<u8>),
 }
 
+impl StoreOp {
+    fn key(&self) -> &[u8] {
+        match self {
+            StoreOp::Get(k) | StoreOp::Put(k, _) | StoreOp::Delete(k) | StoreOp::Take(k) => k,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum StoreReply {
     Value(Option<Value>),
     Done(bool),
+    /// Refused (bad input, a key functions may not write).
     Failed(String),
+    /// Not reached (a holder down, a deadline): a re-run may succeed.
+    Unreachable(String),
+}
+
+impl StoreReply {
+    fn into_error(self) -> StoreError {
+        match self {
+            StoreReply::Failed(e) => StoreError::Refused(e),
+            StoreReply::Unreachable(e) => StoreError::Unavailable(e),
+            other => StoreError::Unavailable(format!("unexpected reply {other:?}")),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,6 +81,8 @@ pub(crate) struct StoreRequest {
 pub(super) struct NodeStore {
     shards: Vec<mpsc::Sender<StoreRequest>>,
     ring: HashRing<ShardId>,
+    /// Other nodes' keys, read here without a shard hop.
+    cache: Arc<NodeCache>,
 }
 
 impl NodeStore {
@@ -54,8 +90,13 @@ impl NodeStore {
     pub(super) fn new(
         shards: Vec<mpsc::Sender<StoreRequest>>,
         ring: HashRing<ShardId>,
+        cache: Arc<NodeCache>,
     ) -> NodeStore {
-        NodeStore { shards, ring }
+        NodeStore {
+            shards,
+            ring,
+            cache,
+        }
     }
 
     fn request(&self, key: &[u8], op: StoreOp) -> Result<StoreReply, StoreError> {
@@ -91,39 +132,154 @@ impl NodeStore {
 
 impl Store for NodeStore {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        if let Some(cached) = self.cache.get(key) {
+            return Ok(cached);
+        }
         match self.request(key, StoreOp::Get(key.to_vec()))? {
             StoreReply::Value(v) => Ok(v),
-            StoreReply::Failed(e) => Err(StoreError::Refused(e)),
-            StoreReply::Done(_) => Err(StoreError::Unavailable("unexpected reply".into())),
+            other => Err(other.into_error()),
         }
     }
     fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError> {
         match self.request(key, StoreOp::Put(key.to_vec(), value))? {
             StoreReply::Done(_) => Ok(()),
-            StoreReply::Failed(e) => Err(StoreError::Refused(e)),
-            StoreReply::Value(_) => Err(StoreError::Unavailable("unexpected reply".into())),
+            other => Err(other.into_error()),
         }
     }
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
         match self.request(key, StoreOp::Delete(key.to_vec()))? {
             StoreReply::Done(removed) => Ok(removed),
-            StoreReply::Failed(e) => Err(StoreError::Refused(e)),
-            StoreReply::Value(_) => Err(StoreError::Unavailable("unexpected reply".into())),
+            other => Err(other.into_error()),
         }
     }
     fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
         match self.request(key, StoreOp::Take(key.to_vec()))? {
             StoreReply::Value(v) => Ok(v),
-            StoreReply::Failed(e) => Err(StoreError::Refused(e)),
-            StoreReply::Done(_) => Err(StoreError::Unavailable("unexpected reply".into())),
+            other => Err(other.into_error()),
         }
     }
 }
 
-/// Serves executors' store requests on the owning shard.
-pub(crate) async fn serve_store(shard: Rc<Shard>, mut rx: mpsc::Receiver<StoreRequest>) {
+/// How a shard reaches the keys other nodes hold, and serves other
+/// nodes' caches.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    pub links: Rc<Links>,
+    pub members: Arc<Members>,
+    /// This node's cache of other nodes' keys.
+    pub cache: Arc<NodeCache>,
+    /// Other nodes' leases on this node's keys.
+    pub leases: Arc<Leases>,
+}
+
+impl Remote {
+    /// The node to ask for `key`, when no copy of it is on this one.
+    pub fn holder(&self, key: &[u8]) -> Option<SocketAddr> {
+        self.members.placement().remote_owner(key).map(|(_, a)| a)
+    }
+
+    /// Carries `op` out at the node `to`, or, if it cannot be reached, at
+    /// the key's next holder (`--replication` above 1): a read fills the
+    /// cache (under a lease), a write or delete makes the cache forget the
+    /// key.
+    async fn call(&self, to: SocketAddr, op: StoreOp) -> StoreReply {
+        let key = op.key().to_vec();
+        let req = match op {
+            StoreOp::Get(key) => match self.members.placement().my_addr() {
+                Some(me) if self.cache.enabled() => {
+                    self.cache.expect(&key, NODE_REQUEST_TIMEOUT_MS);
+                    w::Request::Subscribe(w::KvSubscribe {
+                        keys: vec![key],
+                        subscriber: me.to_string().into_bytes(),
+                    })
+                }
+                _ => w::Request::Get(w::KvGet { keys: vec![key] }),
+            },
+            StoreOp::Put(key, v) => w::Request::Put(w::KvPut {
+                key,
+                value: value_to_wire(&v),
+            }),
+            StoreOp::Delete(key) => w::Request::Delete(w::KvDelete { key }),
+            StoreOp::Take(_) => return StoreReply::Failed("take is for this node's keys".into()),
+        };
+        let placement = self.members.placement();
+        let others = (placement.holders(&key).into_iter())
+            .filter(|h| *h != to && Some(*h) != placement.my_addr());
+        let mut reply = self.links.call(to, &req).await;
+        for next in others {
+            match &reply {
+                w::Response::Error(e) if e.code == Status::Unavailable.code() => {
+                    reply = self.links.call(next, &req).await;
+                }
+                _ => break,
+            }
+        }
+        if !matches!(req, w::Request::Get(_) | w::Request::Subscribe(_)) {
+            self.cache.forget(&key);
+        }
+        match reply {
+            w::Response::Values(mut vs) if vs.len() == 1 => {
+                StoreReply::Value(vs.pop().flatten().map(value_from_wire))
+            }
+            w::Response::Leased(mut l) if l.values.len() == 1 => {
+                let value = l.values.pop().flatten().map(value_from_wire);
+                self.cache.insert(key, value.clone(), l.lease_ms);
+                StoreReply::Value(value)
+            }
+            w::Response::Stored => StoreReply::Done(false),
+            w::Response::Deleted(d) => StoreReply::Done(d.removed),
+            w::Response::Error(e) => {
+                let why = format!("at {to}: {}", String::from_utf8_lossy(&e.message));
+                match Status::from_code(e.code) {
+                    Some(Status::InvalidArgument | Status::ClockSkew) => StoreReply::Failed(why),
+                    _ => StoreReply::Unreachable(why),
+                }
+            }
+            other => StoreReply::Unreachable(format!("at {to}: unexpected reply {other:?}")),
+        }
+    }
+
+    /// Stores `value` under `key` at the node `to`, once durable there.
+    pub async fn put(&self, to: SocketAddr, key: Vec<u8>, value: Value) -> Result<(), String> {
+        match self.call(to, StoreOp::Put(key, value)).await {
+            StoreReply::Done(_) => Ok(()),
+            other => Err(other.into_error().to_string()),
+        }
+    }
+}
+
+/// Serves executors' store requests on the owning shard (keys with no
+/// copy on this node: at their holder, through `remote`).
+pub(crate) async fn serve_store(
+    shard: Rc<Shard>,
+    remote: Rc<Remote>,
+    mut rx: mpsc::Receiver<StoreRequest>,
+) {
     use futures_lite::StreamExt;
     while let Some(StoreRequest { op, reply }) = rx.next().await {
+        if !matches!(op, StoreOp::Get(_)) && crate::auth::is_code_key(op.key()) {
+            // Registration goes through the node's checks (and, with
+            // authentication, its admin role), never a function's store.
+            let msg = format!(
+                "functions may not write {:?}: keys under squall:fn:, squall:dag:, squall:model \
+                 and squall:labels: change only through registration requests",
+                String::from_utf8_lossy(op.key())
+            );
+            let _ = reply.send(StoreReply::Failed(msg));
+            continue;
+        }
+        // Inboxes (`Take`) are this node's own keys.
+        if let Some(to) = (!matches!(op, StoreOp::Take(_)))
+            .then(|| remote.holder(op.key()))
+            .flatten()
+        {
+            let remote = remote.clone();
+            glommio::spawn_local(async move {
+                let _ = reply.send(remote.call(to, op).await);
+            })
+            .detach();
+            continue;
+        }
         let mut taken = None;
         let (key, value) = match op {
             StoreOp::Get(key) => {
@@ -143,17 +299,6 @@ pub(crate) async fn serve_store(shard: Rc<Shard>, mut rx: mpsc::Receiver<StoreRe
             StoreOp::Put(key, value) => (key, Some(value)),
             StoreOp::Delete(key) => (key, None),
         };
-        if crate::auth::is_code_key(&key) {
-            // Registration goes through the node's checks (and, with
-            // authentication, its admin role), never a function's store.
-            let msg = format!(
-                "functions may not write {:?}: keys under squall:fn:, squall:dag:, squall:model \
-                 and squall:labels: change only through registration requests",
-                String::from_utf8_lossy(&key)
-            );
-            let _ = reply.send(StoreReply::Failed(msg));
-            continue;
-        }
         match shard.write(key, value) {
             Ok((applied, lsn)) => {
                 let shard = shard.clone();

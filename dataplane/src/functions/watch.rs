@@ -6,8 +6,9 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use executor::registry::stored as fn_stored;
+use executor::registry::{stored as fn_stored, FunctionBody};
 use kvs_core::partition::Partition;
 use kvs_core::ring::HashRing;
 use kvs_core::{ShardId, Value};
@@ -61,8 +62,31 @@ impl Mirror {
                 registry.undefine(name);
                 Ok(())
             }
-            Some(Value::Lww(l)) => fn_stored::decode(l.value())
-                .and_then(|body| registry.define(name, &body).map_err(|e| e.to_string())),
+            Some(Value::Lww(l)) => {
+                let mut body = fn_stored::decode(l.value())?;
+                let FunctionBody::Wasm(m) = &mut body else {
+                    return registry.define(name, &body).map_err(|e| e.to_string());
+                };
+                if !self.platform.trust_precompiled {
+                    m.precompiled = None;
+                }
+                let (t0, before) = (Instant::now(), self.platform.wasm.loads());
+                registry.define(name, &body).map_err(|e| e.to_string())?;
+                let after = self.platform.wasm.loads();
+                let how = if after.1 > before.1 {
+                    "loaded its machine code"
+                } else if after.0 > before.0 {
+                    "compiled here"
+                } else {
+                    "compiled already"
+                };
+                log::info!(
+                    "{}: WebAssembly function {name:?} ready in {} us ({how})",
+                    self.shard,
+                    t0.elapsed().as_micros()
+                );
+                Ok(())
+            }
             Some(other) => Err(format!("stored as a {} value", other.kind())),
         }
     }

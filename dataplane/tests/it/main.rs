@@ -26,6 +26,10 @@
 //! * `history`: a history checker over clusters under seeded link faults:
 //!   W=quorum with a node lost for good or a join and a leave, W=1 with a
 //!   node restarted or a partition that heals.
+//! * `spread`: functions across nodes: registrations everywhere (and on a
+//!   joining node), keys other nodes hold read and written at their holder
+//!   and cached (pushed fresh, a lost push healed), calls sent beside their
+//!   data, machine code compiled once per cluster.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on
 //!   the sender and on the receiver; no key lost.
 //! * `netns`: a real cut (network namespaces, a link taken down) and the
@@ -53,4 +57,5 @@ mod models;
 mod netns;
 mod placement;
 mod shutdown;
+mod spread;
 mod wasm;

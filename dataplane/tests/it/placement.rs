@@ -58,7 +58,7 @@ fn settled(addrs: &[&str]) {
 }
 
 /// An LWW value's bytes, as text.
-fn text(v: Option<Value>) -> Option<String> {
+pub fn text(v: Option<Value>) -> Option<String> {
     match v {
         Some(Value::Lww(l)) => Some(String::from_utf8(l.bytes).unwrap()),
         None => None,
@@ -66,7 +66,7 @@ fn text(v: Option<Value>) -> Option<String> {
     }
 }
 
-fn up(nodes: &[&Node]) -> Vec<(String, u8, u64)> {
+pub fn up(nodes: &[&Node]) -> Vec<(String, u8, u64)> {
     let mut v: Vec<_> = nodes
         .iter()
         .map(|n| (n.addr().to_owned(), wire::message::MEMBER_UP, 1))
@@ -457,7 +457,7 @@ fn lww_now(v: &str) -> Value {
 }
 
 /// `key`'s copy on `addr`'s node, as text.
-fn local_text(addr: &str, key: &str) -> Option<String> {
+pub fn local_text(addr: &str, key: &str) -> Option<String> {
     rt().block_on(async { text(connect(addr).await.get_local(key.as_bytes()).await.unwrap()) })
 }
 
