@@ -62,8 +62,7 @@ struct Meta {
     pending: bool,
 }
 
-/// What a cache holds.
-#[cfg(test)]
+/// What a cache holds, and how its reads went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CacheStats {
     pub keys: usize,
@@ -191,7 +190,6 @@ impl NodeCache {
         };
     }
 
-    #[cfg(test)]
     pub fn stats(&self) -> CacheStats {
         let inner = self.lock();
         CacheStats {

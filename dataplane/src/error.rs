@@ -6,6 +6,7 @@
 //! CLI) use `anyhow`.
 
 use executor::function::FnError;
+use executor::store::StoreError;
 use kvs_core::partition::PartitionError;
 use wire::Status;
 
@@ -65,7 +66,11 @@ impl From<FnError> for NodeError {
     fn from(e: FnError) -> NodeError {
         NodeError {
             status: match e {
-                FnError::LimitExceeded { .. } => Status::LimitExceeded,
+                FnError::LimitExceeded { .. }
+                | FnError::Store {
+                    source: StoreError::LimitExceeded(_),
+                    ..
+                } => Status::LimitExceeded,
                 _ => Status::FunctionFailed,
             },
             retriable: e.is_retriable(),

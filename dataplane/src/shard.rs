@@ -474,6 +474,11 @@ impl Shard {
             node_forwards: s.node_forwards.get(),
             stale_epoch: s.stale_epoch.get(),
             primary_keys: 0, // the connection counts them (it knows the placement)
+            // The connection of shard 0 fills in the node's cache.
+            cache_keys: 0,
+            cache_bytes: 0,
+            cache_hits: 0,
+            cache_misses: 0,
         }
     }
 }

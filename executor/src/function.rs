@@ -388,6 +388,55 @@ impl Function for FailFirst {
     }
 }
 
+/// `consistency_probe LOG…`: one function of the consistency experiment
+/// (`loadgen consistency`; the record formats and the step are the
+/// `anomaly` crate's): reads its level's keys through the call's store,
+/// writes at the sink, returns its log. A store failure keeps its own
+/// error (a session limit stays `LimitExceeded`).
+#[derive(Default)]
+struct ConsistencyProbe {
+    invocations: u64,
+}
+impl Function for ConsistencyProbe {
+    fn call(&mut self, cx: &mut Context<'_>, args: &[Vec<u8>]) -> Result<Vec<u8>, FnError> {
+        self.invocations += 1;
+        // Unique per executor thread and invocation: tells this
+        // invocation's reads from its upstreams'.
+        let reader = (cx.get_id() << 32) | (self.invocations & 0xffff_ffff);
+        let cx = &*cx;
+        let failure = std::cell::RefCell::new(None);
+        let keep = |e: FnError| {
+            let m = e.to_string();
+            failure.borrow_mut().get_or_insert(e);
+            m
+        };
+        let inputs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let out = anomaly::probe::probe(
+            &inputs,
+            reader,
+            |ms| std::thread::sleep(Duration::from_millis(u64::from(ms))),
+            |key| match cx.get(key.as_bytes()).map_err(keep)? {
+                None => Ok(None),
+                Some(Value::Lww(l)) => Ok(Some(l.into_parts().1)),
+                Some(other) => Err(format!("key {key:?} holds a {} value", other.kind())),
+            },
+            |key, v, bytes| {
+                let ts = Timestamp {
+                    clock: v.clock,
+                    writer: v.writer,
+                };
+                cx.put(key.as_bytes(), Value::Lww(Lww::new(ts, bytes)))
+                    .map_err(keep)
+            },
+        );
+        match (out, failure.into_inner()) {
+            (Ok(log), _) => Ok(log),
+            (Err(_), Some(e)) => Err(e),
+            (Err(m), None) => Err(cx.fail(m)),
+        }
+    }
+}
+
 /// Where a function may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -413,6 +462,11 @@ pub fn builtins() -> Vec<(&'static str, Factory, Placement)> {
         ("echo", factory(|| Echo), Placement::Inline),
         ("counter", factory(Counter::default), Placement::Executor),
         ("incr_key", factory(|| IncrKey), Placement::Executor),
+        (
+            "consistency_probe",
+            factory(ConsistencyProbe::default),
+            Placement::Executor,
+        ),
     ]
 }
 

@@ -20,14 +20,18 @@
 //!   replaced when its registration changes; class functions keep state
 //!   in it), turning panics into errors naming the function, and running a
 //!   whole DAG in-thread;
+//! * [`session`] — a DAG run's consistency mode and what it keeps (DSRR's
+//!   pinned versions, bounded), as a store wrapper every function of the
+//!   run reads and writes through;
 //! * [`store`] — the [`store::Store`] trait the node implements, and
 //!   [`store::LocalStore`] over one in-memory partition.
 //!
 //! ## Boundary
 //! `executor` must not depend on `dataplane` or on any runtime: it reaches
 //! the store through a trait that `dataplane` implements, so it can be
-//! tested without a node and run in a simulation. `scripts/check-deps.sh`
-//! enforces this.
+//! tested without a node and run in a simulation. Of Squall crates it uses
+//! `kvs-core` (values) and `anomaly` (the consistency experiment's probe,
+//! a built-in). `scripts/check-deps.sh` enforces this.
 //!
 //! ## Example
 //! ```
@@ -48,4 +52,5 @@ pub mod message;
 pub mod registry;
 pub mod run;
 pub mod schedule;
+pub mod session;
 pub mod store;

@@ -24,6 +24,11 @@ pub const MAILBOX_DEPTH: usize = 1024;
 /// Continuation DAGs one call may chain.
 pub const CONTINUATIONS_MAX: usize = 8;
 
+/// Session metadata of one DAG run under a consistency mode that keeps
+/// some (DSRR: each key read or written, plus 16 bytes for its version):
+/// what would travel with its triggers. 64 KiB is a few thousand keys.
+pub const SESSION_BYTES_MAX: usize = 64 * 1024;
+
 /// Re-runs of a failed or timed-out DAG one call may ask for.
 pub const RETRIES_MAX: u32 = 5;
 

@@ -16,6 +16,9 @@ pub enum StoreError {
     Refused(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A named limit of the call was reached (its session metadata).
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl From<PartitionError> for StoreError {

@@ -14,8 +14,11 @@
 //! executor beside every run), never to talk to the node. It links the
 //! `models` crate (inference only, no Squall runtime) for the in-process
 //! floors of `loadgen squeezenet`: the same code the node's functions run.
+//! And `anomaly`, for `loadgen consistency`: the formats its probe
+//! functions write, and the checker of their reads.
 
 pub mod call;
+pub mod consistency;
 pub mod kv;
 pub mod report;
 pub mod squeezenet;

@@ -1,7 +1,7 @@
 //! `loadgen`: see the library docs.
 
 use clap::{Parser, Subcommand};
-use loadgen::{call, kv, squeezenet};
+use loadgen::{call, consistency, kv, squeezenet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,11 @@ enum Mode {
     /// average → top-5), beside the same pipeline in this process, sequential
     /// and with the replicas on threads.
     Squeezenet(squeezenet::SqueezeArgs),
+    /// Cloudburst's consistency experiment: random DAGs of 2-5 functions read
+    /// Zipf-distributed keys and write at the sink, from concurrent clients
+    /// on every given node, in one consistency mode; an anomaly checker
+    /// counts, per guarantee, the calls whose reads broke it.
+    Consistency(consistency::ConsistencyArgs),
 }
 
 fn run_kv(args: &kv::KvArgs) -> anyhow::Result<()> {
@@ -69,6 +74,7 @@ fn main() {
         Mode::Kv(args) => run_kv(args),
         Mode::Call(args) => call::run(args),
         Mode::Squeezenet(args) => squeezenet::run(args),
+        Mode::Consistency(args) => consistency::run(args),
         Mode::Compose(args) => call::run(&call::CallArgs {
             compose: true,
             ..args.clone()

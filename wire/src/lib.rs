@@ -48,10 +48,13 @@ pub use status::Status;
 /// changed layouts clients decode (the frame header, `ShardStats`): nodes
 /// accept version 6 clients and later. Version 7 added the caches'
 /// subscriptions between nodes (`Subscribe`, `Leased`, `CacheUpdate`).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// Version 8 added the consistency mode to `DagCall` and the cache's
+/// counters to `ShardStats`: changed layouts, so nodes accept version 8
+/// clients only.
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The oldest protocol version a node accepts.
-pub const PROTOCOL_VERSION_MIN: u32 = 6;
+pub const PROTOCOL_VERSION_MIN: u32 = 8;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.

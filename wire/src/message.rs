@@ -272,6 +272,57 @@ pub struct DagCall {
     pub then: Vec<Vec<u8>>,
     /// Re-runs after a run that timed out, panicked or found no executor.
     pub retries: u32,
+    /// The consistency mode of each run ([`Consistency`] code; version 8).
+    pub consistency: u8,
+}
+
+/// A DAG call's consistency mode: what its functions' reads may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Consistency {
+    /// Each read sees the newest version the node has (the default).
+    Lww = 0,
+    /// Distributed-session repeatable read: every function of a run sees
+    /// the version of a key the run first read, or the run's own write.
+    Dsrr = 1,
+    /// Single-key causal (not served yet: refused with `InvalidArgument`).
+    SingleKeyCausal = 2,
+    /// Multi-key causal (not served yet).
+    MultiKeyCausal = 3,
+    /// Distributed-session causal (not served yet).
+    DistributedSessionCausal = 4,
+}
+
+impl Consistency {
+    pub const ALL: [Consistency; 5] = [
+        Consistency::Lww,
+        Consistency::Dsrr,
+        Consistency::SingleKeyCausal,
+        Consistency::MultiKeyCausal,
+        Consistency::DistributedSessionCausal,
+    ];
+
+    /// Its name on the command line: `lww`, `dsrr`, `sk`, `mk`, `dsc`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Lww => "lww",
+            Consistency::Dsrr => "dsrr",
+            Consistency::SingleKeyCausal => "sk",
+            Consistency::MultiKeyCausal => "mk",
+            Consistency::DistributedSessionCausal => "dsc",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Consistency> {
+        Consistency::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<Consistency> {
+        Consistency::ALL.into_iter().find(|&c| c as u8 == code)
+    }
 }
 
 impl DagCall {
@@ -285,7 +336,15 @@ impl DagCall {
             output_key: Vec::new(),
             then: Vec::new(),
             retries: 0,
+            consistency: Consistency::Lww as u8,
         }
+    }
+
+    /// The same call in consistency mode `c`.
+    #[must_use]
+    pub fn with_consistency(mut self, c: Consistency) -> DagCall {
+        self.consistency = c as u8;
+        self
     }
 }
 
@@ -613,4 +672,11 @@ pub struct ShardStats {
     /// rest are copies held for other primaries. A lone node is every
     /// key's primary, a leaving one none's.
     pub primary_keys: u64,
+    /// The node's cache of other nodes' keys (version 8; node-wide, so
+    /// only shard 0 reports them, the other shards 0): keys and bytes held
+    /// now, functions' reads it answered and reads it could not.
+    pub cache_keys: u64,
+    pub cache_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use client::Client;
 use serde_json::json;
-use wire::message::{Arg, DagCall, DagDef, SourceArgs};
+use wire::message::{Arg, Consistency, DagCall, DagDef, SourceArgs};
 
 use super::output::emit;
 use super::{connect_blocking, print_removed, print_result, Conn};
@@ -47,6 +47,12 @@ pub(super) enum DagCommand {
         /// Then run this DAG with the result (repeatable: a chain of continuations).
         #[arg(long = "then")]
         then: Vec<String>,
+        /// What the functions' reads may see: lww (each read the newest
+        /// version the node has), dsrr (every function of a run sees the
+        /// version of a key the run first read, or the run's own latest
+        /// write). sk, mk and dsc are refused by the node: not served yet.
+        #[arg(long, default_value = "lww", value_parser = consistency)]
+        consistency: Consistency,
         /// Store the result under this key instead of returning it; the command
         /// then waits up to --wait-ms for it (0: print the key and return).
         #[arg(long)]
@@ -70,6 +76,13 @@ pub(super) enum DagCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+fn consistency(name: &str) -> Result<Consistency, String> {
+    Consistency::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Consistency::ALL.iter().map(|c| c.name()).collect();
+        format!("one of {}", names.join(", "))
+    })
 }
 
 pub(super) fn run(cmd: DagCommand) -> anyhow::Result<()> {
@@ -123,6 +136,7 @@ pub(super) fn run(cmd: DagCommand) -> anyhow::Result<()> {
             call_timeout_ms,
             retries,
             then,
+            consistency,
             output_key,
             wait_ms,
             raw,
@@ -151,7 +165,7 @@ pub(super) fn run(cmd: DagCommand) -> anyhow::Result<()> {
                     }),
                 }
             }
-            let mut call = DagCall::new(&name, sources);
+            let mut call = DagCall::new(&name, sources).with_consistency(consistency);
             call.timeout_ms = call_timeout_ms;
             call.retries = retries;
             call.then = then.iter().map(|t| t.as_bytes().to_vec()).collect();

@@ -168,19 +168,30 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
                     "forwarded_out": s.forwarded_out, "forwarded_in": s.forwarded_in,
                     "connections": s.connections, "connections_refused": s.connections_refused,
                     "last_lsn": s.last_lsn, "durable_lsn": s.durable_lsn, "wal_bytes": s.wal_bytes,
-                    "snapshots": s.snapshots, "uptime_ms": s.uptime_ms})
+                    "snapshots": s.snapshots, "uptime_ms": s.uptime_ms,
+                    "node_forwards": s.node_forwards, "stale_epoch": s.stale_epoch,
+                    "primary_keys": s.primary_keys, "cache_keys": s.cache_keys,
+                    "cache_bytes": s.cache_bytes, "cache_hits": s.cache_hits,
+                    "cache_misses": s.cache_misses})
                 })
                 .collect();
             let text = stats
                 .iter()
                 .map(|s| {
-                    format!(
+                    let mut line = format!(
                         "shard {}: {} keys, {} tombstones, gets {}, puts {}, deletes {}, errors {}, \
                          forwarded out/in {}/{}, lsn {} (durable {}), wal {} B, snapshots {}, connections {}",
                         s.shard, s.live_keys, s.tombstones, s.gets, s.puts, s.deletes, s.errors,
                         s.forwarded_out, s.forwarded_in, s.last_lsn, s.durable_lsn, s.wal_bytes,
                         s.snapshots, s.connections
-                    )
+                    );
+                    if s.cache_hits + s.cache_misses + s.cache_keys > 0 {
+                        line.push_str(&format!(
+                            "; node cache: {} keys, {} B, reads {} hit / {} missed",
+                            s.cache_keys, s.cache_bytes, s.cache_hits, s.cache_misses
+                        ));
+                    }
+                    line
                 })
                 .collect::<Vec<_>>()
                 .join("\n");

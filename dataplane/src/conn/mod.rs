@@ -409,6 +409,13 @@ impl Conn {
                 stats.primary_keys = self
                     .server
                     .with_placement(|p| self.shard.count_live(|k| p.is_primary(k)));
+                if self.shard.id().0 == 0 {
+                    let c = self.server.cache.stats();
+                    stats.cache_keys = c.keys as u64;
+                    stats.cache_bytes = c.bytes as u64;
+                    stats.cache_hits = c.hits;
+                    stats.cache_misses = c.misses;
+                }
                 self.reply(request_id, &w::Response::Stats(stats));
             }
             ArchivedRequest::ClusterStatus => {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use executor::dag::Dag;
 use executor::run::Arg;
 use executor::schedule;
+use executor::session::Consistency;
 use executor::store::NoStore;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::{ShardId, Value};
@@ -28,6 +29,8 @@ pub(super) struct CallOptions {
     pub retries: u32,
     /// Continuation DAG names.
     pub then: Vec<String>,
+    /// Each run's consistency mode (each run has its own session).
+    pub consistency: Consistency,
 }
 
 /// The deadline of a call asking for `timeout_ms` (0 = the default).
@@ -62,6 +65,7 @@ impl ShardFunctions {
         args: HashMap<String, Vec<Arg>>,
         deadline: Instant,
         spread: bool,
+        consistency: Consistency,
     ) -> CallResult {
         let pool = &self.platform.pool;
         // Data locality: the executor beside the shard owning most of each
@@ -89,7 +93,7 @@ impl ShardFunctions {
         let threshold = if spread { 0 } else { EXECUTOR_LOAD_THRESHOLD };
         let here = pool.beside(self.shard.id());
         let plan = schedule::plan(&dag, &home, &pool.loads(), here, threshold);
-        let (run, triggers, mut rx) = Run::start(pool, dag, args, plan, deadline)
+        let (run, triggers, mut rx) = Run::start(pool, dag, args, plan, deadline, consistency)
             .map_err(|m| NodeError::new(Status::InvalidArgument, m))?;
         dispatch(
             &run,
@@ -164,7 +168,8 @@ impl ShardFunctions {
                 args.take()
             }
             .unwrap_or_default();
-            match self.run_once(dag.clone(), this_run, deadline, spread).await {
+            let run = self.run_once(dag.clone(), this_run, deadline, spread, options.consistency);
+            match run.await {
                 Err(e) if e.retriable && attempt < options.retries => {
                     log::info!(
                         "{}: DAG {:?} run {} failed, running again: {}",

@@ -25,6 +25,7 @@ use executor::message::Postbox;
 use executor::registry::Registry;
 use executor::run::{Arg, DagRun, Progress, Trigger};
 use executor::schedule::Plan;
+use executor::session::{Consistency, Session};
 use executor::store::{NoStore, Store};
 use futures_channel::oneshot;
 use kvs_core::ShardId;
@@ -58,6 +59,8 @@ pub(super) struct Run {
     deadline: Instant,
     reply: Mutex<Option<oneshot::Sender<CallResult>>>,
     pool: Arc<Pool>,
+    /// Every store operation of the run goes through it.
+    session: Session,
 }
 
 impl Run {
@@ -70,6 +73,7 @@ impl Run {
         args: std::collections::HashMap<String, Vec<Arg>>,
         plan: Plan,
         deadline: Instant,
+        consistency: Consistency,
     ) -> Result<Started, String> {
         let (state, triggers) = DagRun::start(dag.clone(), args)?;
         let (tx, rx) = oneshot::channel();
@@ -80,6 +84,7 @@ impl Run {
             deadline,
             reply: Mutex::new(Some(tx)),
             pool: pool.clone(),
+            session: Session::new(consistency),
         });
         Ok((run, triggers, rx))
     }
@@ -328,8 +333,12 @@ fn executor_loop(
         };
         let name = first.run.dag.node(first.node).function.clone();
         let batch_max = first.run.dag.node(first.node).options.batch_max as usize;
+        // Steps of one batch share one store view: a step whose session
+        // keeps state (DSRR) runs alone.
+        let plain = |s: &Step| s.run.session.consistency() == Consistency::Lww;
+        let batching = batch_max > 1 && plain(&first);
         let mut batch = vec![first];
-        if batch_max > 1 {
+        if batching {
             // Other queued triggers of the same batching function join in;
             // the rest keep their order.
             let mut others = VecDeque::new();
@@ -338,7 +347,7 @@ fn executor_loop(
                     break;
                 };
                 let node = s.run.dag.node(s.node);
-                if node.function == name && node.options.batch_max > 1 {
+                if node.function == name && node.options.batch_max > 1 && plain(&s) {
                     batch.push(s);
                 } else {
                     others.push_back(s);
@@ -356,7 +365,7 @@ fn executor_loop(
                 pool.load[index].fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
-            match resolve(&name, store, &step.args) {
+            match resolve(&name, &step.run.session.over(store), &step.args) {
                 Ok(args) => {
                     inputs.push(args);
                     live.push(step);
@@ -380,7 +389,7 @@ fn executor_loop(
             pool.running_deadline_us[index].store(pool.us_since_epoch(d), Ordering::Relaxed);
         }
         let started = Instant::now();
-        let results = ex.call_batch(&name, store, &inputs);
+        let results = ex.call_batch(&name, &live[0].run.session.over(store), &inputs);
         pool.running_deadline_us[index].store(0, Ordering::Relaxed);
         if let Some(late) = deadline.and_then(|d| Instant::now().checked_duration_since(d)) {
             log::warn!(

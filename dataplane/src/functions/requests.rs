@@ -17,6 +17,7 @@ use executor::registry::{
     stored as fn_stored, FunctionBody, RegistryError, SandboxLimits, WasmModule,
 };
 use executor::run::{check_sources, Arg};
+use executor::session::Consistency;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::Value;
 use wire::message::{self as w, ArchivedRequest};
@@ -92,6 +93,26 @@ fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOption
         output_key: Vec::new(),
         then: options.then.iter().map(|t| t.as_bytes().to_vec()).collect(),
         retries: options.retries,
+        consistency: match options.consistency {
+            Consistency::Lww => w::Consistency::Lww,
+            Consistency::Dsrr => w::Consistency::Dsrr,
+        } as u8,
+    }
+}
+
+/// A run's consistency mode for its wire code (the modes not served yet
+/// are refused, naming those that are).
+fn consistency_of(code: u8) -> Result<Consistency, String> {
+    match w::Consistency::from_code(code) {
+        Some(w::Consistency::Lww) => Ok(Consistency::Lww),
+        Some(w::Consistency::Dsrr) => Ok(Consistency::Dsrr),
+        Some(c) => Err(format!(
+            "consistency mode {} is not served yet; lww and dsrr are",
+            c.name()
+        )),
+        None => Err(format!(
+            "consistency code {code} is unknown: 0 lww, 1 dsrr, 2 sk, 3 mk, 4 dsc"
+        )),
     }
 }
 
@@ -348,10 +369,15 @@ impl ShardFunctions {
             );
             return Answer::fail(Status::InvalidArgument, msg);
         }
+        let consistency = match consistency_of(call.consistency) {
+            Ok(c) => c,
+            Err(msg) => return Answer::fail(Status::InvalidArgument, msg),
+        };
         let options = CallOptions {
             timeout_ms: call.timeout_ms.to_native(),
             retries,
             then: call.then.iter().map(|t| text(t.as_slice())).collect(),
+            consistency,
         };
         let mut args: HashMap<String, Vec<Arg>> = HashMap::new();
         for a in call.args.iter() {

@@ -30,6 +30,9 @@
 //!   joining node), keys other nodes hold read and written at their holder
 //!   and cached (pushed fresh, a lost push healed), calls sent beside their
 //!   data, machine code compiled once per cluster.
+//! * `consistency`: consistency modes of DAG calls on three nodes: a
+//!   planted repeatable-read anomaly caught under `lww`, prevented under
+//!   `dsrr`; `loadgen consistency` under `dsrr`; the session metadata limit.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on
 //!   the sender and on the receiver; no key lost.
 //! * `netns`: a real cut (network namespaces, a link taken down) and the
@@ -43,6 +46,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod cluster;
+mod consistency;
 mod crash;
 mod dags;
 mod e2e;

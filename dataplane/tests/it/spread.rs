@@ -18,7 +18,7 @@ use crate::harness::{connect, connect_pinned, guest, lww, rt, temp_dir, Node};
 use crate::placement::{local_text, up};
 
 /// A key among `keys` that only `holder` holds of `nodes`.
-fn held_only_by(holder: &str, nodes: &[&str], keys: &[String]) -> String {
+pub(crate) fn held_only_by(holder: &str, nodes: &[&str], keys: &[String]) -> String {
     keys.iter()
         .find(|k| {
             nodes
@@ -346,6 +346,13 @@ fn other_nodes_keys_are_cached_kept_fresh_by_push_and_a_lost_push_heals() {
         assert_eq!(read_by_function(a.addr(), &k), "v0");
     }
     assert_eq!(gets(b.addr()), filled, "reads of a cached key stay on A");
+    let cache = rt().block_on(async {
+        let mut ca = connect_pinned(a.addr()).await;
+        ca.stats().await.unwrap()[0]
+    });
+    assert_eq!(cache.cache_keys, 1, "{cache:?}");
+    assert!(cache.cache_bytes > 0 && cache.cache_hits >= 20, "{cache:?}");
+    assert!(cache.cache_misses >= 1, "the first read missed: {cache:?}");
 
     // A write at B reaches A's cache by push: fresh, and still no read of B.
     put_on_b("v1");
