@@ -415,9 +415,9 @@ impl ShardFunctions {
                 return Answer::output(self.run_inline(dag, args));
             }
         }
-        // Beside its data, if another node holds most of it (not for calls
-        // with an output key: their errors stay on the node that ran them).
-        let elsewhere = (!from_node && output_key.is_empty())
+        // Beside its data, if another node holds most of it (the outcome
+        // of a call with an output key is still stored from here).
+        let elsewhere = (!from_node)
             .then(|| self.best_node(&args))
             .flatten()
             .map(|to| (to, owned_call(&name, &args, &options)));
@@ -429,11 +429,12 @@ impl ShardFunctions {
             };
             me.run_call(dag, args, &options).await
         };
-        if let Some((to, call)) = elsewhere {
-            return Answer::Later(Box::pin(self.clone().forwarded(to, call, run)));
-        }
+        let reply: Pin<Box<dyn Future<Output = Result<w::Response, NodeError>>>> = match elsewhere {
+            Some((to, call)) => Box::pin(self.clone().forwarded(to, call, run)),
+            None => Box::pin(async move { run.await.map(w::Response::Output) }),
+        };
         if output_key.is_empty() {
-            return Answer::Later(Box::pin(async move { run.await.map(w::Response::Output) }));
+            return Answer::Later(reply);
         }
         let error_key = [wire::ERROR_KEY_PREFIX.as_bytes(), &output_key].concat();
         if let Err(e) = kvs_core::partition::check_key(&error_key) {
@@ -450,7 +451,11 @@ impl ShardFunctions {
         let me = self.clone();
         let reply_key = output_key.clone();
         glommio::spawn_local(async move {
-            let outcome = run.await;
+            let outcome = match reply.await {
+                Ok(w::Response::Output(out)) => Ok(out),
+                Ok(other) => Err(NodeError::internal(format!("unexpected reply {other:?}"))),
+                Err(e) => Err(e),
+            };
             me.store_outcome(output_key, outcome).await;
             me.background_calls.set(me.background_calls.get() - 1);
         })

@@ -84,9 +84,21 @@ fn functions_registered_on_one_node_run_on_every_node_against_keys_others_hold()
             function: b"increment".to_vec(),
             args: vec![Arg::Ref(on_b.clone().into_bytes())],
         }];
-        let out = cc.call_dag("inc_sq", refs, 0).await.unwrap();
+        let out = cc.call_dag("inc_sq", refs.clone(), 0).await.unwrap();
         assert_eq!(out, b"49", "square(6 + 1)");
         assert_eq!(sent_on(&mut cc).await, before + 1, "C sent the call to B");
+        // With an output key too: run on B, the outcome stored from C.
+        let mut call = DagCall::new("inc_sq", refs);
+        call.output_key = b"inc-sq-out".to_vec();
+        cc.call_dag_to_key(call).await.unwrap();
+        // (Read by key, not through C: C sends on no other request.)
+        let mut routed = connect(c.addr()).await;
+        let out = routed
+            .wait_for(b"inc-sq-out", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(out, b"49");
+        assert_eq!(sent_on(&mut cc).await, before + 2, "C sent that call to B");
         // A reference to B's key, read from A.
         let out = ca
             .call_function_with("square", vec![Arg::Ref(on_b.clone().into_bytes())], 0)
