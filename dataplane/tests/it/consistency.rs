@@ -174,36 +174,23 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
     });
 
     // The experiment from three clients on the three nodes, under dsrr.
-    let loadgen = std::path::Path::new(crate::harness::SQUALL).with_file_name("loadgen");
     let nodes = addrs.join(",");
-    let out = std::process::Command::new(&loadgen)
-        .args([
-            "consistency",
-            "--json",
-            "--addr",
-            &nodes,
-            "--consistency",
-            "dsrr",
-        ])
-        .args([
-            "--calls",
-            "300",
-            "--clients",
-            "3",
-            "--keys",
-            "30",
-            "--pause-ms",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let report = crate::harness::loadgen_report(&[
+        "consistency",
+        "--json",
+        "--addr",
+        &nodes,
+        "--consistency",
+        "dsrr",
+        "--calls",
+        "300",
+        "--clients",
+        "3",
+        "--keys",
+        "30",
+        "--pause-ms",
+        "1",
+    ]);
     eprintln!("{report}");
     assert_eq!(report["calls"], 300, "{report}");
     assert_eq!(report["errors"], 0, "{report}");

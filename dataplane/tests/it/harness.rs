@@ -25,6 +25,28 @@ fn unique() -> usize {
 }
 
 /// A fresh temporary directory (left behind for post-mortems; under /tmp).
+/// Runs `loadgen ARGS…` (built beside `squall` by `cargo test
+/// --workspace`) and returns the JSON report on its last line.
+pub fn loadgen_report(args: &[&str]) -> serde_json::Value {
+    let loadgen = std::path::Path::new(SQUALL).with_file_name("loadgen");
+    assert!(
+        loadgen.exists(),
+        "{} is missing: build it with `cargo build --release -p loadgen`",
+        loadgen.display()
+    );
+    let out = std::process::Command::new(&loadgen)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "squall-it-{}-{name}-{}",

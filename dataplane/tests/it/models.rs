@@ -164,27 +164,17 @@ fn bad_images_tensors_and_models_give_clear_errors() {
 
 #[test]
 fn loadgen_squeezenet_quick_mode_reports_the_pipeline_beside_both_floors() {
-    // Built with the workspace's other binaries (`cargo test --workspace`).
-    let loadgen = std::path::Path::new(crate::harness::SQUALL).with_file_name("loadgen");
-    assert!(
-        loadgen.exists(),
-        "{} is missing: build it with `cargo build --release -p loadgen`",
-        loadgen.display()
-    );
     let node = start(&temp_dir("loadgen-squeezenet"));
-    let out = std::process::Command::new(&loadgen)
-        .args(["squeezenet", "--quick", "--json", "--addr", node.addr()])
-        .arg("--models-dir")
-        .arg(models::reference_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let models_dir = models::reference_dir();
+    let report = crate::harness::loadgen_report(&[
+        "squeezenet",
+        "--quick",
+        "--json",
+        "--addr",
+        node.addr(),
+        "--models-dir",
+        models_dir.to_str().unwrap(),
+    ]);
     for key in [
         "p50_us",
         "p99_us",
