@@ -134,7 +134,9 @@ impl Placement {
     /// by its own view, which may already know where the key went), else
     /// the primary. `home` for keys that are not spread or an empty view.
     pub(crate) fn node_for(&self, key: &[u8]) -> u64 {
-        if self.pinned || key.starts_with(SYSTEM_KEY_PREFIX) || self.addrs.len() <= 1 {
+        let node_local =
+            key.starts_with(SYSTEM_KEY_PREFIX) && !key.starts_with(wire::TXN_KEY_PREFIX.as_bytes());
+        if self.pinned || node_local || self.addrs.len() <= 1 {
             return self.home;
         }
         let replicas = self.ring.replicas(key, self.replication);

@@ -153,6 +153,7 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::ListDags => Role::Read,
         R::Put(p) => role_to_write(p.key.as_slice()),
         R::PutConcern(p) => role_to_write(p.key.as_slice()),
+        R::PutIfAbsent(p) => role_to_write(p.key.as_slice()),
         R::Delete(d) => role_to_write(d.key.as_slice()),
         // A function may write state: calling one is writing.
         R::Call(_) | R::CallDag(_) => Role::Write,

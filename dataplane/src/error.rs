@@ -71,6 +71,10 @@ impl From<FnError> for NodeError {
                     source: StoreError::LimitExceeded(_),
                     ..
                 } => Status::LimitExceeded,
+                FnError::Store {
+                    source: StoreError::Conflict(_),
+                    ..
+                } => Status::Conflict,
                 _ => Status::FunctionFailed,
             },
             retriable: e.is_retriable(),

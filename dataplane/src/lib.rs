@@ -34,7 +34,8 @@
 /// dev-dependency); elsewhere this expands to nothing. Names:
 /// `handoff::before-send`, `handoff::before-drop`, `handoff::after-drop`
 /// (the sender), `merge::before-apply`, `merge::before-reply` (the
-/// receiver).
+/// receiver), `atomic::crash-after-apply` (an atomic call's run, once its
+/// record is applied).
 macro_rules! crash_point {
     ($name:literal) => {
         fail::fail_point!($name, |_| {

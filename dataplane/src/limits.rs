@@ -141,6 +141,21 @@ pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Longest deadline a call may ask for.
 pub const CALL_TIMEOUT_MS_MAX: u64 = 300_000;
 
+/// How long a copy of an atomic call's commit record is kept by default
+/// (`--txn-record-ttl-ms`; from when it reached the shard, or the shard
+/// started): a re-run or re-send of the call within it takes no effect
+/// again. Two runs at the longest deadline fit.
+pub const TXN_RECORD_TTL_MS: u64 = 2 * CALL_TIMEOUT_MS_MAX;
+
+/// Re-runs of an atomic call's run that read part of another call's write
+/// set it could not repair (`Conflict`), besides the call's own retries.
+pub const CONFLICT_RERUNS_MAX: u32 = 8;
+
+/// Commit records one shard keeps; past it the oldest go first (logged),
+/// before their time: what bounds their memory under a flood of atomic
+/// calls.
+pub const TXN_RECORDS_PER_SHARD_MAX: usize = 100_000;
+
 /// Store requests from executors queued per shard (bounded; executors wait
 /// with back-off when it is full).
 pub const STORE_QUEUE_DEPTH: usize = 1024;

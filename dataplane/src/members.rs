@@ -104,7 +104,7 @@ impl Placement {
     /// Whether `key` is spread over the members (not a lone node's, not a
     /// node's own `squall:` key).
     fn spread(&self, key: &[u8]) -> bool {
-        !self.solo && (!key.starts_with(SYSTEM_KEY_PREFIX) || on_every_member(key))
+        !self.solo && (!node_local(key) || on_every_member(key))
     }
 
     /// Whether a write of `key` may have to be pushed to other holders
@@ -119,7 +119,7 @@ impl Placement {
     /// under `squall:` stay where they are written), else the key's
     /// primary and its address.
     pub fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
-        if self.solo || key.starts_with(SYSTEM_KEY_PREFIX) {
+        if self.solo || node_local(key) {
             return None;
         }
         let copies = self.copies(key);
@@ -228,6 +228,12 @@ impl cluster::handoff::Holders<SocketAddr> for Placement {
 /// Keys under this prefix are the node's own (not spread over the
 /// cluster), but for those every member holds ([`on_every_member`]).
 const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
+
+/// Whether `key` is under `squall:` but for the commit records, which are
+/// spread like users' keys.
+fn node_local(key: &[u8]) -> bool {
+    key.starts_with(SYSTEM_KEY_PREFIX) && !key.starts_with(wire::TXN_KEY_PREFIX.as_bytes())
+}
 
 /// Whether every member holds `key`: the per-key copies, and function and
 /// DAG registrations (so that any node runs what any node registered).

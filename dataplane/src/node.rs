@@ -95,6 +95,8 @@ pub struct NodeConfig {
     pub anti_entropy_ms: u64,
     /// The cache of other nodes' keys (`--cache-mb`; 0: none).
     pub cache_bytes: usize,
+    /// How long a commit record of an atomic call is kept.
+    pub txn_record_ttl_ms: u64,
 }
 
 /// Shared between the main thread and the shards.
@@ -216,6 +218,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         stop: control.stop.clone(),
         write_concern: config.write_concern,
         anti_entropy_ms: config.anti_entropy_ms,
+        txn_record_ttl_ms: config.txn_record_ttl_ms,
     });
     let mut topo_txs = Vec::new();
     let mut handles = Vec::new();
@@ -602,6 +605,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         id: ctx.id,
         partition: recovered.partition,
         clock_floor_us: recovered.max_clock_us,
+        txn_record_ttl_ms: ctx.conn.txn_record_ttl_ms,
         storage,
         ring,
         transport,

@@ -42,6 +42,8 @@ pub(crate) struct ConnSettings {
     pub write_concern: crate::concern::WriteConcern,
     /// How often anti-entropy runs (0: never).
     pub anti_entropy_ms: u64,
+    /// How long a commit record of an atomic call is kept.
+    pub txn_record_ttl_ms: u64,
     /// Set to stop the node gracefully (a `Leave` request; the signal
     /// handlers set the same flag).
     pub stop: Arc<AtomicBool>,

@@ -8,11 +8,13 @@
 //! borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::oneshot;
 
+use executor::txn::RECORD_KEY_PREFIX;
 use kvs_core::clock::HybridClock;
 use kvs_core::digest::RangeDigest;
 use kvs_core::lattice::{Lww, Timestamp};
@@ -25,7 +27,7 @@ use wire::message as w;
 use crate::concern::WriteConcern;
 use crate::convert::value_to_wire;
 use crate::error::NodeError;
-use crate::limits::NODE_REQUEST_TIMEOUT_MS;
+use crate::limits::{NODE_REQUEST_TIMEOUT_MS, TXN_RECORDS_PER_SHARD_MAX};
 use crate::storage::{Storage, StorageError};
 use crate::transport::channels::Inbound;
 use crate::transport::{ReplyFuture, ShardOp, ShardReply, Transport};
@@ -86,6 +88,8 @@ pub(crate) struct ShardParts {
     /// Told of the writes this shard makes itself (`write`), not of what
     /// it merges in from other nodes: replication's pushes.
     pub writes: Option<Rc<dyn WriteObserver>>,
+    /// How long a commit record of an atomic call is kept.
+    pub txn_record_ttl_ms: u64,
 }
 
 /// A shard's state.
@@ -102,6 +106,10 @@ pub(crate) struct Shard {
     /// LWW writer id of timestamps this shard assigns.
     writer: u64,
     started: Instant,
+    /// Atomic calls' commit records on this shard, oldest first, with when
+    /// they came: each is deleted `record_ttl` later.
+    records: RefCell<VecDeque<(Instant, Vec<u8>)>>,
+    record_ttl: Duration,
 }
 
 impl std::fmt::Debug for Shard {
@@ -124,6 +132,12 @@ impl Shard {
     pub fn new(parts: ShardParts) -> Shard {
         let mut clock = HybridClock::default();
         clock.observe(parts.clock_floor_us);
+        // Records recovered from disk get a whole TTL from now.
+        let now = Instant::now();
+        let records = (parts.partition)
+            .live_keys_with_prefix(RECORD_KEY_PREFIX.as_bytes())
+            .map(|k| (now, k.to_vec()))
+            .collect();
         Shard {
             id: parts.id,
             partition: Rc::new(RefCell::new(parts.partition)),
@@ -136,6 +150,8 @@ impl Shard {
             clock: RefCell::new(clock),
             writer: NODE_WRITER_BASE | u64::from(parts.id.0),
             started: Instant::now(),
+            records: RefCell::new(records),
+            record_ttl: Duration::from_millis(parts.txn_record_ttl_ms),
         }
     }
 
@@ -153,6 +169,50 @@ impl Shard {
         let storage = self.storage.clone();
         glommio::spawn_local(storage.run_flusher(self.partition.clone(), rebuilt)).detach();
         glommio::spawn_local(self.storage.clone().run_batch_syncer()).detach();
+        glommio::spawn_local(self.clone().expire_records()).detach();
+    }
+
+    /// Deletes commit records `--txn-record-ttl-ms` after they came, and
+    /// the oldest early past `TXN_RECORDS_PER_SHARD_MAX`; once a second.
+    async fn expire_records(self: Rc<Self>) {
+        let ttl = self.record_ttl;
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let mut early = 0;
+            loop {
+                let key = {
+                    let mut records = self.records.borrow_mut();
+                    let full = records.len() > TXN_RECORDS_PER_SHARD_MAX;
+                    match records.front() {
+                        Some((came, _)) if full || came.elapsed() >= ttl => {
+                            early += usize::from(full && came.elapsed() < ttl);
+                            records.pop_front().map(|(_, k)| k)
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(key) = key else { break };
+                if self.owner(&key) != self.id || self.peek(&key).is_none() {
+                    continue;
+                }
+                if let Err(e) = self.write(key, None) {
+                    log::warn!(
+                        "{}: a commit record was not deleted: {}",
+                        self.id,
+                        e.message
+                    );
+                }
+            }
+            if early > 0 {
+                log::warn!(
+                    "{}: {early} commit records of atomic calls deleted before their {} s: \
+                     more than {TXN_RECORDS_PER_SHARD_MAX} on this shard; a re-run of those \
+                     calls would take effect again",
+                    self.id,
+                    ttl.as_secs()
+                );
+            }
+        }
     }
 
     pub fn id(&self) -> ShardId {
@@ -255,6 +315,25 @@ impl Shard {
         Ok(done)
     }
 
+    /// Stores `value` under `key` unless it holds a live value: returns
+    /// what it held (`None`: `value` was stored), the LSN to wait for —
+    /// this write's, or, when the key held a value, the last one queued, so
+    /// that value is durable before anyone acts on it — and, for a stored
+    /// value, the acknowledgements of every other holder to wait for: what
+    /// stands must be on every copy (an atomic call's commit record).
+    pub fn put_if_absent(
+        &self,
+        key: Vec<u8>,
+        value: Value,
+    ) -> Result<(Option<Value>, Lsn, Option<Acks>), NodeError> {
+        if let Some(held) = self.peek(&key) {
+            return Ok((Some(held), Lsn(self.storage.stats().last_lsn), None));
+        }
+        let (_, lsn) = self.write(key.clone(), Some(value))?;
+        let acks = (self.writes.as_ref()).and_then(|w| w.copies_needed(&key, WriteConcern::All));
+        Ok((None, lsn, acks))
+    }
+
     /// What `key` holds (a value or a tombstone), if anything.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
         self.partition.borrow().entry(key).cloned()
@@ -327,6 +406,13 @@ impl Shard {
     /// Logs `m` and applies it (checked first: the logged record and the
     /// in-memory state never diverge), then tells the observers.
     fn log_and_apply(&self, m: Mutation) -> Result<(Applied, Lsn), NodeError> {
+        let record = matches!(m, Mutation::Put { .. })
+            && m.key().starts_with(RECORD_KEY_PREFIX.as_bytes())
+            && self.partition.borrow().get(m.key()).is_none();
+        if record {
+            let key = m.key().to_vec();
+            self.records.borrow_mut().push_back((Instant::now(), key));
+        }
         let watched = self
             .observers
             .iter()
@@ -395,6 +481,13 @@ impl Shard {
                 done
             }
             ShardOp::Merge(key, entry) => self.merge(key, entry),
+            ShardOp::PutIfAbsent(key, value) => match self.put_if_absent(key, value) {
+                Ok((held, lsn, acks)) => {
+                    let held = held.as_ref().map(value_to_wire);
+                    return (ShardReply::Values(vec![held]), Some(lsn), acks);
+                }
+                Err(e) => Err(e),
+            },
             ShardOp::Digest(scope) => {
                 let d = self.digest(|k| (scope.0)(k));
                 return (ShardReply::Digest(Box::new(d)), None, None);

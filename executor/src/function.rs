@@ -47,7 +47,14 @@ impl FnError {
     /// function's answer).
     #[must_use]
     pub fn is_retriable(&self) -> bool {
-        matches!(self, FnError::Panicked { .. })
+        matches!(
+            self,
+            FnError::Panicked { .. }
+                | FnError::Store {
+                    source: StoreError::Conflict(_),
+                    ..
+                }
+        )
     }
 }
 

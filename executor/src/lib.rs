@@ -23,6 +23,8 @@
 //! * [`session`] — a DAG run's consistency mode and what it keeps (DSRR's
 //!   pinned versions, bounded), as a store wrapper every function of the
 //!   run reads and writes through;
+//! * [`txn`] — atomic calls: write sets, commit records, why a re-run
+//!   takes effect once;
 //! * [`store`] — the [`store::Store`] trait the node implements, and
 //!   [`store::LocalStore`] over one in-memory partition.
 //!
@@ -54,3 +56,4 @@ pub mod run;
 pub mod schedule;
 pub mod session;
 pub mod store;
+pub mod txn;

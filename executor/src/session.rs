@@ -14,19 +14,38 @@
 //!   replaces it). Writes still go to the store at once. Pins live as long
 //!   as the run (a re-run or a continuation starts a new session).
 //!
+//! An atomic call's session (`Session::new(..).atomic()`, any mode) also
+//! keeps the run's writes ([`crate::txn`]): nothing reaches the store until
+//! the run commits; the run's own reads see them (an LWW write as
+//! written, a merge lattice's merged over what the store or the pin has).
+//! Deletes (and `take`) are refused in an atomic run.
+//!
+//! An atomic run's reads are also *read-atomic*: they never show part of
+//! another atomic call's write set. A version an atomic commit wrote names
+//! its record ([`crate::txn::origin`]); the first time the run reads one,
+//! it reads that record and notes, for each key of its write set, the
+//! version written (the key's *floor*). A later read of such a key that
+//! finds an older version — the commit is still being applied, or a cache
+//! lags — returns the record's version instead. A key the run had already
+//! read older than a floor it learns later cannot be repaired: the run
+//! fails with [`StoreError::Conflict`] and is run again (it wrote nothing).
+//! Floors count in the session metadata like pins.
+//!
 //! A session's metadata — what would travel with its triggers: each pinned
 //! key and its version, `key bytes + VERSION_BYTES` per key — is bounded by
 //! [`SESSION_BYTES_MAX`]: a read or write past it fails with
 //! [`StoreError::LimitExceeded`], which the call reports as
 //! `LimitExceeded`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use kvs_core::lattice::Value;
+use kvs_core::codec::Encoder;
+use kvs_core::lattice::{Timestamp, Value};
 
 use crate::limits::SESSION_BYTES_MAX;
 use crate::store::{Store, StoreError};
+use crate::txn::{self, Record, WRITE_SET_BYTES_MAX};
 
 /// What one pinned key costs in session metadata besides its key: an LWW
 /// timestamp (clock and writer, 8 bytes each).
@@ -44,6 +63,8 @@ pub enum Consistency {
 #[derive(Debug, Default)]
 pub struct Session {
     consistency: Consistency,
+    /// Writes are kept for the commit (an atomic call).
+    atomic: bool,
     pins: Mutex<Pins>,
 }
 
@@ -52,6 +73,30 @@ struct Pins {
     /// Key → the version the run sees (`None`: no value).
     seen: HashMap<Vec<u8>, Option<Value>>,
     metadata_bytes: usize,
+    /// An atomic run's write set, merged per key, and its encoded bytes.
+    writes: BTreeMap<Vec<u8>, Value>,
+    write_bytes: usize,
+    /// Read-atomic state of an atomic run: per key, the newest version a
+    /// write set it saw part of wrote; the records read; per key, the
+    /// oldest LWW version returned.
+    floors: HashMap<Vec<u8>, Timestamp>,
+    records: HashSet<(u64, usize)>,
+    returned: HashMap<Vec<u8>, Timestamp>,
+}
+
+/// An LWW value's version.
+fn version(v: Option<&Value>) -> Option<Timestamp> {
+    match v {
+        Some(Value::Lww(l)) => Some(l.timestamp()),
+        _ => None,
+    }
+}
+
+/// Bytes of a key and its value in a commit record.
+fn record_bytes(key: &[u8], value: &Value) -> usize {
+    let mut out = Vec::new();
+    Encoder::new(&mut out).value(value);
+    4 + key.len() + out.len()
 }
 
 impl Pins {
@@ -82,6 +127,97 @@ impl Pins {
         Ok(found)
     }
 
+    /// Notes the write set of a record the run saw part of: each LWW
+    /// write's version becomes its key's floor. A key already read older
+    /// than its floor is a conflict.
+    fn learn(&mut self, txn: u64, record: &Record) -> Result<(), StoreError> {
+        for (key, value) in &record.writes {
+            let Some(ts) = version(Some(value)) else {
+                continue;
+            };
+            if self.returned.get(key).is_some_and(|seen| *seen < ts) {
+                return Err(StoreError::Conflict(format!(
+                    "an atomic call read {:?} older than the write set of transaction \
+                     {txn:x}, which it saw part of later; the run fails, writing nothing",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            match self.floors.get_mut(key) {
+                Some(floor) => *floor = (*floor).max(ts),
+                None => {
+                    if !self.seen.contains_key(key.as_slice()) {
+                        self.room_for(key)?;
+                        self.metadata_bytes += key.len() + VERSION_BYTES;
+                    }
+                    self.floors.insert(key.clone(), ts);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes what the run was given for `key`: an LWW version, or no
+    /// value (older than any version); other lattices are not versioned.
+    /// The oldest given counts.
+    fn returned_at(&mut self, key: &[u8], value: Option<&Value>) {
+        let ts = match value {
+            None => Timestamp::default(),
+            Some(Value::Lww(l)) => l.timestamp(),
+            Some(_) => return,
+        };
+        let seen = self.returned.entry(key.to_vec()).or_insert(ts);
+        *seen = (*seen).min(ts);
+    }
+
+    /// An atomic run's write: merged into its write set (an LWW write
+    /// replaces the key's earlier one), within [`WRITE_SET_BYTES_MAX`].
+    fn keep(&mut self, key: &[u8], value: Value) -> Result<(), StoreError> {
+        let old = self.writes.get(key);
+        if let Some(old) = old.filter(|old| old.kind() != value.kind()) {
+            return Err(StoreError::Refused(format!(
+                "this call wrote a {} value under this key; a {} value cannot be merged into it",
+                old.kind(),
+                value.kind()
+            )));
+        }
+        let merged = match (old, &value) {
+            (Some(old), new) if !matches!(new, Value::Lww(_)) => {
+                let mut m = old.clone();
+                m.merge(value.clone())
+                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+                m
+            }
+            _ => value,
+        };
+        let before = old.map_or(0, |v| record_bytes(key, v));
+        let after = record_bytes(key, &merged);
+        let total = self.write_bytes - before + after;
+        if total > WRITE_SET_BYTES_MAX {
+            return Err(StoreError::LimitExceeded(format!(
+                "an atomic call's writes (each key and value) are limited to \
+                 {WRITE_SET_BYTES_MAX} bytes per run; this write would make them {total}"
+            )));
+        }
+        self.write_bytes = total;
+        self.writes.insert(key.to_vec(), merged);
+        Ok(())
+    }
+
+    /// What the run reads for `key`, given what the store or its pin had:
+    /// its own kept write over it.
+    fn overlay(&self, key: &[u8], base: Option<Value>) -> Option<Value> {
+        let Some(mine) = self.writes.get(key) else {
+            return base;
+        };
+        match base {
+            Some(mut base) if !matches!(mine, Value::Lww(_)) => match base.merge(mine.clone()) {
+                Ok(()) => Some(base),
+                Err(_) => Some(mine.clone()),
+            },
+            _ => Some(mine.clone()),
+        }
+    }
+
     /// The run wrote `value` (`None`: deleted) under `key`.
     fn wrote(&mut self, key: &[u8], value: Option<Value>) {
         if !self.seen.contains_key(key) {
@@ -105,8 +241,29 @@ impl Session {
     pub fn new(consistency: Consistency) -> Session {
         Session {
             consistency,
+            atomic: false,
             pins: Mutex::default(),
         }
+    }
+
+    /// The same session for an atomic call: it keeps the run's writes.
+    #[must_use]
+    pub fn atomic(mut self) -> Session {
+        self.atomic = true;
+        self
+    }
+
+    #[must_use]
+    pub fn is_atomic(&self) -> bool {
+        self.atomic
+    }
+
+    /// An atomic run's write set, taken for its commit (sorted by key).
+    #[must_use]
+    pub fn take_writes(&self) -> Vec<(Vec<u8>, Value)> {
+        let mut p = self.lock();
+        p.write_bytes = 0;
+        std::mem::take(&mut p.writes).into_iter().collect()
     }
 
     #[must_use]
@@ -154,8 +311,86 @@ impl std::fmt::Debug for SessionStore<'_> {
     }
 }
 
-impl Store for SessionStore<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+impl SessionStore<'_> {
+    /// The run's own kept writes over what was read (atomic runs).
+    fn overlay(&self, key: &[u8], base: Option<Value>) -> Option<Value> {
+        if !self.session.atomic {
+            return base;
+        }
+        self.session.lock().overlay(key, base)
+    }
+
+    /// A commit record, if it is still kept.
+    fn record(&self, txn: u64, stage: usize) -> Result<Option<Record>, StoreError> {
+        match self.inner.get(&txn::record_key(txn, stage))? {
+            Some(Value::Lww(l)) => Record::decode(l.value())
+                .map(Some)
+                .map_err(|e| StoreError::Refused(format!("transaction {txn:x}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// What an atomic run's read of `key` returns, given what the store
+    /// (or the pin) had: the version of a write set the run saw part of,
+    /// if `found` is older (see the module doc).
+    fn read_atomic(&self, key: &[u8], found: Option<Value>) -> Result<Option<Value>, StoreError> {
+        if !self.session.atomic {
+            return Ok(found);
+        }
+        let mut value = found;
+        // Checking the floor and noting the version returned happen under
+        // one lock, as does `learn`: a floor learnt concurrently (another
+        // function of the run) either repairs this read or finds it.
+        let floor = {
+            let mut pins = self.session.lock();
+            match pins.floors.get(key).copied() {
+                Some(f) if version(value.as_ref()).is_none_or(|v| v < f) => Some(f),
+                _ => {
+                    pins.returned_at(key, value.as_ref());
+                    None
+                }
+            }
+        };
+        if let Some(floor) = floor {
+            if value.as_ref().is_none_or(|v| matches!(v, Value::Lww(_))) {
+                let (txn, stage) = txn::origin(floor).expect("floors come from records");
+                let repaired = self.record(txn, stage)?.and_then(|r| {
+                    (r.writes.into_iter())
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v)
+                });
+                if repaired.is_some() {
+                    value = repaired;
+                }
+            }
+            let mut pins = self.session.lock();
+            pins.returned_at(key, value.as_ref());
+            if let Some(pin) = pins.seen.get_mut(key) {
+                pin.clone_from(&value);
+            }
+        }
+        let origin = version(value.as_ref()).and_then(txn::origin);
+        if let Some((txn, stage)) = origin {
+            if self.session.lock().records.insert((txn, stage)) {
+                if let Some(record) = self.record(txn, stage)? {
+                    self.session.lock().learn(txn, &record)?;
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    fn refused_in_atomic(&self, what: &str) -> Result<(), StoreError> {
+        match self.session.atomic {
+            true => Err(StoreError::Refused(format!(
+                "an atomic call cannot {what} keys: a re-applied delete could erase a later \
+                 write (call it without --atomic, or write a value that means deleted)"
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    fn read(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
         if !self.session.pins() {
             return self.inner.get(key);
         }
@@ -166,7 +401,7 @@ impl Store for SessionStore<'_> {
         self.session.lock().read(key, found)
     }
 
-    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StoreError> {
+    fn read_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StoreError> {
         if !self.session.pins() {
             return self.inner.get_many(keys);
         }
@@ -188,8 +423,31 @@ impl Store for SessionStore<'_> {
         }
         keys.iter().map(|k| pins.read(k, None)).collect()
     }
+}
+
+impl Store for SessionStore<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        let base = self.read(key)?;
+        let base = self.read_atomic(key, base)?;
+        Ok(self.overlay(key, base))
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StoreError> {
+        let base = self.read_many(keys)?;
+        keys.iter()
+            .zip(base)
+            .map(|(k, v)| Ok(self.overlay(k, self.read_atomic(k, v)?)))
+            .collect()
+    }
 
     fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError> {
+        if self.session.atomic {
+            let mut pins = self.session.lock();
+            if self.session.pins() {
+                pins.room_for(key)?;
+            }
+            return pins.keep(key, value);
+        }
         if !self.session.pins() {
             return self.inner.put(key, value);
         }
@@ -200,6 +458,7 @@ impl Store for SessionStore<'_> {
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.refused_in_atomic("delete")?;
         if !self.session.pins() {
             return self.inner.delete(key);
         }
@@ -212,13 +471,14 @@ impl Store for SessionStore<'_> {
     /// Not pinned: `take` serves message inboxes, which must see new
     /// messages during the run.
     fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        self.refused_in_atomic("take (read and delete)")?;
         self.inner.take(key)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use kvs_core::lattice::{Lww, Timestamp};
+    use kvs_core::lattice::Lww;
 
     use super::*;
     use crate::store::LocalStore;
@@ -305,5 +565,138 @@ mod tests {
             None,
             "refused before writing"
         );
+    }
+
+    #[test]
+    fn an_atomic_run_keeps_its_writes_and_reads_them_back() {
+        let store = LocalStore::default();
+        let set =
+            |items: &[&str]| Value::Set(items.iter().map(|s| s.as_bytes().to_vec()).collect());
+        store.put(b"k", lww(1, "old")).unwrap();
+        store.put(b"s", set(&["a"])).unwrap();
+        for mode in [Consistency::Lww, Consistency::Dsrr] {
+            let session = Session::new(mode).atomic();
+            let r = session.over(&store);
+            r.put(b"k", lww(0, "first")).unwrap();
+            r.put(b"k", lww(0, "mine")).unwrap();
+            r.put(b"s", set(&["b"])).unwrap();
+            r.put(b"s", set(&["c"])).unwrap();
+            assert_eq!(bytes(r.get(b"k").unwrap()).unwrap(), b"mine");
+            assert_eq!(r.get(b"s").unwrap(), Some(set(&["a", "b", "c"])));
+            let many = r.get_many(&[b"s", b"k"]).unwrap();
+            assert_eq!(many[0], Some(set(&["a", "b", "c"])));
+            // Nothing reached the store.
+            assert_eq!(bytes(store.get(b"k").unwrap()).unwrap(), b"old");
+            assert_eq!(store.get(b"s").unwrap(), Some(set(&["a"])));
+            assert!(matches!(r.delete(b"k"), Err(StoreError::Refused(_))));
+            assert!(matches!(r.take(b"k"), Err(StoreError::Refused(_))));
+            assert!(matches!(
+                r.put(b"s", lww(0, "x")),
+                Err(StoreError::Refused(_))
+            ));
+            let writes = session.take_writes();
+            assert_eq!(
+                writes,
+                vec![
+                    (b"k".to_vec(), lww(0, "mine")),
+                    (b"s".to_vec(), set(&["b", "c"]))
+                ]
+            );
+            assert!(session.take_writes().is_empty());
+        }
+    }
+
+    #[test]
+    fn an_atomic_write_set_past_its_limit_is_refused() {
+        let store = LocalStore::default();
+        let session = Session::new(Consistency::Lww).atomic();
+        let r = session.over(&store);
+        let big = "x".repeat(100_000);
+        let fits = WRITE_SET_BYTES_MAX / 100_100;
+        for i in 0..fits {
+            r.put(format!("k{i}").as_bytes(), lww(0, &big)).unwrap();
+        }
+        // Rewriting a kept key replaces its bytes: still fits.
+        r.put(b"k0", lww(0, &big)).unwrap();
+        let err = r.put(b"one-more", lww(0, &big)).unwrap_err();
+        assert!(matches!(err, StoreError::LimitExceeded(_)), "{err}");
+        assert!(err.to_string().contains(&WRITE_SET_BYTES_MAX.to_string()));
+        assert_eq!(session.take_writes().len(), fits);
+    }
+
+    /// A store where transaction 1 wrote `a` and `b` at clock 50, and only
+    /// `a` is applied yet (`b` still holds its clock-10 version).
+    fn half_applied() -> LocalStore {
+        let store = LocalStore::default();
+        let t = Timestamp {
+            clock: 50,
+            writer: kvs_core::ids::txn_writer(1, 0),
+        };
+        let new = |s: &str| Value::Lww(Lww::new(t, s.as_bytes().to_vec()));
+        let record = Record {
+            created_us: 50,
+            result: Vec::new(),
+            writes: vec![(b"a".to_vec(), new("a1")), (b"b".to_vec(), new("b1"))],
+        };
+        let record = Value::Lww(Lww::new(
+            Timestamp {
+                clock: 50,
+                writer: 1,
+            },
+            record.encode(),
+        ));
+        store.put(&txn::record_key(1, 0), record).unwrap();
+        store.put(b"a", new("a1")).unwrap();
+        store.put(b"b", lww(10, "b0")).unwrap();
+        store
+    }
+
+    #[test]
+    fn an_atomic_run_never_sees_part_of_a_write_set() {
+        let store = half_applied();
+        for mode in [Consistency::Lww, Consistency::Dsrr] {
+            let session = Session::new(mode).atomic();
+            let r = session.over(&store);
+            assert_eq!(bytes(r.get(b"a").unwrap()).unwrap(), b"a1");
+            assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b1", "repaired");
+            let many = r.get_many(&[b"b", b"a"]).unwrap();
+            assert_eq!(bytes(many[0].clone()).unwrap(), b"b1");
+        }
+        // A plain run sees the store as it is: fractured.
+        let plain = Session::new(Consistency::Lww);
+        let r = plain.over(&store);
+        assert_eq!(bytes(r.get(b"a").unwrap()).unwrap(), b"a1");
+        assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b0");
+    }
+
+    #[test]
+    fn an_older_version_read_before_the_write_set_was_seen_is_a_conflict() {
+        let store = half_applied();
+        let session = Session::new(Consistency::Lww).atomic();
+        let r = session.over(&store);
+        assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b0");
+        let err = r.get(b"a").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("\"b\""), "{err}");
+        // A key read while it held nothing (here: from an empty store) is
+        // older than any version.
+        let session = Session::new(Consistency::Lww).atomic();
+        assert_eq!(
+            session.over(&LocalStore::default()).get(b"b").unwrap(),
+            None
+        );
+        let err = session.over(&store).get(b"a").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    }
+
+    #[test]
+    fn a_repaired_version_is_the_pin_under_dsrr() {
+        let store = half_applied();
+        let session = Session::new(Consistency::Dsrr).atomic();
+        let r = session.over(&store);
+        r.get(b"a").unwrap();
+        assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b1");
+        store.put(b"b", lww(90, "b2")).unwrap();
+        assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b1", "pinned");
     }
 }

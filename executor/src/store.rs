@@ -19,6 +19,10 @@ pub enum StoreError {
     /// A named limit of the call was reached (its session metadata).
     #[error("{0}")]
     LimitExceeded(String),
+    /// An atomic run read a version older than a write set it then saw
+    /// (`crate::txn`): it must run again.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<PartitionError> for StoreError {

@@ -10,6 +10,7 @@
 //! read atomic). The report counts, per guarantee, the calls that broke
 //! it, beside the calls' latency.
 
+use kvs_core::ids::{txn_writer, TXN_ID_MAX};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,6 +65,10 @@ pub struct ConsistencyArgs {
     /// The calls' consistency mode: lww, dsrr (sk, mk, dsc: not served yet).
     #[arg(long, default_value = "lww", value_parser = consistency)]
     pub consistency: Consistency,
+    /// Atomic calls (`--atomic`): each sink's writes commit as one write
+    /// set, and the functions' reads never show part of another's.
+    #[arg(long)]
+    pub atomic: bool,
     /// Prefix of the experiment's keys.
     #[arg(long, default_value = "consistency:")]
     pub prefix: String,
@@ -158,6 +163,7 @@ async fn one_client(
     zipf: Option<Arc<ZipfTable>>,
 ) -> anyhow::Result<Seen> {
     let mut c = connect(&args, i).await?;
+    let txn_base = now_us();
     let mut keys = Workload::new(args.seed + i as u64, args.keys, 1.0, zipf)?;
     let mut draw = |n: usize| -> Vec<String> {
         (0..n)
@@ -178,9 +184,16 @@ async fn one_client(
     for n in 0..calls {
         let shape = &shapes[pick.random_range(0..shapes.len())];
         let levels: Vec<Vec<String>> = shape.iter().map(|_| draw(args.reads)).collect();
+        // Distinct per call and per run (transaction ids are 58 bits).
+        let txn = (txn_base ^ ((i as u64) << 40 | n)) & TXN_ID_MAX | 1 << 57;
         let version = Version {
             clock: now_us(),
-            writer: ((i as u64 + 1) << 32) | n,
+            // An atomic call's sink writes its versions as its commit
+            // would stamp them: readers find the write set they belong to.
+            writer: match args.atomic {
+                true => txn_writer(txn, 0),
+                false => ((i as u64 + 1) << 32) | n,
+            },
         };
         let plan = Plan::new(version, levels, draw(args.writes), args.pause_ms)?;
         let start = Log::start(plan).encode();
@@ -190,6 +203,9 @@ async fn one_client(
             .collect();
         let mut call = DagCall::new(&name, sources).with_consistency(args.consistency);
         call.timeout_ms = args.call_timeout_ms;
+        if args.atomic {
+            call.txn = txn;
+        }
         let t0 = Instant::now();
         // Shard 0 of the node this client is connected to: the DAG runs
         // where the call arrives (its probes take no key arguments).
@@ -275,7 +291,8 @@ fn report(
         println!(
             "{}",
             json!({
-                "mode": "consistency", "consistency": mode, "calls": tally.calls,
+                "mode": "consistency", "consistency": mode, "atomic": args.atomic,
+                "calls": tally.calls,
                 "errors": errors, "first_error": first_error, "clients": args.clients,
                 "nodes": args.addr.len(), "keys": args.keys, "zipf": args.zipf,
                 "reads": args.reads, "writes": args.writes, "pause_ms": args.pause_ms,
@@ -285,6 +302,11 @@ fn report(
         );
         return;
     }
+    let mode = if args.atomic {
+        format!("{mode} --atomic")
+    } else {
+        mode.to_owned()
+    };
     println!(
         "consistency {mode}: {} calls checked, {errors} failed, from {} clients on {} node(s); \
          {} keys, zipf {}, {} reads per level, {} writes: p50 {:.0} µs, p99 {:.0} µs",

@@ -38,11 +38,11 @@ where
 fn examples() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
-            "Request 1: Hello { protocol_version: 8, client_name: \"py\" }",
+            "Request 1: Hello { protocol_version: 9, client_name: \"py\" }",
             frame(
                 1,
                 &Request::Hello(Hello {
-                    protocol_version: 8,
+                    protocol_version: 9,
                     client_name: b"py".to_vec(),
                 }),
             ),
@@ -184,10 +184,10 @@ fn inline_sizes_in_the_doc_match_the_archive() {
         ("DagDef", size_of::<ArchivedDagDef>(), 24),
         ("DagFunction", size_of::<ArchivedDagFunction>(), 16),
         ("DagEdge", size_of::<ArchivedDagEdge>(), 16),
-        ("DagCall", size_of::<ArchivedDagCall>(), 41),
+        ("DagCall", size_of::<ArchivedDagCall>(), 49),
         ("SourceArgs", size_of::<ArchivedSourceArgs>(), 16),
         ("DagName", size_of::<ArchivedDagName>(), 8),
-        ("Request", size_of::<ArchivedRequest>(), 42),
+        ("Request", size_of::<ArchivedRequest>(), 50),
         ("Authenticate", size_of::<ArchivedAuthenticate>(), 16),
         ("Challenge", size_of::<ArchivedChallenge>(), 8),
         ("Welcome", size_of::<ArchivedWelcome>(), 93),
@@ -247,7 +247,7 @@ fn an_empty_vector_points_at_the_start_of_its_object() {
         }),
     );
     let body = &f[crate::frame::FRAME_HEADER_BYTES..];
-    assert_eq!(body.len(), 42, "{}", hex(body));
+    assert_eq!(body.len(), 50, "{}", hex(body));
     assert_eq!(&body[5..9], &(-5i32).to_le_bytes(), "{}", hex(body));
     assert!(crate::frame::decode_request(body).is_ok());
 }

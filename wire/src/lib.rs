@@ -50,11 +50,12 @@ pub use status::Status;
 /// subscriptions between nodes (`Subscribe`, `Leased`, `CacheUpdate`).
 /// Version 8 added the consistency mode to `DagCall` and the cache's
 /// counters to `ShardStats`: changed layouts, so nodes accept version 8
-/// clients only.
-pub const PROTOCOL_VERSION: u32 = 8;
+/// clients only. Version 9 added atomic calls (`DagCall.txn`) and
+/// `PutIfAbsent`: a changed layout again, so nodes accept version 9 only.
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The oldest protocol version a node accepts.
-pub const PROTOCOL_VERSION_MIN: u32 = 8;
+pub const PROTOCOL_VERSION_MIN: u32 = 9;
 
 /// Prefix of the KVS keys under which DAGs are stored (`squall:dag:<name>`);
 /// a client sends DAG requests to the shard owning that key.
@@ -79,6 +80,13 @@ pub const INBOX_KEY_PREFIX: &str = "squall:inbox:";
 /// (`squall:error:<output key>`): an LWW value, the status code as a
 /// little-endian u16 followed by the UTF-8 message.
 pub const ERROR_KEY_PREFIX: &str = "squall:error:";
+
+/// Prefix of atomic calls' commit records (`squall:txn:<id as 16 hex
+/// digits>:<stage>`). Unlike the other `squall:` keys (a node's own, or on
+/// every member), these are spread over the cluster like users' keys: a
+/// call re-run on another node, and a reader anywhere, finds its record at
+/// its holders.
+pub const TXN_KEY_PREFIX: &str = "squall:txn:";
 
 /// Identifies the ring hash in [`message::RingInfo::hash`]: XXH64, seed 0.
 pub const RING_HASH_XXH64: u8 = 1;

@@ -54,6 +54,10 @@ pub enum Request {
     /// Changes of keys a node's cache subscribed to, each as the sender
     /// holds it (version 7; node to node, admin).
     CacheUpdate(MergeBatch),
+    /// Stores a value under a key that holds none; a key that holds a
+    /// value keeps it. The reply is `Values([previous])`: `None` when this
+    /// value was stored (version 9; how atomic calls commit).
+    PutIfAbsent(KvPut),
 }
 
 /// Keys to read for a node's cache, and where their changes go.
@@ -274,6 +278,12 @@ pub struct DagCall {
     pub retries: u32,
     /// The consistency mode of each run ([`Consistency`] code; version 8).
     pub consistency: u8,
+    /// 0: the functions' writes go to the store as they are made.
+    /// Otherwise the call is atomic and this is its transaction id: each
+    /// run's writes are kept until it ends, then committed as one write
+    /// set, once — a re-run of the call (here, on another node, or a
+    /// re-send with the same id) takes effect at most once (version 9).
+    pub txn: u64,
 }
 
 /// A DAG call's consistency mode: what its functions' reads may see.
@@ -337,7 +347,16 @@ impl DagCall {
             then: Vec::new(),
             retries: 0,
             consistency: Consistency::Lww as u8,
+            txn: 0,
         }
+    }
+
+    /// The same call, atomic, with transaction id `txn` (1 to 2^58 − 1):
+    /// send it again with the same id and its effects still happen once.
+    #[must_use]
+    pub fn with_txn(mut self, txn: u64) -> DagCall {
+        self.txn = txn;
+        self
     }
 
     /// The same call in consistency mode `c`.

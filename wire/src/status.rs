@@ -59,11 +59,15 @@ pub enum Status {
     /// The node that owns the key cannot be reached now (it is down or
     /// unreachable); the message names it. Retry later.
     Unavailable = 23,
+    /// An atomic call's runs kept reading versions older than a write set
+    /// they had seen part of (a commit being applied under them), past the
+    /// re-runs this allows; nothing was written. Retry.
+    Conflict = 24,
 }
 
 impl Status {
     /// All codes, in numeric order.
-    pub const ALL: [Status; 23] = [
+    pub const ALL: [Status; 24] = [
         Status::BadFrame,
         Status::FrameTooLarge,
         Status::VersionMismatch,
@@ -87,6 +91,7 @@ impl Status {
         Status::Forbidden,
         Status::WrongOwner,
         Status::Unavailable,
+        Status::Conflict,
     ];
 
     /// The wire value.
@@ -128,6 +133,7 @@ impl Status {
             Status::Forbidden => "forbidden",
             Status::WrongOwner => "wrong_owner",
             Status::Unavailable => "unavailable",
+            Status::Conflict => "conflict",
         }
     }
 }

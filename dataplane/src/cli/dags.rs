@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Subcommand;
 use client::Client;
+use executor::txn::TXN_ID_MAX;
 use serde_json::json;
 use wire::message::{Arg, Consistency, DagCall, DagDef, SourceArgs};
 
@@ -53,6 +54,16 @@ pub(super) enum DagCommand {
         /// write). sk, mk and dsc are refused by the node: not served yet.
         #[arg(long, default_value = "lww", value_parser = consistency)]
         consistency: Consistency,
+        /// Atomic: each run's writes are kept until it ends, then committed
+        /// as one write set, once, however often the call is re-run
+        /// (--retries, a node lost midway). Deletes are refused in it.
+        #[arg(long)]
+        atomic: bool,
+        /// Atomic, with this transaction id (hex, 1 to 2^58-1) instead of a random
+        /// one: send the call again with the same id and it still takes
+        /// effect once.
+        #[arg(long, value_parser = txn_id)]
+        txn: Option<u64>,
         /// Store the result under this key instead of returning it; the command
         /// then waits up to --wait-ms for it (0: print the key and return).
         #[arg(long)]
@@ -76,6 +87,15 @@ pub(super) enum DagCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+fn txn_id(hex: &str) -> Result<u64, String> {
+    match u64::from_str_radix(hex.trim_start_matches("0x"), 16) {
+        Ok(id @ 1..=TXN_ID_MAX) => Ok(id),
+        _ => Err(format!(
+            "a transaction id is a hex number from 1 to {TXN_ID_MAX:x}, not {hex:?}"
+        )),
+    }
 }
 
 fn consistency(name: &str) -> Result<Consistency, String> {
@@ -137,6 +157,8 @@ pub(super) fn run(cmd: DagCommand) -> anyhow::Result<()> {
             retries,
             then,
             consistency,
+            atomic,
+            txn,
             output_key,
             wait_ms,
             raw,
@@ -169,6 +191,18 @@ pub(super) fn run(cmd: DagCommand) -> anyhow::Result<()> {
             call.timeout_ms = call_timeout_ms;
             call.retries = retries;
             call.then = then.iter().map(|t| t.as_bytes().to_vec()).collect();
+            call.txn = match (txn, atomic) {
+                (Some(id), _) => id,
+                (None, true) => loop {
+                    let id = getrandom::u64()
+                        .map_err(|e| anyhow::anyhow!("no random transaction id: {e}"))?
+                        & TXN_ID_MAX;
+                    if id != 0 {
+                        break id;
+                    }
+                },
+                (None, false) => 0,
+            };
             let out = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
                 let Some(key) = output_key else {
                     return Ok(c.call_dag_with(call).await?);

@@ -9,7 +9,8 @@ use crate::concern::WriteConcern;
 use crate::limits::{
     ANTI_ENTROPY_INTERVAL_MS, CACHE_MB_DEFAULT, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
     HELLO_TIMEOUT_MS_DEFAULT, IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
-    READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, VNODES_PER_SHARD_DEFAULT,
+    READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, TXN_RECORD_TTL_MS,
+    VNODES_PER_SHARD_DEFAULT,
 };
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
@@ -123,6 +124,11 @@ pub(super) struct NodeArgs {
     /// CLOCK (least recently read first). 0 turns it off.
     #[arg(long, default_value_t = CACHE_MB_DEFAULT)]
     cache_mb: usize,
+    /// How long (ms) each copy of an atomic call's commit record is kept:
+    /// a re-run or re-send of the call within it takes no effect again.
+    /// Each shard keeps at most 100,000 (the oldest go first, logged).
+    #[arg(long, default_value_t = TXN_RECORD_TTL_MS, value_parser = clap::value_parser!(u64).range(1000..))]
+    txn_record_ttl_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -164,6 +170,7 @@ impl NodeArgs {
             write_concern: a.write_concern,
             anti_entropy_ms: a.anti_entropy_ms,
             cache_bytes: a.cache_mb.saturating_mul(1 << 20),
+            txn_record_ttl_ms: a.txn_record_ttl_ms,
             membership: Timing {
                 probe_period_ms: a.probe_period_ms.max(1),
                 probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),

@@ -141,6 +141,11 @@ fn hint(cmd: &Command, err: &anyhow::Error) -> Option<String> {
         {
             Some("the run took longer than its deadline: raise --call-timeout-ms".into())
         }
+        Command::Dag { .. } if status == Some(Status::Conflict) => Some(
+            "other atomic calls kept rewriting what this one read; it wrote nothing: call it \
+             again (with the same --txn: it still takes effect once)"
+                .into(),
+        ),
         Command::Dag {
             command: DagCommand::Call { name, .. },
         } if status == Some(Status::UnknownDag) => {

@@ -249,6 +249,56 @@ impl Conn {
         }
     }
 
+    /// Stores `value` under `key` unless it holds a value, at the key's
+    /// owner (this shard, another, or another node): `Values([held])`,
+    /// `None` when this value was stored (then acknowledged by every
+    /// holder, as under write concern `all`).
+    pub(super) async fn put_if_absent(
+        &mut self,
+        request_id: u64,
+        key: &[u8],
+        value: kvs_core::Value,
+    ) {
+        if let Some((node, addr)) = self.remote_owner(key) {
+            if self.no_forwarding() {
+                return self.wrong_owner(request_id, key, node, addr);
+            }
+            let req = w::Request::PutIfAbsent(w::KvPut {
+                key: key.to_vec(),
+                value: value_to_wire(&value),
+            });
+            crate::shard::bump(&self.shard.stats().node_forwards);
+            let server = self.server.clone();
+            self.outbox.push(
+                request_id,
+                async move { server.links.call(addr, &req).await },
+            );
+            return;
+        }
+        let owner = self.shard.owner(key);
+        if owner != self.shard.id() {
+            let op = ShardOp::PutIfAbsent(key.to_vec(), value);
+            let reply = self.shard.forward(owner, op).await;
+            self.outbox
+                .push(request_id, async move { reply.await.into_response() });
+            return;
+        }
+        match self.shard.put_if_absent(key.to_vec(), value) {
+            Ok((held, lsn, acks)) => {
+                self.batch_lsn = Some(lsn);
+                let resp = w::Response::Values(vec![held.as_ref().map(value_to_wire)]);
+                match acks {
+                    Some((barriers, need)) => self.outbox.push(
+                        request_id,
+                        acknowledged_by(self.shard.clone(), lsn, barriers, need, resp),
+                    ),
+                    None => self.reply(request_id, &resp),
+                }
+            }
+            Err(e) => self.fail(request_id, &e),
+        }
+    }
+
     /// With a write concern above 1: the acknowledgements of the other
     /// holders of `key` a write just queued for them, and how many of them
     /// it needs. `None`: this node's copy is enough.

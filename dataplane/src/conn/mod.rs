@@ -454,6 +454,11 @@ impl Conn {
             ArchivedRequest::Delete(del) => {
                 self.write(request_id, del.key.as_slice(), None, None).await;
             }
+            ArchivedRequest::PutIfAbsent(put) => {
+                let value = value_from_archived(&put.value);
+                self.put_if_absent(request_id, put.key.as_slice(), value)
+                    .await;
+            }
             ArchivedRequest::Call(_)
             | ArchivedRequest::CallDag(_)
             | ArchivedRequest::RegisterDag(_)

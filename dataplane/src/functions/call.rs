@@ -12,14 +12,20 @@ use executor::run::Arg;
 use executor::schedule;
 use executor::session::Consistency;
 use executor::store::NoStore;
+use executor::txn::{self, Record};
 use kvs_core::lattice::{Lww, Timestamp};
+use kvs_core::limits::VALUE_BYTES_MAX;
 use kvs_core::{ShardId, Value};
 use wire::Status;
 
 use super::pool::{dispatch, CallResult, Here, Run};
 use super::ShardFunctions;
+use crate::convert::value_from_wire;
 use crate::error::NodeError;
-use crate::limits::{CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, EXECUTOR_LOAD_THRESHOLD};
+use crate::limits::{
+    CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, CONFLICT_RERUNS_MAX, EXECUTOR_LOAD_THRESHOLD,
+    NODE_REQUEST_TIMEOUT_MS,
+};
 use crate::transport::{ShardOp, ShardReply};
 
 /// What one call asks for besides its DAG and arguments.
@@ -31,6 +37,17 @@ pub(super) struct CallOptions {
     pub then: Vec<String>,
     /// Each run's consistency mode (each run has its own session).
     pub consistency: Consistency,
+    /// Not 0: the call is atomic, with this transaction id (`txn.rs`).
+    pub txn: u64,
+}
+
+/// The error of a run failed on purpose at a fail point (tests of
+/// re-runs; the points exist only in the test build: `atomic::before-apply`
+/// and `atomic::after-apply` fail the first run of each atomic call there).
+#[cfg_attr(not(test), allow(dead_code))]
+fn failed_here(point: &str) -> NodeError {
+    eprintln!("squall: fail point {point} reached: the run fails here");
+    NodeError::retriable(Status::Unavailable, format!("fail point {point}"))
 }
 
 /// The deadline of a call asking for `timeout_ms` (0 = the default).
@@ -66,7 +83,8 @@ impl ShardFunctions {
         deadline: Instant,
         spread: bool,
         consistency: Consistency,
-    ) -> CallResult {
+        atomic: bool,
+    ) -> Result<(Vec<u8>, Arc<Run>), NodeError> {
         let pool = &self.platform.pool;
         // Data locality: the executor beside the shard owning most of each
         // source's referenced keys.
@@ -93,8 +111,9 @@ impl ShardFunctions {
         let threshold = if spread { 0 } else { EXECUTOR_LOAD_THRESHOLD };
         let here = pool.beside(self.shard.id());
         let plan = schedule::plan(&dag, &home, &pool.loads(), here, threshold);
-        let (run, triggers, mut rx) = Run::start(pool, dag, args, plan, deadline, consistency)
-            .map_err(|m| NodeError::new(Status::InvalidArgument, m))?;
+        let (run, triggers, mut rx) =
+            Run::start(pool, dag, args, plan, deadline, consistency, atomic)
+                .map_err(|m| NodeError::new(Status::InvalidArgument, m))?;
         dispatch(
             &run,
             triggers,
@@ -102,7 +121,7 @@ impl ShardFunctions {
         );
         if let Ok(Some(result)) = rx.try_recv() {
             // Finished on this thread (all-inline): no timer armed at all.
-            return result;
+            return result.map(|out| (out, run));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let expired = async {
@@ -110,7 +129,7 @@ impl ShardFunctions {
             None
         };
         match futures_lite::future::or(async { Some(rx.await) }, expired).await {
-            Some(Ok(result)) => result,
+            Some(Ok(result)) => result.map(|out| (out, run)),
             Some(Err(_)) => Err(NodeError::retriable(
                 Status::Internal,
                 format!("DAG {:?}: the run was dropped", run.dag_name()),
@@ -137,15 +156,15 @@ impl ShardFunctions {
         args: HashMap<String, Vec<Arg>>,
         options: &CallOptions,
     ) -> CallResult {
-        let mut result = self.run_retrying(dag, args, options).await?;
-        for name in &options.then {
+        let mut result = self.run_retrying(dag, args, options, 0).await?;
+        for (stage, name) in options.then.iter().enumerate() {
             let next = self.fetch_dag(name).await?;
             let args = next
                 .sources()
                 .iter()
                 .map(|&s| (next.node(s).name.clone(), vec![Arg::Value(result.clone())]))
                 .collect();
-            result = self.run_retrying(next, args, options).await?;
+            result = self.run_retrying(next, args, options, stage + 1).await?;
         }
         Ok(result)
     }
@@ -155,21 +174,49 @@ impl ShardFunctions {
         dag: Arc<Dag>,
         args: HashMap<String, Vec<Arg>>,
         options: &CallOptions,
+        stage: usize,
     ) -> CallResult {
         let mut attempt = 0;
+        let mut conflicts = 0;
         let mut args = Some(args);
+        let atomic = options.txn != 0;
         loop {
             let deadline = deadline_after(options.timeout_ms);
             let spread = attempt > 0;
             // Keep a copy only while a re-run may still need it.
-            let this_run = if attempt < options.retries {
+            let rerun_possible =
+                attempt < options.retries || (atomic && conflicts < CONFLICT_RERUNS_MAX);
+            let this_run = if rerun_possible {
                 args.clone()
             } else {
                 args.take()
             }
             .unwrap_or_default();
-            let run = self.run_once(dag.clone(), this_run, deadline, spread, options.consistency);
+            let consistency = options.consistency;
+            let run = async {
+                let (out, run) =
+                    (self.run_once(dag.clone(), this_run, deadline, spread, consistency, atomic))
+                        .await?;
+                match atomic {
+                    true => {
+                        let writes = run.take_writes();
+                        self.commit(options.txn, stage, out, writes, attempt == 0)
+                            .await
+                    }
+                    false => Ok(out),
+                }
+            };
             match run.await {
+                // A fractured read (nothing written): not one of --retries.
+                Err(e) if e.status == Status::Conflict && conflicts < CONFLICT_RERUNS_MAX => {
+                    log::debug!(
+                        "{}: DAG {:?} runs again: {}",
+                        self.shard.id(),
+                        dag.name(),
+                        e
+                    );
+                    conflicts += 1;
+                }
                 Err(e) if e.retriable && attempt < options.retries => {
                     log::info!(
                         "{}: DAG {:?} run {} failed, running again: {}",
@@ -180,8 +227,8 @@ impl ShardFunctions {
                     );
                     attempt += 1;
                 }
-                Err(mut e) if attempt > 0 => {
-                    e.message = format!("after {} runs: {}", attempt + 1, e.message);
+                Err(mut e) if attempt + conflicts > 0 => {
+                    e.message = format!("after {} runs: {}", attempt + conflicts + 1, e.message);
                     return Err(e);
                 }
                 other => return other,
@@ -189,9 +236,8 @@ impl ShardFunctions {
         }
     }
 
-    /// Stores `bytes` under `key` (any shard's, any node's), once durable.
-    async fn store_put(&self, key: Vec<u8>, bytes: Vec<u8>) -> Result<(), NodeError> {
-        let value = Value::Lww(Lww::new(Timestamp::default(), bytes));
+    /// Stores `value` under `key` (any shard's, any node's), once durable.
+    async fn store_put(&self, key: Vec<u8>, value: Value) -> Result<(), NodeError> {
         if let Some(to) = self.remote.holder(&key) {
             let put = self.remote.put(to, key, value).await;
             return put.map_err(|e| NodeError::new(wire::Status::Unavailable, e));
@@ -213,6 +259,119 @@ impl ShardFunctions {
         }
     }
 
+    /// `PutIfAbsent` of `value` under `key` (any shard's, any node's):
+    /// what the key held, `None` when `value` was stored (once durable).
+    async fn store_put_if_absent(
+        &self,
+        key: Vec<u8>,
+        value: Value,
+    ) -> Result<Option<Value>, NodeError> {
+        if let Some(to) = self.remote.holder(&key) {
+            return self.remote.put_if_absent(to, key, value).await;
+        }
+        let owner = self.shard.owner(&key);
+        if owner == self.shard.id() {
+            let (held, lsn, acks) = self.shard.put_if_absent(key, value)?;
+            self.shard.wait_durable(lsn).await?;
+            if let Some((barriers, need)) = acks {
+                let timeout = Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+                crate::event::acknowledged(barriers, need, timeout)
+                    .await
+                    .map_err(|got| NodeError::copies_missing(got, need, NODE_REQUEST_TIMEOUT_MS))?;
+            }
+            return Ok(held);
+        }
+        match (self.shard)
+            .forward(owner, ShardOp::PutIfAbsent(key, value))
+            .await
+            .await
+        {
+            ShardReply::Values(mut vs) if vs.len() == 1 => {
+                Ok(vs.pop().flatten().map(value_from_wire))
+            }
+            ShardReply::Error(e) => Err(e),
+            other => Err(NodeError::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Commits a run of atomic call `txn` (`executor::txn`): its record —
+    /// result and write set, LWW writes stamped now — is stored unless an
+    /// earlier run of the call stored one; the record that stands is
+    /// applied, and its result is the call's. Errors on the way are
+    /// retriable (a re-run commits again, and finds the record) but for a
+    /// write set the node refuses as a whole.
+    async fn commit(
+        &self,
+        txn: u64,
+        stage: usize,
+        result: Vec<u8>,
+        writes: Vec<(Vec<u8>, Value)>,
+        first_run: bool,
+    ) -> CallResult {
+        if let Some((key, _)) = writes.iter().find(|(k, _)| crate::auth::is_code_key(k)) {
+            let msg = format!(
+                "functions may not write {:?}: it holds code or models",
+                String::from_utf8_lossy(key)
+            );
+            return Err(NodeError::new(Status::InvalidArgument, msg));
+        }
+        let now_us = crate::shard::wall_us();
+        let record = Record {
+            created_us: now_us,
+            result,
+            writes: txn::stamp(writes, txn, stage, now_us),
+        };
+        let bytes = record.encode();
+        if bytes.len() > VALUE_BYTES_MAX {
+            let msg = format!(
+                "an atomic run's result and writes make a {} byte commit record; one value \
+                 holds {VALUE_BYTES_MAX}",
+                bytes.len()
+            );
+            return Err(NodeError::new(Status::LimitExceeded, msg));
+        }
+        let key = txn::record_key(txn, stage);
+        let value = Value::Lww(Lww::new(Timestamp::default(), bytes));
+        let retriable = |e: NodeError| NodeError {
+            retriable: e.retriable
+                || matches!(
+                    e.status,
+                    Status::Unavailable | Status::Timeout | Status::Overloaded
+                ),
+            ..e
+        };
+        let standing = match self
+            .store_put_if_absent(key, value)
+            .await
+            .map_err(retriable)?
+        {
+            None => record,
+            Some(Value::Lww(held)) => Record::decode(held.value())
+                .map_err(|e| NodeError::internal(format!("transaction {txn:016x}: {e}")))?,
+            Some(other) => {
+                let msg = format!(
+                    "transaction {txn:016x}: its record key holds a {} value",
+                    other.kind()
+                );
+                return Err(NodeError::internal(msg));
+            }
+        };
+        // Test build only: the first run of each call fails here, or dies.
+        let _ = first_run;
+        fail::fail_point!("atomic::before-apply", first_run, |_| {
+            Err(failed_here("atomic::before-apply"))
+        });
+        // One key after another: a re-run re-applies what a failure left.
+        for (key, value) in standing.writes {
+            self.store_put(key, value).await.map_err(retriable)?;
+        }
+        fail::fail_point!("atomic::after-apply", first_run, |_| {
+            Err(failed_here("atomic::after-apply"))
+        });
+        crash_point!("atomic::crash-after-apply");
+        Ok(standing.result)
+    }
+
     /// Stores the outcome of a call made with an output key: the result
     /// under the key, or the error under `squall:error:<key>`.
     pub(super) async fn store_outcome(&self, output_key: Vec<u8>, outcome: CallResult) {
@@ -227,7 +386,8 @@ impl ShardFunctions {
                 )
             }
         };
-        if let Err(e) = self.store_put(key, bytes).await {
+        let value = Value::Lww(Lww::new(Timestamp::default(), bytes));
+        if let Err(e) = self.store_put(key, value).await {
             log::warn!(
                 "{}: the outcome of a call for output key {:?} was not stored: {}",
                 self.shard.id(),

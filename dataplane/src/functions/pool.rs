@@ -74,6 +74,7 @@ impl Run {
         plan: Plan,
         deadline: Instant,
         consistency: Consistency,
+        atomic: bool,
     ) -> Result<Started, String> {
         let (state, triggers) = DagRun::start(dag.clone(), args)?;
         let (tx, rx) = oneshot::channel();
@@ -84,7 +85,10 @@ impl Run {
             deadline,
             reply: Mutex::new(Some(tx)),
             pool: pool.clone(),
-            session: Session::new(consistency),
+            session: match atomic {
+                true => Session::new(consistency).atomic(),
+                false => Session::new(consistency),
+            },
         });
         Ok((run, triggers, rx))
     }
@@ -92,6 +96,11 @@ impl Run {
     /// Stops handing out steps (the caller gave up waiting).
     pub(super) fn abandon(&self) {
         self.lock().abandon();
+    }
+
+    /// An atomic run's writes, for its commit.
+    pub(super) fn take_writes(&self) -> Vec<(Vec<u8>, kvs_core::Value)> {
+        self.session.take_writes()
     }
 
     pub(super) fn dag_name(&self) -> &str {
@@ -334,8 +343,10 @@ fn executor_loop(
         let name = first.run.dag.node(first.node).function.clone();
         let batch_max = first.run.dag.node(first.node).options.batch_max as usize;
         // Steps of one batch share one store view: a step whose session
-        // keeps state (DSRR) runs alone.
-        let plain = |s: &Step| s.run.session.consistency() == Consistency::Lww;
+        // keeps state (DSRR pins, an atomic call's writes) runs alone.
+        let plain = |s: &Step| {
+            s.run.session.consistency() == Consistency::Lww && !s.run.session.is_atomic()
+        };
         let batching = batch_max > 1 && plain(&first);
         let mut batch = vec![first];
         if batching {

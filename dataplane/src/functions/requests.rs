@@ -18,6 +18,7 @@ use executor::registry::{
 };
 use executor::run::{check_sources, Arg};
 use executor::session::Consistency;
+use executor::txn::TXN_ID_MAX;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::Value;
 use wire::message::{self as w, ArchivedRequest};
@@ -97,6 +98,7 @@ fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOption
             Consistency::Lww => w::Consistency::Lww,
             Consistency::Dsrr => w::Consistency::Dsrr,
         } as u8,
+        txn: options.txn,
     }
 }
 
@@ -143,7 +145,8 @@ impl ShardFunctions {
 
     /// Runs `call` on the node at `to` (beside its data); if that node
     /// cannot be reached, runs it here (`here`) instead: a re-run, as after
-    /// a retriable failure, so its effects may happen twice.
+    /// a retriable failure, so its effects may happen twice — once only
+    /// for an atomic call.
     async fn forwarded(
         self: Rc<Self>,
         to: SocketAddr,
@@ -378,7 +381,15 @@ impl ShardFunctions {
             retries,
             then: call.then.iter().map(|t| text(t.as_slice())).collect(),
             consistency,
+            txn: call.txn.to_native(),
         };
+        if options.txn > TXN_ID_MAX {
+            let msg = format!(
+                "a transaction id is at most {TXN_ID_MAX:#x} (58 bits), not {:#x}",
+                options.txn
+            );
+            return Answer::fail(Status::InvalidArgument, msg);
+        }
         let mut args: HashMap<String, Vec<Arg>> = HashMap::new();
         for a in call.args.iter() {
             args.entry(text(a.function.as_slice()))

@@ -26,6 +26,7 @@ use wire::Status;
 
 use crate::cache::NodeCache;
 use crate::convert::{value_from_wire, value_to_wire};
+use crate::error::NodeError;
 use crate::leases::Leases;
 use crate::limits::{NODE_REQUEST_TIMEOUT_MS, STORE_TIMEOUT_MS};
 use crate::links::Links;
@@ -202,18 +203,7 @@ impl Remote {
             StoreOp::Delete(key) => w::Request::Delete(w::KvDelete { key }),
             StoreOp::Take(_) => return StoreReply::Failed("take is for this node's keys".into()),
         };
-        let placement = self.members.placement();
-        let others = (placement.holders(&key).into_iter())
-            .filter(|h| *h != to && Some(*h) != placement.my_addr());
-        let mut reply = self.links.call(to, &req).await;
-        for next in others {
-            match &reply {
-                w::Response::Error(e) if e.code == Status::Unavailable.code() => {
-                    reply = self.links.call(next, &req).await;
-                }
-                _ => break,
-            }
-        }
+        let reply = self.ask(to, &key, &req).await;
         if !matches!(req, w::Request::Get(_) | w::Request::Subscribe(_)) {
             self.cache.forget(&key);
         }
@@ -236,6 +226,52 @@ impl Remote {
                 }
             }
             other => StoreReply::Unreachable(format!("at {to}: unexpected reply {other:?}")),
+        }
+    }
+
+    /// Sends `req` about `key` to the node `to`, or, if it cannot be
+    /// reached, to the key's next holders in turn.
+    async fn ask(&self, to: SocketAddr, key: &[u8], req: &w::Request) -> w::Response {
+        let placement = self.members.placement();
+        let others = (placement.holders(key).into_iter())
+            .filter(|h| *h != to && Some(*h) != placement.my_addr());
+        let mut reply = self.links.call(to, req).await;
+        for next in others {
+            match &reply {
+                w::Response::Error(e) if e.code == Status::Unavailable.code() => {
+                    reply = self.links.call(next, req).await;
+                }
+                _ => break,
+            }
+        }
+        reply
+    }
+
+    /// `PutIfAbsent` at the node `to` (or the key's next holder): what the
+    /// key held, `None` when `value` was stored.
+    pub async fn put_if_absent(
+        &self,
+        to: SocketAddr,
+        key: Vec<u8>,
+        value: Value,
+    ) -> Result<Option<Value>, NodeError> {
+        let req = w::Request::PutIfAbsent(w::KvPut {
+            key: key.clone(),
+            value: value_to_wire(&value),
+        });
+        match self.ask(to, &key, &req).await {
+            w::Response::Values(mut vs) if vs.len() == 1 => {
+                Ok(vs.pop().flatten().map(value_from_wire))
+            }
+            w::Response::Error(e) => {
+                let status = Status::from_code(e.code).unwrap_or(Status::Internal);
+                let why = format!("at {to}: {}", String::from_utf8_lossy(&e.message));
+                Err(NodeError::new(status, why))
+            }
+            other => Err(NodeError::new(
+                Status::Unavailable,
+                format!("at {to}: unexpected reply {other:?}"),
+            )),
         }
     }
 
@@ -331,5 +367,6 @@ mod tests {
             wire::FUNCTION_KEY_PREFIX
         );
         assert_eq!(executor::message::INBOX_KEY_PREFIX, wire::INBOX_KEY_PREFIX);
+        assert_eq!(executor::txn::RECORD_KEY_PREFIX, wire::TXN_KEY_PREFIX);
     }
 }

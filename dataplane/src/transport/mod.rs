@@ -42,6 +42,8 @@ pub(crate) enum ShardOp {
     },
     /// A key's state handed over by another node (`Shard::merge`).
     Merge(Vec<u8>, Entry),
+    /// `Shard::put_if_absent`; answered `Values([held])`.
+    PutIfAbsent(Vec<u8>, Value),
     /// The range digest of the shard's keys in a scope (its part of a
     /// `Digest`).
     Digest(DigestScope),

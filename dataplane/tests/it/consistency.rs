@@ -2,8 +2,9 @@
 //! anomaly planted through the nodes (a write between two functions'
 //! reads of one key) is caught by the checker under `lww` and prevented
 //! under `dsrr`; `loadgen consistency` reports no DSRR or single-key causal
-//! anomaly under `dsrr`; session metadata past its limit fails a call with
-//! `LimitExceeded`; modes not served yet are refused.
+//! anomaly under `dsrr`, and no read-atomic one with `--atomic`; session
+//! metadata past its limit fails a call with `LimitExceeded`; modes not
+//! served yet are refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -196,5 +197,32 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["anomalies"]["dsrr"], 0, "{report}");
     assert_eq!(report["anomalies"]["sk"], 0, "{report}");
+    // Atomic calls: no fractured read in any call that succeeded (a call
+    // that kept conflicting may fail, writing nothing).
+    let report = crate::harness::loadgen_report(&[
+        "consistency",
+        "--json",
+        "--addr",
+        &nodes,
+        "--atomic",
+        "--calls",
+        "300",
+        "--clients",
+        "3",
+        "--keys",
+        "100",
+        "--prefix",
+        "atomic:",
+    ]);
+    eprintln!("{report}");
+    assert_eq!(report["atomic"], true, "{report}");
+    let (checked, errors) = (report["calls"].as_u64(), report["errors"].as_u64());
+    assert_eq!(
+        checked.zip(errors).map(|(c, e)| c + e),
+        Some(300),
+        "{report}"
+    );
+    assert!(checked > Some(250), "{report}");
+    assert_eq!(report["anomalies"]["ra"], 0, "{report}");
     drop((a, b, c));
 }

@@ -33,6 +33,9 @@
 //! * `consistency`: consistency modes of DAG calls on three nodes: a
 //!   planted repeatable-read anomaly caught under `lww`, prevented under
 //!   `dsrr`; `loadgen consistency` under `dsrr`; the session metadata limit.
+//! * `atomic`: atomic calls take effect once when their first run fails
+//!   before or after applying its commit record, or its node dies after
+//!   applying it; a failed run writes nothing.
 //! * `failpoints`: a crash at each step of the hand-off (fail points), on
 //!   the sender and on the receiver; no key lost.
 //! * `netns`: a real cut (network namespaces, a link taken down) and the
@@ -42,6 +45,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
+mod atomic;
 mod auth;
 mod bad_input;
 mod cli;
