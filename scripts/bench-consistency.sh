@@ -10,7 +10,7 @@
 #
 # Environment: CALLS (4000 per run), CLIENTS (8), KEYS (1000), ZIPF (1.0),
 # READS (2 per level), WRITES (2), PAUSE_MS (0),
-# MODES ("lww dsrr lww+atomic dsrr+atomic"),
+# MODES ("lww dsrr sk lww+atomic dsrr+atomic dsc+atomic"),
 # ROUNDS (2), PORT (7600), CLUSTER_DIR (/tmp/squall-consistency).
 # Writes under bench-results/consistency-<time>/.
 set -euo pipefail
@@ -25,7 +25,7 @@ trap './scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 ./scripts/cluster.sh up 3 >&2
 addrs="127.0.0.2:$PORT,127.0.0.3:$PORT,127.0.0.4:$PORT"
 for round in $(seq "${ROUNDS:-2}"); do
-  for mode in ${MODES:-lww dsrr lww+atomic dsrr+atomic}; do
+  for mode in ${MODES:-lww dsrr sk lww+atomic dsrr+atomic dsc+atomic}; do
     atomic=()
     [[ $mode == *+atomic ]] && atomic=(--atomic)
     target/release/loadgen consistency --json --addr "$addrs" --consistency "${mode%+atomic}" \
@@ -40,14 +40,15 @@ python3 - "$OUT/results.jsonl" <<'PY' | tee "$OUT/summary.txt"
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 lww = {r["round"]: r for r in runs if r["consistency"] == "lww" and not r.get("atomic")}
-print("| round | mode | calls | errors | p50 µs | p99 µs | p99 / lww | dsrr | sk | mk | dsc | ra |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| round | mode | calls | errors | p50 µs | p99 µs | p99 / lww | dsrr | sk | mk | dsc | ra | metadata B/key p50, p99 |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in runs:
     base = lww.get(r["round"])
     ratio = f'{r["p99_us"] / base["p99_us"]:.2f}' if base else "-"
     a = r["anomalies"]
     mode = r["consistency"] + (" --atomic" if r.get("atomic") else "")
     print(f'| {r["round"]} | {mode} | {r["calls"]} | {r["errors"]} | {r["p50_us"]:.0f} '
-          f'| {r["p99_us"]:.0f} | {ratio} | {a["dsrr"]} | {a["sk"]} | {a["mk"]} | {a["dsc"]} | {a["ra"]} |')
+          f'| {r["p99_us"]:.0f} | {ratio} | {a["dsrr"]} | {a["sk"]} | {a["mk"]} | {a["dsc"]} | {a["ra"]} '
+          f'| {r["metadata_bytes_per_key_p50"]}, {r["metadata_bytes_per_key_p99"]} |')
 PY
 echo "written: $OUT" >&2

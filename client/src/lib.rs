@@ -336,6 +336,20 @@ impl Client {
         }
     }
 
+    /// Writes `value` under `key` only if it holds no value: `None` when
+    /// this value was stored (acknowledged by every holder of the key),
+    /// else the value the key holds, unchanged.
+    pub async fn put_if_absent(&mut self, key: &[u8], value: Value) -> Result<Option<Value>> {
+        let req = Request::PutIfAbsent(KvPut {
+            key: key.to_vec(),
+            value,
+        });
+        match self.send(self.dest_for(key), req).await? {
+            Response::Values(mut vs) if vs.len() == 1 => Ok(vs.pop().flatten()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Writes `value` under `key`, acknowledged once `concern` copies have
     /// it (`wire::message::WRITE_CONCERN_*`: 1 the node's own, 2 a
     /// majority of the key's holders, 3 all of them).

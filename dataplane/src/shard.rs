@@ -202,6 +202,8 @@ impl Shard {
                         e.message
                     );
                 }
+                // Many may expire at once: serve requests in between.
+                glommio::yield_if_needed().await;
             }
             if early > 0 {
                 log::warn!(
@@ -238,9 +240,15 @@ impl Shard {
 
     fn stamp(&self) -> Timestamp {
         Timestamp {
-            clock: self.clock.borrow_mut().tick(wall_us()),
+            clock: self.tick_us(),
             writer: self.writer,
         }
+    }
+
+    /// A time from this shard's hybrid clock: past every timestamp it
+    /// issued or observed (an atomic call's commit stamp).
+    pub fn tick_us(&self) -> u64 {
+        self.clock.borrow_mut().tick(wall_us())
     }
 
     /// Reads a local key into its wire form.

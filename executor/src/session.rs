@@ -57,6 +57,16 @@ pub enum Consistency {
     #[default]
     Lww,
     Dsrr,
+    /// Single-key causal: each read of a key returns the merge of every
+    /// version of it the run has seen (never older; concurrent versions of
+    /// a causal value kept), or its own write.
+    SingleKeyCausal,
+    /// Multi-key and distributed-session causal: read-atomic reads (an
+    /// atomic call's) that are also never older than the dependencies —
+    /// the versions its writer read — of any version the run read. Served
+    /// for atomic calls only: the dependencies travel in commit records.
+    MultiKeyCausal,
+    DistributedSessionCausal,
 }
 
 /// One run's session (see the module doc).
@@ -116,10 +126,25 @@ impl Pins {
     }
 
     /// What a read of `key` returns: its pin, or `found`, which becomes the
-    /// pin (a concurrent first read that pinned first wins).
-    fn read(&mut self, key: &[u8], found: Option<Value>) -> Result<Option<Value>, StoreError> {
-        if let Some(pinned) = self.seen.get(key) {
-            return Ok(pinned.clone());
+    /// pin (a concurrent first read that pinned first wins); without `pin`
+    /// (single-key causal), the merge of what the run saw and `found`.
+    fn read(
+        &mut self,
+        key: &[u8],
+        found: Option<Value>,
+        pin: bool,
+    ) -> Result<Option<Value>, StoreError> {
+        if let Some(seen) = self.seen.get_mut(key) {
+            if !pin {
+                *seen = match (seen.take(), found) {
+                    (Some(mut old), Some(new)) => match old.merge(new.clone()) {
+                        Ok(()) => Some(old),
+                        Err(_) => Some(new),
+                    },
+                    (old, new) => old.or(new),
+                };
+            }
+            return Ok(seen.clone());
         }
         self.room_for(key)?;
         self.metadata_bytes += key.len() + VERSION_BYTES;
@@ -128,17 +153,20 @@ impl Pins {
     }
 
     /// Notes the write set of a record the run saw part of: each LWW
-    /// write's version becomes its key's floor. A key already read older
-    /// than its floor is a conflict.
-    fn learn(&mut self, txn: u64, record: &Record) -> Result<(), StoreError> {
-        for (key, value) in &record.writes {
-            let Some(ts) = version(Some(value)) else {
-                continue;
-            };
+    /// write's version becomes its key's floor — and with `dependencies`,
+    /// each version its run read. A key already read older than its floor
+    /// is a conflict.
+    fn learn(&mut self, txn: u64, record: &Record, dependencies: bool) -> Result<(), StoreError> {
+        let written = (record.writes.iter()).filter_map(|(k, v)| Some((k, version(Some(v))?)));
+        let read = (record.reads.iter())
+            .filter(|_| dependencies)
+            .map(|(k, ts)| (k, *ts));
+        for (key, ts) in written.chain(read) {
             if self.returned.get(key).is_some_and(|seen| *seen < ts) {
                 return Err(StoreError::Conflict(format!(
                     "an atomic call read {:?} older than the write set of transaction \
-                     {txn:x}, which it saw part of later; the run fails, writing nothing",
+                     {txn:x} (or what that transaction read), which it saw part of later; \
+                     the run fails, writing nothing",
                     String::from_utf8_lossy(key)
                 )));
             }
@@ -258,6 +286,20 @@ impl Session {
         self.atomic
     }
 
+    /// What an atomic run read, for its commit record: each key it was
+    /// given an LWW version of, at the oldest such version (its writes'
+    /// dependencies), sorted by key.
+    #[must_use]
+    pub fn reads(&self) -> Vec<(Vec<u8>, Timestamp)> {
+        let p = self.lock();
+        let mut reads: Vec<_> = (p.returned.iter())
+            .filter(|(_, ts)| **ts != Timestamp::default())
+            .map(|(k, ts)| (k.clone(), *ts))
+            .collect();
+        reads.sort_unstable();
+        reads
+    }
+
     /// An atomic run's write set, taken for its commit (sorted by key).
     #[must_use]
     pub fn take_writes(&self) -> Vec<(Vec<u8>, Value)> {
@@ -294,6 +336,19 @@ impl Session {
 
     fn pins(&self) -> bool {
         self.consistency == Consistency::Dsrr
+    }
+
+    /// Single-key causal: reads merge what the run saw.
+    fn merges(&self) -> bool {
+        self.consistency == Consistency::SingleKeyCausal
+    }
+
+    /// Reads are never older than the dependencies of what the run read.
+    fn follows_dependencies(&self) -> bool {
+        matches!(
+            self.consistency,
+            Consistency::MultiKeyCausal | Consistency::DistributedSessionCausal
+        )
     }
 }
 
@@ -353,15 +408,29 @@ impl SessionStore<'_> {
         };
         if let Some(floor) = floor {
             if value.as_ref().is_none_or(|v| matches!(v, Value::Lww(_))) {
-                let (txn, stage) = txn::origin(floor).expect("floors come from records");
-                let repaired = self.record(txn, stage)?.and_then(|r| {
+                // The version the floor names, from the record that wrote
+                // it; without one (a plain write, an expired record) the
+                // run cannot read what it must.
+                let record = match txn::origin(floor) {
+                    Some((txn, stage)) => self.record(txn, stage)?,
+                    None => None,
+                };
+                let repaired = record.and_then(|r| {
                     (r.writes.into_iter())
                         .find(|(k, _)| k == key)
                         .map(|(_, v)| v)
                 });
-                if repaired.is_some() {
-                    value = repaired;
+                if repaired.is_none() {
+                    return Err(StoreError::Conflict(format!(
+                        "an atomic call must read {:?} at a version at least {}.{} (what it \
+                         read depends on it), which is neither here yet nor in a commit \
+                         record; the run fails, writing nothing",
+                        String::from_utf8_lossy(key),
+                        floor.clock,
+                        floor.writer
+                    )));
                 }
+                value = repaired;
             }
             let mut pins = self.session.lock();
             pins.returned_at(key, value.as_ref());
@@ -373,7 +442,8 @@ impl SessionStore<'_> {
         if let Some((txn, stage)) = origin {
             if self.session.lock().records.insert((txn, stage)) {
                 if let Some(record) = self.record(txn, stage)? {
-                    self.session.lock().learn(txn, &record)?;
+                    let deps = self.session.follows_dependencies();
+                    self.session.lock().learn(txn, &record, deps)?;
                 }
             }
         }
@@ -391,25 +461,27 @@ impl SessionStore<'_> {
     }
 
     fn read(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
-        if !self.session.pins() {
+        let pin = self.session.pins();
+        if !pin && !self.session.merges() {
             return self.inner.get(key);
         }
-        if let Some(pinned) = self.session.lock().seen.get(key) {
+        if let Some(pinned) = self.session.lock().seen.get(key).filter(|_| pin) {
             return Ok(pinned.clone());
         }
         let found = self.inner.get(key)?;
-        self.session.lock().read(key, found)
+        self.session.lock().read(key, found, pin)
     }
 
     fn read_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StoreError> {
-        if !self.session.pins() {
+        let pin = self.session.pins();
+        if !pin && !self.session.merges() {
             return self.inner.get_many(keys);
         }
         let missing: Vec<&[u8]> = {
             let pins = self.session.lock();
             keys.iter()
                 .copied()
-                .filter(|k| !pins.seen.contains_key(*k))
+                .filter(|k| !pin || !pins.seen.contains_key(*k))
                 .collect()
         };
         let found = if missing.is_empty() {
@@ -419,9 +491,9 @@ impl SessionStore<'_> {
         };
         let mut pins = self.session.lock();
         for (k, v) in missing.into_iter().zip(found) {
-            pins.read(k, v)?;
+            pins.read(k, v, pin)?;
         }
-        keys.iter().map(|k| pins.read(k, None)).collect()
+        keys.iter().map(|k| pins.read(k, None, pin)).collect()
     }
 }
 
@@ -448,7 +520,7 @@ impl Store for SessionStore<'_> {
             }
             return pins.keep(key, value);
         }
-        if !self.session.pins() {
+        if !self.session.pins() && !self.session.merges() {
             return self.inner.put(key, value);
         }
         self.session.lock().room_for(key)?;
@@ -459,7 +531,7 @@ impl Store for SessionStore<'_> {
 
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
         self.refused_in_atomic("delete")?;
-        if !self.session.pins() {
+        if !self.session.pins() && !self.session.merges() {
             return self.inner.delete(key);
         }
         self.session.lock().room_for(key)?;
@@ -637,6 +709,7 @@ mod tests {
             created_us: 50,
             result: Vec::new(),
             writes: vec![(b"a".to_vec(), new("a1")), (b"b".to_vec(), new("b1"))],
+            reads: Vec::new(),
         };
         let record = Value::Lww(Lww::new(
             Timestamp {
@@ -698,5 +771,136 @@ mod tests {
         assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b1");
         store.put(b"b", lww(90, "b2")).unwrap();
         assert_eq!(bytes(r.get(b"b").unwrap()).unwrap(), b"b1", "pinned");
+    }
+
+    #[test]
+    fn single_key_causal_never_reads_older_and_keeps_concurrent_versions() {
+        use kvs_core::lattice::{Causal, CausalVersion, VectorClock};
+        // Two copies of the store: `fresh` has moved on, `stale` has not.
+        let (fresh, stale) = (LocalStore::default(), LocalStore::default());
+        fresh.put(b"k", lww(9, "new")).unwrap();
+        stale.put(b"k", lww(1, "old")).unwrap();
+        let session = Session::new(Consistency::SingleKeyCausal);
+        assert_eq!(
+            bytes(session.over(&fresh).get(b"k").unwrap()).unwrap(),
+            b"new"
+        );
+        assert_eq!(
+            bytes(session.over(&stale).get(b"k").unwrap()).unwrap(),
+            b"new"
+        );
+        let lww_run = Session::new(Consistency::Lww);
+        lww_run.over(&fresh).get(b"k").unwrap();
+        assert_eq!(
+            bytes(lww_run.over(&stale).get(b"k").unwrap()).unwrap(),
+            b"old"
+        );
+        // Concurrent versions of a causal value: the run sees both.
+        let version = |node: u64, v: &str| {
+            Value::SingleKeyCausal(Causal::from_versions([CausalVersion {
+                clock: VectorClock::from_entries([(node, 1)]),
+                deps: Default::default(),
+                value: v.as_bytes().to_vec(),
+            }]))
+        };
+        fresh.put(b"c", version(1, "a")).unwrap();
+        stale.put(b"c", version(2, "b")).unwrap();
+        session.over(&fresh).get(b"c").unwrap();
+        let Some(Value::SingleKeyCausal(both)) = session.over(&stale).get(b"c").unwrap() else {
+            panic!("not a causal value")
+        };
+        assert_eq!(both.version_count(), 2);
+        // Its own write is what it reads next, even from a copy that does
+        // not have it yet.
+        session.over(&fresh).put(b"w", lww(0, "mine")).unwrap();
+        assert_eq!(
+            bytes(session.over(&stale).get(b"w").unwrap()).unwrap(),
+            b"mine"
+        );
+    }
+
+    /// Transaction 2 wrote `x` having read `d` at clock 40, which
+    /// transaction 3 wrote; the store has `x` but `d` still at clock 5.
+    fn a_dependency_not_applied() -> LocalStore {
+        let store = LocalStore::default();
+        let ts = |clock, txn| Timestamp {
+            clock,
+            writer: kvs_core::ids::txn_writer(txn, 0),
+        };
+        let value = |t, s: &str| Value::Lww(Lww::new(t, s.as_bytes().to_vec()));
+        let record = |writes, reads| {
+            let r = Record {
+                created_us: 1,
+                result: Vec::new(),
+                writes,
+                reads,
+            };
+            Value::Lww(Lww::new(
+                Timestamp {
+                    clock: 1,
+                    writer: 1,
+                },
+                r.encode(),
+            ))
+        };
+        let d3 = value(ts(40, 3), "d3");
+        store
+            .put(
+                &txn::record_key(3, 0),
+                record(vec![(b"d".to_vec(), d3)], vec![]),
+            )
+            .unwrap();
+        let x2 = value(ts(50, 2), "x2");
+        let reads = vec![(b"d".to_vec(), ts(40, 3))];
+        store
+            .put(
+                &txn::record_key(2, 0),
+                record(vec![(b"x".to_vec(), x2.clone())], reads),
+            )
+            .unwrap();
+        store.put(b"x", x2).unwrap();
+        store.put(b"d", lww(5, "d0")).unwrap();
+        store
+    }
+
+    #[test]
+    fn causal_atomic_reads_follow_the_dependencies_of_what_they_read() {
+        let store = a_dependency_not_applied();
+        for mode in [
+            Consistency::MultiKeyCausal,
+            Consistency::DistributedSessionCausal,
+        ] {
+            let session = Session::new(mode).atomic();
+            let r = session.over(&store);
+            assert_eq!(bytes(r.get(b"x").unwrap()).unwrap(), b"x2");
+            assert_eq!(bytes(r.get(b"d").unwrap()).unwrap(), b"d3", "repaired");
+            // Its record will name both as what it read.
+            let reads: Vec<_> = session.reads().into_iter().map(|(k, _)| k).collect();
+            assert_eq!(reads, [b"d".to_vec(), b"x".to_vec()]);
+        }
+        // Read-atomic alone does not follow dependencies.
+        let session = Session::new(Consistency::Lww).atomic();
+        session.over(&store).get(b"x").unwrap();
+        assert_eq!(
+            bytes(session.over(&store).get(b"d").unwrap()).unwrap(),
+            b"d0"
+        );
+        // Read older first: a conflict (the run goes again).
+        let session = Session::new(Consistency::DistributedSessionCausal).atomic();
+        session.over(&store).get(b"d").unwrap();
+        let err = session.over(&store).get(b"x").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    }
+
+    #[test]
+    fn a_dependency_no_record_holds_is_a_conflict() {
+        let store = a_dependency_not_applied();
+        store.delete(&txn::record_key(3, 0)).unwrap();
+        let session = Session::new(Consistency::DistributedSessionCausal).atomic();
+        let r = session.over(&store);
+        r.get(b"x").unwrap();
+        let err = r.get(b"d").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("\"d\""), "{err}");
     }
 }

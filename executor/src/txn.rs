@@ -26,9 +26,14 @@
 //! * the record is one value, so a write set is limited to
 //!   [`WRITE_SET_BYTES_MAX`]; past it the run fails with `LimitExceeded`.
 //!
+//! A record also lists what the run read (each LWW key at the oldest
+//! version it was given): the write set's dependencies, which causal
+//! readers (`mk`, `dsc`) read no older than (`crate::session`).
+//!
 //! Record format (little-endian, `kvs_core::codec`):
 //! ```text
 //! record = magic:u32 created_us:u64 result:bytes n:u32 (key:bytes value){n}
+//!          m:u32 (key:bytes clock:u64 writer:u64){m}
 //! ```
 
 use kvs_core::codec::{DecodeError, Decoder, Encoder};
@@ -78,6 +83,8 @@ pub struct Record {
     pub created_us: u64,
     pub result: Vec<u8>,
     pub writes: Vec<(Vec<u8>, Value)>,
+    /// The versions the run read: its writes' dependencies.
+    pub reads: Vec<(Vec<u8>, Timestamp)>,
 }
 
 /// Stamps a write set: every LWW write the function left for the store to
@@ -119,6 +126,12 @@ impl Record {
             e.bytes(key);
             e.value(value);
         }
+        e.u32(u32::try_from(self.reads.len()).expect("read sets are bounded"));
+        for (key, ts) in &self.reads {
+            e.bytes(key);
+            e.u64(ts.clock);
+            e.u64(ts.writer);
+        }
         out
     }
 
@@ -136,11 +149,19 @@ impl Record {
             let key = d.bytes("key", KEY_BYTES_MAX)?;
             writes.push((key, d.value()?));
         }
+        let m = d.u32()? as usize;
+        let mut reads = Vec::with_capacity(m.min(1024));
+        for _ in 0..m {
+            let key = d.bytes("key", KEY_BYTES_MAX)?;
+            let (clock, writer) = (d.u64()?, d.u64()?);
+            reads.push((key, Timestamp { clock, writer }));
+        }
         d.finish()?;
         Ok(Record {
             created_us,
             result,
             writes,
+            reads,
         })
     }
 }
@@ -187,6 +208,13 @@ mod tests {
                     Value::Set(BTreeSet::from([b"e".to_vec(), b"f".to_vec()])),
                 ),
             ],
+            reads: vec![(
+                b"r".to_vec(),
+                Timestamp {
+                    clock: 3,
+                    writer: 4,
+                },
+            )],
         };
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes).unwrap(), r);

@@ -62,7 +62,7 @@ pub struct ConsistencyArgs {
     /// reads (a wider window for concurrent writes).
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u32,
-    /// The calls' consistency mode: lww, dsrr (sk, mk, dsc: not served yet).
+    /// The calls' consistency mode: lww, dsrr, sk; mk and dsc with --atomic.
     #[arg(long, default_value = "lww", value_parser = consistency)]
     pub consistency: Consistency,
     /// Atomic calls (`--atomic`): each sink's writes commit as one write
@@ -145,6 +145,9 @@ async fn connect(args: &ConsistencyArgs, i: usize) -> anyhow::Result<Client> {
 /// What one client saw.
 struct Seen {
     latency: hdrhistogram::Histogram<u64>,
+    /// Per call, the dependency metadata its commit record carries per
+    /// key it writes (bytes).
+    metadata: hdrhistogram::Histogram<u64>,
     tally: Tally,
     errors: u64,
     first_error: Option<String>,
@@ -177,6 +180,7 @@ async fn one_client(
     let mut pick = SmallRng::seed_from_u64(args.seed.wrapping_add(1 << 20).wrapping_add(i as u64));
     let mut seen = Seen {
         latency: histogram(),
+        metadata: histogram(),
         tally: Tally::default(),
         errors: 0,
         first_error: None,
@@ -213,6 +217,9 @@ async fn one_client(
             Ok(Response::Output(out)) => {
                 seen.latency.record(t0.elapsed().as_nanos().max(1) as u64)?;
                 let log = Log::parse(&out).context("a call's result is not a probe log")?;
+                if args.atomic && !log.plan.writes.is_empty() {
+                    seen.metadata.record(metadata_per_key(&log).max(1))?;
+                }
                 seen.tally.add(check(&log));
             }
             Ok(other) => anyhow::bail!("unexpected reply {other:?}"),
@@ -223,6 +230,20 @@ async fn one_client(
         }
     }
     Ok(seen)
+}
+
+/// The dependency metadata an atomic call's commit record carries per key
+/// it writes: its read set — each key read with a value, as the record
+/// encodes it (length, key, clock, writer) — over the keys written.
+fn metadata_per_key(log: &Log) -> u64 {
+    let mut read: Vec<&str> = (log.reads.iter())
+        .filter(|r| r.written.is_some())
+        .map(|r| r.key.as_str())
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    let bytes: usize = read.iter().map(|k| 4 + k.len() + 16).sum();
+    (bytes / log.plan.writes.len().max(1)) as u64
 }
 
 /// Registers the DAGs, runs the clients, prints the report.
@@ -251,12 +272,13 @@ pub fn run(args: &ConsistencyArgs) -> anyhow::Result<()> {
         let tasks: Vec<_> = (0..args.clients)
             .map(|i| tokio::spawn(one_client(args.clone(), i, per_client, zipf.clone())))
             .collect();
-        let mut latency = histogram();
+        let (mut latency, mut metadata) = (histogram(), histogram());
         let mut tally = Tally::default();
         let (mut errors, mut first_error) = (0, None);
         for t in tasks {
             let s = t.await??;
             latency.add(s.latency)?;
+            metadata.add(s.metadata)?;
             tally.merge(&s.tally);
             errors += s.errors;
             first_error = first_error.or(s.first_error);
@@ -264,6 +286,7 @@ pub fn run(args: &ConsistencyArgs) -> anyhow::Result<()> {
         report(
             &args,
             &latency,
+            &metadata,
             &tally,
             errors,
             first_error,
@@ -276,6 +299,7 @@ pub fn run(args: &ConsistencyArgs) -> anyhow::Result<()> {
 fn report(
     args: &ConsistencyArgs,
     latency: &hdrhistogram::Histogram<u64>,
+    metadata: &hdrhistogram::Histogram<u64>,
     tally: &Tally,
     errors: u64,
     first_error: Option<String>,
@@ -298,6 +322,8 @@ fn report(
                 "reads": args.reads, "writes": args.writes, "pause_ms": args.pause_ms,
                 "ops_per_sec": tally.calls as f64 / elapsed.as_secs_f64(),
                 "p50_us": us(0.5), "p99_us": us(0.99), "anomalies": anomalies,
+                "metadata_bytes_per_key_p50": metadata.value_at_quantile(0.5),
+                "metadata_bytes_per_key_p99": metadata.value_at_quantile(0.99),
             })
         );
         return;

@@ -295,11 +295,14 @@ pub enum Consistency {
     /// Distributed-session repeatable read: every function of a run sees
     /// the version of a key the run first read, or the run's own write.
     Dsrr = 1,
-    /// Single-key causal (not served yet: refused with `InvalidArgument`).
+    /// Single-key causal: each read of a key returns the merge of every
+    /// version of it the run has seen (never older).
     SingleKeyCausal = 2,
-    /// Multi-key causal (not served yet).
+    /// Multi-key causal: atomic calls only (`txn`); read-atomic, and never
+    /// older than a dependency of what the run read.
     MultiKeyCausal = 3,
-    /// Distributed-session causal (not served yet).
+    /// Distributed-session causal: as `MultiKeyCausal`, across the whole
+    /// run (atomic calls only).
     DistributedSessionCausal = 4,
 }
 

@@ -51,7 +51,9 @@ pub(super) enum DagCommand {
         /// What the functions' reads may see: lww (each read the newest
         /// version the node has), dsrr (every function of a run sees the
         /// version of a key the run first read, or the run's own latest
-        /// write). sk, mk and dsc are refused by the node: not served yet.
+        /// write), sk (each read of a key never older than what the run saw of
+        /// it), mk and dsc (with --atomic only: reads never older than the
+        /// write sets and dependencies of what the run read).
         #[arg(long, default_value = "lww", value_parser = consistency)]
         consistency: Consistency,
         /// Atomic: each run's writes are kept until it ends, then committed

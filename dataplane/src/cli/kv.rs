@@ -45,8 +45,12 @@ pub(super) enum KvCommand {
         /// Acknowledged once this many copies have it: 1 (the node's own),
         /// quorum (a majority of the key's holders) or all. Default: the
         /// node's --write-concern.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, conflicts_with = "if_absent")]
         w: Option<WriteConcern>,
+        /// Only if KEY holds no value (then acknowledged by every holder);
+        /// otherwise nothing changes, and the exit status is 1.
+        #[arg(long)]
+        if_absent: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -89,6 +93,7 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
             priority,
             file,
             w,
+            if_absent,
             conn,
         } => {
             let values: Vec<Vec<u8>> = match file {
@@ -96,15 +101,23 @@ pub(super) fn run(cmd: KvCommand) -> anyhow::Result<u8> {
                 None => values.into_iter().map(OsStringExt::into_vec).collect(),
             };
             let value = build_value(lattice, &values, priority)?;
-            connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
-                match w {
-                    Some(w) => c.put_with_concern(key.as_bytes(), value, w.code()).await?,
-                    None => c.put(key.as_bytes(), value).await?,
+            let stored = connect_blocking(&conn, "squall-cli", async |c: &mut Client| {
+                match (w, if_absent) {
+                    (_, true) => {
+                        return Ok(c.put_if_absent(key.as_bytes(), value).await?.is_none())
+                    }
+                    (Some(w), _) => c.put_with_concern(key.as_bytes(), value, w.code()).await?,
+                    (None, _) => c.put(key.as_bytes(), value).await?,
                 }
-                Ok(())
+                Ok(true)
             })?;
-            emit(conn.json, &json!({"key": key, "ok": true}), "OK")?;
-            Ok(0)
+            let text = if stored {
+                "OK"
+            } else {
+                "(not stored: the key holds a value)"
+            };
+            emit(conn.json, &json!({"key": key, "ok": stored}), text)?;
+            Ok(if stored { 0 } else { 1 })
         }
         KvCommand::Get {
             key,

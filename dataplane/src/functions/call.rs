@@ -199,9 +199,8 @@ impl ShardFunctions {
                         .await?;
                 match atomic {
                     true => {
-                        let writes = run.take_writes();
-                        self.commit(options.txn, stage, out, writes, attempt == 0)
-                            .await
+                        let record = run.record(out, self.shard.tick_us());
+                        self.commit(options.txn, stage, record, attempt == 0).await
                     }
                     false => Ok(out),
                 }
@@ -304,10 +303,10 @@ impl ShardFunctions {
         &self,
         txn: u64,
         stage: usize,
-        result: Vec<u8>,
-        writes: Vec<(Vec<u8>, Value)>,
+        mut record: Record,
         first_run: bool,
     ) -> CallResult {
+        let writes = std::mem::take(&mut record.writes);
         if let Some((key, _)) = writes.iter().find(|(k, _)| crate::auth::is_code_key(k)) {
             let msg = format!(
                 "functions may not write {:?}: it holds code or models",
@@ -315,12 +314,7 @@ impl ShardFunctions {
             );
             return Err(NodeError::new(Status::InvalidArgument, msg));
         }
-        let now_us = crate::shard::wall_us();
-        let record = Record {
-            created_us: now_us,
-            result,
-            writes: txn::stamp(writes, txn, stage, now_us),
-        };
+        record.writes = txn::stamp(writes, txn, stage, record.created_us);
         let bytes = record.encode();
         if bytes.len() > VALUE_BYTES_MAX {
             let msg = format!(

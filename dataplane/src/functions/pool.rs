@@ -27,6 +27,7 @@ use executor::run::{Arg, DagRun, Progress, Trigger};
 use executor::schedule::Plan;
 use executor::session::{Consistency, Session};
 use executor::store::{NoStore, Store};
+use executor::txn::Record;
 use futures_channel::oneshot;
 use kvs_core::ShardId;
 use wire::Status;
@@ -98,9 +99,15 @@ impl Run {
         self.lock().abandon();
     }
 
-    /// An atomic run's writes, for its commit.
-    pub(super) fn take_writes(&self) -> Vec<(Vec<u8>, kvs_core::Value)> {
-        self.session.take_writes()
+    /// An atomic run's commit record, made at `created_us`: its result,
+    /// the writes it kept and what it read.
+    pub(super) fn record(&self, result: Vec<u8>, created_us: u64) -> Record {
+        Record {
+            created_us,
+            result,
+            writes: self.session.take_writes(),
+            reads: self.session.reads(),
+        }
     }
 
     pub(super) fn dag_name(&self) -> &str {

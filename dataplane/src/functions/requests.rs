@@ -97,19 +97,28 @@ fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOption
         consistency: match options.consistency {
             Consistency::Lww => w::Consistency::Lww,
             Consistency::Dsrr => w::Consistency::Dsrr,
+            Consistency::SingleKeyCausal => w::Consistency::SingleKeyCausal,
+            Consistency::MultiKeyCausal => w::Consistency::MultiKeyCausal,
+            Consistency::DistributedSessionCausal => w::Consistency::DistributedSessionCausal,
         } as u8,
         txn: options.txn,
     }
 }
 
-/// A run's consistency mode for its wire code (the modes not served yet
-/// are refused, naming those that are).
-fn consistency_of(code: u8) -> Result<Consistency, String> {
+/// A run's consistency mode for its wire code: `mk` and `dsc` only for
+/// atomic calls (their dependencies travel in commit records).
+fn consistency_of(code: u8, atomic: bool) -> Result<Consistency, String> {
     match w::Consistency::from_code(code) {
         Some(w::Consistency::Lww) => Ok(Consistency::Lww),
         Some(w::Consistency::Dsrr) => Ok(Consistency::Dsrr),
+        Some(w::Consistency::SingleKeyCausal) => Ok(Consistency::SingleKeyCausal),
+        Some(w::Consistency::MultiKeyCausal) if atomic => Ok(Consistency::MultiKeyCausal),
+        Some(w::Consistency::DistributedSessionCausal) if atomic => {
+            Ok(Consistency::DistributedSessionCausal)
+        }
         Some(c) => Err(format!(
-            "consistency mode {} is not served yet; lww and dsrr are",
+            "consistency mode {} is served for atomic calls only (--atomic, DagCall.txn): the \
+             dependencies it follows travel in their commit records",
             c.name()
         )),
         None => Err(format!(
@@ -372,7 +381,7 @@ impl ShardFunctions {
             );
             return Answer::fail(Status::InvalidArgument, msg);
         }
-        let consistency = match consistency_of(call.consistency) {
+        let consistency = match consistency_of(call.consistency, call.txn != 0) {
             Ok(c) => c,
             Err(msg) => return Answer::fail(Status::InvalidArgument, msg),
         };

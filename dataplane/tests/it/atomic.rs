@@ -119,7 +119,7 @@ fn an_atomic_run_that_fails_writes_nothing() {
 }
 
 #[test]
-fn the_cli_sends_atomic_calls_and_refuses_bad_ids() {
+fn the_cli_and_the_client_send_atomic_calls_and_puts_if_absent() {
     let dir = temp_dir("atomic-cli");
     let node = Node::start(1, "never", &dir);
     let addr = node.addr();
@@ -150,6 +150,21 @@ fn the_cli_sends_atomic_calls_and_refuses_bad_ids() {
             .unwrap_err()
     });
     assert_eq!(err.status(), Some(wire::Status::InvalidArgument), "{err}");
+    // PutIfAbsent, what commits use, for anyone.
+    assert_eq!(
+        cli_ok(addr, &["kv", "put", "once", "a", "--if-absent"]).trim(),
+        "OK"
+    );
+    let (code, out, err) = cli(&["kv", "put", "once", "b", "--if-absent", "--addr", addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("not stored"), "{out}");
+    assert_eq!(cli_ok(addr, &["kv", "get", "once"]).trim(), "a");
+    rt().block_on(async {
+        let mut c = connect(addr).await;
+        assert_eq!(c.put_if_absent(b"twice", lww("x")).await.unwrap(), None);
+        let held = c.put_if_absent(b"twice", lww("y")).await.unwrap();
+        assert_eq!(text(held), "x");
+    });
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! anomaly planted through the nodes (a write between two functions'
 //! reads of one key) is caught by the checker under `lww` and prevented
 //! under `dsrr`; `loadgen consistency` reports no DSRR or single-key causal
-//! anomaly under `dsrr`, and no read-atomic one with `--atomic`; session
-//! metadata past its limit fails a call with `LimitExceeded`; modes not
-//! served yet are refused.
+//! anomaly under `dsrr`, and no read-atomic or causal one under `dsc
+//! --atomic`; `mk` and `dsc` refused without `--atomic`; session
+//! metadata past its limit fails a call with `LimitExceeded`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -164,14 +164,20 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
                 }
             }
         }
-        // Modes not served yet are refused, naming those that are.
-        let plan = Plan::new(Version::default(), vec![vec![]], vec![], 0).unwrap();
-        let err = ca
-            .call_dag_with(call("chain2", plan, Consistency::DistributedSessionCausal))
-            .await
-            .unwrap_err();
-        assert_eq!(err.status(), Some(Status::InvalidArgument), "{err}");
-        assert!(err.to_string().contains("lww and dsrr are"), "{err}");
+        // mk and dsc follow dependencies that travel in commit records:
+        // atomic calls only.
+        for mode in [
+            Consistency::MultiKeyCausal,
+            Consistency::DistributedSessionCausal,
+        ] {
+            let plan = Plan::new(Version::default(), vec![vec![]], vec![], 0).unwrap();
+            let err = ca
+                .call_dag_with(call("chain2", plan, mode))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), Some(Status::InvalidArgument), "{err}");
+            assert!(err.to_string().contains("atomic calls only"), "{err}");
+        }
     });
 
     // The experiment from three clients on the three nodes, under dsrr.
@@ -197,14 +203,17 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["anomalies"]["dsrr"], 0, "{report}");
     assert_eq!(report["anomalies"]["sk"], 0, "{report}");
-    // Atomic calls: no fractured read in any call that succeeded (a call
-    // that kept conflicting may fail, writing nothing).
+    // Atomic calls under dsc: no fractured read, no read older than a
+    // dependency, in any call that succeeded (a call that kept conflicting
+    // may fail, writing nothing).
     let report = crate::harness::loadgen_report(&[
         "consistency",
         "--json",
         "--addr",
         &nodes,
         "--atomic",
+        "--consistency",
+        "dsc",
         "--calls",
         "300",
         "--clients",
@@ -223,6 +232,12 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
         "{report}"
     );
     assert!(checked > Some(250), "{report}");
-    assert_eq!(report["anomalies"]["ra"], 0, "{report}");
+    for g in ["ra", "mk", "dsc", "sk"] {
+        assert_eq!(report["anomalies"][g], 0, "{g}: {report}");
+    }
+    assert!(
+        report["metadata_bytes_per_key_p50"].as_u64() > Some(0),
+        "{report}"
+    );
     drop((a, b, c));
 }

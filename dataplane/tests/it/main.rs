@@ -32,7 +32,8 @@
 //!   data, machine code compiled once per cluster.
 //! * `consistency`: consistency modes of DAG calls on three nodes: a
 //!   planted repeatable-read anomaly caught under `lww`, prevented under
-//!   `dsrr`; `loadgen consistency` under `dsrr`; the session metadata limit.
+//!   `dsrr`; `loadgen consistency` under `dsrr` and `dsc --atomic`; the
+//!   session metadata limit.
 //! * `atomic`: atomic calls take effect once when their first run fails
 //!   before or after applying its commit record, or its node dies after
 //!   applying it; a failed run writes nothing.
