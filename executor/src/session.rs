@@ -13,6 +13,14 @@
 //!   own latest write (merged into the pin for merge lattices; an LWW write
 //!   replaces it). Writes still go to the store at once. Pins live as long
 //!   as the run (a re-run or a continuation starts a new session).
+//! * [`Consistency::SingleKeyCausal`]: each read of a key returns the merge
+//!   of every version of it the run has seen (for LWW the newest; for a
+//!   causal value its concurrent versions all kept), or the run's own write:
+//!   never older than what the run saw, whichever copy answers.
+//! * [`Consistency::MultiKeyCausal`], [`Consistency::DistributedSessionCausal`]
+//!   (one mechanism, across the whole run; atomic runs only, below):
+//!   read-atomic, and never older than the dependencies of any version the
+//!   run read.
 //!
 //! An atomic call's session (`Session::new(..).atomic()`, any mode) also
 //! keeps the run's writes ([`crate::txn`]): nothing reaches the store until
@@ -29,7 +37,10 @@
 //! lags — returns the record's version instead. A key the run had already
 //! read older than a floor it learns later cannot be repaired: the run
 //! fails with [`StoreError::Conflict`] and is run again (it wrote nothing).
-//! Floors count in the session metadata like pins.
+//! Under `mk`/`dsc` the record's read set — what its run read, the write
+//! set's dependencies — sets floors too; a floor no record can supply (a
+//! plain write, an expired record) is a conflict as well. Floors count in
+//! the session metadata like pins.
 //!
 //! A session's metadata — what would travel with its triggers: each pinned
 //! key and its version, `key bytes + VERSION_BYTES` per key — is bounded by
