@@ -203,13 +203,7 @@ impl Conn {
                 }),
                 (None, _) => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
             };
-            crate::shard::bump(&self.shard.stats().node_forwards);
-            let server = self.server.clone();
-            self.outbox.push(
-                request_id,
-                async move { server.links.call(addr, &req).await },
-            );
-            return;
+            return self.send_to_node(request_id, addr, req);
         }
         let owner = self.shard.owner(key);
         if owner != self.shard.id() {
@@ -267,13 +261,7 @@ impl Conn {
                 key: key.to_vec(),
                 value: value_to_wire(&value),
             });
-            crate::shard::bump(&self.shard.stats().node_forwards);
-            let server = self.server.clone();
-            self.outbox.push(
-                request_id,
-                async move { server.links.call(addr, &req).await },
-            );
-            return;
+            return self.send_to_node(request_id, addr, req);
         }
         let owner = self.shard.owner(key);
         if owner != self.shard.id() {
@@ -297,6 +285,16 @@ impl Conn {
             }
             Err(e) => self.fail(request_id, &e),
         }
+    }
+
+    /// Sends `req` on to the node at `addr`; its reply is this request's.
+    fn send_to_node(&mut self, request_id: u64, addr: SocketAddr, req: w::Request) {
+        crate::shard::bump(&self.shard.stats().node_forwards);
+        let server = self.server.clone();
+        self.outbox.push(
+            request_id,
+            async move { server.links.call(addr, &req).await },
+        );
     }
 
     /// With a write concern above 1: the acknowledgements of the other

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use wire::message::{Arg, DagCall, DagDef, SourceArgs, Value};
 
-use crate::cluster::{agreed, wait_for};
+use crate::cluster::{agreed, primary_addrs, wait_for};
 use crate::harness::{cli, cli_ok, connect, connect_pinned, lww, rt, temp_dir, Node};
 use crate::placement::{local_text, up};
 
@@ -220,32 +220,25 @@ fn an_atomic_call_whose_node_dies_after_applying_runs_again_and_takes_effect_onc
         agreed(&three, &up(&[&a, &b, &c]), None).is_some()
     });
     let keys: Vec<String> = (0..60).map(|i| format!("ad-{i}")).collect();
-    let primaries: Vec<u64> = rt().block_on(async {
+    rt().block_on(async {
         let mut routed = connect(a.addr()).await;
         for k in &keys {
             routed.put(k.as_bytes(), lww("800")).await.unwrap();
         }
         let dag = DagDef::new("count_via", &["echo", "incr_key"], &[("echo", "incr_key")]);
         routed.register_dag(dag).await.unwrap();
-        keys.iter()
-            .map(|k| routed.dest_for(k.as_bytes()).node)
-            .collect()
     });
-    let members = crate::cluster::view(a.addr(), None).unwrap().members;
-    let addr_of = |node: u64| {
-        let m = members.iter().find(|m| m.node == node).unwrap();
-        String::from_utf8(m.addr.clone()).unwrap()
-    };
+    let primaries = primary_addrs(a.addr(), &keys);
     let (p, primary_p) = keys
         .iter()
         .zip(&primaries)
         .find(|(k, _)| local_text(c.addr(), k).is_none())
-        .map(|(k, n)| (k.clone(), addr_of(*n)))
+        .map(|(k, n)| (k.clone(), n.clone()))
         .expect("a key C does not hold");
     let k = keys
         .iter()
         .zip(&primaries)
-        .find(|(k, n)| addr_of(**n) == c.addr() && local_text(&primary_p, k).is_none())
+        .find(|(k, n)| *n == c.addr() && local_text(&primary_p, k).is_none())
         .map(|(k, _)| k.clone())
         .expect("a key C is the primary of and P does not hold");
     rt().block_on(async {

@@ -14,6 +14,20 @@ use wire::message::{ClusterView, MEMBER_DOWN, MEMBER_UP};
 
 use crate::harness::{cli, connect, lww, rt, temp_dir, Node};
 
+/// The address of each key's primary, as a client routed through the
+/// node at `addr` places it.
+pub fn primary_addrs(addr: &str, keys: &[String]) -> Vec<String> {
+    let members = view(addr, None).unwrap().members;
+    let routed = rt().block_on(connect(addr));
+    keys.iter()
+        .map(|k| {
+            let node = routed.dest_for(k.as_bytes()).node;
+            let m = members.iter().find(|m| m.node == node).unwrap();
+            String::from_utf8(m.addr.clone()).unwrap()
+        })
+        .collect()
+}
+
 /// The view of the node at `addr`, asked with `secret` (`None`: open node).
 pub fn view(addr: &str, secret: Option<&str>) -> Option<ClusterView> {
     rt().block_on(async {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use client::Client;
 use wire::message::{Arg, DagCall, DagDef, SourceArgs};
 
-use crate::cluster::{agreed, start_at, wait_for};
+use crate::cluster::{agreed, primary_addrs, start_at, wait_for};
 use crate::harness::{connect, connect_pinned, guest, lww, rt, temp_dir, Node};
 use crate::placement::{local_text, up};
 
@@ -239,8 +239,7 @@ fn a_call_whose_node_dies_midway_runs_again_here_on_the_other_copy() {
         agreed(&three, &up(&[&a, &b, &c]), None).is_some()
     });
     let keys: Vec<String> = (0..40).map(|i| format!("mw-{i}")).collect();
-    // Each key's primary, as a routed client places it.
-    let primaries: Vec<u64> = rt().block_on(async {
+    rt().block_on(async {
         let mut routed = connect(a.addr()).await;
         for k in &keys {
             routed.put(k.as_bytes(), lww("800")).await.unwrap();
@@ -249,20 +248,14 @@ fn a_call_whose_node_dies_midway_runs_again_here_on_the_other_copy() {
             .register_dag(DagDef::new("slow", &["sleep_ms"], &[]))
             .await
             .unwrap();
-        keys.iter()
-            .map(|k| routed.dest_for(k.as_bytes()).node)
-            .collect()
     });
-    let members = crate::cluster::view(a.addr(), None).unwrap().members;
-    let addr_of = |node: u64| {
-        let m = members.iter().find(|m| m.node == node).unwrap();
-        String::from_utf8(m.addr.clone()).unwrap()
-    };
+    // Each key's primary, as a routed client places it.
+    let primaries = primary_addrs(a.addr(), &keys);
     // A key on A and B, not on C; its primary is the node the call goes to.
     let (k, primary) = keys
         .iter()
         .zip(&primaries)
-        .map(|(k, p)| (k.clone(), addr_of(*p)))
+        .map(|(k, p)| (k.clone(), p.clone()))
         .find(|(k, _)| local_text(c.addr(), k).is_none())
         .expect("a key C does not hold");
     let (dying, other) = if primary == a.addr() {
