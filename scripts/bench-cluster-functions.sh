@@ -14,6 +14,10 @@
 # * a call sent beside its data: `inc_sq` of a reference to a key B
 #   holds, called at B and at C (which sends it to B), and a ping to C
 #   (the loopback floor), alternating; SQUALL_FORWARD_CALLS (2000) each.
+# * a DAG's functions on two nodes: `square(increment(5))` called at A of
+#   a pair under --spread-functions (increment at A, square at B), beside
+#   its path's floor (a ping to A, then one to B) and the same call on a
+#   node alone; SQUALL_ACROSS_CALLS (2000) each.
 #
 # Writes the output under bench-results/cluster-functions-<time>/.
 set -euo pipefail
@@ -22,8 +26,8 @@ OUT=bench-results/cluster-functions-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 ./scripts/build-guests.sh >/dev/null
 cargo build --release --locked -p dataplane --bin squall >&2
-for t in spread::freshness spread::precompiled_cost spread::forwarded_cost; do
+for t in spread::freshness spread::precompiled_cost spread::forwarded_cost across::across_cost; do
   cargo test --release --locked -p dataplane --test it "$t" -- --ignored --exact --nocapture 2>&1 \
-    | grep -E '^(freshness|precompiled|forwarded):' | tee -a "$OUT/summary.txt"
+    | grep -E '^(freshness|precompiled|forwarded|across):' | tee -a "$OUT/summary.txt"
 done
 echo "written: $OUT/summary.txt" >&2

@@ -11,7 +11,9 @@
 # Environment: CALLS (4000 per run), CLIENTS (8), KEYS (1000), ZIPF (1.0),
 # READS (2 per level), WRITES (2), PAUSE_MS (0),
 # MODES ("lww dsrr sk lww+atomic dsrr+atomic dsc+atomic"),
-# ROUNDS (2), PORT (7600), CLUSTER_DIR (/tmp/squall-consistency).
+# ROUNDS (2), PORT (7600), CLUSTER_DIR (/tmp/squall-consistency),
+# NODE_FLAGS (more `squall node` flags: `--spread-functions` runs each
+# DAG's functions on the three nodes in turn, as Cloudburst's did).
 # Writes under bench-results/consistency-<time>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

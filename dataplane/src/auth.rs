@@ -156,7 +156,7 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         R::PutIfAbsent(p) => role_to_write(p.key.as_slice()),
         R::Delete(d) => role_to_write(d.key.as_slice()),
         // A function may write state: calling one is writing.
-        R::Call(_) | R::CallDag(_) => Role::Write,
+        R::Call(_) | R::CallDag(_) | R::RunStep(_) => Role::Write,
         R::RegisterDag(_)
         | R::DeleteDag(_)
         | R::RegisterFunction(_)

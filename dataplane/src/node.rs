@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub cache_bytes: usize,
     /// How long a commit record of an atomic call is kept.
     pub txn_record_ttl_ms: u64,
+    /// Plan DAG calls' functions over the members in rotation.
+    pub spread_functions: bool,
 }
 
 /// Shared between the main thread and the shards.
@@ -187,6 +189,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         // Machine code in registration records runs only where nobody but
         // the cluster's nodes can write them.
         trust_precompiled: config.auth.is_some(),
+        spread_functions: config.spread_functions,
     };
     let faults = match std::env::var(Faults::ENV) {
         Ok(spec) => {

@@ -29,6 +29,13 @@ pub const CONTINUATIONS_MAX: usize = 8;
 /// what would travel with its triggers. 64 KiB is a few thousand keys.
 pub const SESSION_BYTES_MAX: usize = 64 * 1024;
 
+/// A run's session as it travels with a trigger to another node and back
+/// (`crate::session::Session::encode`: pins with their values, an atomic
+/// run's kept writes, floors): at most this many bytes, past it the call
+/// fails with `LimitExceeded`. A quarter of a frame, so the trigger's
+/// arguments have room beside it.
+pub const TRIGGER_SESSION_BYTES_MAX: usize = 1 << 20;
+
 /// Re-runs of a failed or timed-out DAG one call may ask for.
 pub const RETRIES_MAX: u32 = 5;
 

@@ -42,19 +42,43 @@
 //! plain write, an expired record) is a conflict as well. Floors count in
 //! the session metadata like pins.
 //!
-//! A session's metadata — what would travel with its triggers: each pinned
-//! key and its version, `key bytes + VERSION_BYTES` per key — is bounded by
-//! [`SESSION_BYTES_MAX`]: a read or write past it fails with
-//! [`StoreError::LimitExceeded`], which the call reports as
-//! `LimitExceeded`.
+//! A session's metadata — each pinned key and its version, `key bytes +
+//! VERSION_BYTES` per key — is bounded by [`SESSION_BYTES_MAX`]: a read or
+//! write past it fails with [`StoreError::LimitExceeded`], which the call
+//! reports as `LimitExceeded`.
+//!
+//! **Across nodes.** A function planned on another node gets the session
+//! with its trigger ([`Session::encode`], at most
+//! [`TRIGGER_SESSION_BYTES_MAX`] bytes), runs under it there
+//! ([`Session::decode`]), and sends back what its run added
+//! ([`Session::encode`] again: the pins, merges and writes that differ from
+//! what it was brought, and every floor), which the run's node takes in
+//! ([`Session::absorb`]): a version the step wrote replaces the run's, a
+//! pin it made is added (a merge under `sk`), kept writes merge as writes
+//! do, floors rise. Two parallel branches may each pin a key first, on
+//! two nodes: if at two versions, or if a floor either learnt is above a
+//! version the other returned, the functions saw what the mode forbids —
+//! [`StoreError::Conflict`]: the run fails, and the call runs again.
+//!
+//! Encoding (`kvs_core::codec`, little-endian):
+//! ```text
+//! session = magic:u32 mode:u8 atomic:u8
+//!           n:u32 (key:bytes flags:u8 value?){n}      what the run sees
+//!                                      (flags: 1 has a value, 2 written)
+//!           w:u32 (key:bytes value){w}                kept writes
+//!           f:u32 (key:bytes clock:u64 writer:u64){f} floors
+//!           r:u32 (txn:u64 stage:u32){r}              records read
+//!           t:u32 (key:bytes clock:u64 writer:u64){t} versions returned
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use kvs_core::codec::Encoder;
+use kvs_core::codec::{Decoder, Encoder};
 use kvs_core::lattice::{Timestamp, Value};
+use kvs_core::limits::KEY_BYTES_MAX;
 
-use crate::limits::SESSION_BYTES_MAX;
+use crate::limits::{SESSION_BYTES_MAX, TRIGGER_SESSION_BYTES_MAX};
 use crate::store::{Store, StoreError};
 use crate::txn::{self, Record, WRITE_SET_BYTES_MAX};
 
@@ -87,12 +111,27 @@ pub struct Session {
     /// Writes are kept for the commit (an atomic call).
     atomic: bool,
     pins: Mutex<Pins>,
+    /// A session brought by a trigger from another node: what it brought,
+    /// which its encoding leaves out.
+    brought: Option<Box<Brought>>,
 }
+
+/// What a session brought by a trigger held: what the run sees, its kept
+/// writes.
+#[derive(Debug)]
+struct Brought {
+    seen: HashMap<Vec<u8>, Option<Value>>,
+    writes: BTreeMap<Vec<u8>, Value>,
+}
+
+const MAGIC: u32 = 0x5353_5131; // "1QSS"
 
 #[derive(Debug, Default)]
 struct Pins {
     /// Key → the version the run sees (`None`: no value).
     seen: HashMap<Vec<u8>, Option<Value>>,
+    /// Keys of `seen` the run wrote (not pinned by a read).
+    written: HashSet<Vec<u8>>,
     metadata_bytes: usize,
     /// An atomic run's write set, merged per key, and its encoded bytes.
     writes: BTreeMap<Vec<u8>, Value>,
@@ -262,6 +301,7 @@ impl Pins {
         if !self.seen.contains_key(key) {
             self.metadata_bytes += key.len() + VERSION_BYTES;
         }
+        self.written.insert(key.to_vec());
         let pin = self.seen.entry(key.to_vec()).or_default();
         *pin = match (pin.take(), value) {
             (Some(mut old), Some(new)) if !matches!(new, Value::Lww(_)) => {
@@ -282,7 +322,210 @@ impl Session {
             consistency,
             atomic: false,
             pins: Mutex::default(),
+            brought: None,
         }
+    }
+
+    /// The session for a trigger to another node; for a session a trigger
+    /// brought, what its run added (see the module doc). Fails past
+    /// [`TRIGGER_SESSION_BYTES_MAX`].
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let p = self.lock();
+        let b = self.brought.as_deref();
+        let seen: Vec<_> = (p.seen.iter())
+            .filter(|(k, v)| b.and_then(|b| b.seen.get(*k)) != Some(*v))
+            .collect();
+        let writes: Vec<_> = (p.writes.iter())
+            .filter(|(k, v)| b.and_then(|b| b.writes.get(*k)) != Some(*v))
+            .collect();
+        let mut out = Vec::new();
+        let mut e = Encoder::new(&mut out);
+        e.u32(MAGIC);
+        e.u8(self.consistency as u8);
+        e.u8(u8::from(self.atomic));
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        e.u32(count(seen.len()));
+        for (k, v) in seen {
+            e.bytes(k);
+            e.u8(u8::from(v.is_some()) | (u8::from(p.written.contains(k)) << 1));
+            if let Some(v) = v {
+                e.value(v);
+            }
+        }
+        e.u32(count(writes.len()));
+        for (k, v) in writes {
+            e.bytes(k);
+            e.value(v);
+        }
+        let stamps = |e: &mut Encoder<'_>, stamps: &HashMap<Vec<u8>, Timestamp>| {
+            e.u32(count(stamps.len()));
+            for (k, ts) in stamps {
+                e.bytes(k);
+                e.u64(ts.clock);
+                e.u64(ts.writer);
+            }
+        };
+        stamps(&mut e, &p.floors);
+        e.u32(count(p.records.len()));
+        for (txn, stage) in &p.records {
+            e.u64(*txn);
+            e.u32(count(*stage));
+        }
+        stamps(&mut e, &p.returned);
+        if out.len() > TRIGGER_SESSION_BYTES_MAX {
+            return Err(StoreError::LimitExceeded(format!(
+                "a function planned on another node takes its call's session with it, at most \
+                 {TRIGGER_SESSION_BYTES_MAX} bytes (pinned values, kept writes); this call's \
+                 session is {} bytes",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The session a trigger brought from another node; corrupt input is
+    /// an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Session, String> {
+        let corrupt = |e: kvs_core::codec::DecodeError| format!("corrupt session: {e}");
+        let mut d = Decoder::new(bytes);
+        if d.u32().map_err(corrupt)? != MAGIC {
+            return Err("the bytes are not a session".into());
+        }
+        let consistency = match d.u8().map_err(corrupt)? {
+            0 => Consistency::Lww,
+            1 => Consistency::Dsrr,
+            2 => Consistency::SingleKeyCausal,
+            3 => Consistency::MultiKeyCausal,
+            4 => Consistency::DistributedSessionCausal,
+            m => return Err(format!("corrupt session: consistency mode {m}")),
+        };
+        let atomic = d.u8().map_err(corrupt)? != 0;
+        let mut p = Pins::default();
+        let key = |d: &mut Decoder<'_>| d.bytes("key", KEY_BYTES_MAX);
+        let stamp = |d: &mut Decoder<'_>| -> Result<Timestamp, kvs_core::codec::DecodeError> {
+            Ok(Timestamp {
+                clock: d.u64()?,
+                writer: d.u64()?,
+            })
+        };
+        let mut read = || -> Result<(), kvs_core::codec::DecodeError> {
+            for _ in 0..d.u32()? {
+                let k = key(&mut d)?;
+                let flags = d.u8()?;
+                let v = match flags & 1 {
+                    0 => None,
+                    _ => Some(d.value()?),
+                };
+                if flags & 2 != 0 {
+                    p.written.insert(k.clone());
+                }
+                p.metadata_bytes += k.len() + VERSION_BYTES;
+                p.seen.insert(k, v);
+            }
+            for _ in 0..d.u32()? {
+                let k = key(&mut d)?;
+                let v = d.value()?;
+                p.write_bytes += record_bytes(&k, &v);
+                p.writes.insert(k, v);
+            }
+            for _ in 0..d.u32()? {
+                let k = key(&mut d)?;
+                let ts = stamp(&mut d)?;
+                if !p.seen.contains_key(&k) {
+                    p.metadata_bytes += k.len() + VERSION_BYTES;
+                }
+                p.floors.insert(k, ts);
+            }
+            for _ in 0..d.u32()? {
+                let txn = d.u64()?;
+                p.records.insert((txn, d.u32()? as usize));
+            }
+            for _ in 0..d.u32()? {
+                let k = key(&mut d)?;
+                p.returned.insert(k, stamp(&mut d)?);
+            }
+            d.finish()
+        };
+        read().map_err(corrupt)?;
+        Ok(Session {
+            consistency,
+            atomic,
+            brought: Some(Box::new(Brought {
+                seen: p.seen.clone(),
+                writes: p.writes.clone(),
+            })),
+            pins: Mutex::new(p),
+        })
+    }
+
+    /// Takes in what a step on another node added to this session
+    /// (`bytes`: that step's [`Session::encode`]); see the module doc.
+    pub fn absorb(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let theirs = Session::decode(bytes).map_err(StoreError::Refused)?;
+        let theirs = theirs
+            .pins
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut p = self.lock();
+        for (k, v) in theirs.seen {
+            if self.merges() {
+                p.read(&k, v, false)?;
+                continue;
+            }
+            if theirs.written.contains(&k) {
+                p.wrote(&k, v);
+                continue;
+            }
+            match p.seen.get(&k) {
+                // Pinned here meanwhile (a parallel branch) at another
+                // version: the run's functions saw two.
+                Some(mine) if *mine != v && self.pins() => {
+                    return Err(StoreError::Conflict(format!(
+                        "two functions of this call on different nodes read {:?} first at \
+                         different versions (repeatable read); the run fails and runs again",
+                        String::from_utf8_lossy(&k)
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    p.room_for(&k)?;
+                    p.metadata_bytes += k.len() + VERSION_BYTES;
+                    p.seen.insert(k, v);
+                }
+            }
+        }
+        for (k, v) in theirs.writes {
+            p.keep(&k, v)?;
+        }
+        p.records.extend(theirs.records);
+        for (k, ts) in theirs.returned {
+            let mine = p.returned.entry(k).or_insert(ts);
+            *mine = (*mine).min(ts);
+        }
+        for (k, ts) in theirs.floors {
+            match p.floors.get_mut(&k) {
+                Some(f) => *f = (*f).max(ts),
+                None => {
+                    if !p.seen.contains_key(&k) {
+                        p.room_for(&k)?;
+                        p.metadata_bytes += k.len() + VERSION_BYTES;
+                    }
+                    p.floors.insert(k, ts);
+                }
+            }
+        }
+        // What the run was given is never older than a floor it knew of
+        // (`Pins::learn`); the two halves of the run may each break that
+        // for the other.
+        let broken = (p.floors.iter()).find(|(k, f)| p.returned.get(*k).is_some_and(|r| r < *f));
+        if let Some((k, _)) = broken {
+            return Err(StoreError::Conflict(format!(
+                "functions of this atomic call on two nodes read {:?} at a version older than \
+                 a write set the call saw part of; the run fails, writing nothing",
+                String::from_utf8_lossy(k)
+            )));
+        }
+        Ok(())
     }
 
     /// The same session for an atomic call: it keeps the run's writes.
@@ -705,6 +948,98 @@ mod tests {
         assert!(matches!(err, StoreError::LimitExceeded(_)), "{err}");
         assert!(err.to_string().contains(&WRITE_SET_BYTES_MAX.to_string()));
         assert_eq!(session.take_writes().len(), fits);
+    }
+
+    #[test]
+    fn a_session_travels_to_another_node_and_back_with_what_its_step_added() {
+        // Two nodes' copies of the store; the step's node has moved on.
+        let (here, there) = (LocalStore::default(), LocalStore::default());
+        here.put(b"k", lww(1, "one")).unwrap();
+        there.put(b"k", lww(2, "two")).unwrap();
+        there.put(b"j", lww(2, "jay")).unwrap();
+        let run = Session::new(Consistency::Dsrr);
+        assert_eq!(bytes(run.over(&here).get(b"k").unwrap()).unwrap(), b"one");
+        let step = Session::decode(&run.encode().unwrap()).unwrap();
+        assert_eq!(step.consistency(), Consistency::Dsrr);
+        let r = step.over(&there);
+        assert_eq!(
+            bytes(r.get(b"k").unwrap()).unwrap(),
+            b"one",
+            "the pin came along"
+        );
+        assert_eq!(bytes(r.get(b"j").unwrap()).unwrap(), b"jay");
+        r.put(b"w", lww(3, "written")).unwrap();
+        // Only what the step added goes back: not the pin it was brought.
+        let back = step.encode().unwrap();
+        let added = Session::decode(&back).unwrap();
+        assert_eq!(added.pinned().0, 2, "j and w, not k");
+        run.absorb(&back).unwrap();
+        assert_eq!(run.pinned(), step.pinned());
+        // Later functions here see what the step pinned and wrote.
+        here.put(b"j", lww(5, "newer")).unwrap();
+        let r = run.over(&here);
+        assert_eq!(bytes(r.get(b"j").unwrap()).unwrap(), b"jay");
+        assert_eq!(bytes(r.get(b"w").unwrap()).unwrap(), b"written");
+        // Two parallel branches, here and there, pin one key first at two
+        // versions: the run's functions saw two.
+        let run = Session::new(Consistency::Dsrr);
+        let step = Session::decode(&run.encode().unwrap()).unwrap();
+        step.over(&there).get(b"k").unwrap();
+        run.over(&here).get(b"k").unwrap();
+        let err = run.absorb(&step.encode().unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        // Corrupt bytes are an error, not a panic.
+        assert!(Session::decode(&back[..back.len() - 3]).is_err());
+        assert!(Session::decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn an_atomic_step_elsewhere_brings_back_its_writes_and_floors() {
+        let store = half_applied();
+        let run = Session::new(Consistency::Lww).atomic();
+        run.over(&store).put(b"mine", lww(0, "1")).unwrap();
+        let step = Session::decode(&run.encode().unwrap()).unwrap();
+        assert!(step.is_atomic());
+        let r = step.over(&store);
+        assert_eq!(
+            bytes(r.get(b"mine").unwrap()).unwrap(),
+            b"1",
+            "its kept write"
+        );
+        r.put(b"theirs", lww(0, "2")).unwrap();
+        assert_eq!(bytes(r.get(b"a").unwrap()).unwrap(), b"a1");
+        run.absorb(&step.encode().unwrap()).unwrap();
+        // The floor the step learnt repairs a read here.
+        assert_eq!(bytes(run.over(&store).get(b"b").unwrap()).unwrap(), b"b1");
+        let writes: Vec<Vec<u8>> = run.take_writes().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(writes, [b"mine".to_vec(), b"theirs".to_vec()]);
+
+        // The run read b old here while its step saw the write set: the
+        // two halves cannot both stand.
+        let run = Session::new(Consistency::Lww).atomic();
+        let step = Session::decode(&run.encode().unwrap()).unwrap();
+        assert_eq!(bytes(run.over(&store).get(b"b").unwrap()).unwrap(), b"b0");
+        step.over(&store).get(b"a").unwrap();
+        let err = run.absorb(&step.encode().unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    }
+
+    #[test]
+    fn a_session_too_large_to_travel_is_refused_with_the_limit_named() {
+        let store = LocalStore::default();
+        let big = "x".repeat(200_000);
+        for i in 0..6 {
+            store.put(format!("k{i}").as_bytes(), lww(1, &big)).unwrap();
+        }
+        let run = Session::new(Consistency::Dsrr);
+        for i in 0..6 {
+            run.over(&store).get(format!("k{i}").as_bytes()).unwrap();
+        }
+        let err = run.encode().unwrap_err();
+        assert!(matches!(err, StoreError::LimitExceeded(_)), "{err}");
+        assert!(err
+            .to_string()
+            .contains(&TRIGGER_SESSION_BYTES_MAX.to_string()));
     }
 
     /// A store where transaction 1 wrote `a` and `b` at clock 50, and only

@@ -52,7 +52,10 @@ pub use status::Status;
 /// counters to `ShardStats`: changed layouts, so nodes accept version 8
 /// clients only. Version 9 added atomic calls (`DagCall.txn`) and
 /// `PutIfAbsent`: a changed layout again, so nodes accept version 9 only.
-pub const PROTOCOL_VERSION: u32 = 9;
+/// Version 10 added the functions of one call run on other nodes
+/// (`RunStep`, `Stepped`), new variants only: nodes accept version 9
+/// clients too.
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// The oldest protocol version a node accepts.
 pub const PROTOCOL_VERSION_MIN: u32 = 9;

@@ -58,6 +58,33 @@ pub enum Request {
     /// value keeps it. The reply is `Values([previous])`: `None` when this
     /// value was stored (version 9; how atomic calls commit).
     PutIfAbsent(KvPut),
+    /// Runs one function of a DAG call for the node running the call,
+    /// under the call's session (version 10; node to node). The reply is
+    /// `Stepped`.
+    RunStep(RunStep),
+}
+
+/// One function of a DAG call, planned on the answering node.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RunStep {
+    /// The function's registered name.
+    pub function: Vec<u8>,
+    pub args: Vec<Arg>,
+    /// How long the step may take; 0 means the node's default.
+    pub timeout_ms: u32,
+    /// The call's session (consistency mode, pins, kept writes, floors),
+    /// in `executor::session`'s encoding.
+    pub session: Vec<u8>,
+}
+
+/// `RunStep`'s answer: the function's result, and what its run added to
+/// the call's session.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Stepped {
+    pub output: Vec<u8>,
+    pub session: Vec<u8>,
 }
 
 /// Keys to read for a node's cache, and where their changes go.
@@ -532,6 +559,8 @@ pub enum Response {
     /// `CacheUpdate`'s answer when the cache no longer holds some of its
     /// keys (evicted, expired): their leases end (version 7).
     Evicted(Vec<Vec<u8>>),
+    /// `RunStep`'s answer (version 10).
+    Stepped(Stepped),
 }
 
 /// Values read for a node's cache, and the lease on their changes.

@@ -129,6 +129,14 @@ pub(super) struct NodeArgs {
     /// Each shard keeps at most 100,000 (the oldest go first, logged).
     #[arg(long, default_value_t = TXN_RECORD_TTL_MS, value_parser = clap::value_parser!(u64).range(1000..))]
     txn_record_ttl_ms: u64,
+    /// Plan the functions of every DAG call this node runs over the
+    /// cluster's members in rotation (this node first, then the others by
+    /// id), each trigger sent with the call's session, instead of beside
+    /// their data. It costs a network round trip per function on another
+    /// node: for experiments (Cloudburst's consistency experiment ran each
+    /// DAG's functions on different machines) and for measuring that path.
+    #[arg(long)]
+    spread_functions: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -171,6 +179,7 @@ impl NodeArgs {
             anti_entropy_ms: a.anti_entropy_ms,
             cache_bytes: a.cache_mb.saturating_mul(1 << 20),
             txn_record_ttl_ms: a.txn_record_ttl_ms,
+            spread_functions: a.spread_functions,
             membership: Timing {
                 probe_period_ms: a.probe_period_ms.max(1),
                 probe_rtt_ms: a.probe_rtt_ms.clamp(1, a.probe_period_ms.max(1)),

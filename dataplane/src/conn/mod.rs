@@ -461,6 +461,7 @@ impl Conn {
             }
             ArchivedRequest::Call(_)
             | ArchivedRequest::CallDag(_)
+            | ArchivedRequest::RunStep(_)
             | ArchivedRequest::RegisterDag(_)
             | ArchivedRequest::DeleteDag(_)
             | ArchivedRequest::ListDags

@@ -4,21 +4,26 @@
 //! output key.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use executor::dag::Dag;
+use executor::function::FnError;
 use executor::run::Arg;
 use executor::schedule;
-use executor::session::Consistency;
-use executor::store::NoStore;
+use executor::session::{Consistency, Session};
+use executor::store::{NoStore, StoreError};
 use executor::txn::{self, Record};
+use futures_channel::oneshot;
+use futures_lite::StreamExt as _;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::limits::VALUE_BYTES_MAX;
 use kvs_core::{ShardId, Value};
+use wire::message as w;
 use wire::Status;
 
-use super::pool::{dispatch, CallResult, Here, Run};
+use super::pool::{dispatch, Away, CallResult, Here, Run};
 use super::ShardFunctions;
 use crate::convert::value_from_wire;
 use crate::error::NodeError;
@@ -27,6 +32,13 @@ use crate::limits::{
     NODE_REQUEST_TIMEOUT_MS,
 };
 use crate::transport::{ShardOp, ShardReply};
+
+/// What the shard running a call waits for.
+enum Event {
+    Result(Result<CallResult, oneshot::Canceled>),
+    Away(Away),
+    Expired,
+}
 
 /// What one call asks for besides its DAG and arguments.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +51,10 @@ pub(super) struct CallOptions {
     pub consistency: Consistency,
     /// Not 0: the call is atomic, with this transaction id (`txn.rs`).
     pub txn: u64,
+    /// Every function runs on this node (a plain function call, which
+    /// reads other nodes' keys through the cache; a call meant for a node
+    /// that could not be reached).
+    pub here_only: bool,
 }
 
 /// The error of a run failed on purpose at a fail point (tests of
@@ -51,7 +67,7 @@ fn failed_here(point: &str) -> NodeError {
 }
 
 /// The deadline of a call asking for `timeout_ms` (0 = the default).
-fn deadline_after(timeout_ms: u32) -> Instant {
+pub(super) fn deadline_after(timeout_ms: u32) -> Instant {
     let ms = match u64::from(timeout_ms) {
         0 => CALL_TIMEOUT_MS_DEFAULT,
         t => t.min(CALL_TIMEOUT_MS_MAX),
@@ -73,17 +89,17 @@ impl ShardFunctions {
             .map_err(|e| NodeError::new(Status::FunctionFailed, e.to_string()))
     }
 
-    /// Runs one DAG call once: plans it, starts it, waits for its result
-    /// until `deadline`. `spread` plans for the least-loaded executors
-    /// (re-runs).
-    async fn run_once(
+    /// Runs one DAG call once under `session`: plans it, starts it, waits
+    /// for its result until `deadline`, sending the functions planned on
+    /// other nodes there. `spread` (a re-run) plans for the least-loaded
+    /// executors, all on this node; `here_only` plans all here too.
+    pub(super) async fn run_once(
         &self,
         dag: Arc<Dag>,
         args: HashMap<String, Vec<Arg>>,
         deadline: Instant,
-        spread: bool,
-        consistency: Consistency,
-        atomic: bool,
+        (spread, here_only): (bool, bool),
+        session: Session,
     ) -> Result<(Vec<u8>, Arc<Run>), NodeError> {
         let pool = &self.platform.pool;
         // Data locality: the executor beside the shard owning most of each
@@ -111,8 +127,12 @@ impl ShardFunctions {
         let threshold = if spread { 0 } else { EXECUTOR_LOAD_THRESHOLD };
         let here = pool.beside(self.shard.id());
         let plan = schedule::plan(&dag, &home, &pool.loads(), here, threshold);
-        let (run, triggers, mut rx) =
-            Run::start(pool, dag, args, plan, deadline, consistency, atomic)
+        let away = match spread || here_only {
+            true => vec![None; dag.nodes().len()],
+            false => self.plan_away(&dag, &args),
+        };
+        let (run, triggers, mut rx, mut away_rx) =
+            Run::start(pool, dag, args, (plan, away), deadline, session)
                 .map_err(|m| NodeError::new(Status::InvalidArgument, m))?;
         dispatch(
             &run,
@@ -124,27 +144,157 @@ impl ShardFunctions {
             return result.map(|out| (out, run));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let expired = async {
-            glommio::timer::sleep(left).await;
-            None
-        };
-        match futures_lite::future::or(async { Some(rx.await) }, expired).await {
-            Some(Ok(result)) => result.map(|out| (out, run)),
-            Some(Err(_)) => Err(NodeError::retriable(
-                Status::Internal,
-                format!("DAG {:?}: the run was dropped", run.dag_name()),
-            )),
-            None => {
-                run.abandon();
-                Err(NodeError::retriable(
-                    Status::Timeout,
-                    format!(
-                        "DAG {:?} did not finish within its deadline",
-                        run.dag_name()
-                    ),
-                ))
+        let mut expired = Box::pin(glommio::timer::sleep(left));
+        loop {
+            use futures_lite::future::{or, pending};
+            let event = or(
+                async { Event::Result((&mut rx).await) },
+                or(
+                    async {
+                        match away_rx.next().await {
+                            Some(a) => Event::Away(a),
+                            None => pending().await,
+                        }
+                    },
+                    async {
+                        (&mut expired).await;
+                        Event::Expired
+                    },
+                ),
+            )
+            .await;
+            match event {
+                Event::Result(Ok(result)) => return result.map(|out| (out, run)),
+                Event::Result(Err(_)) => {
+                    return Err(NodeError::retriable(
+                        Status::Internal,
+                        format!("DAG {:?}: the run was dropped", run.dag_name()),
+                    ))
+                }
+                Event::Expired => {
+                    run.abandon();
+                    return Err(NodeError::retriable(
+                        Status::Timeout,
+                        format!(
+                            "DAG {:?} did not finish within its deadline",
+                            run.dag_name()
+                        ),
+                    ));
+                }
+                Event::Away(Away::Trigger { node, args, to }) => {
+                    self.send_away(&run, node, args, to, deadline);
+                }
+                Event::Away(Away::Answer { node, reply }) => self.stepped(&run, node, reply),
             }
         }
+    }
+
+    /// Where each function of `dag` runs when not on this node: under
+    /// `--spread-functions` every function of one replica on the next
+    /// member in rotation (this node first); otherwise a function whose
+    /// referenced keys are mostly another node's (not cached here) there.
+    fn plan_away(&self, dag: &Dag, args: &HashMap<String, Vec<Arg>>) -> Vec<Option<SocketAddr>> {
+        let mut away = vec![None; dag.nodes().len()];
+        if self.platform.spread_functions {
+            let others = self.remote.members.placement().others();
+            let members: Vec<Option<SocketAddr>> = std::iter::once(None)
+                .chain(others.into_iter().map(|(_, a)| Some(a)))
+                .collect();
+            for (k, &i) in dag.topological_order().iter().enumerate() {
+                if dag.node(i).options.replicas == 1 {
+                    away[i] = members[k % members.len()];
+                }
+            }
+            return away;
+        }
+        for (i, node) in dag.nodes().iter().enumerate() {
+            if node.options.replicas == 1 {
+                away[i] = self.best_node(args.get(&node.name).into_iter().flatten());
+            }
+        }
+        away
+    }
+
+    /// Sends a trigger of `node` to the node at `to`, with the run's
+    /// session; the answer comes back to the run ([`Run::answered`]).
+    fn send_away(
+        &self,
+        run: &Arc<Run>,
+        node: usize,
+        args: Vec<Arg>,
+        to: SocketAddr,
+        deadline: Instant,
+    ) {
+        let session = match run.session.encode() {
+            Ok(s) => s,
+            Err(source) => {
+                let function = run.function(node).to_owned();
+                let e = FnError::Store { function, source };
+                let here = &mut Here::Shard(&mut self.inline.borrow_mut());
+                return run.complete(node, Err(e), here);
+            }
+        };
+        let left_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        let step = w::RunStep {
+            function: run.function(node).as_bytes().to_vec(),
+            args: (args.into_iter())
+                .map(|a| match a {
+                    Arg::Value(v) => w::Arg::Value(v),
+                    Arg::Ref(k) => w::Arg::Ref(k),
+                })
+                .collect(),
+            timeout_ms: u32::try_from(left_ms.max(1)).unwrap_or(u32::MAX),
+            session,
+        };
+        let (links, run) = (self.remote.links.clone(), run.clone());
+        crate::shard::bump(&self.shard.stats().node_forwards);
+        glommio::spawn_local(async move {
+            let request = w::Request::RunStep(step);
+            run.answered(node, links.call_within(to, &request, left_ms + 100).await);
+        })
+        .detach();
+    }
+
+    /// Completes function `node` of `run` with another node's answer.
+    fn stepped(&self, run: &Arc<Run>, node: usize, reply: w::Response) {
+        let function = run.function(node).to_owned();
+        let result = match reply {
+            w::Response::Stepped(s) => match run.session.absorb(&s.session) {
+                Ok(()) => Ok(s.output),
+                Err(source) => Err(FnError::Store { function, source }),
+            },
+            w::Response::Error(e) => {
+                let message = String::from_utf8_lossy(&e.message).into_owned();
+                let store = |source| FnError::Store {
+                    function: function.clone(),
+                    source,
+                };
+                match Status::from_code(e.code).unwrap_or(Status::Internal) {
+                    Status::FunctionFailed => Err(FnError::Failed {
+                        function: function.clone(),
+                        message,
+                    }),
+                    Status::Conflict => Err(store(StoreError::Conflict(message))),
+                    Status::LimitExceeded => Err(store(StoreError::LimitExceeded(message))),
+                    // Not reached, timed out, refused: running it here may do.
+                    status => {
+                        let msg = format!("{function} on another node: {message}");
+                        return run.finish(Err(NodeError::retriable(status, msg)));
+                    }
+                }
+            }
+            other => {
+                let msg = format!("{function} on another node: unexpected answer {other:?}");
+                return run.finish(Err(NodeError::retriable(Status::Internal, msg)));
+            }
+        };
+        run.complete(
+            node,
+            result,
+            &mut Here::Shard(&mut self.inline.borrow_mut()),
+        );
     }
 
     /// Runs a call to the end: the DAG (re-run on retriable failures up to
@@ -180,23 +330,33 @@ impl ShardFunctions {
         let mut conflicts = 0;
         let mut args = Some(args);
         let atomic = options.txn != 0;
+        // Runs that may read what their mode forbids, and fail to run again.
+        let may_conflict = atomic || options.consistency == Consistency::Dsrr;
         loop {
             let deadline = deadline_after(options.timeout_ms);
             let spread = attempt > 0;
             // Keep a copy only while a re-run may still need it.
             let rerun_possible =
-                attempt < options.retries || (atomic && conflicts < CONFLICT_RERUNS_MAX);
+                attempt < options.retries || (may_conflict && conflicts < CONFLICT_RERUNS_MAX);
             let this_run = if rerun_possible {
                 args.clone()
             } else {
                 args.take()
             }
             .unwrap_or_default();
-            let consistency = options.consistency;
+            let session = match atomic {
+                true => Session::new(options.consistency).atomic(),
+                false => Session::new(options.consistency),
+            };
             let run = async {
-                let (out, run) =
-                    (self.run_once(dag.clone(), this_run, deadline, spread, consistency, atomic))
-                        .await?;
+                let (out, run) = (self.run_once(
+                    dag.clone(),
+                    this_run,
+                    deadline,
+                    (spread, options.here_only),
+                    session,
+                ))
+                .await?;
                 match atomic {
                     true => {
                         let record = run.record(out, self.shard.tick_us());
@@ -206,7 +366,8 @@ impl ShardFunctions {
                 }
             };
             match run.await {
-                // A fractured read (nothing written): not one of --retries.
+                // Reads the mode forbids (a fractured read, two pins of
+                // one key on two nodes): not one of --retries.
                 Err(e) if e.status == Status::Conflict && conflicts < CONFLICT_RERUNS_MAX => {
                     log::debug!(
                         "{}: DAG {:?} runs again: {}",

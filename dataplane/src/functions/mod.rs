@@ -73,6 +73,9 @@ pub(crate) struct PlatformConfig {
     /// cluster): only on a node with authentication, where nobody but the
     /// cluster's nodes (the admin role) writes those records.
     pub trust_precompiled: bool,
+    /// Plan the functions of each DAG call over the cluster's members in
+    /// rotation (`--spread-functions`), not beside their data.
+    pub spread_functions: bool,
 }
 
 /// The node's function platform, shared by its shards.
@@ -82,6 +85,7 @@ pub(crate) struct Platform {
     registry: Arc<Registry>,
     wasm: Arc<wasm_host::WasmRuntime>,
     trust_precompiled: bool,
+    spread_functions: bool,
     /// Bumped by every write of a DAG key on any shard of the node.
     dag_generation: Arc<AtomicU64>,
 }
@@ -131,6 +135,7 @@ impl Platform {
             registry,
             wasm,
             trust_precompiled: config.trust_precompiled,
+            spread_functions: config.spread_functions,
             dag_generation: Arc::new(AtomicU64::new(0)),
         };
         Ok((platform, store_rxs))

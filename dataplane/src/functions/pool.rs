@@ -11,8 +11,14 @@
 //! the shard only waits for the sink's result. Inline functions (pure
 //! microsecond built-ins) run wherever their trigger is: on the shard's own
 //! thread, or on the executor that produced their input.
+//!
+//! A function planned on another node (`Run::away`) is not run here: its
+//! trigger goes to the shard running the call ([`Away`]), which sends it
+//! there with the run's session and completes it with the answer
+//! (`call.rs`).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,8 +34,9 @@ use executor::schedule::Plan;
 use executor::session::{Consistency, Session};
 use executor::store::{NoStore, Store};
 use executor::txn::Record;
-use futures_channel::oneshot;
+use futures_channel::{mpsc, oneshot};
 use kvs_core::ShardId;
+use wire::message as w;
 use wire::Status;
 
 use super::store::NodeStore;
@@ -40,8 +47,27 @@ use crate::limits::EXECUTOR_LOAD_THRESHOLD;
 pub(super) type CallResult = Result<Vec<u8>, NodeError>;
 
 /// A run just started: the run, its source triggers, where its result
-/// will arrive.
-type Started = (Arc<Run>, Vec<Trigger>, oneshot::Receiver<CallResult>);
+/// will arrive, where its triggers for other nodes arrive.
+type Started = (
+    Arc<Run>,
+    Vec<Trigger>,
+    oneshot::Receiver<CallResult>,
+    mpsc::UnboundedReceiver<Away>,
+);
+
+/// News of a run's functions planned on other nodes, for the shard
+/// running the call.
+#[derive(Debug)]
+pub(super) enum Away {
+    /// A trigger of `node` to send to the node at `to`.
+    Trigger {
+        node: usize,
+        args: Vec<Arg>,
+        to: SocketAddr,
+    },
+    /// That node's answer.
+    Answer { node: usize, reply: w::Response },
+}
 
 /// One function of a DAG call, for an executor.
 #[derive(Debug)]
@@ -61,24 +87,28 @@ pub(super) struct Run {
     reply: Mutex<Option<oneshot::Sender<CallResult>>>,
     pool: Arc<Pool>,
     /// Every store operation of the run goes through it.
-    session: Session,
+    pub(super) session: Session,
+    /// Per function: the other node it is planned on, if any.
+    away: Vec<Option<SocketAddr>>,
+    away_tx: mpsc::UnboundedSender<Away>,
 }
 
 impl Run {
-    /// Starts a run of `dag` with `args` on `pool`, following `plan`:
-    /// returns it, its source triggers (to [`dispatch`]), and where its
-    /// result will arrive.
+    /// Starts a run of `dag` with `args` on `pool`, following `plan` (and
+    /// `away`: functions planned on other nodes), under `session`: returns
+    /// it, its source triggers (to [`dispatch`]), where its result will
+    /// arrive, and where its triggers for other nodes will.
     pub(super) fn start(
         pool: &Arc<Pool>,
         dag: Arc<Dag>,
         args: std::collections::HashMap<String, Vec<Arg>>,
-        plan: Plan,
+        (plan, away): (Plan, Vec<Option<SocketAddr>>),
         deadline: Instant,
-        consistency: Consistency,
-        atomic: bool,
+        session: Session,
     ) -> Result<Started, String> {
         let (state, triggers) = DagRun::start(dag.clone(), args)?;
         let (tx, rx) = oneshot::channel();
+        let (away_tx, away_rx) = mpsc::unbounded();
         let run = Arc::new(Run {
             state: Mutex::new(state),
             dag,
@@ -86,12 +116,22 @@ impl Run {
             deadline,
             reply: Mutex::new(Some(tx)),
             pool: pool.clone(),
-            session: match atomic {
-                true => Session::new(consistency).atomic(),
-                false => Session::new(consistency),
-            },
+            session,
+            away,
+            away_tx,
         });
-        Ok((run, triggers, rx))
+        Ok((run, triggers, rx, away_rx))
+    }
+
+    /// Another node's answer to a trigger of `node`, for the shard running
+    /// the call.
+    pub(super) fn answered(&self, node: usize, reply: w::Response) {
+        let _ = self.away_tx.unbounded_send(Away::Answer { node, reply });
+    }
+
+    /// The name of the function at `node`.
+    pub(super) fn function(&self, node: usize) -> &str {
+        &self.dag.node(node).function
     }
 
     /// Stops handing out steps (the caller gave up waiting).
@@ -122,7 +162,7 @@ impl Run {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn finish(&self, result: CallResult) {
+    pub(super) fn finish(&self, result: CallResult) {
         self.lock().abandon();
         let sender = self
             .reply
@@ -136,7 +176,7 @@ impl Run {
 
     /// Records one completed replica of `node` and hands out what became
     /// ready (through `here`).
-    fn complete(
+    pub(super) fn complete(
         self: &Arc<Self>,
         node: usize,
         result: Result<Vec<u8>, FnError>,
@@ -286,6 +326,16 @@ impl Here<'_> {
 pub(super) fn dispatch(run: &Arc<Run>, mut triggers: Vec<Trigger>, here: &mut Here<'_>) {
     while let Some(t) = triggers.pop() {
         let node = run.dag.node(t.node);
+        if let Some(to) = run.away.get(t.node).copied().flatten() {
+            let away = Away::Trigger {
+                node: t.node,
+                args: t.args,
+                to,
+            };
+            // The shard running the call takes it (until the run is over).
+            let _ = run.away_tx.unbounded_send(away);
+            continue;
+        }
         if super::runs_inline(&run.pool.registry, &node.function, &node.options, &t.args) {
             let args: Vec<Vec<u8>> = t
                 .args

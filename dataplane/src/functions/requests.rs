@@ -17,7 +17,8 @@ use executor::registry::{
     stored as fn_stored, FunctionBody, RegistryError, SandboxLimits, WasmModule,
 };
 use executor::run::{check_sources, Arg};
-use executor::session::Consistency;
+use executor::session::{Consistency, Session};
+use executor::store::StoreError;
 use executor::txn::TXN_ID_MAX;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::Value;
@@ -131,10 +132,13 @@ impl ShardFunctions {
     /// The node to run a call on: the one holding the most of its
     /// referenced keys, if that is not this one (a tie stays here; keys in
     /// this node's cache count as here: reading them costs nothing).
-    fn best_node(&self, args: &HashMap<String, Vec<Arg>>) -> Option<SocketAddr> {
+    pub(super) fn best_node<'a>(
+        &self,
+        args: impl IntoIterator<Item = &'a Arg>,
+    ) -> Option<SocketAddr> {
         let mut here = 0;
         let mut there: Vec<(SocketAddr, usize)> = Vec::new();
-        for a in args.values().flatten() {
+        for a in args {
             let Arg::Ref(key) = a else { continue };
             match self.remote.holder(key) {
                 None => here += 1,
@@ -193,6 +197,7 @@ impl ShardFunctions {
         match req {
             ArchivedRequest::Call(c) => self.call(c),
             ArchivedRequest::CallDag(c) => self.call_dag(c, from_node),
+            ArchivedRequest::RunStep(s) => self.run_step(s),
             ArchivedRequest::RegisterDag(d) => self.register_dag(d),
             ArchivedRequest::DeleteDag(d) => {
                 Answer::Write(stored::key(&text(d.name.as_slice())), None)
@@ -234,6 +239,7 @@ impl ShardFunctions {
         };
         let options = CallOptions {
             timeout_ms: call.timeout_ms.to_native(),
+            here_only: true,
             ..CallOptions::default()
         };
         let me = self.clone();
@@ -242,6 +248,63 @@ impl ShardFunctions {
             me.run_call(Arc::new(dag), args, &options)
                 .await
                 .map(w::Response::Output)
+        }))
+    }
+
+    /// Runs one function of a call another node is running, under the
+    /// session its trigger brought; answers its result and what it added
+    /// to the session.
+    fn run_step(self: &Rc<Self>, step: &w::ArchivedRunStep) -> Answer {
+        let name = text(step.function.as_slice());
+        let registry = &self.platform.registry;
+        if !registry.contains(&name) {
+            let msg = format!("no function named {name:?} is registered on this node");
+            return Answer::fail(Status::UnknownFunction, msg);
+        }
+        // A panic: the calling node runs the call again (the wire has no
+        // retriable flag, so it is not `FunctionFailed`).
+        let rerun_panics = |e: NodeError| match e.status {
+            Status::FunctionFailed if e.retriable => NodeError {
+                status: Status::Unavailable,
+                message: format!("{} (a re-run may succeed)", e.message),
+                ..e
+            },
+            _ => e,
+        };
+        let stepped = |output, session: Result<Vec<u8>, StoreError>| {
+            let session =
+                session.map_err(|e| NodeError::new(Status::LimitExceeded, e.to_string()))?;
+            Ok(w::Response::Stepped(w::Stepped { output, session }))
+        };
+        let args = args_of(&step.args);
+        if (self.platform).runs_inline(&name, &FunctionOptions::default(), &args) {
+            // Pure and short, no store: answered in this batch, adding
+            // nothing to the session.
+            let args: Vec<Vec<u8>> = (args.into_iter())
+                .map(|a| match a {
+                    Arg::Value(v) | Arg::Ref(v) => v,
+                })
+                .collect();
+            let out = self.invoke_inline(&name, &args).map_err(rerun_panics);
+            return Answer::Now(out.and_then(|o| stepped(o, Session::default().encode())));
+        }
+        let session = match Session::decode(step.session.as_slice()) {
+            Ok(s) => s,
+            Err(e) => return Answer::fail(Status::InvalidArgument, e),
+        };
+        let dag = match Dag::single(&name, |f| registry.contains(f)) {
+            Ok(dag) => Arc::new(dag),
+            Err(e) => return Answer::fail(Status::InvalidArgument, e.to_string()),
+        };
+        let deadline = super::call::deadline_after(step.timeout_ms.to_native());
+        let args = HashMap::from([(name, args)]);
+        let me = self.clone();
+        Answer::Later(Box::pin(async move {
+            let ran = me
+                .run_once(dag, args, deadline, (false, true), session)
+                .await;
+            let (output, run) = ran.map_err(rerun_panics)?;
+            stepped(output, run.session.encode())
         }))
     }
 
@@ -385,12 +448,13 @@ impl ShardFunctions {
             Ok(c) => c,
             Err(msg) => return Answer::fail(Status::InvalidArgument, msg),
         };
-        let options = CallOptions {
+        let mut options = CallOptions {
             timeout_ms: call.timeout_ms.to_native(),
             retries,
             then: call.then.iter().map(|t| text(t.as_slice())).collect(),
             consistency,
             txn: call.txn.to_native(),
+            here_only: false,
         };
         if options.txn > TXN_ID_MAX {
             let msg = format!(
@@ -429,7 +493,7 @@ impl ShardFunctions {
                 let args = args.get(&n.name).map_or(&[][..], Vec::as_slice);
                 self.platform.runs_inline(&n.function, &n.options, args)
             });
-            if plain && inline {
+            if plain && inline && !self.platform.spread_functions {
                 // Pure built-ins only: run the whole DAG now on this thread
                 // and answer in this batch (no run state, no hand-off).
                 return Answer::output(self.run_inline(dag, args));
@@ -438,9 +502,11 @@ impl ShardFunctions {
         // Beside its data, if another node holds most of it (the outcome
         // of a call with an output key is still stored from here).
         let elsewhere = (!from_node)
-            .then(|| self.best_node(&args))
+            .then(|| self.best_node(args.values().flatten()))
             .flatten()
             .map(|to| (to, owned_call(&name, &args, &options)));
+        // Run here only if that node cannot be reached: then all of it.
+        options.here_only = elsewhere.is_some();
         let me = self.clone();
         let run = async move {
             let dag = match local {

@@ -4,7 +4,10 @@
 //! under `dsrr`; `loadgen consistency` reports no DSRR or single-key causal
 //! anomaly under `dsrr`, and no read-atomic or causal one under `dsc
 //! --atomic`; `mk` and `dsc` refused without `--atomic`; session
-//! metadata past its limit fails a call with `LimitExceeded`.
+//! metadata past its limit fails a call with `LimitExceeded`. The same
+//! planted anomaly and experiment with each call's functions spread over
+//! the three nodes (`--spread-functions`): the session travels with the
+//! triggers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,11 +57,15 @@ fn call(dag: &str, plan: Plan, mode: Consistency) -> DagCall {
     DagCall::new(dag, vec![source]).with_consistency(mode)
 }
 
-fn three(dirs: &[std::path::PathBuf]) -> [Node; 3] {
-    let a = start_at("127.0.0.151", &dirs[0], &[]);
+/// Three nodes at 127.0.0.`first`.. (`extra`: their flags).
+fn three(dirs: &[std::path::PathBuf], first: u8, extra: &[&str]) -> [Node; 3] {
+    let ip = |i: u8| format!("127.0.0.{}", first + i);
+    let a = start_at(&ip(0), &dirs[0], extra);
     let seed = a.addr().to_owned();
-    let b = start_at("127.0.0.152", &dirs[1], &["--join", &seed]);
-    let c = start_at("127.0.0.153", &dirs[2], &["--join", &seed]);
+    let mut args = vec!["--join", seed.as_str()];
+    args.extend_from_slice(extra);
+    let b = start_at(&ip(1), &dirs[1], &args);
+    let c = start_at(&ip(2), &dirs[2], &args);
     let addrs = [a.addr(), b.addr(), c.addr()];
     wait_for("three nodes agree", || {
         agreed(&addrs, &up(&[&a, &b, &c]), None).is_some()
@@ -66,16 +73,12 @@ fn three(dirs: &[std::path::PathBuf]) -> [Node; 3] {
     [a, b, c]
 }
 
-#[test]
-fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_none() {
-    let dirs: Vec<_> = (0..3)
-        .map(|i| temp_dir(&format!("consistency-{i}")))
-        .collect();
-    let [a, b, c] = three(&dirs);
-    let addrs = [a.addr(), b.addr(), c.addr()];
-    let keys: Vec<String> = (0..40).map(|i| format!("c-{i}")).collect();
+/// 40 keys under `prefix` written by the experiment's rules, and the
+/// chains of 2 and 8 probes.
+fn seed(addr: &str, prefix: &str) -> Vec<String> {
+    let keys: Vec<String> = (0..40).map(|i| format!("{prefix}{i}")).collect();
     rt().block_on(async {
-        let mut routed = connect(a.addr()).await;
+        let mut routed = connect(addr).await;
         for k in &keys {
             routed
                 .put(
@@ -94,9 +97,15 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
         routed.register_dag(chain("chain2", 2)).await.unwrap();
         routed.register_dag(chain("chain8", 8)).await.unwrap();
     });
-    // A key only B holds, read twice by a call run on A: once at level 0,
-    // once at level 1, 1.5 s later; meanwhile B's copy changes.
-    let key = held_only_by(b.addr(), &addrs, &keys);
+    keys
+}
+
+/// A key only B holds, read twice by a call run on A: once at level 0,
+/// once at level 1, 1.5 s later; meanwhile B's copy changes. Under `lww`
+/// the checker catches the second read's newer version; under `dsrr`
+/// both reads see one version.
+fn planted_dsrr_anomaly(a: &Node, b: &Node, addrs: &[&str], keys: &[String]) {
+    let key = held_only_by(b.addr(), addrs, keys);
     for (round, mode) in [Consistency::Lww, Consistency::Dsrr]
         .into_iter()
         .enumerate()
@@ -136,6 +145,81 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
             }
         }
     }
+}
+
+/// `loadgen consistency` from three clients on the three nodes: no DSRR or
+/// sk anomaly under `dsrr`; under `dsc --atomic` no fractured read and no
+/// read older than a dependency in any call that succeeded (a call that
+/// kept conflicting may fail, writing nothing).
+fn loadgen_finds_no_anomaly(nodes: &str) {
+    let report = crate::harness::loadgen_report(&[
+        "consistency",
+        "--json",
+        "--addr",
+        nodes,
+        "--consistency",
+        "dsrr",
+        "--calls",
+        "300",
+        "--clients",
+        "3",
+        "--keys",
+        "30",
+        "--pause-ms",
+        "1",
+    ]);
+    eprintln!("{report}");
+    assert_eq!(report["calls"], 300, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["anomalies"]["dsrr"], 0, "{report}");
+    assert_eq!(report["anomalies"]["sk"], 0, "{report}");
+    // Atomic calls under dsc: no fractured read, no read older than a
+    // dependency, in any call that succeeded (a call that kept conflicting
+    // may fail, writing nothing).
+    let report = crate::harness::loadgen_report(&[
+        "consistency",
+        "--json",
+        "--addr",
+        nodes,
+        "--atomic",
+        "--consistency",
+        "dsc",
+        "--calls",
+        "300",
+        "--clients",
+        "3",
+        "--keys",
+        "100",
+        "--prefix",
+        "atomic:",
+    ]);
+    eprintln!("{report}");
+    assert_eq!(report["atomic"], true, "{report}");
+    let (checked, errors) = (report["calls"].as_u64(), report["errors"].as_u64());
+    assert_eq!(
+        checked.zip(errors).map(|(c, e)| c + e),
+        Some(300),
+        "{report}"
+    );
+    assert!(checked > Some(250), "{report}");
+    for g in ["ra", "mk", "dsc", "sk"] {
+        assert_eq!(report["anomalies"][g], 0, "{g}: {report}");
+    }
+    assert!(
+        report["metadata_bytes_per_key_p50"].as_u64() > Some(0),
+        "{report}"
+    );
+}
+
+#[test]
+fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_none() {
+    let dirs: Vec<_> = (0..3)
+        .map(|i| temp_dir(&format!("consistency-{i}")))
+        .collect();
+    let [a, b, c] = three(&dirs, 151, &[]);
+    let addrs = [a.addr(), b.addr(), c.addr()];
+    let keys = seed(a.addr(), "c-");
+    planted_dsrr_anomaly(&a, &b, &addrs, &keys);
 
     // Session metadata: 8 levels of 64 keys of 120 bytes pin 512 keys of
     // 136 bytes each, past 64 KiB: refused under dsrr, fine under lww.
@@ -180,64 +264,32 @@ fn dsrr_prevents_the_repeatable_read_anomaly_lww_lets_through_and_loadgen_finds_
         }
     });
 
-    // The experiment from three clients on the three nodes, under dsrr.
-    let nodes = addrs.join(",");
-    let report = crate::harness::loadgen_report(&[
-        "consistency",
-        "--json",
-        "--addr",
-        &nodes,
-        "--consistency",
-        "dsrr",
-        "--calls",
-        "300",
-        "--clients",
-        "3",
-        "--keys",
-        "30",
-        "--pause-ms",
-        "1",
-    ]);
-    eprintln!("{report}");
-    assert_eq!(report["calls"], 300, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
-    assert_eq!(report["anomalies"]["dsrr"], 0, "{report}");
-    assert_eq!(report["anomalies"]["sk"], 0, "{report}");
-    // Atomic calls under dsc: no fractured read, no read older than a
-    // dependency, in any call that succeeded (a call that kept conflicting
-    // may fail, writing nothing).
-    let report = crate::harness::loadgen_report(&[
-        "consistency",
-        "--json",
-        "--addr",
-        &nodes,
-        "--atomic",
-        "--consistency",
-        "dsc",
-        "--calls",
-        "300",
-        "--clients",
-        "3",
-        "--keys",
-        "100",
-        "--prefix",
-        "atomic:",
-    ]);
-    eprintln!("{report}");
-    assert_eq!(report["atomic"], true, "{report}");
-    let (checked, errors) = (report["calls"].as_u64(), report["errors"].as_u64());
-    assert_eq!(
-        checked.zip(errors).map(|(c, e)| c + e),
-        Some(300),
-        "{report}"
-    );
-    assert!(checked > Some(250), "{report}");
-    for g in ["ra", "mk", "dsc", "sk"] {
-        assert_eq!(report["anomalies"][g], 0, "{g}: {report}");
-    }
-    assert!(
-        report["metadata_bytes_per_key_p50"].as_u64() > Some(0),
-        "{report}"
-    );
+    loadgen_finds_no_anomaly(&addrs.join(","));
+    drop((a, b, c));
+}
+
+#[test]
+fn functions_spread_over_three_nodes_keep_each_mode_through_their_triggers() {
+    let dirs: Vec<_> = (0..3)
+        .map(|i| temp_dir(&format!("consistency-spread-{i}")))
+        .collect();
+    // Each call's functions go to the three nodes in turn: level 1 of the
+    // planted anomaly runs on another node than level 0, and the pin
+    // travels with its trigger.
+    let [a, b, c] = three(&dirs, 154, &["--spread-functions"]);
+    let addrs = [a.addr(), b.addr(), c.addr()];
+    let keys = seed(a.addr(), "s-");
+    planted_dsrr_anomaly(&a, &b, &addrs, &keys);
+    let before: u64 = rt().block_on(async {
+        let mut ca = connect_pinned(a.addr()).await;
+        ca.stats()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.node_forwards)
+            .sum()
+    });
+    assert!(before >= 2, "the planted calls' level 1 ran elsewhere");
+    loadgen_finds_no_anomaly(&addrs.join(","));
     drop((a, b, c));
 }

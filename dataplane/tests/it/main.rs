@@ -33,7 +33,10 @@
 //! * `consistency`: consistency modes of DAG calls on three nodes: a
 //!   planted repeatable-read anomaly caught under `lww`, prevented under
 //!   `dsrr`; `loadgen consistency` under `dsrr` and `dsc --atomic`; the
-//!   session metadata limit.
+//!   session metadata limit; all of it again with functions spread.
+//! * `across`: one call's functions on several nodes: beside the keys they
+//!   reference, or spread over the members, atomic writes made elsewhere
+//!   committed once, a node lost midway.
 //! * `atomic`: atomic calls take effect once when their first run fails
 //!   before or after applying its commit record, or its node dies after
 //!   applying it; a failed run writes nothing.
@@ -46,6 +49,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
+mod across;
 mod atomic;
 mod auth;
 mod bad_input;

@@ -1,0 +1,243 @@
+//! One DAG call's functions on several nodes: a function whose referenced
+//! keys another node holds runs there (beside them, not through the
+//! calling node's cache); under `--spread-functions` each function goes to
+//! the next member, its trigger carrying the call's session — an atomic
+//! call's writes made elsewhere come back and take effect once; a node
+//! lost midway: the call runs again on the calling node. The `#[ignore]`d
+//! one is a measurement (`bench-cluster-functions.sh`).
+
+use wire::message::{Arg, DagCall, DagDef, SourceArgs, Value};
+
+use crate::cluster::{agreed, start_at, wait_for};
+use crate::harness::{connect, connect_pinned, lww, rt, temp_dir, Node};
+use crate::placement::up;
+use crate::spread::held_only_by;
+
+fn text(v: Option<Value>) -> String {
+    match v {
+        Some(Value::Lww(l)) => String::from_utf8(l.bytes).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Steps and calls a node sent to other nodes, and the keys in its cache.
+async fn sent_and_missed(addr: &str) -> (u64, u64) {
+    let mut c = connect_pinned(addr).await;
+    let stats = c.stats().await.unwrap();
+    (
+        stats.iter().map(|s| s.node_forwards).sum(),
+        stats.iter().map(|s| s.cache_keys).sum(),
+    )
+}
+
+fn cluster(ips: &[&str], extra: &[&str]) -> Vec<Node> {
+    let mut nodes = vec![start_at(
+        ips[0],
+        &temp_dir(&format!("across-{}", ips[0])),
+        extra,
+    )];
+    let seed = nodes[0].addr().to_owned();
+    for ip in &ips[1..] {
+        let mut args = vec!["--join", seed.as_str()];
+        args.extend_from_slice(extra);
+        nodes.push(start_at(ip, &temp_dir(&format!("across-{ip}")), &args));
+    }
+    let addrs: Vec<&str> = nodes.iter().map(Node::addr).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for("the nodes agree", || {
+        agreed(&addrs, &up(&refs), None).is_some()
+    });
+    nodes
+}
+
+#[test]
+fn a_function_runs_on_the_node_holding_the_keys_it_references() {
+    let nodes = cluster(&["127.0.0.171", "127.0.0.172"], &[]);
+    let (a, b) = (nodes[0].addr(), nodes[1].addr());
+    let keys: Vec<String> = (0..40).map(|i| format!("x-{i}")).collect();
+    rt().block_on(async {
+        let mut c = connect(a).await;
+        for k in &keys {
+            c.put(k.as_bytes(), lww("6")).await.unwrap();
+        }
+    });
+    let on_a = held_only_by(a, &[a, b], &keys);
+    let on_b = held_only_by(b, &[a, b], &keys);
+    rt().block_on(async {
+        let mut c = connect(a).await;
+        c.put(on_b.as_bytes(), lww("7")).await.unwrap();
+        let edges = [("echo#a", "sum"), ("echo#b", "sum")];
+        let dag = DagDef::new("pair", &["echo#a", "echo#b", "sum"], &edges);
+        c.register_dag(dag).await.unwrap();
+        let call = DagCall::new(
+            "pair",
+            vec![
+                SourceArgs {
+                    function: b"echo#a".to_vec(),
+                    args: vec![Arg::Ref(on_a.clone().into_bytes())],
+                },
+                SourceArgs {
+                    function: b"echo#b".to_vec(),
+                    args: vec![Arg::Ref(on_b.clone().into_bytes())],
+                },
+            ],
+        );
+        // Each node runs the call (one key here, one there: a tie stays),
+        // and sends the function reading the other's key to the other.
+        for (at, there) in [(a, b), (b, a)] {
+            let before = sent_and_missed(at).await;
+            let mut pinned = connect_pinned(at).await;
+            assert_eq!(pinned.call_dag_with(call.clone()).await.unwrap(), b"13");
+            let after = sent_and_missed(at).await;
+            assert_eq!(after.0, before.0 + 1, "one step sent to {there}");
+            assert_eq!(
+                after.1, 0,
+                "{at} read nothing of {there}'s: its cache is empty"
+            );
+        }
+    });
+}
+
+#[test]
+fn spread_functions_carry_the_call_and_its_atomic_writes_from_node_to_node() {
+    let mut nodes = cluster(
+        &["127.0.0.173", "127.0.0.174", "127.0.0.175"],
+        // Without the cache every read is the holder's: each call sees
+        // the last one's increment (a cache may lag by a push).
+        &["--spread-functions", "--cache-mb", "0"],
+    );
+    let a = nodes[0].addr().to_owned();
+    let addrs: Vec<&str> = nodes.iter().map(Node::addr).collect();
+    // The counter lives on the calling node (it outlives the others).
+    let keys: Vec<String> = (0..40).map(|i| format!("ctr-{i}")).collect();
+    rt().block_on(async {
+        let mut c = connect(&a).await;
+        for k in &keys {
+            c.put(k.as_bytes(), lww("0")).await.unwrap();
+        }
+    });
+    let ctr = held_only_by(&a, &addrs, &keys);
+    rt().block_on(async {
+        let mut c = connect(&a).await;
+        c.register_dag(DagDef::new(
+            "inc_sq",
+            &["increment", "square"],
+            &[("increment", "square")],
+        ))
+        .await
+        .unwrap();
+        let edges = [("echo#1", "echo#2"), ("echo#2", "incr_key")];
+        let dag = DagDef::new("hop3", &["echo#1", "echo#2", "incr_key"], &edges);
+        c.register_dag(dag).await.unwrap();
+        let mut at_a = connect_pinned(&a).await;
+        let before = sent_and_missed(&a).await.0;
+        let args = vec![SourceArgs::values("increment", vec![b"5".to_vec()])];
+        assert_eq!(at_a.call_dag("inc_sq", args, 0).await.unwrap(), b"36");
+        assert_eq!(
+            sent_and_missed(&a).await.0,
+            before + 1,
+            "square ran elsewhere"
+        );
+        // echo here, echo on the second node, incr_key on the third: its
+        // writes are kept in the session that comes back, and committed
+        // here, once per call (a re-sent call: no second effect).
+        let hop3 = |txn: u64| {
+            let args = vec![SourceArgs::values("echo#1", vec![ctr.as_bytes().to_vec()])];
+            let mut call = DagCall::new("hop3", args).with_txn(txn);
+            call.retries = 1;
+            call
+        };
+        for txn in 1..=10 {
+            let out = at_a.call_dag_with(hop3(txn)).await.unwrap();
+            assert_eq!(out, txn.to_string().as_bytes());
+            assert_eq!(at_a.call_dag_with(hop3(txn)).await.unwrap(), out, "re-sent");
+        }
+        assert_eq!(text(c.get(ctr.as_bytes()).await.unwrap()), "10");
+        // Without --atomic the third node writes at once.
+        assert_eq!(at_a.call_dag_with(hop3(0)).await.unwrap(), b"11");
+    });
+    // The third node dies: a call planned on it runs again, here.
+    nodes[2].kill();
+    rt().block_on(async {
+        let mut at_a = connect_pinned(&a).await;
+        let args = vec![SourceArgs::values("echo#1", vec![ctr.as_bytes().to_vec()])];
+        let mut call = DagCall::new("hop3", args).with_txn(99);
+        call.retries = 1;
+        assert_eq!(at_a.call_dag_with(call).await.unwrap(), b"12");
+    });
+}
+
+/// The trigger path measured: `square(increment(5))` called at node A of
+/// a pair under `--spread-functions` (increment runs at A, square at B,
+/// its trigger sent with the call's session), beside the loopback floor of
+/// that path — a ping to A and then one to B, the call's two round trips
+/// (client ↔ A, A ↔ B) — and the same call on a node alone (no hop),
+/// alternating, in one run; `SQUALL_ACROSS_CALLS` (default 2000) of each.
+/// Prints p50/p99 and the ratios; run by `scripts/bench-cluster-functions.sh`.
+#[test]
+#[ignore = "a measurement, not a check: scripts/bench-cluster-functions.sh runs it"]
+fn across_cost() {
+    let calls: usize = std::env::var("SQUALL_ACROSS_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let nodes = cluster(&["127.0.0.176", "127.0.0.177"], &["--spread-functions"]);
+    let alone = start_at("127.0.0.178", &temp_dir("across-alone"), &[]);
+    let (a, b) = (nodes[0].addr(), nodes[1].addr());
+    let dag = DagDef::new(
+        "inc_sq",
+        &["increment", "square"],
+        &[("increment", "square")],
+    );
+    let pct = |v: &[u64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    let [mut split, mut floor, mut ping, mut local] = [(); 4].map(|()| Vec::new());
+    rt().block_on(async {
+        connect(a).await.register_dag(dag.clone()).await.unwrap();
+        connect(alone.addr()).await.register_dag(dag).await.unwrap();
+        let (mut ca, mut cb) = (connect_pinned(a).await, connect_pinned(b).await);
+        let mut cl = connect_pinned(alone.addr()).await;
+        let args = || vec![SourceArgs::values("increment", vec![b"5".to_vec()])];
+        let us = |t: std::time::Instant| t.elapsed().as_micros() as u64;
+        for i in 0..calls + 100 {
+            let t = std::time::Instant::now();
+            assert_eq!(ca.call_dag("inc_sq", args(), 0).await.unwrap(), b"36");
+            let t_split = us(t);
+            let t = std::time::Instant::now();
+            ca.ping(0).await.unwrap();
+            let t_ping = us(t);
+            cb.ping(0).await.unwrap();
+            let t_floor = us(t);
+            let t = std::time::Instant::now();
+            assert_eq!(cl.call_dag("inc_sq", args(), 0).await.unwrap(), b"36");
+            let t_local = us(t);
+            if i >= 100 {
+                split.push(t_split);
+                floor.push(t_floor);
+                ping.push(t_ping);
+                local.push(t_local);
+            }
+        }
+    });
+    let (s50, f50, p50, l50) = (
+        pct(&split, 0.5),
+        pct(&floor, 0.5),
+        pct(&ping, 0.5),
+        pct(&local, 0.5),
+    );
+    println!(
+        "across: {calls} calls each; split over two nodes p50 {s50} us p99 {} us; \
+         its path's floor (ping A + ping B) p50 {f50} us p99 {} us; one ping p50 {p50} us; \
+         on one node p50 {l50} us p99 {} us; split / floor {:.2}x, split / one ping {:.2}x, \
+         split / one node {:.2}x",
+        pct(&split, 0.99),
+        pct(&floor, 0.99),
+        pct(&local, 0.99),
+        s50 as f64 / f50 as f64,
+        s50 as f64 / p50 as f64,
+        s50 as f64 / l50 as f64
+    );
+}
