@@ -58,7 +58,8 @@
 //! do, floors rise. Two parallel branches may each pin a key first, on
 //! two nodes: if at two versions, or if a floor either learnt is above a
 //! version the other returned, the functions saw what the mode forbids —
-//! [`StoreError::Conflict`]: the run fails, and the call runs again.
+//! [`StoreError::Conflict`]: the run fails, and the call runs again (the
+//! node runs it on itself alone then).
 //!
 //! Encoding (`kvs_core::codec`, little-endian):
 //! ```text

@@ -239,12 +239,7 @@ impl ShardFunctions {
             .as_millis() as u64;
         let step = w::RunStep {
             function: run.function(node).as_bytes().to_vec(),
-            args: (args.into_iter())
-                .map(|a| match a {
-                    Arg::Value(v) => w::Arg::Value(v),
-                    Arg::Ref(k) => w::Arg::Ref(k),
-                })
-                .collect(),
+            args: super::wire_args(args),
             timeout_ms: u32::try_from(left_ms.max(1)).unwrap_or(u32::MAX),
             session,
         };
@@ -335,6 +330,9 @@ impl ShardFunctions {
         loop {
             let deadline = deadline_after(options.timeout_ms);
             let spread = attempt > 0;
+            // A run that read what its mode forbids runs again here, all
+            // of it: shorter, so less likely to meet a write again.
+            let here_only = options.here_only || conflicts > 0;
             // Keep a copy only while a re-run may still need it.
             let rerun_possible =
                 attempt < options.retries || (may_conflict && conflicts < CONFLICT_RERUNS_MAX);
@@ -353,7 +351,7 @@ impl ShardFunctions {
                     dag.clone(),
                     this_run,
                     deadline,
-                    (spread, options.here_only),
+                    (spread, here_only),
                     session,
                 ))
                 .await?;

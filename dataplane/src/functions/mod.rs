@@ -157,6 +157,26 @@ impl Platform {
     }
 }
 
+/// The bytes of an inline function's arguments (all values, as
+/// [`Platform::runs_inline`] asks).
+fn inline_args(args: Vec<Arg>) -> Vec<Vec<u8>> {
+    (args.into_iter())
+        .map(|a| match a {
+            Arg::Value(v) | Arg::Ref(v) => v,
+        })
+        .collect()
+}
+
+/// Arguments as the wire carries them.
+fn wire_args(args: impl IntoIterator<Item = Arg>) -> Vec<wire::message::Arg> {
+    (args.into_iter())
+        .map(|a| match a {
+            Arg::Value(v) => wire::message::Arg::Value(v),
+            Arg::Ref(k) => wire::message::Arg::Ref(k),
+        })
+        .collect()
+}
+
 /// See [`Platform::runs_inline`].
 fn runs_inline(
     registry: &Registry,

@@ -337,13 +337,7 @@ pub(super) fn dispatch(run: &Arc<Run>, mut triggers: Vec<Trigger>, here: &mut He
             continue;
         }
         if super::runs_inline(&run.pool.registry, &node.function, &node.options, &t.args) {
-            let args: Vec<Vec<u8>> = t
-                .args
-                .into_iter()
-                .map(|a| match a {
-                    Arg::Value(v) | Arg::Ref(v) => v,
-                })
-                .collect();
+            let args = super::inline_args(t.args);
             let result = here.executor().call(&node.function, &NoStore, &args);
             let progress = run.lock().complete(t.node, result);
             match progress {

@@ -27,7 +27,7 @@ use wire::Status;
 
 use super::call::CallOptions;
 use super::pool::CallResult;
-use super::ShardFunctions;
+use super::{inline_args, wire_args, ShardFunctions};
 use crate::error::NodeError;
 use crate::limits::{
     BACKGROUND_CALLS_PER_SHARD_MAX, CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX,
@@ -79,13 +79,7 @@ fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOption
         .iter()
         .map(|(f, a)| w::SourceArgs {
             function: f.as_bytes().to_vec(),
-            args: a
-                .iter()
-                .map(|a| match a {
-                    Arg::Value(v) => w::Arg::Value(v.clone()),
-                    Arg::Ref(k) => w::Arg::Ref(k.clone()),
-                })
-                .collect(),
+            args: wire_args(a.iter().cloned()),
         })
         .collect();
     w::DagCall {
@@ -225,13 +219,7 @@ impl ShardFunctions {
             .runs_inline(&name, &FunctionOptions::default(), &args)
         {
             // Pure and short: answered in this batch, no thread hand-off.
-            let args: Vec<Vec<u8>> = args
-                .into_iter()
-                .map(|a| match a {
-                    Arg::Value(v) | Arg::Ref(v) => v,
-                })
-                .collect();
-            return Answer::output(self.invoke_inline(&name, &args));
+            return Answer::output(self.invoke_inline(&name, &inline_args(args)));
         }
         let dag = match Dag::single(&name, |f| registry.contains(f)) {
             Ok(dag) => dag,
@@ -280,12 +268,7 @@ impl ShardFunctions {
         if (self.platform).runs_inline(&name, &FunctionOptions::default(), &args) {
             // Pure and short, no store: answered in this batch, adding
             // nothing to the session.
-            let args: Vec<Vec<u8>> = (args.into_iter())
-                .map(|a| match a {
-                    Arg::Value(v) | Arg::Ref(v) => v,
-                })
-                .collect();
-            let out = self.invoke_inline(&name, &args).map_err(rerun_panics);
+            let out = (self.invoke_inline(&name, &inline_args(args))).map_err(rerun_panics);
             return Answer::Now(out.and_then(|o| stepped(o, Session::default().encode())));
         }
         let session = match Session::decode(step.session.as_slice()) {
