@@ -3,10 +3,12 @@
 //! calling node's cache); under `--spread-functions` each function goes to
 //! the next member, its trigger carrying the call's session — an atomic
 //! call's writes made elsewhere come back and take effect once; a node
-//! lost midway: the call runs again on the calling node. The `#[ignore]`d
+//! lost midway: the call runs again on the calling node; `RunStep`'s
+//! answers to bad input and past its deadline. The `#[ignore]`d
 //! one is a measurement (`bench-cluster-functions.sh`).
 
-use wire::message::{Arg, DagCall, DagDef, SourceArgs, Value};
+use wire::message::{Arg, DagCall, DagDef, Request, Response, RunStep, SourceArgs, Value};
+use wire::Status;
 
 use crate::cluster::{agreed, start_at, wait_for};
 use crate::harness::{connect, connect_pinned, lww, rt, temp_dir, Node};
@@ -95,6 +97,43 @@ fn a_function_runs_on_the_node_holding_the_keys_it_references() {
                 "{at} read nothing of {there}'s: its cache is empty"
             );
         }
+        // What a node answers to `RunStep`: the result and what the step
+        // added to the session; clear errors for bad input; a deadline.
+        let mut cb = connect_pinned(b).await;
+        let step = |function: &str, arg: Arg, timeout_ms: u32, session: &[u8]| {
+            Request::RunStep(RunStep {
+                function: function.as_bytes().to_vec(),
+                args: vec![arg],
+                timeout_ms,
+                session: session.to_vec(),
+            })
+        };
+        let value = |s: &str| Arg::Value(s.as_bytes().to_vec());
+        match cb
+            .call(0, step("increment", value("5"), 0, b""))
+            .await
+            .unwrap()
+        {
+            Response::Stepped(s) => assert_eq!(s.output, b"6"),
+            other => panic!("{other:?}"),
+        }
+        let refs = Arg::Ref(on_b.clone().into_bytes());
+        let err = cb
+            .call(0, step("echo", refs, 0, b"junk"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(Status::InvalidArgument), "{err}");
+        assert!(err.to_string().contains("not a session"), "{err}");
+        let err = cb
+            .call(0, step("nope", value("1"), 0, b""))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(Status::UnknownFunction), "{err}");
+        // An empty lww session, as a trigger carries it.
+        let lww_session = executor::session::Session::default().encode().unwrap();
+        let slow = step("sleep_ms", value("2000"), 100, &lww_session);
+        let err = cb.call(0, slow).await.unwrap_err();
+        assert_eq!(err.status(), Some(Status::Timeout), "{err}");
     });
 }
 
