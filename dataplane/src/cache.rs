@@ -113,11 +113,17 @@ impl NodeCache {
             _ => false,
         };
         if !live {
-            inner.misses += 1;
             return None;
         }
         inner.hits += 1;
         Some(inner.entries.get(key).cloned())
+    }
+
+    /// A function's read of another node's key was not answered here: it
+    /// goes to the key's holder. (Reads of this node's own keys are not
+    /// misses.)
+    pub fn missed(&self) {
+        self.lock().misses += 1;
     }
 
     /// `key` is being read from its holder, who may push a change before

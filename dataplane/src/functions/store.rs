@@ -188,6 +188,7 @@ impl Remote {
         let req = match op {
             StoreOp::Get(key) => match self.members.placement().my_addr() {
                 Some(me) if self.cache.enabled() => {
+                    self.cache.missed();
                     self.cache.expect(&key, NODE_REQUEST_TIMEOUT_MS);
                     w::Request::Subscribe(w::KvSubscribe {
                         keys: vec![key],
