@@ -195,12 +195,23 @@ fn spread_functions_carry_the_call_and_its_atomic_writes_from_node_to_node() {
         // Without --atomic the third node writes at once.
         assert_eq!(at_a.call_dag_with(hop3(0)).await.unwrap(), b"11");
     });
-    // The third node dies: a call planned on it runs again, here.
+    // The third node dies: a call planned on it runs again, here. (Its
+    // commit record, spread like users' keys, must not live on the dead
+    // node, whose keys have no other copy.)
+    let records: Vec<String> = (100..140)
+        .map(|t| format!("squall:txn:{t:016x}:0"))
+        .collect();
+    let holders = crate::cluster::primary_addrs(&a, &records);
+    let txn = (100..140)
+        .zip(&holders)
+        .find(|(_, h)| **h == a)
+        .map(|(t, _)| t)
+        .expect("a record key on A");
     nodes[2].kill();
     rt().block_on(async {
         let mut at_a = connect_pinned(&a).await;
         let args = vec![SourceArgs::values("echo#1", vec![ctr.as_bytes().to_vec()])];
-        let mut call = DagCall::new("hop3", args).with_txn(99);
+        let mut call = DagCall::new("hop3", args).with_txn(txn);
         call.retries = 1;
         assert_eq!(at_a.call_dag_with(call).await.unwrap(), b"12");
     });

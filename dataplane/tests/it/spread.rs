@@ -30,7 +30,7 @@ pub(crate) fn held_only_by(holder: &str, nodes: &[&str], keys: &[String]) -> Str
 }
 
 /// Requests a node sent on to other nodes (its `node_forwards`).
-async fn sent_on(c: &mut Client) -> u64 {
+pub(crate) async fn sent_on(c: &mut Client) -> u64 {
     c.stats()
         .await
         .unwrap()
