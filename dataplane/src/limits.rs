@@ -128,6 +128,11 @@ pub const FN_QUEUE_DEPTH: usize = 1024;
 /// less than waiting behind this much work).
 pub const EXECUTOR_LOAD_THRESHOLD: usize = 16;
 
+/// How long a node that refused a function step as overloaded (each of its
+/// executors at `EXECUTOR_LOAD_THRESHOLD` or over) is left out of the plans
+/// of a shard's calls: its functions run on the calling node meanwhile.
+pub const BUSY_NODE_AVOID_MS: u64 = 100;
+
 /// Calls with an output key one shard runs in the background at once; more
 /// are refused with `Overloaded`.
 pub const BACKGROUND_CALLS_PER_SHARD_MAX: usize = 1024;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use executor::dag::Dag;
 use executor::function::FnError;
-use executor::run::Arg;
+use executor::run::{Arg, Trigger};
 use executor::schedule;
 use executor::session::{Consistency, Session};
 use executor::store::{NoStore, StoreError};
@@ -23,20 +23,20 @@ use kvs_core::{ShardId, Value};
 use wire::message as w;
 use wire::Status;
 
-use super::pool::{dispatch, Away, CallResult, Here, Run};
+use super::pool::{dispatch, dispatch_here, Away, CallResult, Here, Run};
 use super::ShardFunctions;
 use crate::convert::value_from_wire;
 use crate::error::NodeError;
 use crate::limits::{
-    CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, CONFLICT_RERUNS_MAX, EXECUTOR_LOAD_THRESHOLD,
-    NODE_REQUEST_TIMEOUT_MS,
+    BUSY_NODE_AVOID_MS, CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX, CONFLICT_RERUNS_MAX,
+    EXECUTOR_LOAD_THRESHOLD, NODE_REQUEST_TIMEOUT_MS,
 };
 use crate::transport::{ShardOp, ShardReply};
 
 /// What the shard running a call waits for.
 enum Event {
     Result(Result<CallResult, oneshot::Canceled>),
-    Away(Away),
+    Away(Box<Away>),
     Expired,
 }
 
@@ -152,7 +152,7 @@ impl ShardFunctions {
                 or(
                     async {
                         match away_rx.next().await {
-                            Some(a) => Event::Away(a),
+                            Some(a) => Event::Away(Box::new(a)),
                             None => pending().await,
                         }
                     },
@@ -181,10 +181,17 @@ impl ShardFunctions {
                         ),
                     ));
                 }
-                Event::Away(Away::Trigger { node, args, to }) => {
-                    self.send_away(&run, node, args, to, deadline);
-                }
-                Event::Away(Away::Answer { node, reply }) => self.stepped(&run, node, reply),
+                Event::Away(away) => match *away {
+                    Away::Trigger { node, args, to } => {
+                        self.send_away(&run, node, args, to, deadline);
+                    }
+                    Away::Answer {
+                        node,
+                        to,
+                        reply,
+                        args,
+                    } => self.stepped(&run, node, to, reply, args),
+                },
             }
         }
     }
@@ -192,13 +199,19 @@ impl ShardFunctions {
     /// Where each function of `dag` runs when not on this node: under
     /// `--spread-functions` every function of one replica on the next
     /// member in rotation (this node first); otherwise a function whose
-    /// referenced keys are mostly another node's (not cached here) there.
+    /// referenced keys are mostly another node's (not cached here) there,
+    /// and when every executor here is over the load threshold, each
+    /// function of one replica run by executors on the next other member.
+    /// A node that refused a step as overloaded lately gets none.
     fn plan_away(&self, dag: &Dag, args: &HashMap<String, Vec<Arg>>) -> Vec<Option<SocketAddr>> {
         let mut away = vec![None; dag.nodes().len()];
+        let others: Vec<SocketAddr> = (self.remote.members.placement().others().into_iter())
+            .map(|(_, a)| a)
+            .filter(|&a| !self.is_busy(a))
+            .collect();
         if self.platform.spread_functions {
-            let others = self.remote.members.placement().others();
             let members: Vec<Option<SocketAddr>> = std::iter::once(None)
-                .chain(others.into_iter().map(|(_, a)| Some(a)))
+                .chain(others.into_iter().map(Some))
                 .collect();
             for (k, &i) in dag.topological_order().iter().enumerate() {
                 if dag.node(i).options.replicas == 1 {
@@ -207,9 +220,24 @@ impl ShardFunctions {
             }
             return away;
         }
+        let saturated = !others.is_empty() && self.platform.pool.saturated();
         for (i, node) in dag.nodes().iter().enumerate() {
-            if node.options.replicas == 1 {
-                away[i] = self.best_node(args.get(&node.name).into_iter().flatten());
+            if node.options.replicas != 1 {
+                continue;
+            }
+            let args = args.get(&node.name).map_or(&[][..], Vec::as_slice);
+            away[i] = self.best_node(args);
+            // Inline functions run on the shard's thread, not an executor
+            // (those after the sources get values only).
+            if away[i].is_none()
+                && saturated
+                && !self
+                    .platform
+                    .runs_inline(&node.function, &node.options, args)
+            {
+                let turn = self.shed_turn.get();
+                self.shed_turn.set(turn.wrapping_add(1));
+                away[i] = Some(others[turn % others.len()]);
             }
         }
         away
@@ -247,14 +275,29 @@ impl ShardFunctions {
         crate::shard::bump(&self.shard.stats().node_forwards);
         glommio::spawn_local(async move {
             let request = w::Request::RunStep(step);
-            run.answered(node, links.call_within(to, &request, left_ms + 100).await);
+            let reply = links.call_within(to, &request, left_ms + 100).await;
+            let args = match request {
+                w::Request::RunStep(step) => step.args,
+                _ => Vec::new(),
+            };
+            run.answered(node, to, reply, args);
         })
         .detach();
     }
 
-    /// Completes function `node` of `run` with another node's answer.
-    fn stepped(&self, run: &Arc<Run>, node: usize, reply: w::Response) {
+    /// Completes function `node` of `run` with the answer of the node at
+    /// `to`; runs it here (with `args`, its trigger's) if that node refused
+    /// it as overloaded, and leaves that node out of plans for a while.
+    fn stepped(
+        &self,
+        run: &Arc<Run>,
+        node: usize,
+        to: SocketAddr,
+        reply: w::Response,
+        args: Vec<w::Arg>,
+    ) {
         let function = run.function(node).to_owned();
+        let here = &mut Here::Shard(&mut self.inline.borrow_mut());
         let result = match reply {
             w::Response::Stepped(s) => match run.session.absorb(&s.session) {
                 Ok(()) => Ok(s.output),
@@ -267,6 +310,16 @@ impl ShardFunctions {
                     source,
                 };
                 match Status::from_code(e.code).unwrap_or(Status::Internal) {
+                    Status::Overloaded => {
+                        log::debug!(
+                            "{}: {to} is overloaded; {function} runs here",
+                            self.shard.id()
+                        );
+                        let until = Instant::now() + Duration::from_millis(BUSY_NODE_AVOID_MS);
+                        self.busy.borrow_mut().insert(to, until);
+                        let args = super::args_from_wire(args);
+                        return dispatch_here(run, Trigger { node, args }, here);
+                    }
                     Status::FunctionFailed => Err(FnError::Failed {
                         function: function.clone(),
                         message,
@@ -285,11 +338,7 @@ impl ShardFunctions {
                 return run.finish(Err(NodeError::retriable(Status::Internal, msg)));
             }
         };
-        run.complete(
-            node,
-            result,
-            &mut Here::Shard(&mut self.inline.borrow_mut()),
-        );
+        run.complete(node, result, here);
     }
 
     /// Runs a call to the end: the DAG (re-run on retriable failures up to

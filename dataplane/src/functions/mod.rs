@@ -26,9 +26,12 @@ mod store;
 mod watch;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use executor::dag::FunctionOptions;
@@ -177,6 +180,16 @@ fn wire_args(args: impl IntoIterator<Item = Arg>) -> Vec<wire::message::Arg> {
         .collect()
 }
 
+/// Arguments as the wire carried them.
+fn args_from_wire(args: Vec<wire::message::Arg>) -> Vec<Arg> {
+    (args.into_iter())
+        .map(|a| match a {
+            wire::message::Arg::Value(v) => Arg::Value(v),
+            wire::message::Arg::Ref(k) => Arg::Ref(k),
+        })
+        .collect()
+}
+
 /// See [`Platform::runs_inline`].
 fn runs_inline(
     registry: &Registry,
@@ -203,6 +216,12 @@ pub(crate) struct ShardFunctions {
     background_calls: Cell<usize>,
     /// The keys other nodes hold (output keys).
     remote: Rc<Remote>,
+    /// Nodes that refused a function step as overloaded, left out of this
+    /// shard's plans until the instant given (`BUSY_NODE_AVOID_MS`).
+    busy: RefCell<HashMap<SocketAddr, Instant>>,
+    /// Turns through the other members for functions this node, saturated,
+    /// sends away.
+    shed_turn: Cell<usize>,
 }
 
 impl ShardFunctions {
@@ -222,6 +241,21 @@ impl ShardFunctions {
             remote,
             platform,
             shard,
+            busy: RefCell::default(),
+            shed_turn: Cell::new(0),
+        }
+    }
+
+    /// Whether the node at `addr` refused a step as overloaded lately.
+    fn is_busy(&self, addr: SocketAddr) -> bool {
+        let mut busy = self.busy.borrow_mut();
+        match busy.get(&addr) {
+            Some(&until) if Instant::now() < until => true,
+            Some(_) => {
+                busy.remove(&addr);
+                false
+            }
+            None => false,
         }
     }
 }

@@ -15,7 +15,8 @@
 //! A function planned on another node (`Run::away`) is not run here: its
 //! trigger goes to the shard running the call ([`Away`]), which sends it
 //! there with the run's session and completes it with the answer
-//! (`call.rs`).
+//! (`call.rs`), or runs it here when that node refused it as overloaded
+//! ([`dispatch_here`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -65,8 +66,14 @@ pub(super) enum Away {
         args: Vec<Arg>,
         to: SocketAddr,
     },
-    /// That node's answer.
-    Answer { node: usize, reply: w::Response },
+    /// The answer of the node at `to`, and the trigger's arguments (to run
+    /// it here when that node refused it as overloaded).
+    Answer {
+        node: usize,
+        to: SocketAddr,
+        reply: w::Response,
+        args: Vec<w::Arg>,
+    },
 }
 
 /// One function of a DAG call, for an executor.
@@ -123,10 +130,22 @@ impl Run {
         Ok((run, triggers, rx, away_rx))
     }
 
-    /// Another node's answer to a trigger of `node`, for the shard running
-    /// the call.
-    pub(super) fn answered(&self, node: usize, reply: w::Response) {
-        let _ = self.away_tx.unbounded_send(Away::Answer { node, reply });
+    /// The answer of the node at `to` to a trigger of `node` with `args`,
+    /// for the shard running the call.
+    pub(super) fn answered(
+        &self,
+        node: usize,
+        to: SocketAddr,
+        reply: w::Response,
+        args: Vec<w::Arg>,
+    ) {
+        let answer = Away::Answer {
+            node,
+            to,
+            reply,
+            args,
+        };
+        let _ = self.away_tx.unbounded_send(answer);
     }
 
     /// The name of the function at `node`.
@@ -283,6 +302,12 @@ impl Pool {
         }
     }
 
+    /// Every executor at or over `EXECUTOR_LOAD_THRESHOLD`: this node sends
+    /// functions of its calls to other nodes, and refuses theirs.
+    pub(super) fn saturated(&self) -> bool {
+        self.loads().iter().all(|&l| l >= EXECUTOR_LOAD_THRESHOLD)
+    }
+
     pub(super) fn loads(&self) -> Vec<usize> {
         let now_us = self.us_since_epoch(Instant::now());
         (0..self.len()).map(|e| self.load_of(e, now_us)).collect()
@@ -323,10 +348,28 @@ impl Here<'_> {
 
 /// Hands out ready triggers: inline functions run here and now (no hop),
 /// the others go to their planned executors (one step per replica).
-pub(super) fn dispatch(run: &Arc<Run>, mut triggers: Vec<Trigger>, here: &mut Here<'_>) {
+pub(super) fn dispatch(run: &Arc<Run>, triggers: Vec<Trigger>, here: &mut Here<'_>) {
+    dispatch_keeping(run, triggers, here, None);
+}
+
+/// Runs `trigger` on this node though it was planned on another (which
+/// refused it); what it makes ready is handed out as planned.
+pub(super) fn dispatch_here(run: &Arc<Run>, trigger: Trigger, here: &mut Here<'_>) {
+    let node = trigger.node;
+    dispatch_keeping(run, vec![trigger], here, Some(node));
+}
+
+/// [`dispatch`], with function `kept` (if any) run on this node.
+fn dispatch_keeping(
+    run: &Arc<Run>,
+    mut triggers: Vec<Trigger>,
+    here: &mut Here<'_>,
+    kept: Option<usize>,
+) {
     while let Some(t) = triggers.pop() {
         let node = run.dag.node(t.node);
-        if let Some(to) = run.away.get(t.node).copied().flatten() {
+        let away = run.away.get(t.node).copied().flatten();
+        if let Some(to) = away.filter(|_| kept != Some(t.node)) {
             let away = Away::Trigger {
                 node: t.node,
                 args: t.args,

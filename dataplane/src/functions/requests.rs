@@ -31,7 +31,7 @@ use super::{inline_args, wire_args, ShardFunctions};
 use crate::error::NodeError;
 use crate::limits::{
     BACKGROUND_CALLS_PER_SHARD_MAX, CALL_TIMEOUT_MS_DEFAULT, CALL_TIMEOUT_MS_MAX,
-    NODE_REQUEST_TIMEOUT_MS,
+    EXECUTOR_LOAD_THRESHOLD, NODE_REQUEST_TIMEOUT_MS,
 };
 
 /// How a request is answered.
@@ -125,7 +125,8 @@ fn consistency_of(code: u8, atomic: bool) -> Result<Consistency, String> {
 impl ShardFunctions {
     /// The node to run a call on: the one holding the most of its
     /// referenced keys, if that is not this one (a tie stays here; keys in
-    /// this node's cache count as here: reading them costs nothing).
+    /// this node's cache count as here: reading them costs nothing); not a
+    /// node that refused a step as overloaded lately.
     pub(super) fn best_node<'a>(
         &self,
         args: impl IntoIterator<Item = &'a Arg>,
@@ -145,7 +146,7 @@ impl ShardFunctions {
         }
         there
             .into_iter()
-            .filter(|&(_, n)| n > here)
+            .filter(|&(a, n)| n > here && !self.is_busy(a))
             .max_by_key(|&(a, n)| (n, std::cmp::Reverse(a)))
             .map(|(a, _)| a)
     }
@@ -270,6 +271,13 @@ impl ShardFunctions {
             // nothing to the session.
             let out = (self.invoke_inline(&name, &inline_args(args))).map_err(rerun_panics);
             return Answer::Now(out.and_then(|o| stepped(o, Session::default().encode())));
+        }
+        if self.platform.pool.saturated() {
+            let msg = format!(
+                "every executor of this node has {EXECUTOR_LOAD_THRESHOLD} or more steps \
+                 queued or running: the calling node runs {name:?} itself"
+            );
+            return Answer::fail(Status::Overloaded, msg);
         }
         let session = match Session::decode(step.session.as_slice()) {
             Ok(s) => s,

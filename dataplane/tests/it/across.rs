@@ -4,7 +4,9 @@
 //! the next member, its trigger carrying the call's session — an atomic
 //! call's writes made elsewhere come back and take effect once; a node
 //! lost midway: the call runs again on the calling node; `RunStep`'s
-//! answers to bad input and past its deadline. The `#[ignore]`d
+//! answers to bad input and past its deadline; a node whose executors are
+//! all over the load threshold refuses other nodes' functions (the caller
+//! runs them) and sends its own to others. The `#[ignore]`d
 //! one is a measurement (`bench-cluster-functions.sh`).
 
 use wire::message::{Arg, DagCall, DagDef, Request, Response, RunStep, SourceArgs, Value};
@@ -217,6 +219,71 @@ fn spread_functions_carry_the_call_and_its_atomic_writes_from_node_to_node() {
     });
 }
 
+/// Keeps the only executor of the node at `addr` busy for `ms` past its
+/// call's deadline: it counts as over the load threshold meanwhile.
+async fn saturate(addr: &str, ms: u32) {
+    let mut c = connect_pinned(addr).await;
+    let err = c
+        .call_function("sleep_ms", vec![ms.to_string().into_bytes()], 100)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::Timeout), "{err}");
+}
+
+#[test]
+fn a_saturated_node_refuses_functions_and_sends_its_own_away() {
+    let nodes = cluster(&["127.0.0.179", "127.0.0.180"], &[]);
+    let (a, b) = (nodes[0].addr(), nodes[1].addr());
+    let keys: Vec<String> = (0..40).map(|i| format!("y-{i}")).collect();
+    rt().block_on(async {
+        let mut c = connect(a).await;
+        for k in &keys {
+            c.put(k.as_bytes(), lww("6")).await.unwrap();
+        }
+    });
+    let on_a = held_only_by(a, &[a, b], &keys);
+    let on_b = held_only_by(b, &[a, b], &keys);
+    rt().block_on(async {
+        let mut c = connect(a).await;
+        c.put(on_b.as_bytes(), lww("7")).await.unwrap();
+        let edges = [("echo#a", "sum"), ("echo#b", "sum")];
+        let pair = DagDef::new("pair", &["echo#a", "echo#b", "sum"], &edges);
+        c.register_dag(pair).await.unwrap();
+        c.register_dag(DagDef::new("one", &["echo"], &[]))
+            .await
+            .unwrap();
+        let source = |function: &str, key: &str| SourceArgs {
+            function: function.as_bytes().to_vec(),
+            args: vec![Arg::Ref(key.as_bytes().to_vec())],
+        };
+        let pair = DagCall::new(
+            "pair",
+            vec![source("echo#a", &on_a), source("echo#b", &on_b)],
+        );
+        let mut at_a = connect_pinned(a).await;
+        // B's executor busy: echo#b, planned beside its key on B, is
+        // refused there and runs here, reading the key through A's cache.
+        saturate(b, 1000).await;
+        let (sent, cached) = sent_and_missed(a).await;
+        assert_eq!(cached, 0);
+        assert_eq!(at_a.call_dag_with(pair).await.unwrap(), b"13");
+        assert_eq!(sent_and_missed(a).await, (sent + 1, 1), "refused, run on A");
+        // Once B's sleep is over (a step queued behind it has run), A's
+        // executor busy: echo of A's own key runs on B, which reads it
+        // through its cache.
+        let mut at_b = connect_pinned(b).await;
+        at_b.call_function("sleep_ms", vec![b"1".to_vec()], 10_000)
+            .await
+            .unwrap();
+        saturate(a, 3000).await;
+        let (sent, _) = sent_and_missed(a).await;
+        let one = DagCall::new("one", vec![source("echo", &on_a)]);
+        assert_eq!(at_a.call_dag_with(one).await.unwrap(), b"6");
+        assert_eq!(sent_and_missed(a).await.0, sent + 1, "echo sent to B");
+        assert_eq!(sent_and_missed(b).await.1, 1, "B read A's key");
+    });
+}
+
 /// The trigger path measured: `square(increment(5))` called at node A of
 /// a pair under `--spread-functions` (increment runs at A, square at B,
 /// its trigger sent with the call's session), beside the loopback floor of
@@ -290,4 +357,62 @@ fn across_cost() {
         s50 as f64 / p50 as f64,
         s50 as f64 / l50 as f64
     );
+}
+
+/// Work sent away from a saturated node, measured: `SQUALL_SHED_CLIENTS`
+/// (default 32) clients call a DAG of `sleep_ms(5)` at node A for
+/// `SQUALL_SHED_SECS` (default 3) seconds — once at a node alone, once at
+/// A of a pair (whose executor, over the load threshold, sends functions
+/// to B until B refuses them), alternating, twice. One executor each:
+/// about 200 calls/s alone. Prints calls/s, p50/p99 and the pair / alone
+/// ratio; run by `scripts/bench-cluster-functions.sh`.
+#[test]
+#[ignore = "a measurement, not a check: scripts/bench-cluster-functions.sh runs it"]
+fn shed_gain() {
+    let env = |name: &str, default: u64| {
+        (std::env::var(name).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (clients, secs) = (env("SQUALL_SHED_CLIENTS", 32), env("SQUALL_SHED_SECS", 3));
+    let nodes = cluster(&["127.0.0.181", "127.0.0.182"], &[]);
+    let alone = start_at("127.0.0.183", &temp_dir("across-shed-alone"), &[]);
+    let dag = DagDef::new("nap", &["sleep_ms"], &[]);
+    let run = |addr: String| async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        for _ in 0..clients {
+            let addr = addr.clone();
+            tasks.spawn(async move {
+                let mut c = connect_pinned(&addr).await;
+                let mut took_us = Vec::new();
+                while std::time::Instant::now() < end {
+                    let args = vec![SourceArgs::values("sleep_ms", vec![b"5".to_vec()])];
+                    let t = std::time::Instant::now();
+                    c.call_dag("nap", args, 0).await.unwrap();
+                    took_us.push(t.elapsed().as_micros() as u64);
+                }
+                took_us
+            });
+        }
+        let mut all: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+        all.sort_unstable();
+        let pct = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        (all.len() as f64 / secs as f64, pct(0.5), pct(0.99))
+    };
+    rt().block_on(async {
+        for addr in [nodes[0].addr(), alone.addr()] {
+            connect(addr).await.register_dag(dag.clone()).await.unwrap();
+        }
+        for round in 1..=2 {
+            let (lone, l50, l99) = run(alone.addr().to_owned()).await;
+            let (pair, p50, p99) = run(nodes[0].addr().to_owned()).await;
+            println!(
+                "shed: round {round}, {clients} clients, sleep_ms(5), one executor per node: \
+                 alone {lone:.0} calls/s p50 {l50} us p99 {l99} us; at A of a pair {pair:.0} \
+                 calls/s p50 {p50} us p99 {p99} us; pair / alone {:.2}x",
+                pair / lone
+            );
+        }
+    });
 }
