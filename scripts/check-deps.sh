@@ -16,10 +16,11 @@
 #              runtime's echo floor it measures beside the node
 #   benches:   the libraries it measures, never the node or the client
 #   dataplane: everything but loadgen and benches (it is the node)
+#   squall-python: client, wire (and kvs-core through client); never the node, no glommio
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SQUALL="kvs-core anomaly wire client executor wasm-host models cluster dataplane loadgen benches"
+SQUALL="kvs-core anomaly wire client executor wasm-host models cluster dataplane loadgen benches squall-python"
 fail=0
 deps() { cargo tree -p "$1" -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u; }
 
@@ -58,5 +59,6 @@ check cluster   "kvs-core"                                      glommio tokio mi
 check loadgen   "client wire kvs-core models anomaly"
 check benches   "executor kvs-core models wasm-host wire anomaly" glommio tokio
 check dataplane "kvs-core anomaly wire client executor wasm-host models cluster"
+check squall-python "client wire kvs-core"                      glommio
 [ $fail -eq 0 ] && echo "check-deps: crate boundaries hold"
 exit $fail

@@ -33,5 +33,9 @@ cargo test --release --workspace --all-targets --locked
 # The sans-I/O cores once more with debug assertions on (their invariants).
 step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
 step "doc tests";    cargo test --release --workspace --doc --locked
+# The Python client, installed as users install it (`pip install ./python`,
+# into target/python-venv), then its tests against real nodes (pytest).
+step "python";       venv=$(./scripts/python-env.sh)
+"$venv/bin/pytest" -q python/tests
 step "deploy";       ./scripts/check-deploy.sh
 echo; echo "test.sh: all checks passed"
