@@ -9,7 +9,9 @@ Bytes = Union[bytes, str]
 Argument = Union[bytes, str, int, "Ref"]
 """A function argument: bytes, str, int (sent as its decimal digits) or a Ref."""
 PathOrBytes = Union[bytes, str, "os.PathLike[str]"]
-Lattice = Literal["lww", "set", "ordered_set", "max", "priority"]
+Lattice = Literal["lww", "set", "ordered_set", "max", "priority", "causal", "multi_causal"]
+Clock = Mapping[int, int]
+"""A vector clock: writer id -> counter."""
 Consistency = Literal["lww", "dsrr", "sk", "mk", "dsc"]
 StoredValue = Union[bytes, Set[bytes], List[bytes], int, Tuple[int, bytes]]
 """What `get` returns per lattice: lww bytes; set a set of bytes; ordered_set
@@ -78,10 +80,21 @@ class Connection:
     def addr(self) -> str: ...
     @property
     def closed(self) -> bool: ...
-    def put(self, key: Bytes, value: Union[Bytes, int, Iterable[Bytes]], lattice: Lattice = "lww", priority: int = 0) -> None:
+    def put(
+        self,
+        key: Bytes,
+        value: Union[Bytes, int, Iterable[Bytes]],
+        lattice: Lattice = "lww",
+        priority: int = 0,
+        clock: Optional[Clock] = None,
+        deps: Optional[Mapping[Bytes, Clock]] = None,
+    ) -> None:
         """Stores `value` under `key`, merged by `lattice` (lww: bytes or str; set and
         ordered_set: an iterable of them; max: an int; priority: bytes with `priority`,
-        the lowest winning)."""
+        the lowest winning; causal and multi_causal: bytes at vector `clock`, with
+        `deps` (key -> clock) for multi_causal)."""
+    def get_causal(self, key: Bytes) -> Optional[List[Tuple[bytes, Dict[int, int], Dict[bytes, Dict[int, int]]]]]:
+        """A causal key's concurrent versions as (bytes, clock, deps), or None."""
     def get(self, key: Bytes) -> Optional[StoredValue]:
         """The value under `key`, or None."""
     def get_many(self, keys: Iterable[Bytes]) -> List[Optional[StoredValue]]:

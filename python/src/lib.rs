@@ -30,7 +30,8 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple, PyType};
 use wire::message::{
-    Arg, Consistency, DagCall, DagDef, LwwValue, PriorityValue, SourceArgs, Value,
+    Arg, CausalVersion, ClockEntry, Consistency, DagCall, DagDef, Dependency, LwwValue,
+    PriorityValue, SourceArgs, Value,
 };
 use wire::Status;
 
@@ -201,6 +202,19 @@ fn arg_of(obj: &Bound<'_, PyAny>) -> PyResult<Arg> {
     })
 }
 
+/// A value's lattice, as `put` names it.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Lww(_) => "lww",
+        Value::Set(_) => "set",
+        Value::OrderedSet(_) => "ordered_set",
+        Value::Max(_) => "max",
+        Value::Priority(_) => "priority",
+        Value::SingleKeyCausal(_) => "causal",
+        Value::MultiKeyCausal(_) => "multi_causal",
+    }
+}
+
 /// A Python object for a value read back.
 fn py_value(py: Python<'_>, value: Value) -> PyResult<PyObject> {
     Ok(match value {
@@ -233,8 +247,84 @@ fn py_value(py: Python<'_>, value: Value) -> PyResult<PyObject> {
     })
 }
 
+/// A vector clock from a dict of writer → counter (sorted by writer).
+fn clock_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<ClockEntry>> {
+    let map: std::collections::BTreeMap<u64, u64> = obj.extract().map_err(|_| {
+        PyTypeError::new_err("a clock is a dict of writer id (int) → counter (int)")
+    })?;
+    Ok(map
+        .into_iter()
+        .map(|(node, counter)| ClockEntry { node, counter })
+        .collect())
+}
+
+/// A clock as a dict of writer → counter.
+fn clock_dict<'py>(py: Python<'py>, clock: &[ClockEntry]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for e in clock {
+        d.set_item(e.node, e.counter)?;
+    }
+    Ok(d)
+}
+
+/// A causal value's version for `lattice`: `value`'s bytes at `clock`
+/// (required), with `deps` (key → clock) for `multi_causal`.
+fn causal_of(
+    value: &Bound<'_, PyAny>,
+    lattice: &str,
+    clock: Option<&Bound<'_, PyAny>>,
+    deps: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Value> {
+    let clock = match clock.map(clock_of).transpose()? {
+        Some(c) if !c.is_empty() => c,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "a {lattice} value needs clock={{writer: counter, ...}} (its vector clock)"
+            )))
+        }
+    };
+    let mut version = CausalVersion {
+        clock,
+        deps: Vec::new(),
+        bytes: bytes_of(value, "a causal value")?,
+    };
+    if lattice == "causal" {
+        if deps.is_some() {
+            return Err(PyValueError::new_err(
+                "deps are for lattice=\"multi_causal\"; a causal value has none",
+            ));
+        }
+        return Ok(Value::SingleKeyCausal(vec![version]));
+    }
+    if let Some(deps) = deps {
+        let deps = deps.downcast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err("deps is a dict of key → clock (a dict of writer → counter)")
+        })?;
+        for (k, c) in deps.iter() {
+            version.deps.push(Dependency {
+                key: bytes_of(&k, "a dependency's key")?,
+                clock: clock_of(&c)?,
+            });
+        }
+    }
+    Ok(Value::MultiKeyCausal(vec![version]))
+}
+
 /// The value to put for `lattice`.
-fn value_of(value: &Bound<'_, PyAny>, lattice: &str, priority: u64) -> PyResult<Value> {
+fn value_of(
+    value: &Bound<'_, PyAny>,
+    lattice: &str,
+    priority: u64,
+    (clock, deps): (Option<&Bound<'_, PyAny>>, Option<&Bound<'_, PyAny>>),
+) -> PyResult<Value> {
+    if matches!(lattice, "causal" | "multi_causal") {
+        return causal_of(value, lattice, clock, deps);
+    }
+    if clock.is_some() || deps.is_some() {
+        return Err(PyValueError::new_err(format!(
+            "clock and deps are for the causal lattices, not {lattice:?}"
+        )));
+    }
     Ok(match lattice {
         "lww" => Value::Lww(LwwValue {
             timestamp: 0,
@@ -268,7 +358,8 @@ fn value_of(value: &Bound<'_, PyAny>, lattice: &str, priority: u64) -> PyResult<
         }),
         other => {
             return Err(PyValueError::new_err(format!(
-                "lattice {other:?} is unknown: lww, set, ordered_set, max or priority"
+                "lattice {other:?} is unknown: lww, set, ordered_set, max, priority, causal \
+                 or multi_causal"
             )))
         }
     })
@@ -406,8 +497,10 @@ fn per_function(obj: Option<&Bound<'_, PyAny>>, function: &str, what: &str) -> P
 
 #[pymethods]
 impl Connection {
-    /// Stores `value` under `key`, merged by `lattice`.
-    #[pyo3(signature = (key, value, lattice = "lww", priority = 0))]
+    /// Stores `value` under `key`, merged by `lattice`; a causal version
+    /// carries its vector `clock` (and, `multi_causal`, its `deps`).
+    #[pyo3(signature = (key, value, lattice = "lww", priority = 0, clock = None, deps = None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn put(
         &self,
         py: Python<'_>,
@@ -415,10 +508,46 @@ impl Connection {
         value: &Bound<'_, PyAny>,
         lattice: &str,
         priority: u64,
+        clock: Option<&Bound<'_, PyAny>>,
+        deps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let key = bytes_of(key, "a key")?;
-        let value = value_of(value, lattice, priority)?;
+        let value = value_of(value, lattice, priority, (clock, deps))?;
         self.inner.run(py, async move |c| c.put(&key, value).await)
+    }
+
+    /// A causal key's versions (`None` if absent): `(bytes, clock, deps)`
+    /// each, the clock a dict of writer → counter, deps of key → clock.
+    fn get_causal<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Vec<Bound<'py, PyTuple>>>> {
+        let key = bytes_of(key, "a key")?;
+        let versions = match self.inner.run(py, async move |c| c.get(&key).await)? {
+            None => return Ok(None),
+            Some(Value::SingleKeyCausal(vs) | Value::MultiKeyCausal(vs)) => vs,
+            Some(other) => {
+                let msg = format!("the key holds a {} value, not a causal one", kind(&other));
+                return Err(error(py, py.get_type::<InvalidArgument>(), msg, None));
+            }
+        };
+        let tuple = |v: CausalVersion| -> PyResult<Bound<'py, PyTuple>> {
+            let deps = PyDict::new(py);
+            for d in &v.deps {
+                deps.set_item(PyBytes::new(py, &d.key), clock_dict(py, &d.clock)?)?;
+            }
+            let bytes = PyBytes::new(py, &v.bytes).into_any();
+            PyTuple::new(
+                py,
+                [bytes, clock_dict(py, &v.clock)?.into_any(), deps.into_any()],
+            )
+        };
+        versions
+            .into_iter()
+            .map(tuple)
+            .collect::<PyResult<_>>()
+            .map(Some)
     }
 
     /// The value under `key`, or `None`.
@@ -547,7 +676,7 @@ impl Connection {
     /// list of them). Returns the sink's result; with `output_key`, a
     /// `Future` at once (the node stores the result under that key).
     #[pyo3(signature = (name, args, consistency = "lww", output_key = None, timeout = None, retries = 0, atomic = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn call_dag(
         &self,
         py: Python<'_>,

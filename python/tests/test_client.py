@@ -50,6 +50,30 @@ def test_max_and_priority_lattices_merge(conn):
     assert conn.get(p) == (1, b"first")
 
 
+def test_causal_lattices_keep_concurrent_versions(conn):
+    c, m = key("causal"), key("mcausal")
+    conn.put(c, b"a", lattice="causal", clock={1: 1})
+    conn.put(c, b"b", lattice="causal", clock={2: 1})
+    assert sorted(conn.get(c)) == [b"a", b"b"], "concurrent: both kept"
+    assert sorted(conn.get_causal(c)) == [(b"a", {1: 1}, {}), (b"b", {2: 1}, {})]
+    conn.put(c, b"ab", lattice="causal", clock={1: 1, 2: 1, 3: 1})
+    assert conn.get_causal(c) == [(b"ab", {1: 1, 2: 1, 3: 1}, {})], "dominated: replaced"
+    conn.put(m, b"x", lattice="multi_causal", clock={7: 2}, deps={c: {1: 1, 2: 1, 3: 1}})
+    assert conn.get_causal(m) == [(b"x", {7: 2}, {c.encode(): {1: 1, 2: 1, 3: 1}})]
+    assert conn.get_causal(key()) is None
+    conn.put(m + "-lww", b"plain")
+    with pytest.raises(squall.InvalidArgument, match="not a causal one"):
+        conn.get_causal(m + "-lww")
+    with pytest.raises(ValueError, match="needs clock"):
+        conn.put(c, b"x", lattice="causal")
+    with pytest.raises(ValueError, match="deps are for"):
+        conn.put(c, b"x", lattice="causal", clock={1: 9}, deps={})
+    with pytest.raises(ValueError, match="causal lattices"):
+        conn.put(c, b"x", clock={1: 1})
+    with pytest.raises(TypeError, match="clock is a dict"):
+        conn.put(c, b"x", lattice="causal", clock={"w": "x"})
+
+
 def test_get_many_and_delete(conn):
     a, b, absent = key(), key(), key()
     conn.put(a, b"1")
