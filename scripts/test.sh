@@ -34,8 +34,12 @@ cargo test --release --workspace --all-targets --locked
 step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
 step "doc tests";    cargo test --release --workspace --doc --locked
 # The Python client, installed as users install it (`pip install ./python`,
-# into target/python-venv), then its tests against real nodes (pytest).
+# into target/python-venv), then its tests against real nodes (pytest), its
+# type stubs against the native module (stubtest) and the package and
+# examples against the stubs (mypy --strict).
 step "python";       venv=$(./scripts/python-env.sh)
 "$venv/bin/pytest" -q python/tests
+"$venv/bin/python" -m mypy.stubtest squall._native
+"$venv/bin/python" -m mypy --strict python/squall python/examples
 step "deploy";       ./scripts/check-deploy.sh
 echo; echo "test.sh: all checks passed"

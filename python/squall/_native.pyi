@@ -2,21 +2,27 @@
 
 import os
 from types import TracebackType
-from typing import Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Set, Tuple, Type, Union, final, overload
 
-Bytes = Union[bytes, str]
+_Bytes = Union[bytes, str]
 """A key or value: bytes, or str (sent as UTF-8)."""
-Argument = Union[bytes, str, int, "Ref"]
+_Argument = Union[bytes, str, int, "Ref"]
 """A function argument: bytes, str, int (sent as its decimal digits) or a Ref."""
-PathOrBytes = Union[bytes, str, "os.PathLike[str]"]
-Lattice = Literal["lww", "set", "ordered_set", "max", "priority", "causal", "multi_causal"]
-Clock = Mapping[int, int]
+_PathOrBytes = Union[bytes, str, "os.PathLike[str]"]
+_Lattice = Literal["lww", "set", "ordered_set", "max", "priority", "causal", "multi_causal"]
+_Clock = Mapping[int, int]
 """A vector clock: writer id -> counter."""
-Consistency = Literal["lww", "dsrr", "sk", "mk", "dsc"]
-StoredValue = Union[bytes, Set[bytes], List[bytes], int, Tuple[int, bytes]]
+_Consistency = Literal["lww", "dsrr", "sk", "mk", "dsc"]
+_StoredValue = Union[bytes, Set[bytes], List[bytes], int, Tuple[int, bytes]]
 """What `get` returns per lattice: lww bytes; set a set of bytes; ordered_set
 a sorted list; max an int; priority (priority, bytes); the causal lattices a
 list of bytes (one per concurrent version)."""
+
+__all__ = [
+    "AuthError", "Conflict", "Connection", "ConnectionClosed", "ConnectionFailed",
+    "FunctionFailed", "Future", "InvalidArgument", "NotFound", "Overloaded", "Ref",
+    "SquallError", "Timeout", "Unavailable", "_error_for_status", "connect",
+]
 
 class SquallError(Exception):
     """Any error of Squall's."""
@@ -55,12 +61,14 @@ class Conflict(SquallError):
 class AuthError(SquallError):
     """Authentication is required, failed, or does not allow this request."""
 
+@final
 class Ref:
     """A key a function reads on the node, just before it runs, as an argument."""
-    def __init__(self, key: Bytes) -> None: ...
+    def __new__(cls, key: _Bytes) -> "Ref": ...
     @property
     def key(self) -> bytes: ...
 
+@final
 class Future:
     """The result of a DAG call made with an output key, to come."""
     def result(self, timeout: Optional[float] = None) -> bytes:
@@ -70,6 +78,7 @@ class Future:
     @property
     def key(self) -> bytes: ...
 
+@final
 class Connection:
     """A connection to a Squall node (and through it, its cluster).
 
@@ -82,30 +91,30 @@ class Connection:
     def closed(self) -> bool: ...
     def put(
         self,
-        key: Bytes,
-        value: Union[Bytes, int, Iterable[Bytes]],
-        lattice: Lattice = "lww",
+        key: _Bytes,
+        value: Union[_Bytes, int, Iterable[_Bytes]],
+        lattice: _Lattice = "lww",
         priority: int = 0,
-        clock: Optional[Clock] = None,
-        deps: Optional[Mapping[Bytes, Clock]] = None,
+        clock: Optional[_Clock] = None,
+        deps: Optional[Mapping[_Bytes, _Clock]] = None,
     ) -> None:
         """Stores `value` under `key`, merged by `lattice` (lww: bytes or str; set and
         ordered_set: an iterable of them; max: an int; priority: bytes with `priority`,
         the lowest winning; causal and multi_causal: bytes at vector `clock`, with
         `deps` (key -> clock) for multi_causal)."""
-    def get_causal(self, key: Bytes) -> Optional[List[Tuple[bytes, Dict[int, int], Dict[bytes, Dict[int, int]]]]]:
+    def get_causal(self, key: _Bytes) -> Optional[List[Tuple[bytes, Dict[int, int], Dict[bytes, Dict[int, int]]]]]:
         """A causal key's concurrent versions as (bytes, clock, deps), or None."""
-    def get(self, key: Bytes) -> Optional[StoredValue]:
+    def get(self, key: _Bytes) -> Optional[_StoredValue]:
         """The value under `key`, or None."""
-    def get_many(self, keys: Iterable[Bytes]) -> List[Optional[StoredValue]]:
+    def get_many(self, keys: Iterable[_Bytes]) -> List[Optional[_StoredValue]]:
         """The values under `keys`, in order (None for each absent)."""
-    def delete(self, key: Bytes) -> bool:
+    def delete(self, key: _Bytes) -> bool:
         """Deletes `key`; True if it held a value."""
-    def call(self, function: str, *args: Argument, timeout: Optional[float] = None) -> bytes:
+    def call(self, function: str, *args: _Argument, timeout: Optional[float] = None) -> bytes:
         """Calls `function` with `args`; returns its result."""
     def register_function(self, name: str, builtin: str) -> None:
         """Registers `name` as another name of built-in function `builtin`."""
-    def register_wasm(self, name: str, module: PathOrBytes, memory_mb: int = 0, timeout_ms: int = 0) -> None:
+    def register_wasm(self, name: str, module: _PathOrBytes, memory_mb: int = 0, timeout_ms: int = 0) -> None:
         """Uploads a WebAssembly module (bytes or a path) as function `name`, with its
         sandbox limits (0: the node's defaults)."""
     def delete_function(self, name: str) -> bool: ...
@@ -122,23 +131,37 @@ class Connection:
         `edges` as (from, to); `replicas` and `batch` for all or by function."""
     def delete_dag(self, name: str) -> bool: ...
     def list_dags(self) -> List[str]: ...
+    @overload
     def call_dag(
         self,
         name: str,
-        args: Mapping[str, Union[Argument, Sequence[Argument]]],
-        consistency: Consistency = "lww",
-        output_key: Optional[Bytes] = None,
+        args: Mapping[str, Union[_Argument, Sequence[_Argument]]],
+        consistency: _Consistency = "lww",
+        output_key: None = None,
         timeout: Optional[float] = None,
         retries: int = 0,
         atomic: bool = False,
-    ) -> Union[bytes, Future]:
-        """Calls DAG `name` with `args` (source function -> argument or list of them).
-        Returns the sink's result, or with `output_key` a Future at once. `mk` and
-        `dsc` need `atomic=True` (effects once, no fractured reads)."""
-    def put_model(self, name: str, model: PathOrBytes, labels: Optional[PathOrBytes] = None, dag: str = "predict", replicas: int = 3) -> None:
+    ) -> bytes:
+        """Calls DAG `name` with `args` (source function -> argument or list of them);
+        returns the sink's result. `mk` and `dsc` need `atomic=True` (effects once, no
+        fractured reads)."""
+    @overload
+    def call_dag(
+        self,
+        name: str,
+        args: Mapping[str, Union[_Argument, Sequence[_Argument]]],
+        consistency: _Consistency = "lww",
+        *,
+        output_key: _Bytes,
+        timeout: Optional[float] = None,
+        retries: int = 0,
+        atomic: bool = False,
+    ) -> Future:
+        """As above, with the result stored under `output_key`: a Future at once."""
+    def put_model(self, name: str, model: _PathOrBytes, labels: Optional[_PathOrBytes] = None, dag: str = "predict", replicas: int = 3) -> None:
         """Stores ONNX model `name` and its labels (one a line) and registers function
         `name`; with labels also the prediction DAG `dag` that `predict` calls."""
-    def predict(self, image: PathOrBytes, model: str = "squeezenet", dag: str = "predict", timeout: Optional[float] = None) -> List[Tuple[int, float, str]]:
+    def predict(self, image: _PathOrBytes, model: str = "squeezenet", dag: str = "predict", timeout: Optional[float] = None) -> List[Tuple[int, float, str]]:
         """Classifies a PNG or JPEG image: the top 5 as (class, probability, label)."""
     def ping(self) -> None: ...
     def stats(self) -> List[Dict[str, int]]:
@@ -149,6 +172,9 @@ class Connection:
         """Closes the connection; later calls raise ConnectionClosed."""
     def __enter__(self) -> "Connection": ...
     def __exit__(self, ty: Optional[Type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]) -> bool: ...
+
+def _error_for_status(code: int, message: str) -> SquallError:
+    """The exception a node's error with status `code` raises (tests of the mapping)."""
 
 def connect(addr: str, token: Optional[str] = None, timeout: float = 10.0) -> Connection:
     """Connects to the node at "host:port". `token`: the secret for a node with
