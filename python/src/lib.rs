@@ -170,10 +170,8 @@ fn bytes_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(s) = obj.downcast::<PyString>() {
         return Ok(s.to_cow()?.as_bytes().to_vec());
     }
-    if let Ok(b) = obj.extract::<Vec<u8>>() {
-        if obj.is_instance_of::<pyo3::types::PyByteArray>() {
-            return Ok(b);
-        }
+    if let Ok(b) = obj.downcast::<pyo3::types::PyByteArray>() {
+        return Ok(b.to_vec());
     }
     Err(PyTypeError::new_err(format!(
         "{what} must be bytes or str, not {}",

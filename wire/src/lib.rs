@@ -2,7 +2,8 @@
 //!
 //! Everything a client and a node exchange: the messages ([`message`]), how
 //! they are framed ([`frame`]), the stable status codes of errors
-//! ([`status`]) and the protocol's limits ([`limits`]). The normative
+//! ([`status`]) and the protocol's limits ([`limits`]); and RESP2, Redis's
+//! protocol, for the node's RESP listener ([`resp`]). The normative
 //! description for implementers in other languages is
 //! `docs/wire-protocol.md`; this crate is its reference implementation.
 //!
@@ -34,6 +35,7 @@ mod golden;
 pub mod limits;
 pub mod message;
 pub mod model;
+pub mod resp;
 pub mod status;
 
 pub use rkyv;
