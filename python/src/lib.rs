@@ -175,8 +175,13 @@ fn bytes_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     }
     Err(PyTypeError::new_err(format!(
         "{what} must be bytes or str, not {}",
-        obj.get_type().name()?
+        type_name(obj)
     )))
+}
+
+/// The name of `obj`'s type, for messages.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    (obj.get_type().name()).map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
 /// A function argument: bytes, str, int (its decimal digits) or [`Ref`].
@@ -189,11 +194,7 @@ fn arg_of(obj: &Bound<'_, PyAny>) -> PyResult<Arg> {
         return Ok(Arg::Value(n.to_string().into_bytes()));
     }
     bytes_of(obj, "an argument").map(Arg::Value).map_err(|_| {
-        let name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let name = type_name(obj);
         PyTypeError::new_err(format!(
             "an argument must be bytes, str, int or squall.Ref, not {name}"
         ))
@@ -382,11 +383,7 @@ fn bytes_or_file(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         return Ok(b.as_bytes().to_vec());
     }
     let path: PathBuf = obj.extract().map_err(|_| {
-        let name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let name = type_name(obj);
         PyTypeError::new_err(format!("{what} is bytes or a path, not {name}"))
     })?;
     std::fs::read(&path).map_err(|e| {

@@ -255,6 +255,19 @@ def test_a_silent_server_times_out_and_a_closed_port_fails(node):
         squall.connect("not an address", timeout=1)
 
 
+def test_a_full_node_refuses_with_overloaded(tmp_path):
+    n = Node(tmp_path / "data", "--connections-max", "1")
+    try:
+        with squall.connect(n.addr) as first:
+            first.ping()
+            with pytest.raises(squall.Overloaded) as e:
+                squall.connect(n.addr, timeout=2)
+            assert isinstance(e.value, squall.Unavailable)
+            assert e.value.status == "overloaded" and "limit" in str(e.value)
+    finally:
+        n.stop()
+
+
 def test_authentication(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("read read-secret-0123456789\nadmin admin-secret-0123456789\n")
