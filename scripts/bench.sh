@@ -10,7 +10,8 @@
 # (temporary data dir, --fsync batch) and a Redis server (appendonly,
 # appendfsync everysec: both write every put to the OS before replying and
 # sync in the background), runs `loadgen kv` at pipeline 1 and 16 with 1 and
-# 2 Squall shards, then `loadgen compose` and `loadgen call` (functions,
+# 2 Squall shards and against Squall's RESP port, then the same store
+# under redis-benchmark (Redis vs Squall's RESP port), then `loadgen compose` and `loadgen call` (functions,
 # beside a loopback floor and the same echo on glommio) and composition
 # throughput with 1 and 2 shards, the SqueezeNet prediction pipeline
 # beside its in-process floors (and onnxruntime's inference time), prints the tables with the ratios, writes the
@@ -72,8 +73,10 @@ taskset -c 0 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonl
   --dir "$TMP/redis" --daemonize no --loglevel warning >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-start_squall 1 0; SQ1_PID=$SQ_PID; SQ1_ADDR=$SQ_ADDR
-targets=("redis redis 127.0.0.1:$RPORT $REDIS_PID $core_last" "squall-1shard squall $SQ1_ADDR $SQ1_PID $core_last")
+SQ1_RESP_PORT=$(free_port)
+start_squall 1 0 --resp-listen "127.0.0.1:$SQ1_RESP_PORT"; SQ1_PID=$SQ_PID; SQ1_ADDR=$SQ_ADDR
+targets=("redis redis 127.0.0.1:$RPORT $REDIS_PID $core_last" "squall-1shard squall $SQ1_ADDR $SQ1_PID $core_last"
+         "squall-resp-1shard redis 127.0.0.1:$SQ1_RESP_PORT $SQ1_PID $core_last")
 if [ "$ncpu" -ge 2 ]; then
   start_squall 2 "0-$core_last"
   targets+=("squall-2shards squall $SQ_ADDR $SQ_PID 0-$core_last")
@@ -88,6 +91,38 @@ for round in $(seq "$ROUNDS"); do
       taskset -c "$cpus" "$LOADGEN" kv --target "$target" --addr "$addr" --clients "$CLIENTS" --pipeline "$p" \
         --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --keys "$KEYS" --value-bytes 100 --read-ratio 0.9 \
         --zipf 0.99 --server-pid "$pid" $preload --json | tail -1 >"$OUT/$label-p$p-r$round.json"
+    done
+  done
+done
+
+# The same store under Redis's own load generator: redis-benchmark (C,
+# one thread, on the last core) against Redis and Squall's RESP port (both
+# on core 0), GET and SET apart, 50 clients, 100-byte values, KEYS random
+# keys, pipeline 1 and 16, interleaved rounds. Server CPU comes from
+# /proc/PID/stat around each run.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+RB_OPS_PER_S=${RB_OPS_PER_S:-40000}  # sizes -n: ~DURATION_S per run at pipeline 1 (x10 at 16)
+for round in $(seq "$ROUNDS"); do
+  for p in 1 16; do
+    n=$((RB_OPS_PER_S * ${DURATION_S%.*} * (p == 1 ? 1 : 10)))
+    for t in "redis $RPORT $REDIS_PID" "squall-resp-1shard $SQ1_RESP_PORT $SQ1_PID"; do
+      read -r label port pid <<<"$t"
+      for test in set get; do
+        echo "bench: round $round/$ROUNDS redis-benchmark $label $test pipeline $p" >&2
+        c0=$(cpu_ticks "$pid"); t0=$(date +%s%N)
+        taskset -c "$core_last" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -n "$n" -c "$CLIENTS" \
+          -P "$p" -d 100 -r "$KEYS" --csv 2>/dev/null | tail -1 >"$TMP/rb.csv"
+        t1=$(date +%s%N); c1=$(cpu_ticks "$pid")
+        python3 - "$TMP/rb.csv" "$((c1 - c0))" "$(getconf CLK_TCK)" "$(((t1 - t0) / 1000))" \
+          >"$OUT/rb-$label-$test-p$p-r$round.json" <<'PY'
+import csv, json, sys
+row = next(csv.reader(open(sys.argv[1])))
+ticks, hz, wall_us = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(json.dumps({"test": row[0], "ops_per_sec": float(row[1]), "p50_us": float(row[4]) * 1000,
+                  "p99_us": float(row[6]) * 1000, "max_us": float(row[7]) * 1000,
+                  "server_cpu_pct": 100 * ticks / hz / (wall_us / 1e6)}))
+PY
+      done
     done
   done
 done
@@ -146,7 +181,7 @@ python3 - "$OUT" <<'PY'
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
 runs = {}
-for f in sorted(out.glob("*-p*-r*.json")):
+for f in (f for f in sorted(out.glob("*-p*-r*.json")) if not f.name.startswith("rb-")):
     label, p, _ = f.stem.rsplit("-", 2)
     runs.setdefault((label, p[1:]), []).append(json.loads(f.read_text()))
 def med(rs, k): return statistics.median(r.get(k) or 0 for r in rs)
@@ -166,6 +201,25 @@ for (label, p), rs in sorted(runs.items(), key=lambda kv: (int(kv[0][1]), kv[0][
           f"{med(rs, 'p99_us'):.0f}", f"{med(rs, 'p999_us'):.0f}", f"{med(rs, 'server_cpu_pct'):.0f}",
           f"{per_core(rs):.0f}", ratio(med(rs, 'ops_per_sec'), med(base, 'ops_per_sec')),
           ratio(per_core(rs), per_core(base)), ratio(med(rs, 'p99_us'), med(base, 'p99_us'))]) + " |")
+
+rb = {}
+for f in sorted(out.glob("rb-*-p*-r*.json")):
+    label, test, p, _ = f.stem[len("rb-"):].rsplit("-", 3)
+    rb.setdefault((test, p[1:], label), []).append(json.loads(f.read_text()))
+if rb:
+    print(f"\nSquall's RESP port vs Redis under redis-benchmark: {any_run['clients']} clients, 100-byte values, "
+          f"{any_run['keys']} random keys; server on core 0, redis-benchmark on another; "
+          f"median of {len(next(iter(rb.values())))} interleaved round(s)\n")
+    hdr = ("test", "pipeline", "server", "ops/s", "p50 us", "p99 us", "server cpu %", "ops per server core-s",
+           "per core-s vs redis", "p99 vs redis")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for (test, p, label), rs in sorted(rb.items(), key=lambda kv: (kv[0][0], int(kv[0][1]), kv[0][2] != "redis")):
+        base = rb.get((test, p, "redis"))
+        ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
+        print("| " + " | ".join([test, p, label, f"{med(rs, 'ops_per_sec'):.0f}", f"{med(rs, 'p50_us'):.0f}",
+              f"{med(rs, 'p99_us'):.0f}", f"{med(rs, 'server_cpu_pct'):.0f}", f"{per_core(rs):.0f}",
+              ratio(per_core(rs), per_core(base)), ratio(med(rs, 'p99_us'), med(base, 'p99_us'))]) + " |")
 
 fn = {}
 for f in sorted(out.glob("fn-r*/*.json")):

@@ -96,6 +96,19 @@ impl Auth {
         found
     }
 
+    /// The role of the secret `candidate` is, if any (a RESP `AUTH`).
+    /// Every secret is compared, whichever matches.
+    #[must_use]
+    pub fn verify_plain(&self, candidate: &[u8]) -> Option<Role> {
+        let mut found = None;
+        for (role, secret) in &self.tokens {
+            if secret.matches(candidate) && found.is_none() {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+
     /// How long `source` must wait before trying again, if it failed too
     /// often lately.
     #[must_use]
@@ -169,7 +182,9 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
     })
 }
 
-fn role_to_write(key: &[u8]) -> Role {
+/// The role a write of `key` needs.
+#[must_use]
+pub fn role_to_write(key: &[u8]) -> Role {
     if is_code_key(key) {
         Role::Admin
     } else {

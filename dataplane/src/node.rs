@@ -27,6 +27,7 @@ use kvs_core::ShardId;
 use wire::message as w;
 
 use crate::cache::NodeCache;
+use crate::conn::Protocol;
 use crate::functions::{
     serve_store, Mirror, Platform, PlatformConfig, Remote, ShardFunctions, StoreRequest,
 };
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// Shard 0 listens here; shard i on port + i (or an ephemeral port each
     /// when the port is 0).
     pub listen: String,
+    /// Every shard also serves RESP2 here (`--resp-listen`).
+    pub resp_listen: Option<String>,
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub vnodes_per_shard: u32,
@@ -158,6 +161,23 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     crate::memlock::check_io_uring()?;
     let cpus = core_ids();
     let (host, base_port) = split_listen(&config.listen)?;
+    let resp_listen = config
+        .resp_listen
+        .as_deref()
+        .map(resp_address)
+        .transpose()?;
+    if let Some(a) = resp_listen.filter(|a| !a.ip().is_loopback()) {
+        match config.auth {
+            Some(_) => log::warn!(
+                "RESP on {a}: Redis clients send their secret in the clear (AUTH); \
+                 serve RESP beyond loopback only on a trusted network"
+            ),
+            None => log::warn!(
+                "RESP on {a} without authentication: anyone who reaches this port can read \
+                 and write every LWW key (use --auth-token-file)"
+            ),
+        }
+    }
     match &config.auth {
         Some(auth) => log::info!("authentication required: secrets for {}", auth.summary()),
         None if !is_loopback(&host) => log::warn!(
@@ -238,6 +258,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         let ctx = ShardStart {
             id: ShardId(i as u16),
             listen: format!("{host}:{port}"),
+            resp_listen,
             dir: data_dir.join(format!("shard-{i}")),
             fsync: config.fsync,
             snapshot_wal_bytes: config.snapshot_wal_bytes,
@@ -327,8 +348,12 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
         data_dir.display()
     );
     // The one line scripts and tests wait for.
+    let resp = resp_listen.map_or(String::new(), |a| format!(" resp={a}"));
+    if let Some(a) = resp_listen {
+        log::info!("serving RESP2 (Redis clients) on {a}, on every shard");
+    }
     println!(
-        "squall ready shards={n} addrs={} node={:016x} incarnation={}",
+        "squall ready shards={n} addrs={} node={:016x} incarnation={}{resp}",
         list.join(","),
         me.node,
         me.incarnation
@@ -520,6 +545,22 @@ fn parse_cpu_list(s: &str) -> Vec<usize> {
     out
 }
 
+/// `--resp-listen`'s address, its port chosen now when 0: every shard
+/// binds the same one.
+fn resp_address(listen: &str) -> anyhow::Result<SocketAddr> {
+    let mut addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--resp-listen {listen:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--resp-listen {listen:?} resolves to no address"))?;
+    if addr.port() == 0 {
+        let probe = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for RESP on {addr}"))?;
+        addr = probe.local_addr()?;
+    }
+    Ok(addr)
+}
+
 fn split_listen(listen: &str) -> anyhow::Result<(String, u16)> {
     let addr = listen
         .to_socket_addrs()
@@ -532,6 +573,8 @@ fn split_listen(listen: &str) -> anyhow::Result<(String, u16)> {
 struct ShardStart {
     id: ShardId,
     listen: String,
+    /// The RESP address every shard binds (port resolved).
+    resp_listen: Option<SocketAddr>,
     dir: PathBuf,
     fsync: FsyncPolicy,
     snapshot_wal_bytes: u64,
@@ -567,9 +610,16 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         let listener = TcpListener::bind(&ctx.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", ctx.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        Ok::<_, String>((storage, recovered, listener, addr))
+        // glommio sets SO_REUSEPORT: every shard binds the same address.
+        let resp = match ctx.resp_listen {
+            Some(a) => Some(
+                TcpListener::bind(a).map_err(|e| format!("cannot listen for RESP on {a}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok::<_, String>((storage, recovered, listener, addr, resp))
     };
-    let (storage, recovered, listener, addr) = match started.await {
+    let (storage, recovered, listener, addr, resp) = match started.await {
         Ok(s) => s,
         Err(e) => {
             let _ = ctx.ready.send((i, Err(e.clone())));
@@ -681,7 +731,14 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     glommio::spawn_local(watch_stop(server.clone(), stop_rx)).detach();
     log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
 
-    crate::conn::accept_loop(&server, &listener).await;
+    if let Some(resp) = resp {
+        let server = server.clone();
+        glommio::spawn_local(async move {
+            crate::conn::accept_loop(&server, &resp, Protocol::Resp).await;
+        })
+        .detach();
+    }
+    crate::conn::accept_loop(&server, &listener, Protocol::Native).await;
     if let Some(gossip) = gossip {
         gossip.leave().await;
     }

@@ -258,6 +258,15 @@ impl Shard {
         self.partition.borrow().get(key).map(value_to_wire)
     }
 
+    /// Reads a local key for a client in place (counted in `gets`): `f`
+    /// sees the stored value, so a reply can be encoded from it with no
+    /// copy (RESP's `GET`).
+    pub fn read_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&Value>) -> R) -> R {
+        debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
+        bump(&self.stats.gets);
+        f(self.partition.borrow().get(key))
+    }
+
     /// Reads a local key for a client (counted in `gets`).
     pub fn get(&self, key: &[u8]) -> Option<Value> {
         bump(&self.stats.gets);

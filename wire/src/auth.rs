@@ -32,6 +32,7 @@ pub const SECRET_BYTES_MIN: usize = 16;
 const CLIENT_LABEL: &[u8] = b"squall-auth-v1 client";
 const NODE_LABEL: &[u8] = b"squall-auth-v1 node";
 const PACKET_LABEL: &[u8] = b"squall-auth-v1 packet";
+const PLAIN_LABEL: &[u8] = b"squall-auth-v1 plain";
 /// Bytes of the tag on each membership packet (HMAC-SHA256).
 pub const PACKET_TAG_BYTES: usize = 32;
 
@@ -166,6 +167,21 @@ impl Secret {
             .is_ok()
     }
 
+    /// Whether `candidate` is this secret itself, as a RESP `AUTH` sends it
+    /// (in the clear: for loopback and trusted networks). The comparison
+    /// takes the same time wherever the two differ; only a difference in
+    /// length returns early.
+    #[must_use]
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        // HMAC pads short keys with zeros: equal lengths make the keys
+        // themselves equal exactly when their tags are.
+        candidate.len() == self.0.len()
+            && Secret(candidate.to_vec())
+                .mac(PLAIN_LABEL, &[], &[])
+                .verify_slice(&self.mac(PLAIN_LABEL, &[], &[]).finalize().into_bytes())
+                .is_ok()
+    }
+
     /// Whether `proof` is this secret's node proof (constant time).
     #[must_use]
     pub fn verify_node(&self, nonce: &[u8], client_nonce: &[u8], proof: &[u8]) -> bool {
@@ -231,6 +247,16 @@ mod tests {
 
     const N: [u8; NONCE_BYTES] = [1; NONCE_BYTES];
     const C: [u8; NONCE_BYTES] = [2; NONCE_BYTES];
+
+    #[test]
+    fn a_plain_secret_matches_only_itself() {
+        let s = Secret::new("0123456789abcdef").unwrap();
+        assert!(s.matches(b"0123456789abcdef"));
+        assert!(!s.matches(b"0123456789abcdeX"));
+        assert!(!s.matches(b"0123456789abcdef\0"));
+        assert!(!s.matches(b"0123456789abcde"));
+        assert!(!s.matches(b""));
+    }
 
     #[test]
     fn proofs_verify_only_with_the_same_secret_and_nonces() {

@@ -28,8 +28,8 @@
 //! [`Command::from_args`] names the subset served (LWW keys), with Redis's
 //! errors for a wrong number of arguments or an unknown command: `GET`,
 //! `SET` (no options), `DEL`, `EXISTS`, `MGET`, `MSET`, `PING`, `ECHO`,
-//! `INFO`, `COMMAND` (an empty list), `CONFIG GET` (no settings), `SELECT 0`,
-//! `QUIT`.
+//! `INFO`, `COMMAND` (an empty list), `CONFIG GET`, `SELECT 0`,
+//! `AUTH`, `QUIT`.
 //!
 //! ## Replies
 //! [`reply`]: simple strings, errors (`-ERR …`), integers, bulk strings
@@ -217,9 +217,11 @@ pub enum Command<'a> {
     /// `COMMAND` and its subcommands (`DOCS`, `COUNT`, …), which
     /// `redis-cli` sends at start: answered with an empty list.
     Command,
-    /// `CONFIG GET`, which `redis-benchmark` sends at start: no settings.
-    ConfigGet,
+    /// `CONFIG GET parameter`, which `redis-benchmark` sends at start.
+    ConfigGet(&'a [u8]),
     Select,
+    /// `AUTH secret` (or `AUTH user secret`): the secret of a token.
+    Auth(&'a [u8]),
     Quit,
 }
 
@@ -244,53 +246,64 @@ impl<'a> Command<'a> {
         };
         let n = rest.len();
         let arg = |i: usize| rest.get(i).unwrap_or_default();
-        let upper = |s: &[u8]| s.to_ascii_uppercase();
-        Ok(match upper(name).as_slice() {
-            b"GET" => arity(n == 1).map(|()| Command::Get(arg(0)))?,
-            b"SET" => {
-                arity(n >= 2)?;
-                if n > 2 {
-                    return Err("ERR SET options (EX, PX, NX, XX, GET, KEEPTTL) are not \
-                                supported: Squall serves SET key value"
-                        .to_owned());
-                }
-                Command::Set(arg(0), arg(1))
+        // Compared without case and without a copy: a GET allocates nothing.
+        let is = |word: &str| name.eq_ignore_ascii_case(word.as_bytes());
+        Ok(if is("GET") {
+            arity(n == 1).map(|()| Command::Get(arg(0)))?
+        } else if is("SET") {
+            arity(n >= 2)?;
+            if n > 2 {
+                return Err("ERR SET options (EX, PX, NX, XX, GET, KEEPTTL) are not \
+                            supported: Squall serves SET key value"
+                    .to_owned());
             }
-            b"DEL" => arity(n >= 1).map(|()| Command::Del(rest))?,
-            b"EXISTS" => arity(n >= 1).map(|()| Command::Exists(rest))?,
-            b"MGET" => arity(n >= 1).map(|()| Command::MGet(rest))?,
-            b"MSET" => arity(n >= 2 && n % 2 == 0).map(|()| Command::MSet(rest))?,
-            b"PING" => arity(n <= 1).map(|()| Command::Ping(rest.get(0)))?,
-            b"ECHO" => arity(n == 1).map(|()| Command::Echo(arg(0)))?,
-            b"INFO" => Command::Info,
-            b"COMMAND" => Command::Command,
-            b"CONFIG" => match rest.get(0).map(upper).as_deref() {
-                Some(b"GET") => arity(n == 2).map(|()| Command::ConfigGet)?,
+            Command::Set(arg(0), arg(1))
+        } else if is("DEL") {
+            arity(n >= 1).map(|()| Command::Del(rest))?
+        } else if is("EXISTS") {
+            arity(n >= 1).map(|()| Command::Exists(rest))?
+        } else if is("MGET") {
+            arity(n >= 1).map(|()| Command::MGet(rest))?
+        } else if is("MSET") {
+            arity(n >= 2 && n % 2 == 0).map(|()| Command::MSet(rest))?
+        } else if is("PING") {
+            arity(n <= 1).map(|()| Command::Ping(rest.get(0)))?
+        } else if is("ECHO") {
+            arity(n == 1).map(|()| Command::Echo(arg(0)))?
+        } else if is("AUTH") {
+            // `AUTH secret`, or Redis 6's `AUTH user secret` (any user).
+            arity(n == 1 || n == 2).map(|()| Command::Auth(arg(n - 1)))?
+        } else if is("INFO") {
+            Command::Info
+        } else if is("COMMAND") {
+            Command::Command
+        } else if is("CONFIG") {
+            match rest.get(0) {
+                Some(sub) if sub.eq_ignore_ascii_case(b"GET") => {
+                    arity(n == 2).map(|()| Command::ConfigGet(arg(1)))?
+                }
                 _ => return Err("ERR Squall serves CONFIG GET only".to_owned()),
-            },
-            b"SELECT" => {
-                arity(n == 1)?;
-                if arg(0) != b"0" {
-                    return Err(
-                        "ERR DB index is out of range (Squall has database 0 only)".to_owned()
-                    );
-                }
-                Command::Select
             }
-            b"QUIT" => Command::Quit,
-            _ => {
-                let mut msg = format!(
-                    "ERR unknown command '{}', with args beginning with:",
-                    String::from_utf8_lossy(&name[..name.len().min(64)])
-                );
-                for a in rest.iter().take(4) {
-                    msg.push_str(&format!(
-                        " '{}'",
-                        String::from_utf8_lossy(&a[..a.len().min(64)])
-                    ));
-                }
-                return Err(msg);
+        } else if is("SELECT") {
+            arity(n == 1)?;
+            if arg(0) != b"0" {
+                return Err("ERR DB index is out of range (Squall has database 0 only)".to_owned());
             }
+            Command::Select
+        } else if is("QUIT") {
+            Command::Quit
+        } else {
+            let mut msg = format!(
+                "ERR unknown command '{}', with args beginning with:",
+                String::from_utf8_lossy(&name[..name.len().min(64)])
+            );
+            for a in rest.iter().take(4) {
+                msg.push_str(&format!(
+                    " '{}'",
+                    String::from_utf8_lossy(&a[..a.len().min(64)])
+                ));
+            }
+            return Err(msg);
         })
     }
 }
@@ -472,8 +485,23 @@ mod tests {
             cmd(b"FLUSHALL now please\n").unwrap_err(),
             "ERR unknown command 'FLUSHALL', with args beginning with: 'now' 'please'"
         );
-        assert!(cmd(b"config get save\n").is_ok());
+        assert_eq!(
+            cmd(b"config get save\n").unwrap(),
+            "ConfigGet([115, 97, 118, 101])"
+        );
         assert!(cmd(b"config set save 1\n").is_err());
+        assert_eq!(
+            cmd(b"AUTH s3cret\n").unwrap(),
+            "Auth([115, 51, 99, 114, 101, 116])"
+        );
+        assert_eq!(
+            cmd(b"auth default s3cret\n").unwrap(),
+            "Auth([115, 51, 99, 114, 101, 116])"
+        );
+        assert_eq!(
+            cmd(b"AUTH\n").unwrap_err(),
+            "ERR wrong number of arguments for 'auth' command"
+        );
         let line = b"MSET a 1 b 2\n";
         let mut args = Vec::new();
         parse(line, &mut args).unwrap();

@@ -23,6 +23,12 @@ pub(super) struct NodeArgs {
     /// Address of shard 0; shard i listens on PORT+i (PORT 0: each picks a free port).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: String,
+    /// Also serve Redis clients (RESP2: GET, SET, DEL, MGET, MSET, EXISTS,
+    /// PING, INFO, …) on HOST:PORT, LWW keys only. Every shard listens
+    /// there (the kernel spreads connections); PORT 0 picks a free port.
+    /// With --auth-token-file, clients send `AUTH <secret>` in the clear.
+    #[arg(long, value_name = "HOST:PORT")]
+    resp_listen: Option<String>,
     /// Where WAL segments and snapshots live (one subdirectory per shard).
     #[arg(long, default_value = "./squall-data")]
     data_dir: PathBuf,
@@ -155,6 +161,7 @@ impl NodeArgs {
         Ok(NodeConfig {
             shards,
             listen: a.listen,
+            resp_listen: a.resp_listen,
             data_dir: a.data_dir,
             fsync: a.fsync,
             vnodes_per_shard: a.vnodes,

@@ -11,8 +11,18 @@ use crate::limits::{RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS};
 use crate::server::Server;
 use crate::shard::bump;
 
-/// Accepts connections until shutdown.
-pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener) {
+/// What a listener's connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Squall's framed protocol (`wire`).
+    Native,
+    /// RESP2, for Redis clients (`--resp-listen`).
+    Resp,
+}
+
+/// Accepts connections until shutdown. RESP connections count in the same
+/// limit as native ones.
+pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener, protocol: Protocol) {
     let mut last_pulse = Instant::now() - Duration::from_secs(1);
     let max = server.connections_max;
     loop {
@@ -42,7 +52,7 @@ pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener) {
         let stats = server.shard.stats();
         if server.open_connections.get() >= max {
             bump(&stats.connections_refused);
-            glommio::spawn_local(refuse(stream, max)).detach();
+            glommio::spawn_local(refuse(stream, max, protocol)).detach();
             continue;
         }
         bump(&stats.connections);
@@ -51,18 +61,24 @@ pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener) {
             .set(server.open_connections.get() + 1);
         let me = server.clone();
         glommio::spawn_local(async move {
-            serve(me.clone(), stream).await;
+            match protocol {
+                Protocol::Native => serve(me.clone(), stream).await,
+                Protocol::Resp => super::resp::serve(me.clone(), stream).await,
+            }
             me.open_connections.set(me.open_connections.get() - 1);
         })
         .detach();
     }
 }
 
-async fn refuse(mut stream: TcpStream, connections_max: usize) {
+async fn refuse(mut stream: TcpStream, connections_max: usize, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
     let mut buf = Vec::new();
     let msg =
         format!("this shard already serves {connections_max} connections (its limit); retry later");
-    wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf);
+    match protocol {
+        Protocol::Native => wire::frame::encode_error(0, Status::Overloaded, &msg, &mut buf),
+        Protocol::Resp => wire::resp::reply::error(&mut buf, &format!("OVERLOADED {msg}")),
+    }
     let _ = stream.write_all(&buf).await;
 }

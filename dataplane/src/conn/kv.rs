@@ -7,21 +7,17 @@
 
 use std::net::SocketAddr;
 
-use kvs_core::partition::{check_key, check_shape, Applied, Entry};
+use kvs_core::partition::{check_key, check_shape, Entry};
 use kvs_core::{NodeId, ShardId};
 use wire::limits::KEYS_PER_GET_MAX;
 use wire::message as w;
 use wire::Status;
 
-use futures_channel::oneshot;
-
+use super::route::{self, Routed};
 use super::Conn;
 use crate::concern::WriteConcern;
 use crate::convert::{value_from_archived, value_to_wire};
 use crate::error::NodeError;
-use crate::limits::NODE_REQUEST_TIMEOUT_MS;
-use crate::members::{copies_of, is_replicas_key};
-use crate::shard::{Acks, WriteObserver as _};
 use crate::transport::{DigestScope, ShardOp, ShardReply};
 
 /// The keys of a `Get`.
@@ -33,13 +29,6 @@ fn values_reply(values: Vec<Option<w::Value>>, lease_ms: Option<u32>) -> w::Resp
         None => w::Response::Values(values),
         Some(lease_ms) => w::Response::Leased(w::Leased { values, lease_ms }),
     }
-}
-
-/// Where one key of a request goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dest {
-    Shard(ShardId),
-    Node(SocketAddr),
 }
 
 impl Conn {
@@ -58,68 +47,25 @@ impl Conn {
             let msg = format!("a Get names 1 to {KEYS_PER_GET_MAX} keys, not {n}");
             return self.error(request_id, Status::InvalidArgument, &msg);
         }
-        let me = self.shard.id();
-        let mut dests = Vec::with_capacity(n);
-        for k in keys.iter() {
-            let k = k.as_slice();
-            let remote = if local { None } else { self.remote_owner(k) };
-            dests.push(match remote {
-                Some((node, addr)) if self.no_forwarding() => {
-                    return self.wrong_owner(request_id, k, node, addr);
-                }
-                Some((_, addr)) => Dest::Node(addr),
-                None => Dest::Shard(self.shard.owner(k)),
-            });
-        }
-        // Fast path: every key is this shard's.
-        if dests.iter().all(|d| *d == Dest::Shard(me)) {
-            let values = keys
-                .iter()
-                .map(|k| self.shard.get_local(k.as_slice()))
-                .collect();
-            return self.reply(request_id, &values_reply(values, lease_ms));
-        }
-        let mut values: Vec<Option<w::Value>> = vec![None; n];
-        let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
-        for (i, d) in dests.into_iter().enumerate() {
-            if d == Dest::Shard(me) {
-                values[i] = self.shard.get_local(keys[i].as_slice());
-            } else if let Some(g) = groups.iter_mut().find(|(x, _)| *x == d) {
-                g.1.push(i);
-            } else {
-                groups.push((d, vec![i]));
+        match route::read(&self.server, keys.as_slice(), local, !self.no_forwarding()).await {
+            Routed::Now(w::Response::Values(values), _) => {
+                self.reply(request_id, &values_reply(values, lease_ms));
             }
-        }
-        let mut parts = Vec::with_capacity(groups.len());
-        for (dest, idx) in groups {
-            let keys: Vec<Vec<u8>> = idx.iter().map(|&i| keys[i].to_vec()).collect();
-            let reply: super::outbox::PendingReply = match dest {
-                Dest::Shard(owner) => {
-                    let reply = self.shard.forward(owner, ShardOp::Get(keys)).await;
-                    Box::pin(async move { reply.await.into_response() })
-                }
-                Dest::Node(addr) => {
-                    crate::shard::bump(&self.shard.stats().node_forwards);
-                    let server = self.server.clone();
-                    let req = w::Request::Get(w::KvGet { keys });
-                    Box::pin(async move { server.links.call(addr, &req).await })
-                }
-            };
-            parts.push((idx, reply));
-        }
-        self.outbox.push(request_id, async move {
-            for (idx, reply) in parts {
+            Routed::Now(other, _) => self.reply(request_id, &other),
+            Routed::Later(reply) => self.outbox.push(request_id, async move {
                 match reply.await {
-                    w::Response::Values(vs) if vs.len() == idx.len() => {
-                        for (i, v) in idx.into_iter().zip(vs) {
-                            values[i] = v;
-                        }
-                    }
-                    other => return other,
+                    w::Response::Values(values) => values_reply(values, lease_ms),
+                    other => other,
                 }
+            }),
+            Routed::WrongOwner(node, addr) => {
+                let key = keys.iter().map(|k| k.as_slice());
+                let key = key
+                    .clone()
+                    .find(|k| route::remote_owner(&self.server, k).is_some());
+                self.wrong_owner(request_id, key.unwrap_or_default(), node, addr);
             }
-            values_reply(values, lease_ms)
-        });
+        }
     }
 
     /// Reads keys for another node's cache and leases them to it
@@ -140,7 +86,7 @@ impl Conn {
         let held = sub
             .keys
             .iter()
-            .all(|k| self.remote_owner(k.as_slice()).is_none());
+            .all(|k| route::remote_owner(&self.server, k.as_slice()).is_none());
         let lease_ms = if held && (1..=KEYS_PER_GET_MAX).contains(&sub.keys.len()) {
             let leases = &self.server.leases;
             (sub.keys.iter())
@@ -182,64 +128,16 @@ impl Conn {
         value: Option<kvs_core::Value>,
         concern: Option<WriteConcern>,
     ) {
-        if let Some(v) = value.as_ref().filter(|_| is_replicas_key(key)) {
-            if let Err(why) = copies_of(key, v) {
-                return self.error(request_id, Status::InvalidArgument, &why);
-            }
-        }
-        if let Some((node, addr)) = self.remote_owner(key) {
-            if self.no_forwarding() {
-                return self.wrong_owner(request_id, key, node, addr);
-            }
-            let req = match (value, concern) {
-                (Some(v), Some(c)) => w::Request::PutConcern(w::KvPutConcern {
-                    key: key.to_vec(),
-                    value: value_to_wire(&v),
-                    concern: c.code(),
-                }),
-                (Some(v), None) => w::Request::Put(w::KvPut {
-                    key: key.to_vec(),
-                    value: value_to_wire(&v),
-                }),
-                (None, _) => w::Request::Delete(w::KvDelete { key: key.to_vec() }),
-            };
-            return self.send_to_node(request_id, addr, req);
-        }
-        let owner = self.shard.owner(key);
-        if owner != self.shard.id() {
-            let concern = concern.unwrap_or(self.server.settings.write_concern);
-            let op = match value {
-                _ if concern != WriteConcern::One => ShardOp::Write {
-                    key: key.to_vec(),
-                    value,
-                    concern,
-                },
-                Some(v) => ShardOp::Put(key.to_vec(), v),
-                None => ShardOp::Delete(key.to_vec()),
-            };
-            let reply = self.shard.forward(owner, op).await;
-            self.outbox
-                .push(request_id, async move { reply.await.into_response() });
-            return;
-        }
-        match self.shard.write(key.to_vec(), value) {
-            Ok((applied, lsn)) => {
-                self.batch_lsn = Some(lsn);
-                let resp = match applied {
-                    Applied::Stored => w::Response::Stored,
-                    Applied::Deleted { removed } | Applied::Dropped { removed } => {
-                        w::Response::Deleted(w::Deleted { removed })
-                    }
-                };
-                match self.other_copies(key, concern) {
-                    Some((barriers, need)) => self.outbox.push(
-                        request_id,
-                        acknowledged_by(self.shard.clone(), lsn, barriers, need, resp),
-                    ),
-                    None => self.reply(request_id, &resp),
+        let forward = !self.no_forwarding();
+        match route::write(&self.server, key, value, concern, forward).await {
+            Routed::Now(resp, lsn) => {
+                if lsn.is_some() {
+                    self.batch_lsn = lsn;
                 }
+                self.reply(request_id, &resp);
             }
-            Err(e) => self.fail(request_id, &e),
+            Routed::Later(reply) => self.outbox.push(request_id, reply),
+            Routed::WrongOwner(node, addr) => self.wrong_owner(request_id, key, node, addr),
         }
     }
 
@@ -253,7 +151,7 @@ impl Conn {
         key: &[u8],
         value: kvs_core::Value,
     ) {
-        if let Some((node, addr)) = self.remote_owner(key) {
+        if let Some((node, addr)) = route::remote_owner(&self.server, key) {
             if self.no_forwarding() {
                 return self.wrong_owner(request_id, key, node, addr);
             }
@@ -261,7 +159,10 @@ impl Conn {
                 key: key.to_vec(),
                 value: value_to_wire(&value),
             });
-            return self.send_to_node(request_id, addr, req);
+            if let Routed::Later(reply) = route::to_node(&self.server, addr, req) {
+                self.outbox.push(request_id, reply);
+            }
+            return;
         }
         let owner = self.shard.owner(key);
         if owner != self.shard.id() {
@@ -278,31 +179,13 @@ impl Conn {
                 match acks {
                     Some((barriers, need)) => self.outbox.push(
                         request_id,
-                        acknowledged_by(self.shard.clone(), lsn, barriers, need, resp),
+                        route::acknowledged_by(self.shard.clone(), lsn, barriers, need, resp),
                     ),
                     None => self.reply(request_id, &resp),
                 }
             }
             Err(e) => self.fail(request_id, &e),
         }
-    }
-
-    /// Sends `req` on to the node at `addr`; its reply is this request's.
-    fn send_to_node(&mut self, request_id: u64, addr: SocketAddr, req: w::Request) {
-        crate::shard::bump(&self.shard.stats().node_forwards);
-        let server = self.server.clone();
-        self.outbox.push(
-            request_id,
-            async move { server.links.call(addr, &req).await },
-        );
-    }
-
-    /// With a write concern above 1: the acknowledgements of the other
-    /// holders of `key` a write just queued for them, and how many of them
-    /// it needs. `None`: this node's copy is enough.
-    fn other_copies(&self, key: &[u8], concern: Option<WriteConcern>) -> Option<Acks> {
-        let concern = concern.unwrap_or(self.server.settings.write_concern);
-        self.server.pushes.copies_needed(key, concern)
     }
 
     /// Keys another node hands over: the batch is checked whole first
@@ -425,11 +308,6 @@ impl Conn {
         self.from_node && !self.server.members.is_leaving()
     }
 
-    /// The other node that owns `key` now; `None` if this node does.
-    fn remote_owner(&self, key: &[u8]) -> Option<(NodeId, SocketAddr)> {
-        self.server.with_placement(|p| p.remote_owner(key))
-    }
-
     fn wrong_owner(&mut self, request_id: u64, key: &[u8], node: NodeId, addr: SocketAddr) {
         let msg = format!(
             "this node does not own key {:?}: {node} at {addr} does in its view (epoch {:016x})",
@@ -437,30 +315,6 @@ impl Conn {
             self.epoch
         );
         self.error(request_id, Status::WrongOwner, &msg);
-    }
-}
-
-/// `resp` once the write at `lsn` is durable here and `need` other holders
-/// have acknowledged it; `unavailable` if they do not within
-/// `NODE_REQUEST_TIMEOUT_MS` (the write stands here and still spreads).
-async fn acknowledged_by(
-    shard: std::rc::Rc<crate::shard::Shard>,
-    lsn: kvs_core::Lsn,
-    barriers: Vec<oneshot::Receiver<()>>,
-    need: usize,
-    resp: w::Response,
-) -> w::Response {
-    if let Err(e) = shard.wait_durable(lsn).await {
-        return crate::transport::error_response(&e);
-    }
-    let timeout = std::time::Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
-    match crate::event::acknowledged(barriers, need, timeout).await {
-        Ok(()) => resp,
-        Err(got) => crate::transport::error_response(&NodeError::copies_missing(
-            got,
-            need,
-            NODE_REQUEST_TIMEOUT_MS,
-        )),
     }
 }
 

@@ -23,6 +23,8 @@ mod accept;
 mod handshake;
 mod kv;
 mod outbox;
+pub(crate) mod resp;
+mod route;
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -39,7 +41,7 @@ use wire::frame::{
 use wire::message::{self as w, ArchivedRequest};
 use wire::Status;
 
-pub(crate) use accept::accept_loop;
+pub(crate) use accept::{accept_loop, Protocol};
 
 use crate::concern::WriteConcern;
 use crate::convert::value_from_archived;
@@ -213,21 +215,7 @@ impl Conn {
 
     /// Counts `bytes` of grown read buffer against the node's budget.
     fn set_grown(&mut self, bytes: usize) -> bool {
-        let budget = &self.server.settings;
-        if bytes > self.grown {
-            let more = bytes - self.grown;
-            let held = budget.read_buffers_bytes.fetch_add(more, Ordering::Relaxed);
-            if held + more > budget.read_buffers_max_bytes {
-                budget.read_buffers_bytes.fetch_sub(more, Ordering::Relaxed);
-                return false;
-            }
-        } else {
-            budget
-                .read_buffers_bytes
-                .fetch_sub(self.grown - bytes, Ordering::Relaxed);
-        }
-        self.grown = bytes;
-        true
+        count_grown(&self.server.settings, &mut self.grown, bytes)
     }
 
     /// Waits for bytes (when `read`: reads at least one more), for replies
@@ -526,6 +514,28 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Counts a connection's read buffer grown to `bytes` past
+/// `READ_BUFFER_BYTES` (from `grown`) against the node's budget: false,
+/// counting nothing, if the budget cannot hold it.
+fn count_grown(settings: &crate::server::ConnSettings, grown: &mut usize, bytes: usize) -> bool {
+    if bytes > *grown {
+        let more = bytes - *grown;
+        let held = settings
+            .read_buffers_bytes
+            .fetch_add(more, Ordering::Relaxed);
+        if held + more > settings.read_buffers_max_bytes {
+            settings
+                .read_buffers_bytes
+                .fetch_sub(more, Ordering::Relaxed);
+            return false;
+        }
+    } else {
+        (settings.read_buffers_bytes).fetch_sub(*grown - bytes, Ordering::Relaxed);
+    }
+    *grown = bytes;
+    true
 }
 
 /// The request id of a frame whose header is complete (0 if not).

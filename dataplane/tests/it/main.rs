@@ -46,6 +46,8 @@
 //!   catch-up after it heals.
 //! * `faults`: messages between shards delayed, duplicated and dropped on
 //!   purpose (`SQUALL_FAULTS`).
+//! * `resp`: the RESP2 listener: Redis's commands on every shard and
+//!   across nodes, pipelining, other lattices, limits, `AUTH`, durability.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -69,6 +71,7 @@ mod history;
 mod models;
 mod netns;
 mod placement;
+mod resp;
 mod shutdown;
 mod spread;
 mod wasm;
