@@ -90,6 +90,14 @@ pub const IO_MEMORY_PER_SHARD_BYTES: usize = 128 * 1024;
 /// snapshot; bounds replay work at restart.
 pub const SNAPSHOT_WAL_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// A snapshot being taken is written out in chunks of about this size
+/// (each one `pwrite` on the shard thread, between parts it encodes).
+pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 256 << 10;
+
+/// A snapshot being taken encodes parts for about this long at a time,
+/// then lets the shard serve.
+pub const SNAPSHOT_TURN_US: u64 = 50;
+
 /// Interval between background fdatasyncs under `--fsync batch`.
 pub const FSYNC_BATCH_INTERVAL_MS: u64 = 10;
 

@@ -52,15 +52,30 @@ impl Storage {
                 continue;
             }
             let due = self.state.borrow().bytes_since_snapshot >= self.snapshot_wal_bytes;
-            if due {
-                if let Err(e) = self.snapshot(&partition).await {
-                    // The WAL still holds everything: a failed snapshot only
-                    // means a longer replay; try again after more writes.
-                    log::error!(
-                        "{}: snapshot failed (the WAL keeps every write): {e:#}",
-                        self.shard
-                    );
-                    self.state.borrow_mut().bytes_since_snapshot = 0;
+            if due && !self.snapshotting.get() {
+                match self.begin_snapshot(&partition).await {
+                    Ok(begun) => {
+                        let (me, partition) = (self.clone(), partition.clone());
+                        glommio::spawn_local(async move {
+                            if let Err(e) = me.write_snapshot(&partition, begun).await {
+                                // The WAL still holds everything: a failed
+                                // snapshot only means a longer replay.
+                                log::error!(
+                                    "{}: snapshot failed (the WAL keeps every write): {e:#}",
+                                    me.shard
+                                );
+                            }
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "{}: snapshot failed (the WAL keeps every write): {e:#}",
+                            self.shard
+                        );
+                        // Try again after more writes.
+                        self.state.borrow_mut().bytes_since_snapshot = 0;
+                    }
                 }
             }
         }

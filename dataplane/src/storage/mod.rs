@@ -12,9 +12,11 @@
 //!   written to the OS (so a killed process loses nothing acknowledged);
 //!   `batch` additionally syncs every `FSYNC_BATCH_INTERVAL_MS`.
 //! * **Snapshots**: once the WAL grows past the threshold, the flusher
-//!   encodes the partition, starts a new segment, writes the snapshot
-//!   (temp file, fdatasync, rename, directory sync) and deletes the segments
-//!   and snapshots it supersedes.
+//!   starts capturing the partition and a new segment; a task of its own
+//!   encodes the partition a part at a time while the shard serves (a part
+//!   about to change is encoded first), writes the snapshot (temp file,
+//!   fdatasync, rename, directory sync) and deletes the segments and
+//!   snapshots it supersedes ([`snapshot`]).
 //! * **Recovery** ([`Storage::open`]) reads the newest snapshot and the
 //!   segments with `std::fs` (start-up only), cuts a torn tail and reports
 //!   it, and refuses to start on corruption.
@@ -147,6 +149,8 @@ pub struct Storage {
     kick: LocalSender<()>,
     kicked: RefCell<Option<LocalReceiver<()>>>,
     idle: Cell<bool>,
+    /// A snapshot is being written (one at a time).
+    snapshotting: Cell<bool>,
     /// Wakes the `--fsync batch` syncer when something was written: an idle
     /// shard runs no timer at all.
     written_kick: LocalSender<()>,
@@ -251,6 +255,7 @@ impl Storage {
             kick,
             kicked: RefCell::new(Some(kicked)),
             idle: Cell::new(true),
+            snapshotting: Cell::new(false),
             written_kick,
             written_kicked: RefCell::new(Some(written_kicked)),
         });

@@ -210,3 +210,44 @@ fn snapshots_bound_the_wal_and_restart_from_them() {
         }
     });
 }
+
+#[test]
+fn puts_acknowledged_while_snapshots_are_taken_survive_sigkill() {
+    // A snapshot every MiB of WAL: several are taken (a part at a time,
+    // beside the puts) before the kill, and one may be under way at it.
+    let dir = temp_dir("snapshot-sigkill");
+    let mut node = Node::try_start(1, "batch", &dir, &["--snapshot-wal-mb", "1"]).unwrap();
+    let addr = node.addr().to_owned();
+    let pid = node.pid();
+    let acked = rt().block_on(async {
+        let killed = Rc::new(RefCell::new(false));
+        let k = killed.clone();
+        stream_puts(&addr, Duration::from_secs(60), move |n| {
+            if n >= 80_000 && !*k.borrow() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                *k.borrow_mut() = true;
+            }
+        })
+        .await
+    });
+    let before = node.stderr();
+    node.kill();
+    assert!(
+        acked.len() >= 80_000,
+        "only {} puts acknowledged",
+        acked.len()
+    );
+    assert!(
+        before.contains("snapshot snap-"),
+        "no snapshot was taken:\n{before}"
+    );
+    let node = Node::start(1, "batch", &dir);
+    assert!(
+        node.stderr().contains("snapshot snap-"),
+        "{}",
+        node.stderr()
+    );
+    rt().block_on(assert_all_present(node.addr(), &acked));
+}
