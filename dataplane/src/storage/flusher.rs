@@ -290,10 +290,28 @@ impl Storage {
     }
 
     async fn sync_written(&self) -> Result<()> {
-        let (file, written, synced) = {
-            let s = self.state.borrow();
-            (s.file.clone(), s.written, s.synced)
+        let (file, written, synced, switched_from) = {
+            let mut s = self.state.borrow_mut();
+            let switched_from = s.switched_from.take();
+            (s.file.clone(), s.written, s.synced, switched_from)
         };
+        if let Some(old) = switched_from {
+            // A segment switch since the last pass: the tail of the segment
+            // left, and the new segment's directory entry, become durable
+            // with this pass.
+            let durable = async {
+                old.fdatasync()
+                    .await
+                    .doing(|| "background fdatasync of the WAL segment left".into())?;
+                sync_dir(&self.dir).await
+            }
+            .await;
+            if let Err(e) = durable {
+                let mut s = self.state.borrow_mut();
+                s.switched_from.get_or_insert(old); // tried again next pass
+                return Err(e);
+            }
+        }
         if written > synced {
             file.fdatasync()
                 .await

@@ -12,7 +12,9 @@
 //!   written to the OS (so a killed process loses nothing acknowledged);
 //!   `batch` additionally syncs every `FSYNC_BATCH_INTERVAL_MS`.
 //! * **Snapshots**: once the WAL grows past the threshold, the flusher
-//!   starts capturing the partition and a new segment; a task of its own
+//!   starts capturing the partition and a new segment (made durable at
+//!   once under `always`, by the syncer's next pass under `batch`: the
+//!   segment left, then the directory); a task of its own
 //!   encodes the partition a part at a time while the shard serves (a part
 //!   about to change is encoded first), writes the snapshot (temp file,
 //!   fdatasync, rename, directory sync) and deletes the segments and
@@ -136,6 +138,10 @@ struct State {
     wal_bytes_total: u64,
     snapshots: u64,
     flushing: bool,
+    /// `--fsync batch`: a segment switch the syncer has not made durable
+    /// yet (the segment appends left, and the directory entry of the new
+    /// one).
+    switched_from: Option<Rc<BufferedFile>>,
 }
 
 /// One shard's WAL and snapshots.
@@ -251,6 +257,7 @@ impl Storage {
                 wal_bytes_total: 0,
                 snapshots: 0,
                 flushing: false,
+                switched_from: None,
             }),
             kick,
             kicked: RefCell::new(Some(kicked)),

@@ -26,7 +26,7 @@ use kvs_core::Lsn;
 use super::files::{
     inline_handle, list, open_segment, segment_name, snapshot_name, sync_dir, write_all,
 };
-use super::{Doing, Result, Storage, StorageError};
+use super::{Doing, FsyncPolicy, Result, Storage, StorageError};
 use crate::limits::{SNAPSHOT_TURN_US, SNAPSHOT_WRITE_CHUNK_BYTES};
 
 /// A snapshot begun: what it covers, and the segment appends moved to.
@@ -55,13 +55,21 @@ impl Storage {
         partition.borrow_mut().capture_begin(lsn);
         self.snapshotting.set(true);
         let new_seq = old_seq + 1;
+        // Under `always` the switch is durable before any record goes to
+        // the new segment (each acknowledgement waits for a sync anyway).
+        // Under `batch` the syncer makes it durable on its next pass, and
+        // under `never` nothing is promised: the flusher does not wait on
+        // the disk, which may be busy writing back the last segment.
+        let durable_now = self.policy == FsyncPolicy::Always;
         let file = async {
             let file = open_segment(&self.dir, new_seq).await?;
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
-            file.fdatasync()
-                .await
-                .doing(|| "syncing a new segment".into())?;
-            sync_dir(&self.dir).await?;
+            if durable_now {
+                file.fdatasync()
+                    .await
+                    .doing(|| "syncing a new segment".into())?;
+                sync_dir(&self.dir).await?;
+            }
             Ok::<_, StorageError>(file)
         }
         .await;
@@ -77,7 +85,10 @@ impl Storage {
             }
         };
         let mut s = self.state.borrow_mut();
-        s.file = Rc::new(file);
+        let old = std::mem::replace(&mut s.file, Rc::new(file));
+        if self.policy == FsyncPolicy::Batch && s.switched_from.is_none() {
+            s.switched_from = Some(old);
+        }
         s.inline = inline_handle(&self.dir, new_seq)?;
         s.file_pos = SEGMENT_MAGIC.len() as u64;
         s.segment_seq = new_seq;
