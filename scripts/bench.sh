@@ -77,6 +77,10 @@ SQ1_RESP_PORT=$(free_port)
 start_squall 1 0 --resp-listen "127.0.0.1:$SQ1_RESP_PORT"; SQ1_PID=$SQ_PID; SQ1_ADDR=$SQ_ADDR
 targets=("redis redis 127.0.0.1:$RPORT $REDIS_PID $core_last" "squall-1shard squall $SQ1_ADDR $SQ1_PID $core_last"
          "squall-resp-1shard redis 127.0.0.1:$SQ1_RESP_PORT $SQ1_PID $core_last")
+# The same node with its sockets on a ring of its own (`--net uring`),
+# beside the default path in the same run (redis-benchmark only).
+SQU_RESP_PORT=$(free_port)
+start_squall 1 0 --resp-listen "127.0.0.1:$SQU_RESP_PORT" --net uring; SQU_PID=$SQ_PID
 if [ "$ncpu" -ge 2 ]; then
   start_squall 2 "0-$core_last"
   targets+=("squall-2shards squall $SQ_ADDR $SQ_PID 0-$core_last")
@@ -97,7 +101,7 @@ done
 
 # The same store under Redis's own load generator: redis-benchmark (C,
 # one thread, on the last core) against Redis and Squall's RESP port (both
-# on core 0), GET and SET apart, 50 clients, 100-byte values, KEYS random
+# on core 0; Squall on both socket paths), GET and SET apart, 50 clients, 100-byte values, KEYS random
 # keys, pipeline 1 and 16, interleaved rounds. Server CPU comes from
 # /proc/PID/stat around each run.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -105,7 +109,8 @@ RB_OPS_PER_S=${RB_OPS_PER_S:-40000}  # sizes -n: ~DURATION_S per run at pipeline
 for round in $(seq "$ROUNDS"); do
   for p in 1 16; do
     n=$((RB_OPS_PER_S * ${DURATION_S%.*} * (p == 1 ? 1 : 10)))
-    for t in "redis $RPORT $REDIS_PID" "squall-resp-1shard $SQ1_RESP_PORT $SQ1_PID"; do
+    for t in "redis $RPORT $REDIS_PID" "squall-resp-1shard $SQ1_RESP_PORT $SQ1_PID" \
+             "squall-resp-uring $SQU_RESP_PORT $SQU_PID"; do
       read -r label port pid <<<"$t"
       for test in set get; do
         echo "bench: round $round/$ROUNDS redis-benchmark $label $test pipeline $p" >&2

@@ -30,6 +30,11 @@ step "docs";         RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --
 # (cargo builds only a package's own binaries for its tests).
 step "tests";        cargo build --release --workspace --bins --locked
 cargo test --release --workspace --all-targets --locked
+# The connection tests once more on the io_uring socket path (`--net uring`,
+# through the environment every node inherits): limits, deadlines, refusals,
+# bad input, RESP, shutdown, every lattice.
+step "uring path";   SQUALL_NET=uring cargo test --release --locked -p dataplane --test it -- \
+  resp:: hardening:: bad_input:: shutdown:: e2e:: auth::
 # The sans-I/O cores once more with debug assertions on (their invariants).
 step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
 step "doc tests";    cargo test --release --workspace --doc --locked

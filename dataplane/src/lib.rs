@@ -11,7 +11,8 @@
 //! - the function platform on top of it: [`functions`] (executors, calls,
 //!   DAGs, the store executors see) and [`model_fns`];
 //! - serving: [`server`] (a shard's accept loop and what its connections
-//!   share), [`conn`] (one connection), [`auth`];
+//!   share), [`conn`] (one connection), [`uring`] (the sockets' own
+//!   io_uring ring), [`auth`];
 //! - the cluster: [`identity`] (who the node is), [`members`] (membership
 //!   over UDP, the view and placement every shard reads), [`links`]
 //!   (connections to other nodes), [`handoff`] (keys to their new
@@ -69,6 +70,7 @@ mod server;
 mod shard;
 mod storage;
 mod transport;
+mod uring;
 
 #[cfg(test)]
 mod tests {

@@ -70,6 +70,29 @@ pub const LARGE_BLOCK_BYTES: usize = 128 * 1024;
 /// a large frame arrives, and shrinks back after.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Submission entries of a shard's network ring (`--net uring`); its
+/// completion queue holds four times as many.
+pub const URING_ENTRIES: u32 = 512;
+
+/// Receive buffers the network ring provides (a power of two), each
+/// `URING_BUFFER_BYTES`: 4 MiB per shard. A receive takes one and gives it
+/// back once its bytes are copied to the connection.
+pub const URING_BUFFERS: usize = 256;
+pub const URING_BUFFER_BYTES: usize = 16 * 1024;
+const _: () = assert!(URING_BUFFERS.is_power_of_two() && URING_BUFFERS <= 32768);
+
+/// Bytes received for a connection and not yet read past which its
+/// receive pauses until the connection has read them.
+pub const URING_RX_PAUSE_BYTES: usize = 4 * READ_BUFFER_BYTES;
+
+/// Bytes written to a connection and not yet sent past which the writer
+/// waits for its sends (the kernel's socket buffer holds more).
+pub const URING_TX_PAUSE_BYTES: usize = 4 * READ_BUFFER_BYTES;
+
+/// How long a closed connection's last bytes may wait for a peer that does
+/// not read them before the socket closes anyway.
+pub const URING_CLOSE_SEND_TIMEOUT_MS: u64 = 5_000;
+
 /// Depth of each shard-to-shard forwarding queue. A full queue makes the
 /// sending connection wait (back-pressure), never grow memory.
 pub const FORWARD_QUEUE_DEPTH: usize = 1024;

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub snapshot_wal_bytes: u64,
     /// Busy-poll this long before a shard sleeps (0 = sleep at once).
     pub spin_before_park_us: u64,
+    /// The path client sockets take (`--net`).
+    pub net: crate::uring::NetPath,
     /// Connections each shard serves at once.
     pub connections_max: usize,
     /// How long a connection may take to finish a frame it started.
@@ -261,6 +263,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             resp_listen,
             dir: data_dir.join(format!("shard-{i}")),
             fsync: config.fsync,
+            net: config.net,
             snapshot_wal_bytes: config.snapshot_wal_bytes,
             ring: ring.clone(),
             ends,
@@ -577,6 +580,7 @@ struct ShardStart {
     resp_listen: Option<SocketAddr>,
     dir: PathBuf,
     fsync: FsyncPolicy,
+    net: crate::uring::NetPath,
     snapshot_wal_bytes: u64,
     ring: HashRing<ShardId>,
     ends: Vec<Option<PeerEnds>>,
@@ -691,7 +695,21 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         &mirror,
         remote.clone(),
     ));
-    let server = Rc::new(Server::new(
+    let net = match ctx.net {
+        crate::uring::NetPath::Glommio => None,
+        crate::uring::NetPath::Uring => match crate::uring::Net::start() {
+            Ok(net) => Some(net),
+            Err(e) => {
+                log::warn!(
+                    "{}: no network ring ({e}; multishot receive needs Linux 6.0); \
+                     serving on glommio's sockets",
+                    ctx.id
+                );
+                None
+            }
+        },
+    };
+    let mut server = Server::new(
         shard.clone(),
         functions,
         ctx.conn,
@@ -699,7 +717,9 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         &remote,
         pushes.clone(),
         ctx.connections_max,
-    ));
+    );
+    server.net = net;
+    let server = Rc::new(server);
     glommio::spawn_local(crate::handoff::run(server.clone())).detach();
     let links = server.links.clone();
     glommio::spawn_local(crate::replicate::run(shard.clone(), links.clone(), pushes)).detach();
@@ -729,7 +749,15 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(stop_tx);
     glommio::spawn_local(watch_stop(server.clone(), stop_rx)).detach();
-    log::info!("{}: serving on {addr} (cpu-pinned executor)", ctx.id);
+    let sockets = if server.net.is_some() {
+        "its own io_uring"
+    } else {
+        "glommio's"
+    };
+    log::info!(
+        "{}: serving on {addr} (cpu-pinned executor, sockets on {sockets} ring)",
+        ctx.id
+    );
 
     if let Some(resp) = resp {
         let server = server.clone();

@@ -62,6 +62,8 @@ pub(crate) struct Server {
     pub shutdown: Event,
     pub open_connections: Cell<usize>,
     pub connections_max: usize,
+    /// The shard's network ring (`--net uring`); `None`: glommio's sockets.
+    pub net: Option<Rc<crate::uring::Net>>,
     /// The node's view of its cluster.
     pub members: Arc<Members>,
     /// This shard's copy of the placement (re-read when its version moves).
@@ -99,6 +101,7 @@ impl Server {
             shutdown: Event::default(),
             open_connections: Cell::new(0),
             connections_max,
+            net: None,
             members,
         }
     }

@@ -14,6 +14,7 @@ use crate::limits::{
 };
 use crate::node::NodeConfig;
 use crate::storage::FsyncPolicy;
+use crate::uring::NetPath;
 
 #[derive(Clone, Debug, clap::Args)]
 pub(super) struct NodeArgs {
@@ -46,6 +47,14 @@ pub(super) struct NodeArgs {
     /// core's cycles for lower wake-up latency. 0 sleeps at once.
     #[arg(long, default_value_t = 0)]
     spin_before_park_us: u64,
+    /// The path client sockets take. `glommio`: glommio's sockets, a
+    /// syscall per receive and per send. `uring`: each shard serves its
+    /// connections on an io_uring of its own (multishot receive into
+    /// provided buffers, the sends of a batch in one submission; Linux
+    /// 6.0+, else glommio's with a warning). Measured alike per core here,
+    /// lower p50 under load, higher for a serial client (docs/benchmarks.md).
+    #[arg(long, value_enum, env = "SQUALL_NET", default_value_t = NetPath::Glommio)]
+    net: NetPath,
     /// Connections each shard serves at once; more are refused with `overloaded`.
     #[arg(long, default_value_t = CONNECTIONS_PER_SHARD_MAX)]
     connections_max: usize,
@@ -167,6 +176,7 @@ impl NodeArgs {
             vnodes_per_shard: a.vnodes,
             snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
             spin_before_park_us: a.spin_before_park_us,
+            net: a.net,
             connections_max: a.connections_max,
             partial_frame_timeout_ms: a.partial_frame_timeout_ms.max(1),
             hello_timeout_ms: a.hello_timeout_ms.max(1),

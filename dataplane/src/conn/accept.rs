@@ -10,6 +10,7 @@ use super::serve;
 use crate::limits::{RECLAIM_AT_PERCENT, RECLAIM_PULSE_INTERVAL_MS};
 use crate::server::Server;
 use crate::shard::bump;
+use crate::uring::Stream;
 
 /// What a listener's connections speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub(crate) async fn accept_loop(server: &Rc<Server>, listener: &TcpListener, pro
             .open_connections
             .set(server.open_connections.get() + 1);
         let me = server.clone();
+        let stream = Stream::accepted(stream, server.net.as_ref());
         glommio::spawn_local(async move {
             match protocol {
                 Protocol::Native => serve(me.clone(), stream).await,

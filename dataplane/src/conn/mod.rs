@@ -31,7 +31,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kvs_core::Lsn;
 use wire::auth::Role;
 use wire::frame::{
@@ -54,6 +53,7 @@ use crate::limits::{
 use crate::server::Server;
 use crate::shard::{bump, Shard};
 use crate::transport::error_response;
+use crate::uring::Stream;
 use outbox::Outbox;
 
 /// What woke a waiting connection.
@@ -69,7 +69,7 @@ enum Input {
 struct Conn {
     server: Rc<Server>,
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Bytes of `rbuf` holding data.
     filled: usize,
@@ -128,9 +128,8 @@ async fn leave_after_handoff(server: Rc<Server>) {
 
 /// Serves one connection until the peer closes, a fatal protocol error, or
 /// shutdown.
-pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let peer_addr = stream.peer_addr().ok();
+pub(crate) async fn serve(server: Rc<Server>, stream: Stream) {
+    let peer_addr = stream.peer_addr();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let now = Instant::now();
     let mut c = Conn {

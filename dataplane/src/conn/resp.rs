@@ -51,7 +51,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kvs_core::lattice::{Lww, Timestamp};
 use kvs_core::partition::check_key;
 use kvs_core::{LatticeKind, Lsn, Value};
@@ -66,12 +65,12 @@ use crate::error::NodeError;
 use crate::limits::{READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::server::Server;
 use crate::shard::bump;
+use crate::uring::Stream;
 
 /// Serves one RESP connection until the peer closes or quits, a protocol
 /// error, or shutdown.
-pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
+pub(crate) async fn serve(server: Rc<Server>, stream: Stream) {
+    let peer_ip = stream.peer_addr().map(|a| a.ip());
     let now = Instant::now();
     let open = server.settings.auth.is_none();
     let mut c = RespConn {
@@ -100,7 +99,7 @@ pub(crate) async fn serve(server: Rc<Server>, stream: TcpStream) {
 
 struct RespConn {
     server: Rc<Server>,
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Bytes of `rbuf` holding data.
     filled: usize,

@@ -490,7 +490,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_recovers_by_itself() {
     drop(node);
 }
 
-fn rss_mb(pid: i32) -> u64 {
+pub(crate) fn rss_mb(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()

@@ -48,6 +48,8 @@
 //!   purpose (`SQUALL_FAULTS`).
 //! * `resp`: the RESP2 listener: Redis's commands on every shard and
 //!   across nodes, pipelining, other lattices, limits, `AUTH`, durability.
+//! * `network`: both socket paths (`--net uring`, `--net glommio`) hold
+//!   back a peer that pipelines without reading, and answer it in order.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -70,6 +72,7 @@ mod harness;
 mod history;
 mod models;
 mod netns;
+mod network;
 mod placement;
 mod resp;
 mod shutdown;
