@@ -32,8 +32,9 @@ step "tests";        cargo build --release --workspace --bins --locked
 cargo test --release --workspace --all-targets --locked
 # The connection tests once more on the io_uring socket path (`--net uring`,
 # through the environment every node inherits): limits, deadlines, refusals,
-# bad input, RESP, shutdown, every lattice.
-step "uring path";   SQUALL_NET=uring cargo test --release --locked -p dataplane --test it -- \
+# bad input, RESP, shutdown, every lattice. `--workspace`, not `-p dataplane`:
+# the same feature set as the step above, so nothing is rebuilt.
+step "uring path";   SQUALL_NET=uring cargo test --release --locked --workspace --test it -- \
   resp:: hardening:: bad_input:: shutdown:: e2e:: auth::
 # The sans-I/O cores once more with debug assertions on (their invariants).
 step "debug asserts"; cargo test --locked -p kvs-core -p executor -p wire --lib
