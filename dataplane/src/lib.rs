@@ -46,6 +46,8 @@ macro_rules! crash_point {
     };
 }
 
+#[cfg(test)]
+mod allocs;
 mod antientropy;
 mod auth;
 mod cache;

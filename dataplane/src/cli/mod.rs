@@ -65,6 +65,17 @@ pub struct Cli {
     command: Command,
 }
 
+/// The configuration `squall node ARGS…` gives, for tests that run a node
+/// in their own process.
+#[cfg(test)]
+pub(crate) fn node_config(args: &[&str]) -> anyhow::Result<crate::node::NodeConfig> {
+    let argv = ["squall", "node"].into_iter().chain(args.iter().copied());
+    match Cli::try_parse_from(argv)?.command {
+        Command::Node(a) => a.config(),
+        _ => unreachable!("parsed as `squall node`"),
+    }
+}
+
 #[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Run a node: one pinned shard per core, each owning a partition of the keys.

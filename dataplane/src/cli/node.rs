@@ -162,7 +162,7 @@ enum WasmCompilerArg {
 
 impl NodeArgs {
     /// The node configuration these flags give.
-    fn config(self) -> anyhow::Result<NodeConfig> {
+    pub(super) fn config(self) -> anyhow::Result<NodeConfig> {
         let a = self;
         let shards = a
             .shards

@@ -57,21 +57,18 @@ pub(super) async fn read<K: AsRef<[u8]>>(
 ) -> Routed {
     let shard = &server.shard;
     let me = shard.id();
-    let mut dests = Vec::with_capacity(keys.len());
-    for k in keys {
+    let mut values: Vec<Option<w::Value>> = vec![None; keys.len()];
+    let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
         let k = k.as_ref();
         let remote = if local { None } else { remote_owner(server, k) };
-        dests.push(match remote {
+        let d = match remote {
             Some((node, addr)) if !forward => return Routed::WrongOwner(node, addr),
             Some((_, addr)) => Dest::Node(addr),
             None => Dest::Shard(shard.owner(k)),
-        });
-    }
-    let mut values: Vec<Option<w::Value>> = vec![None; keys.len()];
-    let mut groups: Vec<(Dest, Vec<usize>)> = Vec::new();
-    for (i, d) in dests.into_iter().enumerate() {
+        };
         if d == Dest::Shard(me) {
-            values[i] = shard.get_local(keys[i].as_ref());
+            values[i] = shard.get_local(k);
         } else if let Some(g) = groups.iter_mut().find(|(x, _)| *x == d) {
             g.1.push(i);
         } else {
