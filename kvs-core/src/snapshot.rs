@@ -137,7 +137,9 @@ fn decode(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> {
         Some(c) => c,
         None => d.u64()?,
     };
-    let mut p = Partition::default();
+    // A corrupt count cannot reserve much: the check above passed, and each
+    // entry takes at least 3 bytes.
+    let mut p = Partition::with_capacity(usize::try_from(count).unwrap_or(0).min(bytes.len() / 3));
     for _ in 0..count {
         let key = d.key()?;
         let entry = match d.u8()? {
