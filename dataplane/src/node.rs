@@ -41,7 +41,7 @@ use crate::links::Links;
 use crate::members::{Gossip, GossipConfig, Members};
 use crate::server::{ConnSettings, Server};
 use crate::shard::{Shard, ShardParts};
-use crate::storage::{FsyncPolicy, Storage};
+use crate::storage::{FsyncPolicy, SnapshotPolicy, Storage};
 use crate::transport::channels::{self, PeerEnds};
 use crate::transport::faults::{Faults, Faulty};
 use crate::transport::Transport;
@@ -58,7 +58,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub vnodes_per_shard: u32,
-    pub snapshot_wal_bytes: u64,
+    pub snapshot: SnapshotPolicy,
     /// Busy-poll this long before a shard sleeps (0 = sleep at once).
     pub spin_before_park_us: u64,
     /// The path client sockets take (`--net`).
@@ -264,7 +264,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             dir: data_dir.join(format!("shard-{i}")),
             fsync: config.fsync,
             net: config.net,
-            snapshot_wal_bytes: config.snapshot_wal_bytes,
+            snapshot: config.snapshot,
             ring: ring.clone(),
             ends,
             ready: ready_tx.clone(),
@@ -581,7 +581,7 @@ struct ShardStart {
     dir: PathBuf,
     fsync: FsyncPolicy,
     net: crate::uring::NetPath,
-    snapshot_wal_bytes: u64,
+    snapshot: SnapshotPolicy,
     ring: HashRing<ShardId>,
     ends: Vec<Option<PeerEnds>>,
     ready: mpsc::Sender<(usize, Result<SocketAddr, String>)>,
@@ -606,7 +606,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
             ctx.dir.clone(),
             ctx.id,
             ctx.fsync,
-            ctx.snapshot_wal_bytes,
+            ctx.snapshot,
             crate::shard::wall_us(),
         )
         .await

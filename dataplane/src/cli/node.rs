@@ -9,11 +9,11 @@ use crate::concern::WriteConcern;
 use crate::limits::{
     ANTI_ENTROPY_INTERVAL_MS, CACHE_MB_DEFAULT, CONNECTIONS_PER_SHARD_MAX, EXECUTORS_PER_SHARD_MAX,
     HELLO_TIMEOUT_MS_DEFAULT, IDLE_RECLAIM_MS_DEFAULT, PARTIAL_FRAME_TIMEOUT_MS_DEFAULT,
-    READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT, TXN_RECORD_TTL_MS,
-    VNODES_PER_SHARD_DEFAULT,
+    READ_BUFFERS_MB_DEFAULT, REPLICATION_MAX, SNAPSHOT_WAL_BYTES_DEFAULT,
+    SNAPSHOT_WAL_PERCENT_DEFAULT, TXN_RECORD_TTL_MS, VNODES_PER_SHARD_DEFAULT,
 };
 use crate::node::NodeConfig;
-use crate::storage::FsyncPolicy;
+use crate::storage::{FsyncPolicy, SnapshotPolicy};
 use crate::uring::NetPath;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -40,9 +40,16 @@ pub(super) struct NodeArgs {
     /// Virtual nodes per shard on the shard ring.
     #[arg(long, default_value_t = VNODES_PER_SHARD_DEFAULT)]
     vnodes: u32,
-    /// Snapshot a shard once its WAL has grown by this many MiB (bounds restart time).
+    /// Snapshot a shard once its WAL has grown by this many MiB (bounds restart time)
+    /// and by --snapshot-wal-percent of its newest snapshot.
     #[arg(long, default_value_t = SNAPSHOT_WAL_BYTES_DEFAULT >> 20)]
     snapshot_wal_mb: u64,
+    /// ... and once its WAL has grown by this percentage of the newest snapshot's size: a
+    /// snapshot rewrites every key, so this bounds the bytes snapshots write per byte logged
+    /// (100: at most one), while restart replays at most this much of a snapshot's size of
+    /// WAL. 0: --snapshot-wal-mb alone.
+    #[arg(long, default_value_t = SNAPSHOT_WAL_PERCENT_DEFAULT)]
+    snapshot_wal_percent: u64,
     /// Busy-poll this many microseconds before a shard sleeps: trades an idle
     /// core's cycles for lower wake-up latency. 0 sleeps at once.
     #[arg(long, default_value_t = 0)]
@@ -174,7 +181,10 @@ impl NodeArgs {
             data_dir: a.data_dir,
             fsync: a.fsync,
             vnodes_per_shard: a.vnodes,
-            snapshot_wal_bytes: a.snapshot_wal_mb.max(1) << 20,
+            snapshot: SnapshotPolicy {
+                wal_bytes: a.snapshot_wal_mb.max(1) << 20,
+                wal_percent: a.snapshot_wal_percent,
+            },
             spin_before_park_us: a.spin_before_park_us,
             net: a.net,
             connections_max: a.connections_max,

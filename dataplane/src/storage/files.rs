@@ -61,6 +61,7 @@ pub(super) struct OnDisk {
     pub seq: u64,
     pub pos: u64,
     pub snapshot: Option<String>,
+    pub snapshot_bytes: u64,
     pub segments: usize,
     pub log_bytes: u64,
 }
@@ -124,6 +125,7 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
         recovered,
         seq,
         pos,
+        snapshot_bytes: snap.as_ref().map_or(0, |(_, b)| b.len() as u64),
         snapshot: snap.map(|(n, _)| n),
         segments: listing.segments.len(),
         log_bytes: segs.iter().map(|(_, b)| b.len() as u64).sum(),

@@ -51,7 +51,10 @@ impl Storage {
                 self.recover_after_failure(&partition, &*rebuilt).await;
                 continue;
             }
-            let due = self.state.borrow().bytes_since_snapshot >= self.snapshot_wal_bytes;
+            let due = {
+                let s = self.state.borrow();
+                (self.snapshot_policy).due(s.bytes_since_snapshot, s.snapshot_bytes)
+            };
             if due && !self.snapshotting.get() {
                 match self.begin_snapshot(&partition).await {
                     Ok(begun) => {

@@ -11,7 +11,10 @@
 //!   record's group is on stable storage; `batch` and `never` — after it is
 //!   written to the OS (so a killed process loses nothing acknowledged);
 //!   `batch` additionally syncs every `FSYNC_BATCH_INTERVAL_MS`.
-//! * **Snapshots**: once the WAL grows past the threshold, the flusher
+//! * **Snapshots**: once the WAL grows past both bounds of the
+//!   [`SnapshotPolicy`] (`--snapshot-wal-mb`, and `--snapshot-wal-percent`
+//!   of the newest snapshot's size, so that rewriting every key stays
+//!   proportional to what was logged), the flusher
 //!   starts capturing the partition and a new segment (made durable at
 //!   once under `always`, by the syncer's next pass under `batch`: the
 //!   segment left, then the directory); a task of its own
@@ -135,6 +138,8 @@ struct State {
     inline: std::fs::File,
     file_pos: u64,
     bytes_since_snapshot: u64,
+    /// Size of the newest snapshot on disk (0: none).
+    snapshot_bytes: u64,
     wal_bytes_total: u64,
     snapshots: u64,
     flushing: bool,
@@ -144,13 +149,29 @@ struct State {
     switched_from: Option<Rc<BufferedFile>>,
 }
 
+/// When a shard snapshots: once its WAL has grown by `wal_bytes` and by
+/// `wal_percent` of the newest snapshot's size (`--snapshot-wal-mb`,
+/// `--snapshot-wal-percent`).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    pub wal_bytes: u64,
+    pub wal_percent: u64,
+}
+
+impl SnapshotPolicy {
+    fn due(&self, wal_bytes_since: u64, snapshot_bytes: u64) -> bool {
+        let grown = snapshot_bytes.saturating_mul(self.wal_percent) / 100;
+        wal_bytes_since >= self.wal_bytes.max(grown)
+    }
+}
+
 /// One shard's WAL and snapshots.
 #[derive(Debug)]
 pub struct Storage {
     dir: PathBuf,
     shard: ShardId,
     policy: FsyncPolicy,
-    snapshot_wal_bytes: u64,
+    snapshot_policy: SnapshotPolicy,
     state: RefCell<State>,
     kick: LocalSender<()>,
     kicked: RefCell<Option<LocalReceiver<()>>>,
@@ -180,7 +201,7 @@ impl Storage {
         dir: PathBuf,
         shard: ShardId,
         policy: FsyncPolicy,
-        snapshot_wal_bytes: u64,
+        snapshot_policy: SnapshotPolicy,
         now_us: u64,
     ) -> Result<(Rc<Storage>, Recovered)> {
         std::fs::create_dir_all(&dir).doing(|| format!("creating {}", dir.display()))?;
@@ -190,6 +211,7 @@ impl Storage {
             seq,
             pos,
             snapshot,
+            snapshot_bytes,
             segments,
             log_bytes,
         } = read_on_disk(&dir, shard)?;
@@ -240,7 +262,7 @@ impl Storage {
             dir,
             shard,
             policy,
-            snapshot_wal_bytes,
+            snapshot_policy,
             state: RefCell::new(State {
                 pending: Vec::new(),
                 next_lsn: last.next(),
@@ -254,6 +276,7 @@ impl Storage {
                 file: Rc::new(file),
                 file_pos: pos,
                 bytes_since_snapshot,
+                snapshot_bytes,
                 wal_bytes_total: 0,
                 snapshots: 0,
                 flushing: false,
@@ -360,5 +383,36 @@ impl Storage {
         file.fdatasync()
             .await
             .doing(|| "the final fdatasync of the WAL".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPolicy;
+
+    #[test]
+    fn a_snapshot_is_due_once_the_wal_outgrows_both_bounds() {
+        const MIB: u64 = 1 << 20;
+        let policy = SnapshotPolicy {
+            wal_bytes: 64 * MIB,
+            wal_percent: 100,
+        };
+        // No snapshot yet, or a small one: the fixed bound alone.
+        assert!(!policy.due(64 * MIB - 1, 0));
+        assert!(policy.due(64 * MIB, 0));
+        assert!(policy.due(64 * MIB, 10 * MIB));
+        // A snapshot larger than that: the WAL must grow by its size.
+        assert!(!policy.due(255 * MIB, 256 * MIB));
+        assert!(policy.due(256 * MIB, 256 * MIB));
+        let half = SnapshotPolicy {
+            wal_percent: 50,
+            ..policy
+        };
+        assert!(policy.due(128 * MIB, 128 * MIB) && half.due(128 * MIB, 256 * MIB));
+        let fixed = SnapshotPolicy {
+            wal_percent: 0,
+            ..policy
+        };
+        assert!(fixed.due(64 * MIB, 1 << 40));
     }
 }

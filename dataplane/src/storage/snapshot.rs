@@ -149,7 +149,10 @@ impl Storage {
                 .await
                 .doing(|| format!("removing {old}"))?;
         }
-        self.state.borrow_mut().snapshots += 1;
+        let mut s = self.state.borrow_mut();
+        s.snapshots += 1;
+        s.snapshot_bytes = size;
+        drop(s);
         log::info!(
             "{}: snapshot {name} ({size} bytes) written in {} ms; WAL now starts at {}",
             self.shard,
