@@ -156,6 +156,11 @@ impl Placement {
         self.addrs.values().any(|a| *a == addr)
     }
 
+    /// Whether this node is the only member.
+    pub fn solo(&self) -> bool {
+        self.solo
+    }
+
     /// This node's own address in the view (absent while it leaves).
     pub fn my_addr(&self) -> Option<SocketAddr> {
         self.addrs.get(&self.me).copied()

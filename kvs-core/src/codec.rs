@@ -154,7 +154,12 @@ impl<'a> Decoder<'a> {
             n => Err(DecodeError::Trailing(n)),
         }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    /// The input not read yet.
+    #[must_use]
+    pub fn rest(&self) -> &'a [u8] {
+        self.input
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.input.len() < n {
             return Err(DecodeError::Truncated {
                 needed: n - self.input.len(),
@@ -177,11 +182,15 @@ impl<'a> Decoder<'a> {
         Ok(u64::from_le_bytes(a))
     }
     pub fn bytes(&mut self, what: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.slice(what, max)?.to_vec())
+    }
+    /// A length-prefixed byte string, borrowed from the input.
+    pub fn slice(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         if len > max {
             return Err(DecodeError::TooLong { what, len, max });
         }
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
     fn len(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let len = self.u32()? as usize;
@@ -196,6 +205,47 @@ impl<'a> Decoder<'a> {
     }
     pub fn key(&mut self) -> Result<Vec<u8>, DecodeError> {
         self.bytes("key", KEY_BYTES_MAX)
+    }
+    pub fn key_slice(&mut self) -> Result<&'a [u8], DecodeError> {
+        self.slice("key", KEY_BYTES_MAX)
+    }
+    fn skip_clock(&mut self) -> Result<(), DecodeError> {
+        let n = self.len("vector clock")?;
+        self.take(n * 16).map(drop)
+    }
+    /// Steps over a value, checking what [`Decoder::value`] checks of its
+    /// lengths and tags, without building it.
+    pub fn skip_value(&mut self) -> Result<(), DecodeError> {
+        let tag = self.u8()?;
+        let kind = LatticeKind::from_tag(tag).ok_or(DecodeError::UnknownTag {
+            what: "lattice",
+            tag,
+        })?;
+        match kind {
+            LatticeKind::Lww | LatticeKind::Priority => {
+                self.take(if kind == LatticeKind::Lww { 16 } else { 8 })?;
+                self.slice("value", VALUE_BYTES_MAX)?;
+            }
+            LatticeKind::Set | LatticeKind::OrderedSet => {
+                for _ in 0..self.len("set")? {
+                    self.slice("set element", VALUE_BYTES_MAX)?;
+                }
+            }
+            LatticeKind::Max => {
+                self.take(8)?;
+            }
+            LatticeKind::SingleKeyCausal | LatticeKind::MultiKeyCausal => {
+                for _ in 0..self.len("causal versions")? {
+                    self.skip_clock()?;
+                    for _ in 0..self.len("dependencies")? {
+                        self.key_slice()?;
+                        self.skip_clock()?;
+                    }
+                    self.slice("value", VALUE_BYTES_MAX)?;
+                }
+            }
+        }
+        Ok(())
     }
     pub fn clock(&mut self) -> Result<VectorClock, DecodeError> {
         let n = self.len("vector clock")?;
@@ -294,8 +344,20 @@ mod tests {
         }
 
         #[test]
+        fn skipping_a_value_reads_what_decoding_it_reads(v in any_value()) {
+            let mut enc = encode_value(&v);
+            enc.push(7);
+            let mut d = Decoder::new(&enc);
+            d.skip_value().unwrap();
+            prop_assert_eq!(d.remaining(), 1);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_value(&bytes);
+            let decoded = decode_value(&bytes);
+            let mut d = Decoder::new(&bytes);
+            let skipped = d.skip_value().and_then(|()| d.finish());
+            prop_assert_eq!(decoded.is_ok(), skipped.is_ok());
         }
 
         #[test]
@@ -303,6 +365,7 @@ mod tests {
             let enc = encode_value(&v);
             for cut in 0..enc.len() {
                 prop_assert!(decode_value(&enc[..cut]).is_err());
+                prop_assert!(Decoder::new(&enc[..cut]).skip_value().is_err());
             }
         }
     }

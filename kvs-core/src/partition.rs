@@ -21,7 +21,8 @@
 //!   reported in stats. Collecting them needs cluster-wide knowledge of what
 //!   every replica has seen, which comes with replication.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use thiserror::Error;
 
@@ -173,6 +174,12 @@ pub fn check_key(key: &[u8]) -> Result<(), PartitionError> {
     Ok(())
 }
 
+/// Keys under this prefix are the platform's own (functions, DAGs, commit
+/// records, settings). A partition also keeps them in an ordered index, so
+/// that listing them does not scan every key: at start-up three listings
+/// scanned 2M keys for ≈ 0.2 s.
+pub const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
+
 /// How many maps a partition's entries are split over, by a hash of the
 /// key: a snapshot is encoded a part at a time
 /// ([`Partition::capture_begin`]) and the shard serves requests between
@@ -201,6 +208,8 @@ fn part_of(key: &[u8]) -> usize {
 pub struct Partition {
     /// [`PARTS`] maps; a key lives in `parts[part_of(key)]`.
     parts: Vec<Map>,
+    /// The keys in `parts` under [`SYSTEM_KEY_PREFIX`], in order.
+    system: BTreeSet<Box<[u8]>>,
     live: usize,
     /// A snapshot being taken, if any.
     capture: Option<Box<Capture>>,
@@ -210,6 +219,7 @@ impl Default for Partition {
     fn default() -> Partition {
         Partition {
             parts: (0..PARTS).map(|_| Map::default()).collect(),
+            system: BTreeSet::new(),
             live: 0,
             capture: None,
         }
@@ -217,19 +227,75 @@ impl Default for Partition {
 }
 
 impl Partition {
-    /// An empty partition with room for about `keys` keys: each part's map
-    /// is sized once instead of growing (and rehashing) at every doubling
-    /// (recovery from a snapshot).
-    #[must_use]
-    pub fn with_capacity(keys: usize) -> Partition {
-        let per_part = keys / PARTS;
-        Partition {
-            parts: (0..PARTS)
-                .map(|_| Map::with_capacity_and_hasher(per_part, Default::default()))
-                .collect(),
-            ..Partition::default()
+    /// Builds a partition from a snapshot's entries, each given as its key
+    /// and the bytes where its entry begins, which `decode` turns into the
+    /// key and its entry. Each part's map is sized once for its keys, then
+    /// filled in the order of its buckets, so that the map is written front
+    /// to back, with the entries' bytes prefetched a few ahead: in the
+    /// snapshot's order every insert waited for a cache miss (a quarter of
+    /// recovering 2M keys).
+    pub fn load<'a, E>(
+        entries: impl IntoIterator<Item = Result<(&'a [u8], &'a [u8]), E>>,
+        mut decode: impl FnMut(&'a [u8]) -> Result<(&'a [u8], Entry), E>,
+    ) -> Result<Partition, E> {
+        use std::hash::BuildHasher as _;
+        /// Entries prefetched ahead of the one being inserted.
+        const AHEAD: usize = 8;
+        let hashers: Vec<foldhash::fast::RandomState> =
+            (0..PARTS).map(|_| Default::default()).collect();
+        let mut staged: Vec<Vec<(u64, &[u8])>> = (0..PARTS).map(|_| Vec::new()).collect();
+        for e in entries {
+            let (key, at) = e?;
+            let i = part_of(key);
+            staged[i].push((hashers[i].hash_one(key), at));
+        }
+        let mut p = Partition {
+            parts: Vec::with_capacity(PARTS),
+            system: BTreeSet::new(),
+            live: 0,
+            capture: None,
+        };
+        for (hasher, mut part) in hashers.into_iter().zip(staged) {
+            let mut map = Map::with_capacity_and_hasher(part.len(), hasher);
+            // hashbrown probes from the bucket `hash & (buckets - 1)`.
+            let mask = (map.capacity() + 1).next_power_of_two() - 1;
+            part.sort_unstable_by_key(|&(hash, _)| hash as usize & mask);
+            for (n, &(_, at)) in part.iter().enumerate() {
+                if let Some(&(_, ahead)) = part.get(n + AHEAD) {
+                    prefetch(ahead);
+                }
+                let (key, entry) = decode(at)?;
+                index(&mut p.system, key);
+                p.live += usize::from(matches!(entry, Entry::Live(_)));
+                if let Some(Entry::Live(_)) = map.insert(Key::from(key), entry) {
+                    p.live -= 1;
+                }
+            }
+            p.parts.push(map);
+        }
+        Ok(p)
+    }
+}
+
+/// Asks the CPU for the first two cache lines of `bytes`: a hint, which
+/// neither reads them nor can fault.
+#[inline]
+#[allow(unsafe_code)]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = bytes.as_ptr().cast::<i8>();
+        // SAFETY: prefetching needs only SSE, which every x86_64 CPU has;
+        // it loads nothing into the program and never faults, whatever the
+        // address (the second line may lie past `bytes`).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// A snapshot being taken while the partition changes (copy-on-write by
@@ -355,6 +421,7 @@ impl Partition {
             }
             Mutation::Drop { key } => {
                 check_key(&key)?;
+                self.system.remove(key.as_slice());
                 let removed = match self.parts[i].remove(key.as_slice()) {
                     Some(Entry::Live(_)) => {
                         self.live -= 1;
@@ -502,7 +569,8 @@ pub fn check_shape(key: &[u8], value: &Value) -> Result<(), PartitionError> {
 
 impl Partition {
     fn put(&mut self, i: usize, key: Vec<u8>, value: Value) -> Result<Applied, PartitionError> {
-        self.check_put_in(i, &key, &value)?;
+        // A type mismatch fails the merge below before it changes anything.
+        check_shape(&key, &value)?;
         let map = &mut self.parts[i];
         match map.get_mut(key.as_slice()) {
             Some(Entry::Live(existing)) => {
@@ -525,6 +593,7 @@ impl Partition {
                 }
             }
             None => {
+                index(&mut self.system, &key);
                 map.insert(Key::from(key), Entry::Live(value));
                 self.live += 1;
             }
@@ -533,6 +602,7 @@ impl Partition {
     }
 
     fn delete(&mut self, i: usize, key: Vec<u8>, ts: Timestamp) -> Applied {
+        index(&mut self.system, &key);
         let slot = (self.parts[i].entry(Key::from(key))).or_insert(Entry::Tombstone(ts));
         let removed = match slot {
             Entry::Live(Value::Lww(lww)) if lww.timestamp() > ts => false,
@@ -580,21 +650,34 @@ impl Partition {
         part_entries(&self.parts[i])
     }
 
-    /// Live keys starting with `prefix` (a full scan: for administrative
-    /// listings, not the data path).
+    /// Live keys starting with `prefix`: under [`SYSTEM_KEY_PREFIX`] in
+    /// order, from the index of those; any other prefix scans every key
+    /// (for administrative listings, not the data path).
     pub fn live_keys_with_prefix<'a>(
         &'a self,
         prefix: &'a [u8],
-    ) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.entries()
-            .filter(move |(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
-            .map(|(k, _)| k)
+    ) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
+        if !prefix.starts_with(SYSTEM_KEY_PREFIX) {
+            return Box::new(
+                self.entries()
+                    .filter(move |(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
+                    .map(|(k, _)| k),
+            );
+        }
+        Box::new(
+            (self.system)
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                .map(|k| &**k)
+                .take_while(move |k| k.starts_with(prefix))
+                .filter(|k| self.get(k).is_some()),
+        )
     }
 
-    /// Installs an entry read from a snapshot, replacing what was there.
+    /// Installs an entry, replacing what was there.
     pub fn restore(&mut self, key: Vec<u8>, entry: Entry) {
         let i = part_of(&key);
         self.before_change(i);
+        index(&mut self.system, &key);
         let live = matches!(entry, Entry::Live(_));
         if let Some(old) = self.parts[i].insert(Key::from(key), entry) {
             if matches!(old, Entry::Live(_)) {
@@ -604,6 +687,14 @@ impl Partition {
         if live {
             self.live += 1;
         }
+    }
+}
+
+/// Notes `key` in a partition's index of system keys if it is one (as it
+/// goes into its map).
+fn index(system: &mut BTreeSet<Box<[u8]>>, key: &[u8]) {
+    if key.starts_with(SYSTEM_KEY_PREFIX) && !system.contains(key) {
+        system.insert(key.into());
     }
 }
 
@@ -906,6 +997,41 @@ mod tests {
             }
             prop_assert_eq!(replayed.parts, live.parts);
             prop_assert_eq!(replayed.live, live.live);
+        }
+
+        /// Listing system keys from their index finds what a scan of every
+        /// key finds, after puts, deletes and drops, and after a snapshot.
+        #[test]
+        fn the_system_key_index_lists_what_a_scan_finds(
+            ms in prop::collection::vec((0usize..6, 0u8..3, 0u64..4), 0..60),
+        ) {
+            const KEYS: [&str; 6] = ["squall:a", "squall:ab", "squall:b", "squall", "squam:a", "a"];
+            let mut p = Partition::default();
+            for (k, op, clock) in ms {
+                let key = KEYS[k].as_bytes().to_vec();
+                let _ = p.apply(match op {
+                    0 => Mutation::Put { key, value: lww(clock, "v") },
+                    1 => Mutation::Delete { key, ts: ts(clock) },
+                    _ => Mutation::Drop { key },
+                });
+            }
+            let restored = crate::snapshot::decode_snapshot(&crate::snapshot::encode_snapshot(&p, Lsn(1)))
+                .unwrap()
+                .0;
+            for prefix in ["squall:", "squall:a", "squall:ab", "squall:c", "squall", "squa", ""] {
+                let prefix = prefix.as_bytes();
+                let mut scanned: Vec<&[u8]> = p
+                    .entries()
+                    .filter(|(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
+                    .map(|(k, _)| k)
+                    .collect();
+                scanned.sort_unstable();
+                for q in [&p, &restored] {
+                    let mut listed: Vec<&[u8]> = q.live_keys_with_prefix(prefix).collect();
+                    listed.sort_unstable();
+                    prop_assert_eq!(&listed, &scanned);
+                }
+            }
         }
     }
 }

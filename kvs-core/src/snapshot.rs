@@ -27,7 +27,7 @@ use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
 use crate::lattice::{Timestamp, Value};
 use crate::partition::{Entry, Mutation, Partition, PARTS};
-use crate::wal::{scan_segment, TornTail, WalError};
+use crate::wal::{visit_segment, TornTail, WalError};
 
 /// First bytes of every snapshot; the last byte is the format version.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SQSNP\0\0\x02";
@@ -108,11 +108,11 @@ pub enum SnapshotError {
 
 /// Reads a snapshot back into a partition and its `last_lsn`.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> {
-    decode(bytes)
+    decode(bytes).map(|(p, lsn, _)| (p, lsn))
 }
 
-/// A snapshot's partition and `last_lsn`, either version.
-fn decode(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> {
+/// A snapshot's partition, `last_lsn` and largest clock, either version.
+fn decode(bytes: &[u8]) -> Result<(Partition, Lsn, u64), SnapshotError> {
     let n = SNAPSHOT_MAGIC.len();
     let v2 = bytes.get(..n) == Some(&SNAPSHOT_MAGIC[..]);
     if !v2 && bytes.get(..n) != Some(&SNAPSHOT_MAGIC_V1[..]) {
@@ -137,29 +137,45 @@ fn decode(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> {
         Some(c) => c,
         None => d.u64()?,
     };
-    // A corrupt count cannot reserve much: the check above passed, and each
-    // entry takes at least 3 bytes.
-    let mut p = Partition::with_capacity(usize::try_from(count).unwrap_or(0).min(bytes.len() / 3));
-    for _ in 0..count {
-        let key = d.key()?;
-        let entry = match d.u8()? {
-            1 => Entry::Live(d.value()?),
-            2 => Entry::Tombstone(Timestamp {
-                clock: d.u64()?,
-                writer: d.u64()?,
-            }),
+    // Where each entry lies: its key, then the rest stepped over.
+    let positions = (0..count).map(|_| {
+        let at = d.rest();
+        let key = d.key_slice()?;
+        match d.u8()? {
+            1 => d.skip_value()?,
+            2 => {
+                d.take(16)?;
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "snapshot entry",
                     tag,
-                }
-                .into())
+                })
             }
+        }
+        Ok((key, at))
+    });
+    let mut max_clock_us = 0;
+    let p = Partition::load(positions, |at| {
+        let mut d = Decoder::new(at);
+        let key = d.key_slice()?;
+        let entry = match d.u8()? {
+            1 => Entry::Live(d.value()?),
+            _ => Entry::Tombstone(Timestamp {
+                clock: d.u64()?,
+                writer: d.u64()?,
+            }),
         };
-        p.restore(key, entry);
-    }
+        let clock = match &entry {
+            Entry::Live(Value::Lww(l)) => l.timestamp().clock,
+            Entry::Tombstone(ts) => ts.clock,
+            Entry::Live(_) => 0,
+        };
+        max_clock_us = max_clock_us.max(clock);
+        Ok::<_, DecodeError>((key, entry))
+    })?;
     d.finish()?;
-    Ok((p, last_lsn))
+    Ok((p, last_lsn, max_clock_us))
 }
 
 /// What recovery rebuilt.
@@ -208,22 +224,13 @@ pub fn recover<'a>(
     snapshot: Option<(&str, &[u8])>,
     segments: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Recovered, RecoveryError> {
-    let (mut partition, snap_lsn) = match snapshot {
+    let (mut partition, snap_lsn, mut max_clock_us) = match snapshot {
         Some((name, bytes)) => decode(bytes).map_err(|source| RecoveryError::Snapshot {
             name: name.to_owned(),
             source,
         })?,
-        None => (Partition::default(), Lsn(0)),
+        None => (Partition::default(), Lsn(0), 0),
     };
-    let mut max_clock_us = partition
-        .entries()
-        .map(|(_, e)| match e {
-            Entry::Live(Value::Lww(l)) => l.timestamp().clock,
-            Entry::Tombstone(ts) => ts.clock,
-            Entry::Live(_) => 0,
-        })
-        .max()
-        .unwrap_or(0);
     let segments: Vec<_> = segments.into_iter().collect();
     let mut out = Recovered {
         partition: Partition::default(),
@@ -235,14 +242,15 @@ pub fn recover<'a>(
     };
     let count = segments.len();
     for (i, (name, bytes)) in segments.into_iter().enumerate() {
-        let scan = scan_segment(bytes, i + 1 == count).map_err(|source| RecoveryError::Wal {
-            name: name.to_owned(),
-            source,
-        })?;
-        for (lsn, m) in scan.records {
+        // The first put the partition refuses; what follows it is not applied.
+        let mut refused = None;
+        let scanned = visit_segment(bytes, i + 1 == count, |lsn, m| {
+            if refused.is_some() {
+                return;
+            }
             if lsn <= out.last_lsn {
                 out.skipped += 1;
-                continue;
+                return;
             }
             let clock = match &m {
                 Mutation::Put {
@@ -253,15 +261,26 @@ pub fn recover<'a>(
                 Mutation::Put { .. } | Mutation::Drop { .. } => 0,
             };
             max_clock_us = max_clock_us.max(clock);
-            partition.apply(m).map_err(|e| RecoveryError::Replay {
+            match partition.apply(m) {
+                Ok(_) => {
+                    out.last_lsn = lsn;
+                    out.replayed += 1;
+                }
+                Err(e) => refused = Some((lsn, e)),
+            }
+        });
+        let (_, torn) = scanned.map_err(|source| RecoveryError::Wal {
+            name: name.to_owned(),
+            source,
+        })?;
+        if let Some((lsn, e)) = refused {
+            return Err(RecoveryError::Replay {
                 name: name.to_owned(),
                 lsn,
                 reason: e.to_string(),
-            })?;
-            out.last_lsn = lsn;
-            out.replayed += 1;
+            });
         }
-        out.torn = scan.torn;
+        out.torn = torn;
     }
     out.partition = partition;
     out.max_clock_us = max_clock_us;
@@ -359,6 +378,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn recovery_names_the_first_record_the_partition_refuses() {
+        let mut s = log(1..=2);
+        let set = Mutation::Put {
+            key: b"k3".to_vec(),
+            value: Value::Set([b"x".to_vec()].into_iter().collect()),
+        };
+        encode_record(Lsn(3), &set, &mut s);
+        encode_record(Lsn(4), &put(3), &mut s); // an LWW put of the set's key
+        let fifth = s.len();
+        encode_record(Lsn(5), &put(8), &mut s);
+        encode_record(Lsn(6), &put(9), &mut s);
+        let err = recover(None, [("a", &s[..])]).unwrap_err();
+        assert!(
+            matches!(&err, RecoveryError::Replay { lsn, .. } if *lsn == Lsn(4)),
+            "{err}"
+        );
+        // Corruption after the refused record is still reported as such.
+        s[fifth + 12] ^= 0x55;
+        let err = recover(None, [("a", &s[..])]).unwrap_err();
+        assert!(matches!(err, RecoveryError::Wal { .. }), "{err}");
+    }
+
     fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
         let mut v: Vec<_> = p.entries().map(|(k, e)| (k.to_vec(), e.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -419,6 +461,29 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Keys of every length (inline and on the heap), values of every
+        /// lattice and tombstones come back from a snapshot as they were,
+        /// counted alike.
+        #[test]
+        fn any_entries_round_trip(
+            entries in proptest::collection::vec((
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                proptest::option::of(crate::lattice::tests::any_value()),
+            ), 0..300),
+        ) {
+            let mut p = Partition::default();
+            for (key, value) in entries {
+                let entry = match value {
+                    Some(v) => Entry::Live(v),
+                    None => Entry::Tombstone(Timestamp { clock: 3, writer: 4 }),
+                };
+                p.restore(key, entry);
+            }
+            let (q, at) = decode_snapshot(&encode_snapshot(&p, Lsn(7))).unwrap();
+            proptest::prop_assert_eq!((at, sorted(&q)), (Lsn(7), sorted(&p)));
+            proptest::prop_assert_eq!((q.live_keys(), q.tombstones()), (p.live_keys(), p.tombstones()));
+        }
+
         /// A snapshot captured while the partition changes (steps and
         /// writes interleaved at random) holds the state at its start, and
         /// recovers, with the log after it, the state at the end.

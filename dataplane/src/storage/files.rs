@@ -66,6 +66,43 @@ pub(super) struct OnDisk {
     pub log_bytes: u64,
 }
 
+/// Files of at least this size are read into memory the kernel may back
+/// with huge pages (a snapshot of 2M keys, 285 MB: 0.28-0.36 s with
+/// `std::fs::read`, mostly faulting in 4 KiB pages; 0.07-0.09 s so).
+const HUGE_READ_BYTES: usize = 4 << 20;
+
+/// A whole file, in memory.
+enum FileBytes {
+    Heap(Vec<u8>),
+    Anon(memmap2::MmapMut),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Heap(v) => v,
+            FileBytes::Anon(m) => m,
+        }
+    }
+}
+
+fn read_whole(path: &Path) -> std::io::Result<FileBytes> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    if len < HUGE_READ_BYTES {
+        let mut bytes = Vec::with_capacity(len);
+        file.read_to_end(&mut bytes)?;
+        return Ok(FileBytes::Heap(bytes));
+    }
+    let mut bytes = memmap2::MmapOptions::new().len(len).map_anon()?;
+    // Only a hint: without huge pages the read is as slow as before.
+    let _ = bytes.advise(memmap2::Advice::HugePage);
+    file.read_exact(&mut bytes)?;
+    Ok(FileBytes::Anon(bytes))
+}
+
 /// Reads `dir` and recovers its state, cutting a torn tail off the last
 /// segment (start-up, and after a failed write: memory is rebuilt from
 /// exactly what the log holds).
@@ -76,7 +113,7 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
             let name = snapshot_name(Lsn(lsn));
             Some((
                 name.clone(),
-                std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
+                read_whole(&dir.join(&name)).doing(|| format!("reading {name}"))?,
             ))
         }
         None => None,
@@ -86,12 +123,12 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
         let name = segment_name(seq);
         segs.push((
             name.clone(),
-            std::fs::read(dir.join(&name)).doing(|| format!("reading {name}"))?,
+            read_whole(&dir.join(&name)).doing(|| format!("reading {name}"))?,
         ));
     }
     let recovered = recover(
-        snap.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
-        segs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        snap.as_ref().map(|(n, b)| (n.as_str(), &b[..])),
+        segs.iter().map(|(n, b)| (n.as_str(), &b[..])),
     )
     .map_err(|source| StorageError::Recovery {
         shard,

@@ -26,15 +26,25 @@ impl Key {
     }
 }
 
-impl From<Vec<u8>> for Key {
-    fn from(key: Vec<u8>) -> Key {
+impl From<&[u8]> for Key {
+    fn from(key: &[u8]) -> Key {
         match u8::try_from(key.len()) {
             Ok(len) if key.len() <= INLINE_BYTES => {
                 let mut bytes = [0; INLINE_BYTES];
-                bytes[..key.len()].copy_from_slice(&key);
+                bytes[..key.len()].copy_from_slice(key);
                 Key::Inline { len, bytes }
             }
-            _ => Key::Heap(key.into_boxed_slice()),
+            _ => Key::Heap(key.into()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(key: Vec<u8>) -> Key {
+        if key.len() <= INLINE_BYTES {
+            Key::from(key.as_slice())
+        } else {
+            Key::Heap(key.into_boxed_slice())
         }
     }
 }
@@ -78,6 +88,7 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let key = Key::from(bytes.clone());
             assert_eq!(key.as_slice(), bytes.as_slice());
+            assert_eq!(key, Key::from(bytes.as_slice()));
             assert_eq!(hasher.hash_one(&key), hasher.hash_one(bytes.as_slice()));
             assert_eq!(
                 matches!(key, Key::Inline { .. }),
