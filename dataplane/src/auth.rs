@@ -148,10 +148,9 @@ impl Auth {
     }
 }
 
-/// The role a request needs (`None`: allowed before authentication). Keys
-/// under `squall:fn:`, `squall:dag:`, `squall:model…` and `squall:labels:`
-/// hold code and models: writing them directly needs `admin`, like
-/// registering through the dedicated requests.
+/// The role a request needs (`None`: allowed before authentication).
+/// Writing a reserved key ([`is_reserved_key`]) directly needs `admin`,
+/// like registering through the dedicated requests.
 #[must_use]
 pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
     use ArchivedRequest as R;
@@ -185,25 +184,27 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
 /// The role a write of `key` needs.
 #[must_use]
 pub fn role_to_write(key: &[u8]) -> Role {
-    if is_code_key(key) {
+    if is_reserved_key(key) {
         Role::Admin
     } else {
         Role::Write
     }
 }
 
-/// Keys that hold code, models and placement (function and DAG
-/// registrations, model chunks, manifests and labels, per-key copies):
-/// only admins write them, only through requests, never through a
-/// function's store or a call's output key.
+/// Keys that hold code, models, placement and what atomic calls wrote
+/// (function and DAG registrations, model chunks, manifests and labels,
+/// per-key copies, commit records): only admins write them, only through
+/// requests, never through a function's store or a call's output key. A
+/// forged commit record would stand for a call it does not belong to.
 #[must_use]
-pub fn is_code_key(key: &[u8]) -> bool {
-    const PREFIXES: [&str; 5] = [
+pub fn is_reserved_key(key: &[u8]) -> bool {
+    const PREFIXES: [&str; 6] = [
         wire::FUNCTION_KEY_PREFIX,
         wire::DAG_KEY_PREFIX,
         "squall:model",
         "squall:labels:",
         wire::REPLICAS_KEY_PREFIX,
+        wire::TXN_KEY_PREFIX,
     ];
     PREFIXES.iter().any(|p| key.starts_with(p.as_bytes()))
 }

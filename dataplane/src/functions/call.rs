@@ -515,9 +515,9 @@ impl ShardFunctions {
         first_run: bool,
     ) -> CallResult {
         let writes = std::mem::take(&mut record.writes);
-        if let Some((key, _)) = writes.iter().find(|(k, _)| crate::auth::is_code_key(k)) {
+        if let Some((key, _)) = writes.iter().find(|(k, _)| crate::auth::is_reserved_key(k)) {
             let msg = format!(
-                "functions may not write {:?}: it holds code or models",
+                "functions may not write {:?}: the node reserves it (code, models, commit records)",
                 String::from_utf8_lossy(key)
             );
             return Err(NodeError::new(Status::InvalidArgument, msg));

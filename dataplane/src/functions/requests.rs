@@ -461,9 +461,10 @@ impl ShardFunctions {
                 .extend(args_of(&a.args));
         }
         let output_key = call.output_key.to_vec();
-        if crate::auth::is_code_key(&output_key) {
+        if crate::auth::is_reserved_key(&output_key) {
             let msg = format!(
-                "output key {:?} is under a prefix that holds code or models; choose another",
+                "output key {:?} is under a prefix the node reserves (code, models, commit \
+                 records); choose another",
                 String::from_utf8_lossy(&output_key)
             );
             return Answer::fail(Status::InvalidArgument, msg);

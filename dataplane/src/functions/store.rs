@@ -294,12 +294,13 @@ pub(crate) async fn serve_store(
 ) {
     use futures_lite::StreamExt;
     while let Some(StoreRequest { op, reply }) = rx.next().await {
-        if !matches!(op, StoreOp::Get(_)) && crate::auth::is_code_key(op.key()) {
+        if !matches!(op, StoreOp::Get(_)) && crate::auth::is_reserved_key(op.key()) {
             // Registration goes through the node's checks (and, with
             // authentication, its admin role), never a function's store.
             let msg = format!(
-                "functions may not write {:?}: keys under squall:fn:, squall:dag:, squall:model \
-                 and squall:labels: change only through registration requests",
+                "functions may not write {:?}: keys under squall:fn:, squall:dag:, squall:model, \
+                 squall:labels:, squall:replicas: and squall:txn: change only through the \
+                 node's own requests",
                 String::from_utf8_lossy(op.key())
             );
             let _ = reply.send(StoreReply::Failed(msg));

@@ -186,6 +186,11 @@ fn roles_limit_what_a_connection_may_do() {
                 .put(b"squall:dag:sneaky", lww("x"))
                 .await
                 .unwrap_err(),
+            // A forged commit record would stand for another's atomic call.
+            writer
+                .put(b"squall:txn:0000000000000001:0", lww("x"))
+                .await
+                .unwrap_err(),
         ] {
             assert_eq!(err.status(), Some(Status::Forbidden), "{err}");
             assert!(err.to_string().contains("needs the admin role"), "{err}");
@@ -270,8 +275,9 @@ fn the_cli_authenticates_and_secrets_stay_out_of_logs() {
     }
 }
 
-/// Code and model keys change only through registration: not through a
-/// call's output key, nor a function's store, whatever the role.
+/// Code and model keys change only through registration, commit records
+/// only through atomic calls: not through a call's output key, nor a
+/// function's store, whatever the role.
 #[test]
 fn code_keys_cannot_be_written_around_registration() {
     let (node, _dir) = start("auth-code-keys", &[]);
@@ -292,6 +298,13 @@ fn code_keys_cannot_be_written_around_registration() {
             .unwrap_err();
         assert!(err.to_string().contains("may not write"), "{err}");
         assert!(admin.get(b"squall:dag:planted").await.unwrap().is_none());
+        let record = b"squall:txn:0000000000000002:0";
+        let err = writer
+            .call_function("incr_key", vec![record.to_vec()], 0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("may not write"), "{err}");
+        assert!(admin.get(record).await.unwrap().is_none());
     });
 }
 
