@@ -216,3 +216,28 @@ pub(super) async fn sync_dir(dir: &Path) -> Result<()> {
     d.close().await.doing(what)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{read_whole, HUGE_READ_BYTES};
+
+    #[test]
+    fn whole_files_read_back_exactly_on_either_side_of_the_huge_page_size() {
+        let dir = std::env::temp_dir().join(format!("squall-read-whole-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for len in [
+            0,
+            1,
+            HUGE_READ_BYTES - 1,
+            HUGE_READ_BYTES,
+            HUGE_READ_BYTES + 4099,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(*read_whole(&path).unwrap() == bytes[..], "{len} bytes");
+        }
+        assert!(read_whole(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
