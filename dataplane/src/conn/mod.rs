@@ -393,9 +393,11 @@ impl Conn {
             ArchivedRequest::Ping => self.reply(request_id, &w::Response::Pong),
             ArchivedRequest::Stats => {
                 let mut stats = self.shard.snapshot_stats();
-                stats.primary_keys = self
-                    .server
-                    .with_placement(|p| self.shard.count_live(|k| p.is_primary(k)));
+                // A lone node is every key's primary: no scan of them all.
+                stats.primary_keys = self.server.with_placement(|p| match p.solo() {
+                    true => stats.live_keys,
+                    false => self.shard.count_live(|k| p.is_primary(k)),
+                });
                 if self.shard.id().0 == 0 {
                     let c = self.server.cache.stats();
                     stats.cache_keys = c.keys as u64;

@@ -206,6 +206,13 @@ fn every_lattice_round_trips_through_the_client_on_both_shards() {
             stats.iter().all(|s| s.puts > 0),
             "both shards took writes: {stats:?}"
         );
+        // A lone node is the primary of every key it holds.
+        assert!(
+            stats
+                .iter()
+                .all(|s| s.live_keys > 0 && s.primary_keys == s.live_keys),
+            "{stats:?}"
+        );
     });
 }
 
