@@ -65,11 +65,15 @@ run() { # NAME ROUND
   until "${name}_serves" "$port"; do sleep 0.01; done
   t1=$(now)
   kill -9 "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
-  python3 - "$name" "$2" "$keys" "$base" "$rss" "$t0" "$t1" <<'PY'
+  # Squall logs its own recovery time: "recovered N keys ... in M ms".
+  recovery=$(grep -o 'recovered [0-9]* keys.* in [0-9]* ms' "$dir.err" 2>/dev/null | tail -1 |
+    grep -o 'in [0-9]* ms' | grep -o '[0-9]*' || true)
+  python3 - "$name" "$2" "$keys" "$base" "$rss" "$t0" "$t1" "${recovery:-}" <<'PY'
 import sys
-name, rnd, keys, base, rss, t0, t1 = sys.argv[1:]
+name, rnd, keys, base, rss, t0, t1, recovery = sys.argv[1:]
 keys, base, rss = int(keys), int(base), int(rss)
-print(f"| {name} | {rnd} | {keys} | {rss / 1024:.0f} | {(rss - base) * 1024 / keys:.0f} | {float(t1) - float(t0):.2f} |")
+recovery = f"{int(recovery) / 1000:.2f}" if recovery else "—"
+print(f"| {name} | {rnd} | {keys} | {rss / 1024:.0f} | {(rss - base) * 1024 / keys:.0f} | {float(t1) - float(t0):.2f} | {recovery} |")
 PY
 }
 # Before the load: answering at all (`kv get` exits 1 for a missing key).
@@ -80,8 +84,8 @@ serves_empty() { # NAME PORT
   [ "$rc" -le 1 ]
 }
 
-echo "| server | round | keys | RSS MB | bytes per key (RSS growth / keys) | restart s (kill -9 → serving) |"
-echo "|---|---|---|---|---|---|"
+echo "| server | round | keys | RSS MB | bytes per key (RSS growth / keys) | restart s (kill -9 → serving) | of which recovery s (node log) |"
+echo "|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
   run redis "$round"
   run squall "$round"
