@@ -64,6 +64,8 @@ pub(super) struct OnDisk {
     pub snapshot_bytes: u64,
     pub segments: usize,
     pub log_bytes: u64,
+    /// How long reading the files took (the rest of recovery is CPU).
+    pub read_ms: u128,
 }
 
 /// Files of at least this size are read into memory the kernel may back
@@ -108,6 +110,7 @@ fn read_whole(path: &Path) -> std::io::Result<FileBytes> {
 /// exactly what the log holds).
 pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
     let listing = list(dir)?;
+    let reading = std::time::Instant::now();
     let snap = match listing.snapshots.last() {
         Some(&lsn) => {
             let name = snapshot_name(Lsn(lsn));
@@ -126,6 +129,7 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
             read_whole(&dir.join(&name)).doing(|| format!("reading {name}"))?,
         ));
     }
+    let read_ms = reading.elapsed().as_millis();
     let recovered = recover(
         snap.as_ref().map(|(n, b)| (n.as_str(), &b[..])),
         segs.iter().map(|(n, b)| (n.as_str(), &b[..])),
@@ -166,6 +170,7 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
         snapshot: snap.map(|(n, _)| n),
         segments: listing.segments.len(),
         log_bytes: segs.iter().map(|(_, b)| b.len() as u64).sum(),
+        read_ms,
     })
 }
 

@@ -214,6 +214,7 @@ impl Storage {
             snapshot_bytes,
             segments,
             log_bytes,
+            read_ms,
         } = read_on_disk(&dir, shard)?;
         let file = open_segment(&dir, seq).await?;
         let pos = if pos < SEGMENT_MAGIC.len() as u64 {
@@ -227,7 +228,7 @@ impl Storage {
             pos
         };
         log::info!(
-            "{shard}: recovered {} keys ({} tombstones) at {} in {} ms: snapshot {}, {} WAL records replayed from {segments} segment(s)",
+            "{shard}: recovered {} keys ({} tombstones) at {} in {} ms (reading files {read_ms} ms): snapshot {}, {} WAL records replayed from {segments} segment(s)",
             recovered.partition.live_keys(),
             recovered.partition.tombstones(),
             recovered.last_lsn,
