@@ -20,7 +20,7 @@
 //! the key still holds exactly that state. Lattices merge, so a batch
 //! that arrives twice or late changes nothing.
 
-use kvs_core::partition::Entry;
+use kvs_core::partition::{Entry, EntryRef};
 
 /// Where keys live under one placement: the holders of a key, primary
 /// first (empty for a key that is not spread).
@@ -51,7 +51,13 @@ impl<H: Copy + Eq> Round<H> {
 
     /// Considers one entry under placement `now`, given `last`, the
     /// placement of the last finished round (`None` in the first round).
-    pub fn add<P: Holders<H>>(&mut self, key: &[u8], entry: &Entry, now: &P, last: Option<&P>) {
+    pub fn add<P: Holders<H>>(
+        &mut self,
+        key: &[u8],
+        entry: EntryRef<'_>,
+        now: &P,
+        last: Option<&P>,
+    ) {
         let holders = now.holders(key);
         let leaves = !holders.is_empty() && self.me.is_none_or(|me| !holders.contains(&me));
         let old = match (leaves, last) {
@@ -64,7 +70,7 @@ impl<H: Copy + Eq> Round<H> {
                 continue;
             }
             let i = *index.get_or_insert_with(|| {
-                self.items.push((key.to_vec(), entry.clone(), leaves));
+                self.items.push((key.to_vec(), entry.to_entry(), leaves));
                 self.items.len() - 1
             });
             match self.targets.iter_mut().find(|(t, _)| *t == h) {
@@ -138,11 +144,11 @@ mod tests {
         ]));
         let mut round = Round::new(Some(1u8));
         for k in [&b"kept"[..], b"moves", b"solo"] {
-            round.add(k, &live(7), &now, Some(&last));
+            round.add(k, live(7).view(), &now, Some(&last));
         }
         round.add(
             b"gone",
-            &Entry::Tombstone(Timestamp::default()),
+            EntryRef::Tombstone(Timestamp::default()),
             &now,
             Some(&last),
         );
@@ -169,13 +175,13 @@ mod tests {
     fn the_first_round_sends_to_every_other_holder_and_a_leaving_node_keeps_nothing() {
         let now = Table(HashMap::from([(&b"k"[..], vec![1, 2, 3])]));
         let mut first = Round::new(Some(1u8));
-        first.add(b"k", &live(1), &now, None);
+        first.add(b"k", live(1).view(), &now, None);
         let to: Vec<u8> = first.batches(10).map(|(t, _)| t).collect();
         assert_eq!(to, vec![2, 3]);
         assert_eq!(first.leaving().count(), 0);
 
         let mut leaving = Round::new(None);
-        leaving.add(b"k", &live(1), &now, Some(&now));
+        leaving.add(b"k", live(1).view(), &now, Some(&now));
         let to: Vec<u8> = leaving.batches(10).map(|(t, _)| t).collect();
         assert_eq!(to, vec![1, 2, 3]);
         assert_eq!(leaving.leaving().count(), 1);
@@ -190,7 +196,7 @@ mod tests {
         ]));
         let mut round = Round::new(Some(1u8));
         for k in [&b"a"[..], b"b", b"c"] {
-            round.add(k, &live(1), &now, None);
+            round.add(k, live(1).view(), &now, None);
         }
         let sizes: Vec<usize> = round.batches(2).map(|(_, es)| es.len()).collect();
         assert_eq!(sizes, vec![2, 1]);

@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use kvs_core::cluster::{ClusterRing, Member};
-use kvs_core::partition::{Entry, Mutation, Partition};
+use kvs_core::lattice::ValueRef;
+use kvs_core::partition::{Entry, EntryRef, Mutation, Partition};
 use kvs_core::{NodeId, Value};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -536,7 +537,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         let Some(r) = node.round.take() else { return };
         for (key, entry) in r.round.leaving() {
-            if node.part.entry(key) == Some(entry) {
+            if node.part.entry(key) == Some(entry.view()) {
                 node.part
                     .apply(Mutation::Drop { key: key.to_vec() })
                     .expect("a drop");
@@ -567,7 +568,7 @@ impl Sim {
             };
             let entries: Entries = keys
                 .iter()
-                .filter_map(|k| Some((k.clone(), node.part.entry(k)?.clone())))
+                .filter_map(|k| Some((k.clone(), node.part.entry(k)?.to_entry())))
                 .collect();
             node.in_flight.insert(holder);
             self.pushed += entries.len();
@@ -613,7 +614,7 @@ impl Sim {
         let view = node.view.clone();
         let mut round = Round::new(me);
         // In key order: the same order in every run.
-        let mut entries: Vec<(&[u8], &Entry)> = node.part.entries().collect();
+        let mut entries: Vec<(&[u8], EntryRef<'_>)> = node.part.entries().collect();
         entries.sort_unstable_by_key(|(k, _)| *k);
         for (key, entry) in entries {
             round.add(key, entry, &*view, node.last.as_deref());
@@ -817,7 +818,7 @@ impl Sim {
                 "{what}, seed {seed}: {key:?} is owned by nobody"
             );
             for h in holders {
-                let has = matches!(self.nodes[h].part.get(key), Some(Value::Set(s)) if s.contains(&element(*op)));
+                let has = matches!(self.nodes[h].part.get(key), Some(ValueRef::Other(Value::Set(s))) if s.contains(&element(*op)));
                 assert!(
                     has,
                     "{what}, seed {seed}: acknowledged write {op} to {} lost at holder {h}",
@@ -827,7 +828,7 @@ impl Sim {
         }
         for k in 0..KEYS {
             let key = format!("k{k}").into_bytes();
-            let copies: Vec<Option<&Entry>> = view
+            let copies: Vec<Option<EntryRef<'_>>> = view
                 .holders(&key)
                 .iter()
                 .map(|&h| self.nodes[h].part.entry(&key))
@@ -927,7 +928,7 @@ fn the_same_seed_gives_the_same_run() {
                 let mut v: Vec<_> = n
                     .part
                     .entries()
-                    .map(|(k, e)| (k.to_vec(), e.clone()))
+                    .map(|(k, e)| (k.to_vec(), e.to_entry()))
                     .collect();
                 v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 v

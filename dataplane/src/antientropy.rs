@@ -105,7 +105,7 @@ async fn round(
     shard.for_each_entry(|key, entry| {
         let range = kvs_core::digest::bucket_of(key);
         if differing & (1 << range) != 0 && placement.shared_with(key, peer) {
-            items.push((key.to_vec(), entry.clone()));
+            items.push((key.to_vec(), entry.to_entry()));
         }
     });
     for chunk in items.chunks(HANDOFF_BATCH_KEYS) {

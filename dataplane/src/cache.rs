@@ -27,7 +27,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use kvs_core::partition::{value_len, Entry, Mutation, Partition};
+use kvs_core::lattice::ValueRef;
+use kvs_core::partition::{value_len, Entry, EntryRef, Mutation, Partition};
 use kvs_core::Value;
 
 /// Bookkeeping counted per cached key, beyond its key and content bytes.
@@ -71,9 +72,10 @@ pub(crate) struct CacheStats {
     pub misses: u64,
 }
 
-fn size_of(key: &[u8], entry: Option<&Entry>) -> usize {
+fn size_of(key: &[u8], entry: Option<EntryRef<'_>>) -> usize {
     let content = match entry {
-        Some(Entry::Live(v)) => value_len(v),
+        Some(EntryRef::Live(ValueRef::Lww(_, bytes))) => bytes.len(),
+        Some(EntryRef::Live(ValueRef::Other(v))) => value_len(v),
         _ => 0,
     };
     key.len() + content + ENTRY_OVERHEAD_BYTES
@@ -116,7 +118,7 @@ impl NodeCache {
             return None;
         }
         inner.hits += 1;
-        Some(inner.entries.get(key).cloned())
+        Some(inner.entries.get(key).map(ValueRef::to_value))
     }
 
     /// A function's read of another node's key was not answered here: it
@@ -354,7 +356,7 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bytes_and_keeps_what_is_read() {
         let value = "x".repeat(1000);
-        let per_key = size_of(b"k-00", Some(&Entry::Live(lww(1, &value))));
+        let per_key = size_of(b"k-00", Some(Entry::Live(lww(1, &value)).view()));
         let c = NodeCache::new(10 * per_key);
         c.insert(b"hot".to_vec(), Some(lww(1, &value)), 60_000);
         for i in 0..100 {

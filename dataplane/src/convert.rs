@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kvs_core::lattice::{Causal, CausalVersion, Lww, Priority, Timestamp, Value, VectorClock};
+use kvs_core::lattice::{
+    Causal, CausalVersion, Lww, Priority, Timestamp, Value, ValueRef, VectorClock,
+};
 use kvs_core::partition::Entry;
 use wire::message as w;
 
@@ -143,6 +145,19 @@ pub fn value_to_wire(v: &Value) -> w::Value {
         }),
         Value::SingleKeyCausal(c) => w::Value::SingleKeyCausal(causal_to(c)),
         Value::MultiKeyCausal(c) => w::Value::MultiKeyCausal(causal_to(c)),
+    }
+}
+
+/// A stored value, borrowed from the partition, in its wire form.
+#[must_use]
+pub fn value_ref_to_wire(v: ValueRef<'_>) -> w::Value {
+    match v {
+        ValueRef::Lww(ts, bytes) => w::Value::Lww(w::LwwValue {
+            timestamp: ts.clock,
+            writer: ts.writer,
+            bytes: bytes.to_vec(),
+        }),
+        ValueRef::Other(v) => value_to_wire(v),
     }
 }
 

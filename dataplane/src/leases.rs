@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use kvs_core::lattice::ValueRef;
 use kvs_core::partition::Partition;
-use kvs_core::Value;
 use wire::message as w;
 
 use crate::event::Event;
@@ -146,7 +146,7 @@ impl WriteObserver for LeasePusher {
         self.leases.leased(key)
     }
 
-    fn written(&self, key: &[u8], _now: Option<&Value>) {
+    fn written(&self, key: &[u8], _now: Option<ValueRef<'_>>) {
         let subs = self.leases.subscribers(key);
         if subs.is_empty() {
             return;

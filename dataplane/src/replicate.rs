@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use cluster::push::{PushQueues, Take};
 use futures_channel::oneshot;
+use kvs_core::lattice::ValueRef;
 use kvs_core::partition::Partition;
-use kvs_core::Value;
 use wire::message as w;
 
 use crate::concern::WriteConcern;
@@ -112,7 +112,7 @@ impl WriteObserver for Pushes {
         Some((barriers, need))
     }
 
-    fn written(&self, key: &[u8], _now: Option<&Value>) {
+    fn written(&self, key: &[u8], _now: Option<ValueRef<'_>>) {
         let placement = self.placement.borrow();
         let holders = placement.holders(key);
         if self
@@ -150,9 +150,9 @@ impl WriteObserver for CopiesMirror {
         is_replicas_key(key)
     }
 
-    fn written(&self, key: &[u8], now: Option<&Value>) {
+    fn written(&self, key: &[u8], now: Option<ValueRef<'_>>) {
         let target = &key[wire::REPLICAS_KEY_PREFIX.len()..];
-        match now.map(|v| copies_of(key, v)) {
+        match now.map(|v| copies_of(key, &v.to_value())) {
             None => self.members.set_copies(target, None),
             Some(Ok((_, n))) => self.members.set_copies(target, Some(n)),
             Some(Err(why)) => log::warn!("per-key copies ignored: {why}"),

@@ -17,15 +17,15 @@ use futures_channel::oneshot;
 use executor::txn::RECORD_KEY_PREFIX;
 use kvs_core::clock::HybridClock;
 use kvs_core::digest::RangeDigest;
-use kvs_core::lattice::{Lww, Timestamp};
+use kvs_core::lattice::{Lww, Timestamp, ValueRef};
 use kvs_core::limits::CLOCK_LEAD_MAX_US;
-use kvs_core::partition::{Applied, Entry, Mutation, Partition};
+use kvs_core::partition::{Applied, Entry, EntryRef, Mutation, Partition};
 use kvs_core::ring::HashRing;
 use kvs_core::{Lsn, ShardId, Value};
 use wire::message as w;
 
 use crate::concern::WriteConcern;
-use crate::convert::value_to_wire;
+use crate::convert::{value_ref_to_wire, value_to_wire};
 use crate::error::NodeError;
 use crate::limits::{NODE_REQUEST_TIMEOUT_MS, TXN_RECORDS_PER_SHARD_MAX};
 use crate::storage::{Storage, StorageError};
@@ -59,7 +59,7 @@ pub(crate) trait WriteObserver {
     /// the shard does no extra work for the keys nobody watches).
     fn watches(&self, key: &[u8]) -> bool;
     /// `key` was written; `now` is its value after the write.
-    fn written(&self, key: &[u8], now: Option<&Value>);
+    fn written(&self, key: &[u8], now: Option<ValueRef<'_>>);
     /// Memory was rebuilt from the log (a failed WAL write was rolled
     /// back): derive everything again from `partition`.
     fn rebuilt(&self, partition: &Partition);
@@ -255,13 +255,13 @@ impl Shard {
     pub fn get_local(&self, key: &[u8]) -> Option<w::Value> {
         debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
         bump(&self.stats.gets);
-        self.partition.borrow().get(key).map(value_to_wire)
+        self.partition.borrow().get(key).map(value_ref_to_wire)
     }
 
     /// Reads a local key for a client in place (counted in `gets`): `f`
     /// sees the stored value, so a reply can be encoded from it with no
     /// copy (RESP's `GET`).
-    pub fn read_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&Value>) -> R) -> R {
+    pub fn read_with<R>(&self, key: &[u8], f: impl FnOnce(Option<ValueRef<'_>>) -> R) -> R {
         debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
         bump(&self.stats.gets);
         f(self.partition.borrow().get(key))
@@ -276,7 +276,7 @@ impl Shard {
     /// Reads a local key for the node itself (not counted).
     pub fn peek(&self, key: &[u8]) -> Option<Value> {
         debug_assert_eq!(self.owner(key), self.id, "read of a key another shard owns");
-        self.partition.borrow().get(key).cloned()
+        self.partition.borrow().get(key).map(ValueRef::to_value)
     }
 
     /// The live keys under `prefix` this shard holds, sorted.
@@ -353,11 +353,11 @@ impl Shard {
 
     /// What `key` holds (a value or a tombstone), if anything.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
-        self.partition.borrow().entry(key).cloned()
+        self.partition.borrow().entry(key).map(EntryRef::to_entry)
     }
 
     /// Calls `f` with every entry (values and tombstones).
-    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], &Entry)) {
+    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], EntryRef<'_>)) {
         for (key, entry) in self.partition.borrow().entries() {
             f(key, entry);
         }
@@ -368,7 +368,7 @@ impl Shard {
         let partition = self.partition.borrow();
         let live = partition
             .entries()
-            .filter(|(k, e)| matches!(e, Entry::Live(_)) && keep(k))
+            .filter(|(k, e)| e.is_live() && keep(k))
             .count();
         live as u64
     }
@@ -412,7 +412,7 @@ impl Shard {
         key: &[u8],
         expected: &Entry,
     ) -> Result<Option<Lsn>, NodeError> {
-        if self.partition.borrow().entry(key) != Some(expected) {
+        if self.partition.borrow().entry(key) != Some(expected.view()) {
             return Ok(None);
         }
         self.storage.check_writable()?;

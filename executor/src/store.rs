@@ -68,7 +68,7 @@ const LOCAL_WRITER: u64 = 1;
 
 impl Store for LocalStore {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
-        self.with(|p, _| p.get(key).cloned())
+        self.with(|p, _| p.get(key).map(kvs_core::lattice::ValueRef::to_value))
     }
 
     fn put(&self, key: &[u8], value: Value) -> Result<(), StoreError> {
@@ -104,7 +104,7 @@ impl Store for LocalStore {
 
     fn take(&self, key: &[u8]) -> Result<Option<Value>, StoreError> {
         self.with(|p, clock| {
-            let value = p.get(key).cloned();
+            let value = p.get(key).map(kvs_core::lattice::ValueRef::to_value);
             if value.is_some() {
                 tombstone(p, clock, key)?;
             }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::lattice::{
-    Causal, CausalVersion, LatticeKind, Lww, Priority, Timestamp, Value, VectorClock,
+    Causal, CausalVersion, LatticeKind, Lww, Priority, Timestamp, Value, ValueRef, VectorClock,
 };
 use crate::limits::{COLLECTION_LEN_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
@@ -81,18 +81,31 @@ impl<'a> Encoder<'a> {
     /// A key and its state, as a snapshot stores it (and a range digest
     /// hashes it): the key, then `1` and the value, or `2` and the
     /// tombstone's timestamp.
-    pub fn entry(&mut self, key: &[u8], entry: &crate::partition::Entry) {
+    pub fn entry(&mut self, key: &[u8], entry: crate::partition::EntryRef<'_>) {
         self.bytes(key);
         match entry {
-            crate::partition::Entry::Live(v) => {
+            crate::partition::EntryRef::Live(v) => {
                 self.u8(1);
-                self.value(v);
+                self.value_ref(v);
             }
-            crate::partition::Entry::Tombstone(ts) => {
+            crate::partition::EntryRef::Tombstone(ts) => {
                 self.u8(2);
                 self.u64(ts.clock);
                 self.u64(ts.writer);
             }
+        }
+    }
+
+    /// A borrowed value, encoded exactly as [`Encoder::value`] encodes it.
+    pub fn value_ref(&mut self, v: ValueRef<'_>) {
+        match v {
+            ValueRef::Lww(ts, bytes) => {
+                self.u8(LatticeKind::Lww as u8);
+                self.u64(ts.clock);
+                self.u64(ts.writer);
+                self.bytes(bytes);
+            }
+            ValueRef::Other(v) => self.value(v),
         }
     }
 

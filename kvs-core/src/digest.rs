@@ -23,7 +23,7 @@ use xxhash_rust::xxh64::xxh64;
 
 use crate::cluster::node_key_position;
 use crate::codec::Encoder;
-use crate::partition::Entry;
+use crate::partition::EntryRef;
 
 /// Ranges of the node ring a digest has.
 pub const DIGEST_BUCKETS: usize = 64;
@@ -51,7 +51,7 @@ pub fn bucket_of(key: &[u8]) -> usize {
 
 /// A key's state, hashed (see the module doc).
 #[must_use]
-pub fn entry_hash(key: &[u8], entry: &Entry) -> u64 {
+pub fn entry_hash(key: &[u8], entry: EntryRef<'_>) -> u64 {
     let mut buf = Vec::with_capacity(key.len() + 32);
     Encoder::new(&mut buf).entry(key, entry);
     xxh64(&buf, 0)
@@ -59,7 +59,7 @@ pub fn entry_hash(key: &[u8], entry: &Entry) -> u64 {
 
 impl RangeDigest {
     /// Adds one key.
-    pub fn add(&mut self, key: &[u8], entry: &Entry) {
+    pub fn add(&mut self, key: &[u8], entry: EntryRef<'_>) {
         let b = &mut self.buckets[bucket_of(key)];
         *b = b.wrapping_add(entry_hash(key, entry));
     }
@@ -103,6 +103,7 @@ impl RangeDigest {
 mod tests {
     use super::*;
     use crate::lattice::{Lww, Timestamp, Value};
+    use crate::partition::Entry;
 
     fn lww(clock: u64, v: &str) -> Entry {
         Entry::Live(Value::Lww(Lww::new(
@@ -114,7 +115,7 @@ mod tests {
     fn digest(entries: &[(&str, Entry)]) -> RangeDigest {
         let mut d = RangeDigest::default();
         for (k, e) in entries {
-            d.add(k.as_bytes(), e);
+            d.add(k.as_bytes(), e.view());
         }
         d
     }
@@ -167,6 +168,9 @@ mod tests {
         // Pinned so that a change of the hashed encoding cannot pass
         // unnoticed (nodes of two versions would never agree).
         assert_eq!(bucket_of(b"squall"), 0x3ef1_17f3_1a5a_fd3e >> 58);
-        assert_eq!(entry_hash(b"squall", &lww(5, "v")), 0x1777_3d0a_f70f_1f84);
+        assert_eq!(
+            entry_hash(b"squall", lww(5, "v").view()),
+            0x1777_3d0a_f70f_1f84
+        );
     }
 }

@@ -263,6 +263,46 @@ pub enum Value {
     MultiKeyCausal(Causal),
 }
 
+/// A stored value, borrowed from the partition: an LWW register as its
+/// timestamp and bytes (the partition keeps it packed with its key), any
+/// other lattice as the value itself (never [`Value::Lww`]).
+#[derive(Clone, Copy, Debug)]
+pub enum ValueRef<'a> {
+    Lww(Timestamp, &'a [u8]),
+    Other(&'a Value),
+}
+
+impl<'a> ValueRef<'a> {
+    #[must_use]
+    pub fn kind(self) -> LatticeKind {
+        match self {
+            ValueRef::Lww(..) => LatticeKind::Lww,
+            ValueRef::Other(v) => v.kind(),
+        }
+    }
+
+    /// An owned copy.
+    #[must_use]
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Lww(ts, bytes) => Value::Lww(Lww::new(ts, bytes.to_vec())),
+            ValueRef::Other(v) => v.clone(),
+        }
+    }
+}
+
+impl PartialEq for ValueRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (*self, *other) {
+            (ValueRef::Lww(a, x), ValueRef::Lww(b, y)) => a == b && x == y,
+            (ValueRef::Other(a), ValueRef::Other(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ValueRef<'_> {}
+
 /// A put whose lattice type differs from the key's.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 #[error("key holds a {existing} value; a {attempted} value cannot be merged into it")]
@@ -272,6 +312,15 @@ pub struct TypeMismatch {
 }
 
 impl Value {
+    /// This value, borrowed as the partition hands values out.
+    #[must_use]
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Value::Lww(l) => ValueRef::Lww(l.ts, &l.value),
+            v => ValueRef::Other(v),
+        }
+    }
+
     #[must_use]
     pub fn kind(&self) -> LatticeKind {
         match self {

@@ -27,7 +27,7 @@
 //!
 //! ## Example
 //! ```
-//! use kvs_core::lattice::{Lww, Timestamp, Value};
+//! use kvs_core::lattice::{Lww, Timestamp, Value, ValueRef};
 //! use kvs_core::partition::{Mutation, Partition};
 //!
 //! let mut p = Partition::default();
@@ -38,7 +38,7 @@
 //! p.apply(put(2, "hello")).unwrap();
 //! p.apply(put(1, "stale")).unwrap(); // older timestamp: merged away
 //! match p.get(b"greeting") {
-//!     Some(Value::Lww(lww)) => assert_eq!(lww.value(), b"hello"),
+//!     Some(ValueRef::Lww(_, bytes)) => assert_eq!(bytes, b"hello"),
 //!     other => panic!("unexpected {other:?}"),
 //! }
 //! ```

@@ -21,22 +21,24 @@
 //!   reported in stats. Collecting them needs cluster-wide knowledge of what
 //!   every replica has seen, which comes with replication.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashTable;
 use std::ops::Bound;
 
 use thiserror::Error;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
-use crate::lattice::{LatticeKind, Timestamp, TypeMismatch, Value};
+use crate::lattice::{LatticeKind, Timestamp, TypeMismatch, Value, ValueRef};
 use crate::limits::{
     CLOCK_LEAD_MAX_US, KEY_BYTES_MAX, VALUE_BYTES_MAX, VALUE_ENCODED_BYTES_MAX,
     VECTOR_CLOCK_STEP_MAX,
 };
 use crate::snapshot::SnapshotEncoder;
 
-mod key;
-use key::Key;
+mod record;
+use record::{Record, State};
 
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,49 @@ pub enum Entry {
     Live(Value),
     /// Deleted at this time.
     Tombstone(Timestamp),
+}
+
+impl Entry {
+    /// This entry, borrowed as the partition hands entries out.
+    #[must_use]
+    pub fn view(&self) -> EntryRef<'_> {
+        match self {
+            Entry::Live(v) => EntryRef::Live(v.view()),
+            Entry::Tombstone(ts) => EntryRef::Tombstone(*ts),
+        }
+    }
+}
+
+/// What a key holds, borrowed from the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryRef<'a> {
+    Live(ValueRef<'a>),
+    Tombstone(Timestamp),
+}
+
+impl EntryRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_entry(self) -> Entry {
+        match self {
+            EntryRef::Live(v) => Entry::Live(v.to_value()),
+            EntryRef::Tombstone(ts) => Entry::Tombstone(ts),
+        }
+    }
+
+    #[must_use]
+    pub fn is_live(self) -> bool {
+        matches!(self, EntryRef::Live(_))
+    }
+}
+
+/// An entry as a snapshot holds it, for [`Partition::load`]: LWW bytes
+/// borrowed from the snapshot, any other value decoded.
+#[derive(Debug)]
+pub enum Loaded<'a> {
+    Lww(Timestamp, &'a [u8]),
+    Tombstone(Timestamp),
+    Other(Value),
 }
 
 /// A state change, as applied and as logged.
@@ -188,7 +233,101 @@ pub const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
 /// ≈ 45% slower in `partition/get_hit_100k_keys`, 64 ≈ 10%.
 pub const PARTS: usize = 64;
 
-type Map = HashMap<Key, Entry, foldhash::fast::RandomState>;
+/// One of a partition's [`PARTS`]: its keys' records, and the values of
+/// lattices other than LWW, which records point at.
+#[derive(Debug, Clone, Default)]
+struct Part {
+    table: HashTable<Record>,
+    hasher: foldhash::fast::RandomState,
+    /// Values of kinds other than LWW; `None` where free.
+    others: Vec<Option<Value>>,
+    /// Free places in `others`.
+    free: Vec<u32>,
+}
+
+impl Part {
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&Record> {
+        self.table.find(self.hash(key), |r| r.key() == key)
+    }
+
+    fn view<'a>(&'a self, r: &'a Record) -> EntryRef<'a> {
+        match r.state() {
+            State::Lww(ts, bytes) => EntryRef::Live(ValueRef::Lww(ts, bytes)),
+            State::Tombstone(ts) => EntryRef::Tombstone(ts),
+            State::Other(at) => EntryRef::Live(ValueRef::Other(self.other(at))),
+        }
+    }
+
+    fn other(&self, at: u32) -> &Value {
+        self.others[at as usize]
+            .as_ref()
+            .expect("a record points at a value it holds")
+    }
+
+    /// A record of `key` holding `value`.
+    fn record(&mut self, key: &[u8], value: Value) -> Record {
+        match value {
+            Value::Lww(lww) => Record::lww(key, lww.timestamp(), lww.value()),
+            other => {
+                let at = match self.free.pop() {
+                    Some(at) => {
+                        self.others[at as usize] = Some(other);
+                        at
+                    }
+                    None => {
+                        self.others.push(Some(other));
+                        u32::try_from(self.others.len() - 1).expect("under 4 Gi values a part")
+                    }
+                };
+                Record::other(key, at)
+            }
+        }
+    }
+
+    /// Frees what `state` holds outside its record.
+    fn release(&mut self, state: State<'_>) {
+        if let State::Other(at) = state {
+            self.others[at as usize] = None;
+            self.free.push(at);
+        }
+    }
+
+    /// Installs `record`, replacing the key's record if it has one: returns
+    /// whether the key held a live value.
+    fn install(&mut self, hash: u64, record: Record) -> bool {
+        let Part { table, hasher, .. } = self;
+        let old = match table.entry(
+            hash,
+            |r| r.key() == record.key(),
+            |r| {
+                use std::hash::BuildHasher as _;
+                hasher.hash_one(r.key())
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                Some(std::mem::replace(o.get_mut(), record))
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(record);
+                None
+            }
+        };
+        old.is_some_and(|old| {
+            let state = old.state();
+            self.release(state);
+            !matches!(state, State::Tombstone(_))
+        })
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&[u8], EntryRef<'_>)> {
+        self.table.iter().map(|r| (r.key(), self.view(r)))
+    }
+}
 
 /// The part of `key`. Its hasher is seeded apart from the maps' own: the
 /// keys of one part must not share bits of their maps' hashes.
@@ -206,8 +345,8 @@ fn part_of(key: &[u8]) -> usize {
 /// (snapshots) is therefore unspecified; state equality is not affected.
 #[derive(Debug, Clone)]
 pub struct Partition {
-    /// [`PARTS`] maps; a key lives in `parts[part_of(key)]`.
-    parts: Vec<Map>,
+    /// [`PARTS`] parts; a key lives in `parts[part_of(key)]`.
+    parts: Vec<Part>,
     /// The keys in `parts` under [`SYSTEM_KEY_PREFIX`], in order.
     system: BTreeSet<Box<[u8]>>,
     live: usize,
@@ -218,7 +357,7 @@ pub struct Partition {
 impl Default for Partition {
     fn default() -> Partition {
         Partition {
-            parts: (0..PARTS).map(|_| Map::default()).collect(),
+            parts: (0..PARTS).map(|_| Part::default()).collect(),
             system: BTreeSet::new(),
             live: 0,
             capture: None,
@@ -229,49 +368,45 @@ impl Default for Partition {
 impl Partition {
     /// Builds a partition from a snapshot's entries, each given as its key
     /// and the bytes where its entry begins, which `decode` turns into the
-    /// key and its entry. Each part's map is sized once for its keys, then
-    /// filled in the order of its buckets, so that the map is written front
-    /// to back, with the entries' bytes prefetched a few ahead: in the
+    /// key and its entry. Each part's table is sized once for its keys, then
+    /// filled in the order of its buckets, so that the table is written
+    /// front to back, with the entries' bytes prefetched a few ahead: in the
     /// snapshot's order every insert waited for a cache miss (a quarter of
     /// recovering 2M keys).
     pub fn load<'a, E>(
         entries: impl IntoIterator<Item = Result<(&'a [u8], &'a [u8]), E>>,
-        mut decode: impl FnMut(&'a [u8]) -> Result<(&'a [u8], Entry), E>,
+        mut decode: impl FnMut(&'a [u8]) -> Result<(&'a [u8], Loaded<'a>), E>,
     ) -> Result<Partition, E> {
-        use std::hash::BuildHasher as _;
         /// Entries prefetched ahead of the one being inserted.
         const AHEAD: usize = 8;
-        let hashers: Vec<foldhash::fast::RandomState> =
-            (0..PARTS).map(|_| Default::default()).collect();
+        let mut p = Partition::default();
         let mut staged: Vec<Vec<(u64, &[u8])>> = (0..PARTS).map(|_| Vec::new()).collect();
         for e in entries {
             let (key, at) = e?;
             let i = part_of(key);
-            staged[i].push((hashers[i].hash_one(key), at));
+            staged[i].push((p.parts[i].hash(key), at));
         }
-        let mut p = Partition {
-            parts: Vec::with_capacity(PARTS),
-            system: BTreeSet::new(),
-            live: 0,
-            capture: None,
-        };
-        for (hasher, mut part) in hashers.into_iter().zip(staged) {
-            let mut map = Map::with_capacity_and_hasher(part.len(), hasher);
+        for (part, mut entries) in p.parts.iter_mut().zip(staged) {
+            part.table = HashTable::with_capacity(entries.len());
             // hashbrown probes from the bucket `hash & (buckets - 1)`.
-            let mask = (map.capacity() + 1).next_power_of_two() - 1;
-            part.sort_unstable_by_key(|&(hash, _)| hash as usize & mask);
-            for (n, &(_, at)) in part.iter().enumerate() {
-                if let Some(&(_, ahead)) = part.get(n + AHEAD) {
+            let mask = (part.table.capacity() + 1).next_power_of_two() - 1;
+            entries.sort_unstable_by_key(|&(hash, _)| hash as usize & mask);
+            for (n, &(hash, at)) in entries.iter().enumerate() {
+                if let Some(&(_, ahead)) = entries.get(n + AHEAD) {
                     prefetch(ahead);
                 }
                 let (key, entry) = decode(at)?;
                 index(&mut p.system, key);
-                p.live += usize::from(matches!(entry, Entry::Live(_)));
-                if let Some(Entry::Live(_)) = map.insert(Key::from(key), entry) {
+                let (record, live) = match entry {
+                    Loaded::Lww(ts, bytes) => (Record::lww(key, ts, bytes), true),
+                    Loaded::Tombstone(ts) => (Record::tombstone(key, ts), false),
+                    Loaded::Other(value) => (part.record(key, value), true),
+                };
+                if part.install(hash, record) {
                     p.live -= 1;
                 }
+                p.live += usize::from(live);
             }
-            p.parts.push(map);
         }
         Ok(p)
     }
@@ -317,10 +452,10 @@ struct Capture {
 
 impl Capture {
     /// Encodes part `i`, `map`, as it is now.
-    fn encode(&mut self, i: usize, map: &Map) {
+    fn encode(&mut self, i: usize, part: &Part) {
         self.done[i] = true;
         self.encoded += 1;
-        self.enc.entries(part_entries(map), &mut self.out);
+        self.enc.entries(part.entries(), &mut self.out);
     }
 }
 
@@ -422,15 +557,18 @@ impl Partition {
             Mutation::Drop { key } => {
                 check_key(&key)?;
                 self.system.remove(key.as_slice());
-                let removed = match self.parts[i].remove(key.as_slice()) {
-                    Some(Entry::Live(_)) => {
-                        self.live -= 1;
-                        true
-                    }
-                    Some(Entry::Tombstone(_)) => true,
-                    None => false,
+                let part = &mut self.parts[i];
+                let hash = part.hash(&key);
+                let Ok(found) = part.table.find_entry(hash, |r| r.key() == key.as_slice()) else {
+                    return Ok(Applied::Dropped { removed: false });
                 };
-                Ok(Applied::Dropped { removed })
+                let record = found.remove().0;
+                let state = record.state();
+                part.release(state);
+                if !matches!(state, State::Tombstone(_)) {
+                    self.live -= 1;
+                }
+                Ok(Applied::Dropped { removed: true })
             }
         }
     }
@@ -445,8 +583,9 @@ impl Partition {
 
     /// The entry `key` has (a live value or a tombstone), if any.
     #[must_use]
-    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.parts[part_of(key)].get(key)
+    pub fn entry(&self, key: &[u8]) -> Option<EntryRef<'_>> {
+        let part = &self.parts[part_of(key)];
+        part.find(key).map(|r| part.view(r))
     }
 
     /// Checks the clocks a writer supplied with `value` for `key`, with the
@@ -470,8 +609,8 @@ impl Partition {
                 }
             }
             Value::SingleKeyCausal(c) | Value::MultiKeyCausal(c) => {
-                let have = match self.entry(key) {
-                    Some(Entry::Live(Value::SingleKeyCausal(e) | Value::MultiKeyCausal(e))) => {
+                let have = match self.get(key) {
+                    Some(ValueRef::Other(Value::SingleKeyCausal(e) | Value::MultiKeyCausal(e))) => {
                         e.clock()
                     }
                     _ => crate::lattice::VectorClock::default(),
@@ -503,22 +642,15 @@ impl Partition {
         for i in 0..PARTS {
             self.before_change(i);
         }
-        for entry in self.parts.iter_mut().flat_map(|m| m.values_mut()) {
-            match entry {
-                Entry::Live(Value::Lww(lww)) if lww.timestamp().clock > bound_us => {
-                    let ts = Timestamp {
+        for record in self.parts.iter_mut().flat_map(|p| p.table.iter_mut()) {
+            if let State::Lww(ts, _) | State::Tombstone(ts) = record.state() {
+                if ts.clock > bound_us {
+                    record.restamp(Timestamp {
                         clock: to_us,
-                        writer: lww.timestamp().writer,
-                    };
-                    let old = std::mem::replace(lww, crate::lattice::Lww::new(ts, Vec::new()));
-                    *lww = crate::lattice::Lww::new(ts, old.into_parts().1);
+                        writer: ts.writer,
+                    });
                     moved += 1;
                 }
-                Entry::Tombstone(ts) if ts.clock > bound_us => {
-                    ts.clock = to_us;
-                    moved += 1;
-                }
-                _ => {}
             }
         }
         moved
@@ -530,7 +662,8 @@ impl Partition {
 
     fn check_put_in(&self, i: usize, key: &[u8], value: &Value) -> Result<(), PartitionError> {
         check_shape(key, value)?;
-        if let Some(Entry::Live(existing)) = self.parts[i].get(key) {
+        let part = &self.parts[i];
+        if let Some(EntryRef::Live(existing)) = part.find(key).map(|r| part.view(r)) {
             if existing.kind() != value.kind() {
                 return Err(mismatch(key, existing.kind(), value.kind()));
             }
@@ -569,33 +702,48 @@ pub fn check_shape(key: &[u8], value: &Value) -> Result<(), PartitionError> {
 
 impl Partition {
     fn put(&mut self, i: usize, key: Vec<u8>, value: Value) -> Result<Applied, PartitionError> {
-        // A type mismatch fails the merge below before it changes anything.
         check_shape(&key, &value)?;
-        let map = &mut self.parts[i];
-        match map.get_mut(key.as_slice()) {
-            Some(Entry::Live(existing)) => {
+        let part = &mut self.parts[i];
+        let hash = part.hash(&key);
+        let Some(record) = part.table.find_mut(hash, |r| r.key() == key.as_slice()) else {
+            index(&mut self.system, &key);
+            let record = part.record(&key, value);
+            part.install(hash, record);
+            self.live += 1;
+            return Ok(Applied::Stored);
+        };
+        match (record.state(), value) {
+            (State::Lww(have_ts, have), Value::Lww(lww)) => {
+                // Lww's order: the timestamp, then the bytes.
+                if (lww.timestamp(), lww.value()) > (have_ts, have) {
+                    record.set_lww(lww.timestamp(), lww.value());
+                }
+            }
+            (State::Lww(..), value) => return Err(mismatch(&key, LatticeKind::Lww, value.kind())),
+            (State::Other(at), value) => {
+                let existing = part.others[at as usize]
+                    .as_mut()
+                    .expect("a record points at a value it holds");
                 let (have, want) = (existing.kind(), value.kind());
                 existing
                     .merge(value)
                     .map_err(|_| mismatch(&key, have, want))?;
             }
-            Some(slot @ Entry::Tombstone(_)) => {
-                let Entry::Tombstone(deleted_at) = *slot else {
-                    unreachable!()
-                };
+            (State::Tombstone(deleted_at), value) => {
                 let revives = match &value {
                     Value::Lww(lww) => lww.timestamp() > deleted_at,
                     _ => true,
                 };
                 if revives {
-                    *slot = Entry::Live(value);
+                    match value {
+                        Value::Lww(lww) => record.set_lww(lww.timestamp(), lww.value()),
+                        value => {
+                            let fresh = part.record(&key, value);
+                            part.install(hash, fresh);
+                        }
+                    }
                     self.live += 1;
                 }
-            }
-            None => {
-                index(&mut self.system, &key);
-                map.insert(Key::from(key), Entry::Live(value));
-                self.live += 1;
             }
         }
         Ok(Applied::Stored)
@@ -603,17 +751,25 @@ impl Partition {
 
     fn delete(&mut self, i: usize, key: Vec<u8>, ts: Timestamp) -> Applied {
         index(&mut self.system, &key);
-        let slot = (self.parts[i].entry(Key::from(key))).or_insert(Entry::Tombstone(ts));
-        let removed = match slot {
-            Entry::Live(Value::Lww(lww)) if lww.timestamp() > ts => false,
-            Entry::Live(_) => {
-                *slot = Entry::Tombstone(ts);
+        let part = &mut self.parts[i];
+        let hash = part.hash(&key);
+        let Some(record) = part.table.find_mut(hash, |r| r.key() == key.as_slice()) else {
+            part.install(hash, Record::tombstone(&key, ts));
+            return Applied::Deleted { removed: false };
+        };
+        let removed = match record.state() {
+            State::Lww(at, _) if at > ts => false,
+            State::Tombstone(at) => {
+                if ts > at {
+                    record.restamp(ts);
+                }
+                false
+            }
+            _ => {
+                let old = std::mem::replace(record, Record::tombstone(&key, ts));
+                part.release(old.state());
                 self.live -= 1;
                 true
-            }
-            Entry::Tombstone(at) => {
-                *at = (*at).max(ts);
-                false
             }
         };
         Applied::Deleted { removed }
@@ -621,9 +777,9 @@ impl Partition {
 
     /// The live value of `key`, if any.
     #[must_use]
-    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+    pub fn get(&self, key: &[u8]) -> Option<ValueRef<'_>> {
         match self.entry(key) {
-            Some(Entry::Live(v)) => Some(v),
+            Some(EntryRef::Live(v)) => Some(v),
             _ => None,
         }
     }
@@ -637,17 +793,17 @@ impl Partition {
     /// Number of tombstones.
     #[must_use]
     pub fn tombstones(&self) -> usize {
-        self.parts.iter().map(Map::len).sum::<usize>() - self.live
+        self.parts.iter().map(|p| p.table.len()).sum::<usize>() - self.live
     }
 
     /// Every entry, tombstones included (for snapshots), in no set order.
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], EntryRef<'_>)> {
         (0..PARTS).flat_map(|i| self.part(i))
     }
 
     /// The entries of part `i` (of [`PARTS`]), in no set order.
-    pub fn part(&self, i: usize) -> impl Iterator<Item = (&[u8], &Entry)> {
-        part_entries(&self.parts[i])
+    pub fn part(&self, i: usize) -> impl Iterator<Item = (&[u8], EntryRef<'_>)> {
+        self.parts[i].entries()
     }
 
     /// Live keys starting with `prefix`: under [`SYSTEM_KEY_PREFIX`] in
@@ -660,7 +816,7 @@ impl Partition {
         if !prefix.starts_with(SYSTEM_KEY_PREFIX) {
             return Box::new(
                 self.entries()
-                    .filter(move |(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
+                    .filter(move |(k, e)| e.is_live() && k.starts_with(prefix))
                     .map(|(k, _)| k),
             );
         }
@@ -678,15 +834,15 @@ impl Partition {
         let i = part_of(&key);
         self.before_change(i);
         index(&mut self.system, &key);
-        let live = matches!(entry, Entry::Live(_));
-        if let Some(old) = self.parts[i].insert(Key::from(key), entry) {
-            if matches!(old, Entry::Live(_)) {
-                self.live -= 1;
-            }
+        let part = &mut self.parts[i];
+        let (record, live) = match entry {
+            Entry::Live(value) => (part.record(&key, value), true),
+            Entry::Tombstone(ts) => (Record::tombstone(&key, ts), false),
+        };
+        if part.install(part.hash(&key), record) {
+            self.live -= 1;
         }
-        if live {
-            self.live += 1;
-        }
+        self.live += usize::from(live);
     }
 }
 
@@ -696,10 +852,6 @@ fn index(system: &mut BTreeSet<Box<[u8]>>, key: &[u8]) {
     if key.starts_with(SYSTEM_KEY_PREFIX) && !system.contains(key) {
         system.insert(key.into());
     }
-}
-
-fn part_entries(map: &Map) -> impl Iterator<Item = (&[u8], &Entry)> {
-    map.iter().map(|(k, e)| (k.as_slice(), e))
 }
 
 fn mismatch(key: &[u8], existing: LatticeKind, attempted: LatticeKind) -> PartitionError {
@@ -749,6 +901,17 @@ mod tests {
             value,
         }
     }
+    fn got(p: &Partition, key: &[u8]) -> Option<Value> {
+        p.get(key).map(ValueRef::to_value)
+    }
+    fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
+        let mut v: Vec<_> = p
+            .entries()
+            .map(|(k, e)| (k.to_vec(), e.to_entry()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
     fn del(key: &str, clock: u64) -> Mutation {
         Mutation::Delete {
             key: key.as_bytes().to_vec(),
@@ -769,10 +932,10 @@ mod tests {
         let mut p = Partition::default();
         p.apply(put("s", set(&["a"]))).unwrap();
         p.apply(put("s", set(&["b"]))).unwrap();
-        assert_eq!(p.get(b"s"), Some(&set(&["a", "b"])));
+        assert_eq!(got(&p, b"s"), Some(set(&["a", "b"])));
         p.apply(put("m", Value::Max(5))).unwrap();
         p.apply(put("m", Value::Max(3))).unwrap();
-        assert_eq!(p.get(b"m"), Some(&Value::Max(5)));
+        assert_eq!(got(&p, b"m"), Some(Value::Max(5)));
         assert_eq!(p.live_keys(), 2);
     }
 
@@ -792,7 +955,7 @@ mod tests {
             }
         ));
         assert!(err.to_string().contains("holds a max value"), "{err}");
-        assert_eq!(p.get(b"k"), Some(&Value::Max(1)));
+        assert_eq!(got(&p, b"k"), Some(Value::Max(1)));
     }
 
     #[test]
@@ -818,7 +981,7 @@ mod tests {
             "a put older than the delete stays deleted"
         );
         p.apply(put("k", lww(25, "new"))).unwrap();
-        assert_eq!(p.get(b"k"), Some(&lww(25, "new")));
+        assert_eq!(got(&p, b"k"), Some(lww(25, "new")));
         assert_eq!(p.live_keys(), 1);
     }
 
@@ -836,7 +999,7 @@ mod tests {
         assert_eq!((p.live_keys(), p.tombstones()), (0, 0));
         // A dropped LWW key takes an older put afresh (no tombstone orders it).
         p.apply(put("a", lww(1, "old"))).unwrap();
-        assert_eq!(p.get(b"a"), Some(&lww(1, "old")));
+        assert_eq!(got(&p, b"a"), Some(lww(1, "old")));
         let mut buf = Vec::new();
         drop("k").encode(&mut buf);
         assert_eq!(buf[0], 3);
@@ -855,7 +1018,7 @@ mod tests {
         );
         assert_eq!(p.get(b"k"), None);
         p.apply(put("k", Value::Max(9))).unwrap();
-        assert_eq!(p.get(b"k"), Some(&Value::Max(9)));
+        assert_eq!(got(&p, b"k"), Some(Value::Max(9)));
     }
 
     #[test]
@@ -964,10 +1127,58 @@ mod tests {
         assert_eq!(p.restamp_after(100, 90), 2);
         // Later writes win again.
         p.apply(put("poisoned", lww(91, "new"))).unwrap();
-        assert_eq!(p.get(b"poisoned"), Some(&lww(91, "new")));
+        assert_eq!(got(&p, b"poisoned"), Some(lww(91, "new")));
         p.apply(put("gone", lww(91, "back"))).unwrap();
-        assert_eq!(p.get(b"gone"), Some(&lww(91, "back")));
-        assert_eq!(p.get(b"fine"), Some(&lww(50, "ok")));
+        assert_eq!(got(&p, b"gone"), Some(lww(91, "back")));
+        assert_eq!(got(&p, b"fine"), Some(lww(50, "ok")));
+    }
+
+    /// The semantics of the module doc, on an ordered map.
+    fn model_apply(
+        model: &mut std::collections::BTreeMap<Vec<u8>, Entry>,
+        m: Mutation,
+    ) -> Result<Applied, PartitionError> {
+        match m {
+            Mutation::Put { key, value } => {
+                check_shape(&key, &value)?;
+                match model.get_mut(&key) {
+                    Some(Entry::Live(v)) => {
+                        let (have, want) = (v.kind(), value.kind());
+                        v.merge(value).map_err(|_| mismatch(&key, have, want))?;
+                    }
+                    Some(e @ Entry::Tombstone(_)) => {
+                        let Entry::Tombstone(at) = *e else {
+                            unreachable!()
+                        };
+                        if !matches!(&value, Value::Lww(l) if l.timestamp() <= at) {
+                            *e = Entry::Live(value);
+                        }
+                    }
+                    None => {
+                        model.insert(key, Entry::Live(value));
+                    }
+                }
+                Ok(Applied::Stored)
+            }
+            Mutation::Delete { key, ts } => {
+                let e = model.entry(key).or_insert(Entry::Tombstone(ts));
+                let removed = match e {
+                    Entry::Live(Value::Lww(l)) if l.timestamp() > ts => false,
+                    Entry::Live(_) => {
+                        *e = Entry::Tombstone(ts);
+                        true
+                    }
+                    Entry::Tombstone(at) => {
+                        *at = (*at).max(ts);
+                        false
+                    }
+                };
+                Ok(Applied::Deleted { removed })
+            }
+            Mutation::Drop { key } => Ok(Applied::Dropped {
+                removed: model.remove(&key).is_some(),
+            }),
+        }
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {
@@ -995,8 +1206,40 @@ mod tests {
             while d.remaining() > 0 {
                 replayed.apply(Mutation::decode(&mut d).unwrap()).unwrap();
             }
-            prop_assert_eq!(replayed.parts, live.parts);
+            prop_assert_eq!(sorted(&replayed), sorted(&live));
             prop_assert_eq!(replayed.live, live.live);
+        }
+
+        /// The partition does what the same mutations do to a plain ordered
+        /// map of entries (the semantics in the module doc), refuses the
+        /// same ones, and keeps no value of another lattice it no longer
+        /// points at.
+        #[test]
+        fn the_partition_behaves_as_a_map_of_entries(
+            ms in prop::collection::vec((0usize..3, 0u8..4, any_value(), 0u64..3, 0u64..2), 0..60),
+        ) {
+            let mut p = Partition::default();
+            let mut model: std::collections::BTreeMap<Vec<u8>, Entry> = Default::default();
+            for (k, op, value, clock, writer) in ms {
+                // Stamps from the same small domain as the values' own, so
+                // that deletes tie with puts.
+                let key = [b"a", b"b", b"c"][k].to_vec();
+                let m = match op {
+                    0 | 1 => Mutation::Put { key, value },
+                    2 => Mutation::Delete { key, ts: Timestamp { clock, writer } },
+                    _ => Mutation::Drop { key },
+                };
+                let want = model_apply(&mut model, m.clone());
+                prop_assert_eq!(p.apply(m), want);
+                let want: Vec<_> = model.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                prop_assert_eq!(sorted(&p), want);
+                prop_assert_eq!(p.live_keys(), model.values().filter(|e| matches!(e, Entry::Live(_))).count());
+                for part in &p.parts {
+                    let pointed = part.table.iter().filter(|r| matches!(r.state(), State::Other(_))).count();
+                    prop_assert_eq!(part.others.iter().flatten().count(), pointed);
+                    prop_assert_eq!(part.others.len(), pointed + part.free.len());
+                }
+            }
         }
 
         /// Listing system keys from their index finds what a scan of every
@@ -1022,7 +1265,7 @@ mod tests {
                 let prefix = prefix.as_bytes();
                 let mut scanned: Vec<&[u8]> = p
                     .entries()
-                    .filter(|(k, e)| matches!(e, Entry::Live(_)) && k.starts_with(prefix))
+                    .filter(|(k, e)| e.is_live() && k.starts_with(prefix))
                     .map(|(k, _)| k)
                     .collect();
                 scanned.sort_unstable();

@@ -25,8 +25,9 @@ use thiserror::Error;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
-use crate::lattice::{Timestamp, Value};
-use crate::partition::{Entry, Mutation, Partition, PARTS};
+use crate::lattice::{LatticeKind, Timestamp, Value};
+use crate::limits::VALUE_BYTES_MAX;
+use crate::partition::{EntryRef, Loaded, Mutation, Partition, PARTS};
 use crate::wal::{visit_segment, TornTail, WalError};
 
 /// First bytes of every snapshot; the last byte is the format version.
@@ -62,7 +63,7 @@ impl SnapshotEncoder {
     /// Entries (a part of the partition).
     pub fn entries<'a>(
         &mut self,
-        entries: impl Iterator<Item = (&'a [u8], &'a Entry)>,
+        entries: impl Iterator<Item = (&'a [u8], EntryRef<'a>)>,
         out: &mut Vec<u8>,
     ) {
         let start = out.len();
@@ -159,17 +160,25 @@ fn decode(bytes: &[u8]) -> Result<(Partition, Lsn, u64), SnapshotError> {
     let p = Partition::load(positions, |at| {
         let mut d = Decoder::new(at);
         let key = d.key_slice()?;
-        let entry = match d.u8()? {
-            1 => Entry::Live(d.value()?),
-            _ => Entry::Tombstone(Timestamp {
+        let live = d.u8()? == 1;
+        let entry = if !live {
+            Loaded::Tombstone(Timestamp {
                 clock: d.u64()?,
                 writer: d.u64()?,
-            }),
+            })
+        } else if d.rest().first() == Some(&(LatticeKind::Lww as u8)) {
+            d.u8()?;
+            let ts = Timestamp {
+                clock: d.u64()?,
+                writer: d.u64()?,
+            };
+            Loaded::Lww(ts, d.slice("value", VALUE_BYTES_MAX)?)
+        } else {
+            Loaded::Other(d.value()?)
         };
         let clock = match &entry {
-            Entry::Live(Value::Lww(l)) => l.timestamp().clock,
-            Entry::Tombstone(ts) => ts.clock,
-            Entry::Live(_) => 0,
+            Loaded::Lww(ts, _) | Loaded::Tombstone(ts) => ts.clock,
+            Loaded::Other(_) => 0,
         };
         max_clock_us = max_clock_us.max(clock);
         Ok::<_, DecodeError>((key, entry))
@@ -292,6 +301,7 @@ mod tests {
     use super::*;
     use crate::lattice::Lww;
     use crate::partition::CaptureStep;
+    use crate::partition::Entry;
     use crate::wal::{encode_record, SEGMENT_MAGIC};
 
     fn put(i: u64) -> Mutation {
@@ -402,7 +412,10 @@ mod tests {
     }
 
     fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
-        let mut v: Vec<_> = p.entries().map(|(k, e)| (k.to_vec(), e.clone())).collect();
+        let mut v: Vec<_> = p
+            .entries()
+            .map(|(k, e)| (k.to_vec(), e.to_entry()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

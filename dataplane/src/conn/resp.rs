@@ -51,7 +51,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use kvs_core::lattice::{Lww, Timestamp};
+use kvs_core::lattice::{Lww, Timestamp, ValueRef};
 use kvs_core::partition::check_key;
 use kvs_core::{LatticeKind, Lsn, Value};
 use wire::auth::Role;
@@ -340,7 +340,7 @@ impl RespConn {
         let shard = self.server.shard.clone();
         if route::remote_owner(&self.server, key).is_none() && shard.owner(key) == shard.id() {
             let out = self.held.out(&mut self.wbuf);
-            return shard.read_with(key, |v| encode_get(out, v));
+            return shard.read_with(key, |v| encode_get(out, v.as_ref()));
         }
         match route::read(&self.server, &[key], false, true).await {
             Routed::Later(reply) => self.held.push(async move {
@@ -646,11 +646,11 @@ trait Stored {
     fn lww(&self) -> Result<&[u8], &'static str>;
 }
 
-impl Stored for Value {
+impl Stored for ValueRef<'_> {
     fn lww(&self) -> Result<&[u8], &'static str> {
         match self {
-            Value::Lww(l) => Ok(l.value()),
-            other => Err(other.kind().name()),
+            ValueRef::Lww(_, bytes) => Ok(bytes),
+            ValueRef::Other(v) => Err(v.kind().name()),
         }
     }
 }

@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use executor::registry::{stored as fn_stored, FunctionBody};
+use kvs_core::lattice::ValueRef;
 use kvs_core::partition::Partition;
 use kvs_core::ring::HashRing;
-use kvs_core::{ShardId, Value};
+use kvs_core::ShardId;
 
 use super::dags::DagCache;
 use super::Platform;
@@ -55,15 +56,15 @@ impl Mirror {
     }
 
     /// Mirrors the stored registration of function `name` (now `value`).
-    fn define(&self, name: &str, value: Option<&Value>) -> Result<(), String> {
+    fn define(&self, name: &str, value: Option<ValueRef<'_>>) -> Result<(), String> {
         let registry = &self.platform.registry;
         match value {
             None => {
                 registry.undefine(name);
                 Ok(())
             }
-            Some(Value::Lww(l)) => {
-                let mut body = fn_stored::decode(l.value())?;
+            Some(ValueRef::Lww(_, bytes)) => {
+                let mut body = fn_stored::decode(bytes)?;
                 let FunctionBody::Wasm(m) = &mut body else {
                     return registry.define(name, &body).map_err(|e| e.to_string());
                 };
@@ -103,7 +104,7 @@ impl WriteObserver for Mirror {
         key.starts_with(wire::DAG_KEY_PREFIX.as_bytes()) || fn_stored::name_of(key).is_some()
     }
 
-    fn written(&self, key: &[u8], now: Option<&Value>) {
+    fn written(&self, key: &[u8], now: Option<ValueRef<'_>>) {
         if key.starts_with(wire::DAG_KEY_PREFIX.as_bytes()) {
             return self.dag_written(key);
         }
