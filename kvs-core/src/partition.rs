@@ -82,13 +82,108 @@ impl EntryRef<'_> {
     }
 }
 
-/// An entry as a snapshot holds it, for [`Partition::load`]: LWW bytes
-/// borrowed from the snapshot, any other value decoded.
+/// A value read from encoded bytes (a snapshot or a WAL record): LWW bytes
+/// borrowed from them, any other lattice decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueIn<'a> {
+    Lww(Timestamp, &'a [u8]),
+    Other(Value),
+}
+
+impl<'a> ValueIn<'a> {
+    /// Reads a value as [`Decoder::value`] does, borrowing LWW bytes.
+    pub fn decode(d: &mut Decoder<'a>) -> Result<ValueIn<'a>, DecodeError> {
+        if d.rest().first() != Some(&(LatticeKind::Lww as u8)) {
+            return Ok(ValueIn::Other(d.value()?));
+        }
+        d.u8()?;
+        let ts = Timestamp {
+            clock: d.u64()?,
+            writer: d.u64()?,
+        };
+        Ok(ValueIn::Lww(ts, d.slice("value", VALUE_BYTES_MAX)?))
+    }
+
+    #[must_use]
+    pub fn into_value(self) -> Value {
+        match self {
+            ValueIn::Lww(ts, bytes) => Value::Lww(crate::lattice::Lww::new(ts, bytes.to_vec())),
+            ValueIn::Other(v) => v,
+        }
+    }
+
+    fn kind(&self) -> LatticeKind {
+        match self {
+            ValueIn::Lww(..) => LatticeKind::Lww,
+            ValueIn::Other(v) => v.kind(),
+        }
+    }
+}
+
+/// An entry as a snapshot holds it, for [`Partition::load`].
 #[derive(Debug)]
 pub enum Loaded<'a> {
-    Lww(Timestamp, &'a [u8]),
+    Live(ValueIn<'a>),
     Tombstone(Timestamp),
-    Other(Value),
+}
+
+/// A mutation read from a WAL record, applied by [`Partition::apply_ref`]
+/// without copying its key or LWW bytes out first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationRef<'a> {
+    Put { key: &'a [u8], value: ValueIn<'a> },
+    Delete { key: &'a [u8], ts: Timestamp },
+    Drop { key: &'a [u8] },
+}
+
+impl<'a> MutationRef<'a> {
+    /// Reads one mutation as [`Mutation::encode`] wrote it.
+    pub fn decode(d: &mut Decoder<'a>) -> Result<MutationRef<'a>, DecodeError> {
+        match d.u8()? {
+            1 => Ok(MutationRef::Put {
+                key: d.key_slice()?,
+                value: ValueIn::decode(d)?,
+            }),
+            2 => Ok(MutationRef::Delete {
+                key: d.key_slice()?,
+                ts: Timestamp {
+                    clock: d.u64()?,
+                    writer: d.u64()?,
+                },
+            }),
+            3 => Ok(MutationRef::Drop {
+                key: d.key_slice()?,
+            }),
+            tag => Err(DecodeError::UnknownTag {
+                what: "mutation",
+                tag,
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn key(&self) -> &'a [u8] {
+        match self {
+            MutationRef::Put { key, .. }
+            | MutationRef::Delete { key, .. }
+            | MutationRef::Drop { key } => key,
+        }
+    }
+
+    #[must_use]
+    pub fn into_owned(self) -> Mutation {
+        match self {
+            MutationRef::Put { key, value } => Mutation::Put {
+                key: key.to_vec(),
+                value: value.into_value(),
+            },
+            MutationRef::Delete { key, ts } => Mutation::Delete {
+                key: key.to_vec(),
+                ts,
+            },
+            MutationRef::Drop { key } => Mutation::Drop { key: key.to_vec() },
+        }
+    }
 }
 
 /// A state change, as applied and as logged.
@@ -143,27 +238,7 @@ impl Mutation {
 
     /// Reads one mutation.
     pub fn decode(d: &mut Decoder<'_>) -> Result<Mutation, DecodeError> {
-        match d.u8()? {
-            1 => Ok(Mutation::Put {
-                key: d.key()?,
-                value: d.value()?,
-            }),
-            2 => {
-                let key = d.key()?;
-                Ok(Mutation::Delete {
-                    key,
-                    ts: Timestamp {
-                        clock: d.u64()?,
-                        writer: d.u64()?,
-                    },
-                })
-            }
-            3 => Ok(Mutation::Drop { key: d.key()? }),
-            tag => Err(DecodeError::UnknownTag {
-                what: "mutation",
-                tag,
-            }),
-        }
+        MutationRef::decode(d).map(MutationRef::into_owned)
     }
 }
 
@@ -270,10 +345,10 @@ impl Part {
     }
 
     /// A record of `key` holding `value`.
-    fn record(&mut self, key: &[u8], value: Value) -> Record {
+    fn record(&mut self, key: &[u8], value: ValueIn<'_>) -> Record {
         match value {
-            Value::Lww(lww) => Record::lww(key, lww.timestamp(), lww.value()),
-            other => {
+            ValueIn::Lww(ts, bytes) => Record::lww(key, ts, bytes),
+            ValueIn::Other(other) => {
                 let at = match self.free.pop() {
                     Some(at) => {
                         self.others[at as usize] = Some(other);
@@ -398,9 +473,8 @@ impl Partition {
                 let (key, entry) = decode(at)?;
                 index(&mut p.system, key);
                 let (record, live) = match entry {
-                    Loaded::Lww(ts, bytes) => (Record::lww(key, ts, bytes), true),
+                    Loaded::Live(value) => (part.record(key, value), true),
                     Loaded::Tombstone(ts) => (Record::tombstone(key, ts), false),
-                    Loaded::Other(value) => (part.record(key, value), true),
                 };
                 if part.install(hash, record) {
                     p.live -= 1;
@@ -546,20 +620,42 @@ impl Partition {
 
     /// Applies one mutation. Refused mutations change nothing.
     pub fn apply(&mut self, m: Mutation) -> Result<Applied, PartitionError> {
-        let i = part_of(m.key());
+        match m {
+            Mutation::Put {
+                key,
+                value: Value::Lww(lww),
+            } => self.apply_ref(MutationRef::Put {
+                key: &key,
+                value: ValueIn::Lww(lww.timestamp(), lww.value()),
+            }),
+            Mutation::Put { key, value } => self.apply_ref(MutationRef::Put {
+                key: &key,
+                value: ValueIn::Other(value),
+            }),
+            Mutation::Delete { key, ts } => self.apply_ref(MutationRef::Delete { key: &key, ts }),
+            Mutation::Drop { key } => self.apply_ref(MutationRef::Drop { key: &key }),
+        }
+    }
+
+    /// Applies one mutation read from encoded bytes, as [`apply`] does.
+    ///
+    /// [`apply`]: Partition::apply
+    pub fn apply_ref(&mut self, m: MutationRef<'_>) -> Result<Applied, PartitionError> {
+        let key = m.key();
+        let i = part_of(key);
         self.before_change(i);
         match m {
-            Mutation::Put { key, value } => self.put(i, key, value),
-            Mutation::Delete { key, ts } => {
-                check_key(&key)?;
+            MutationRef::Put { value, .. } => self.put(i, key, value),
+            MutationRef::Delete { ts, .. } => {
+                check_key(key)?;
                 Ok(self.delete(i, key, ts))
             }
-            Mutation::Drop { key } => {
-                check_key(&key)?;
-                self.system.remove(key.as_slice());
+            MutationRef::Drop { .. } => {
+                check_key(key)?;
+                self.system.remove(key);
                 let part = &mut self.parts[i];
-                let hash = part.hash(&key);
-                let Ok(found) = part.table.find_entry(hash, |r| r.key() == key.as_slice()) else {
+                let hash = part.hash(key);
+                let Ok(found) = part.table.find_entry(hash, |r| r.key() == key) else {
                     return Ok(Applied::Dropped { removed: false });
                 };
                 let record = found.remove().0;
@@ -672,9 +768,24 @@ impl Partition {
     }
 }
 
+/// [`check_shape`] of an LWW value of `bytes`.
+fn check_lww_shape(key: &[u8], bytes: &[u8]) -> Result<(), PartitionError> {
+    check_key(key)?;
+    if bytes.len() > VALUE_BYTES_MAX {
+        return Err(PartitionError::ValueTooLarge {
+            len: bytes.len(),
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// What a put of `value` under `key` must satisfy whatever the partition
 /// holds: the key and value limits.
 pub fn check_shape(key: &[u8], value: &Value) -> Result<(), PartitionError> {
+    if let Value::Lww(lww) = value {
+        return check_lww_shape(key, lww.value());
+    }
     check_key(key)?;
     let len = value_len(value);
     if len > VALUE_BYTES_MAX {
@@ -701,44 +812,47 @@ pub fn check_shape(key: &[u8], value: &Value) -> Result<(), PartitionError> {
 }
 
 impl Partition {
-    fn put(&mut self, i: usize, key: Vec<u8>, value: Value) -> Result<Applied, PartitionError> {
-        check_shape(&key, &value)?;
+    fn put(&mut self, i: usize, key: &[u8], value: ValueIn<'_>) -> Result<Applied, PartitionError> {
+        match &value {
+            ValueIn::Lww(_, bytes) => check_lww_shape(key, bytes)?,
+            ValueIn::Other(v) => check_shape(key, v)?,
+        }
         let part = &mut self.parts[i];
-        let hash = part.hash(&key);
-        let Some(record) = part.table.find_mut(hash, |r| r.key() == key.as_slice()) else {
-            index(&mut self.system, &key);
-            let record = part.record(&key, value);
+        let hash = part.hash(key);
+        let Some(record) = part.table.find_mut(hash, |r| r.key() == key) else {
+            index(&mut self.system, key);
+            let record = part.record(key, value);
             part.install(hash, record);
             self.live += 1;
             return Ok(Applied::Stored);
         };
         match (record.state(), value) {
-            (State::Lww(have_ts, have), Value::Lww(lww)) => {
+            (State::Lww(have_ts, have), ValueIn::Lww(ts, bytes)) => {
                 // Lww's order: the timestamp, then the bytes.
-                if (lww.timestamp(), lww.value()) > (have_ts, have) {
-                    record.set_lww(lww.timestamp(), lww.value());
+                if (ts, bytes) > (have_ts, have) {
+                    record.set_lww(ts, bytes);
                 }
             }
-            (State::Lww(..), value) => return Err(mismatch(&key, LatticeKind::Lww, value.kind())),
+            (State::Lww(..), value) => return Err(mismatch(key, LatticeKind::Lww, value.kind())),
             (State::Other(at), value) => {
                 let existing = part.others[at as usize]
                     .as_mut()
                     .expect("a record points at a value it holds");
                 let (have, want) = (existing.kind(), value.kind());
                 existing
-                    .merge(value)
-                    .map_err(|_| mismatch(&key, have, want))?;
+                    .merge(value.into_value())
+                    .map_err(|_| mismatch(key, have, want))?;
             }
             (State::Tombstone(deleted_at), value) => {
                 let revives = match &value {
-                    Value::Lww(lww) => lww.timestamp() > deleted_at,
-                    _ => true,
+                    ValueIn::Lww(ts, _) => *ts > deleted_at,
+                    ValueIn::Other(_) => true,
                 };
                 if revives {
                     match value {
-                        Value::Lww(lww) => record.set_lww(lww.timestamp(), lww.value()),
+                        ValueIn::Lww(ts, bytes) => record.set_lww(ts, bytes),
                         value => {
-                            let fresh = part.record(&key, value);
+                            let fresh = part.record(key, value);
                             part.install(hash, fresh);
                         }
                     }
@@ -749,12 +863,12 @@ impl Partition {
         Ok(Applied::Stored)
     }
 
-    fn delete(&mut self, i: usize, key: Vec<u8>, ts: Timestamp) -> Applied {
-        index(&mut self.system, &key);
+    fn delete(&mut self, i: usize, key: &[u8], ts: Timestamp) -> Applied {
+        index(&mut self.system, key);
         let part = &mut self.parts[i];
-        let hash = part.hash(&key);
-        let Some(record) = part.table.find_mut(hash, |r| r.key() == key.as_slice()) else {
-            part.install(hash, Record::tombstone(&key, ts));
+        let hash = part.hash(key);
+        let Some(record) = part.table.find_mut(hash, |r| r.key() == key) else {
+            part.install(hash, Record::tombstone(key, ts));
             return Applied::Deleted { removed: false };
         };
         let removed = match record.state() {
@@ -766,7 +880,7 @@ impl Partition {
                 false
             }
             _ => {
-                let old = std::mem::replace(record, Record::tombstone(&key, ts));
+                let old = std::mem::replace(record, Record::tombstone(key, ts));
                 part.release(old.state());
                 self.live -= 1;
                 true
@@ -836,7 +950,8 @@ impl Partition {
         index(&mut self.system, &key);
         let part = &mut self.parts[i];
         let (record, live) = match entry {
-            Entry::Live(value) => (part.record(&key, value), true),
+            Entry::Live(Value::Lww(lww)) => (Record::lww(&key, lww.timestamp(), lww.value()), true),
+            Entry::Live(value) => (part.record(&key, ValueIn::Other(value)), true),
             Entry::Tombstone(ts) => (Record::tombstone(&key, ts), false),
         };
         if part.install(part.hash(&key), record) {
@@ -1212,13 +1327,13 @@ mod tests {
 
         /// The partition does what the same mutations do to a plain ordered
         /// map of entries (the semantics in the module doc), refuses the
-        /// same ones, and keeps no value of another lattice it no longer
-        /// points at.
+        /// same ones, whether applied as they are or as read back from the
+        /// log, and keeps no value of another lattice it no longer points at.
         #[test]
         fn the_partition_behaves_as_a_map_of_entries(
             ms in prop::collection::vec((0usize..3, 0u8..4, any_value(), 0u64..3, 0u64..2), 0..60),
         ) {
-            let mut p = Partition::default();
+            let (mut p, mut q) = (Partition::default(), Partition::default());
             let mut model: std::collections::BTreeMap<Vec<u8>, Entry> = Default::default();
             for (k, op, value, clock, writer) in ms {
                 // Stamps from the same small domain as the values' own, so
@@ -1230,9 +1345,16 @@ mod tests {
                     _ => Mutation::Drop { key },
                 };
                 let want = model_apply(&mut model, m.clone());
+                // The same mutation read back from its log encoding.
+                let mut buf = Vec::new();
+                m.encode(&mut buf);
+                let read = MutationRef::decode(&mut Decoder::new(&buf)).unwrap();
+                prop_assert_eq!(read.clone().into_owned(), m.clone());
+                prop_assert_eq!(q.apply_ref(read), want.clone());
                 prop_assert_eq!(p.apply(m), want);
                 let want: Vec<_> = model.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
-                prop_assert_eq!(sorted(&p), want);
+                prop_assert_eq!(sorted(&p), want.clone());
+                prop_assert_eq!(sorted(&q), want);
                 prop_assert_eq!(p.live_keys(), model.values().filter(|e| matches!(e, Entry::Live(_))).count());
                 for part in &p.parts {
                     let pointed = part.table.iter().filter(|r| matches!(r.state(), State::Other(_))).count();

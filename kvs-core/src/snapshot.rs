@@ -25,9 +25,8 @@ use thiserror::Error;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
-use crate::lattice::{LatticeKind, Timestamp, Value};
-use crate::limits::VALUE_BYTES_MAX;
-use crate::partition::{EntryRef, Loaded, Mutation, Partition, PARTS};
+use crate::lattice::Timestamp;
+use crate::partition::{EntryRef, Loaded, MutationRef, Partition, ValueIn, PARTS};
 use crate::wal::{visit_segment, TornTail, WalError};
 
 /// First bytes of every snapshot; the last byte is the format version.
@@ -160,25 +159,16 @@ fn decode(bytes: &[u8]) -> Result<(Partition, Lsn, u64), SnapshotError> {
     let p = Partition::load(positions, |at| {
         let mut d = Decoder::new(at);
         let key = d.key_slice()?;
-        let live = d.u8()? == 1;
-        let entry = if !live {
-            Loaded::Tombstone(Timestamp {
+        let entry = match d.u8()? {
+            1 => Loaded::Live(ValueIn::decode(&mut d)?),
+            _ => Loaded::Tombstone(Timestamp {
                 clock: d.u64()?,
                 writer: d.u64()?,
-            })
-        } else if d.rest().first() == Some(&(LatticeKind::Lww as u8)) {
-            d.u8()?;
-            let ts = Timestamp {
-                clock: d.u64()?,
-                writer: d.u64()?,
-            };
-            Loaded::Lww(ts, d.slice("value", VALUE_BYTES_MAX)?)
-        } else {
-            Loaded::Other(d.value()?)
+            }),
         };
         let clock = match &entry {
-            Loaded::Lww(ts, _) | Loaded::Tombstone(ts) => ts.clock,
-            Loaded::Other(_) => 0,
+            Loaded::Live(ValueIn::Lww(ts, _)) | Loaded::Tombstone(ts) => ts.clock,
+            Loaded::Live(ValueIn::Other(_)) => 0,
         };
         max_clock_us = max_clock_us.max(clock);
         Ok::<_, DecodeError>((key, entry))
@@ -262,15 +252,15 @@ pub fn recover<'a>(
                 return;
             }
             let clock = match &m {
-                Mutation::Put {
-                    value: Value::Lww(l),
+                MutationRef::Put {
+                    value: ValueIn::Lww(ts, _),
                     ..
-                } => l.timestamp().clock,
-                Mutation::Delete { ts, .. } => ts.clock,
-                Mutation::Put { .. } | Mutation::Drop { .. } => 0,
+                }
+                | MutationRef::Delete { ts, .. } => ts.clock,
+                MutationRef::Put { .. } | MutationRef::Drop { .. } => 0,
             };
             max_clock_us = max_clock_us.max(clock);
-            match partition.apply(m) {
+            match partition.apply_ref(m) {
                 Ok(_) => {
                     out.last_lsn = lsn;
                     out.replayed += 1;
@@ -300,8 +290,9 @@ pub fn recover<'a>(
 mod tests {
     use super::*;
     use crate::lattice::Lww;
+    use crate::lattice::Value;
     use crate::partition::CaptureStep;
-    use crate::partition::Entry;
+    use crate::partition::{Entry, Mutation};
     use crate::wal::{encode_record, SEGMENT_MAGIC};
 
     fn put(i: u64) -> Mutation {

@@ -26,7 +26,7 @@ use thiserror::Error;
 use crate::codec::{DecodeError, Decoder};
 use crate::ids::Lsn;
 use crate::limits::WAL_RECORD_BYTES_MAX;
-use crate::partition::Mutation;
+use crate::partition::{Mutation, MutationRef};
 
 /// First bytes of every segment; the last byte is the format version.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SQWAL\0\0\x01";
@@ -79,7 +79,9 @@ pub enum WalError {
 /// Reads a whole segment. `is_last` allows a torn tail (see module docs).
 pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError> {
     let mut records = Vec::new();
-    let (valid_len, torn) = visit_segment(bytes, is_last, |lsn, m| records.push((lsn, m)))?;
+    let (valid_len, torn) = visit_segment(bytes, is_last, |lsn, m| {
+        records.push((lsn, m.into_owned()));
+    })?;
     Ok(SegmentScan {
         records,
         valid_len,
@@ -96,7 +98,7 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError
 pub fn visit_segment(
     bytes: &[u8],
     is_last: bool,
-    mut visit: impl FnMut(Lsn, Mutation),
+    mut visit: impl FnMut(Lsn, MutationRef<'_>),
 ) -> Result<(usize, Option<TornTail>), WalError> {
     if bytes.len() < SEGMENT_MAGIC.len() {
         // A crash right after creating the file, before its header was
@@ -179,7 +181,7 @@ enum RecordProblem {
     Corrupt(String),
 }
 
-fn read_record(bytes: &[u8], off: usize) -> Result<(Lsn, Mutation, usize), RecordProblem> {
+fn read_record(bytes: &[u8], off: usize) -> Result<(Lsn, MutationRef<'_>, usize), RecordProblem> {
     let rest = &bytes[off..];
     if rest.len() < RECORD_HEADER_BYTES {
         return Err(RecordProblem::Torn("record header incomplete"));
@@ -204,9 +206,9 @@ fn read_record(bytes: &[u8], off: usize) -> Result<(Lsn, Mutation, usize), Recor
         });
     }
     let mut d = Decoder::new(payload);
-    let decoded = (|| -> Result<(Lsn, Mutation), DecodeError> {
+    let decoded = (|| -> Result<(Lsn, MutationRef<'_>), DecodeError> {
         let lsn = Lsn(d.u64()?);
-        let m = Mutation::decode(&mut d)?;
+        let m = MutationRef::decode(&mut d)?;
         d.finish()?;
         Ok((lsn, m))
     })();
