@@ -997,7 +997,7 @@ pub fn value_len(v: &Value) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::lattice::tests::any_value;
     use crate::lattice::Lww;
@@ -1019,7 +1019,8 @@ mod tests {
     fn got(p: &Partition, key: &[u8]) -> Option<Value> {
         p.get(key).map(ValueRef::to_value)
     }
-    fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
+    /// Every entry, owned, in key order.
+    pub(crate) fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
         let mut v: Vec<_> = p
             .entries()
             .map(|(k, e)| (k.to_vec(), e.to_entry()))

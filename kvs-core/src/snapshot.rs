@@ -291,6 +291,7 @@ mod tests {
     use super::*;
     use crate::lattice::Lww;
     use crate::lattice::Value;
+    use crate::partition::tests::sorted;
     use crate::partition::CaptureStep;
     use crate::partition::{Entry, Mutation};
     use crate::wal::{encode_record, SEGMENT_MAGIC};
@@ -400,15 +401,6 @@ mod tests {
         s[fifth + 12] ^= 0x55;
         let err = recover(None, [("a", &s[..])]).unwrap_err();
         assert!(matches!(err, RecoveryError::Wal { .. }), "{err}");
-    }
-
-    fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
-        let mut v: Vec<_> = p
-            .entries()
-            .map(|(k, e)| (k.to_vec(), e.to_entry()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
     }
 
     #[test]
