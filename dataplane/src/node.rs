@@ -203,6 +203,8 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let shard_cpus: Vec<usize> = (0..n).map(|i| cpus[i % cpus.len()]).collect();
+    // Cores no shard runs on help the shards recover, dealt out in turn.
+    let spare_cpus = cpus.get(n..).unwrap_or_default();
     let platform_config = PlatformConfig {
         executors_per_shard: config.executors_per_shard,
         pin_executors: config.pin_executors,
@@ -262,6 +264,7 @@ pub fn run_until(config: NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()
             listen: format!("{host}:{port}"),
             resp_listen,
             dir: data_dir.join(format!("shard-{i}")),
+            recovery_cpus: spare_cpus.iter().skip(i).step_by(n).copied().collect(),
             fsync: config.fsync,
             net: config.net,
             snapshot: config.snapshot,
@@ -579,6 +582,8 @@ struct ShardStart {
     /// The RESP address every shard binds (port resolved).
     resp_listen: Option<SocketAddr>,
     dir: PathBuf,
+    /// Cores whose threads may help build the partition at recovery.
+    recovery_cpus: Vec<usize>,
     fsync: FsyncPolicy,
     net: crate::uring::NetPath,
     snapshot: SnapshotPolicy,
@@ -605,6 +610,7 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
         let (storage, recovered) = Storage::open(
             ctx.dir.clone(),
             ctx.id,
+            &ctx.recovery_cpus,
             ctx.fsync,
             ctx.snapshot,
             crate::shard::wall_us(),

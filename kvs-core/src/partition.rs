@@ -38,7 +38,7 @@ use crate::limits::{
 use crate::snapshot::SnapshotEncoder;
 
 mod record;
-use record::{Record, State};
+use record::{Rec, Records, State};
 
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -308,11 +308,12 @@ pub const SYSTEM_KEY_PREFIX: &[u8] = b"squall:";
 /// ≈ 45% slower in `partition/get_hit_100k_keys`, 64 ≈ 10%.
 pub const PARTS: usize = 64;
 
-/// One of a partition's [`PARTS`]: its keys' records, and the values of
-/// lattices other than LWW, which records point at.
-#[derive(Debug, Clone, Default)]
+/// One of a partition's [`PARTS`]: its keys' records (kept in the
+/// partition's [`Records`]), and the values of lattices other than LWW,
+/// which records point at.
+#[derive(Debug, Default)]
 struct Part {
-    table: HashTable<Record>,
+    table: HashTable<Rec>,
     hasher: foldhash::fast::RandomState,
     /// Values of kinds other than LWW; `None` where free.
     others: Vec<Option<Value>>,
@@ -326,12 +327,12 @@ impl Part {
         self.hasher.hash_one(key)
     }
 
-    fn find(&self, key: &[u8]) -> Option<&Record> {
-        self.table.find(self.hash(key), |r| r.key() == key)
+    fn find(&self, recs: &Records, key: &[u8]) -> Option<&Rec> {
+        self.table.find(self.hash(key), |r| recs.key(r) == key)
     }
 
-    fn view<'a>(&'a self, r: &'a Record) -> EntryRef<'a> {
-        match r.state() {
+    fn view<'a>(&'a self, recs: &'a Records, r: &Rec) -> EntryRef<'a> {
+        match recs.state(r) {
             State::Lww(ts, bytes) => EntryRef::Live(ValueRef::Lww(ts, bytes)),
             State::Tombstone(ts) => EntryRef::Tombstone(ts),
             State::Other(at) => EntryRef::Live(ValueRef::Other(self.other(at))),
@@ -345,9 +346,9 @@ impl Part {
     }
 
     /// A record of `key` holding `value`.
-    fn record(&mut self, key: &[u8], value: ValueIn<'_>) -> Record {
+    fn record(&mut self, recs: &mut Records, key: &[u8], value: ValueIn<'_>) -> Rec {
         match value {
-            ValueIn::Lww(ts, bytes) => Record::lww(key, ts, bytes),
+            ValueIn::Lww(ts, bytes) => recs.lww(key, ts, bytes),
             ValueIn::Other(other) => {
                 let at = match self.free.pop() {
                     Some(at) => {
@@ -359,29 +360,34 @@ impl Part {
                         u32::try_from(self.others.len() - 1).expect("under 4 Gi values a part")
                     }
                 };
-                Record::other(key, at)
+                recs.other(key, at)
             }
         }
     }
 
-    /// Frees what `state` holds outside its record.
-    fn release(&mut self, state: State<'_>) {
+    /// Frees `r` and what it holds outside its record: returns whether it
+    /// held a live value.
+    fn release(&mut self, recs: &mut Records, r: Rec) -> bool {
+        let state = recs.state(&r);
         if let State::Other(at) = state {
             self.others[at as usize] = None;
             self.free.push(at);
         }
+        let live = !matches!(state, State::Tombstone(_));
+        recs.free(r);
+        live
     }
 
     /// Installs `record`, replacing the key's record if it has one: returns
     /// whether the key held a live value.
-    fn install(&mut self, hash: u64, record: Record) -> bool {
+    fn install(&mut self, recs: &mut Records, hash: u64, record: Rec) -> bool {
         let Part { table, hasher, .. } = self;
         let old = match table.entry(
             hash,
-            |r| r.key() == record.key(),
+            |r| recs.key(r) == recs.key(&record),
             |r| {
                 use std::hash::BuildHasher as _;
-                hasher.hash_one(r.key())
+                hasher.hash_one(recs.key(r))
             },
         ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
@@ -392,15 +398,11 @@ impl Part {
                 None
             }
         };
-        old.is_some_and(|old| {
-            let state = old.state();
-            self.release(state);
-            !matches!(state, State::Tombstone(_))
-        })
+        old.is_some_and(|old| self.release(recs, old))
     }
 
-    fn entries(&self) -> impl Iterator<Item = (&[u8], EntryRef<'_>)> {
-        self.table.iter().map(|r| (r.key(), self.view(r)))
+    fn entries<'a>(&'a self, recs: &'a Records) -> impl Iterator<Item = (&'a [u8], EntryRef<'a>)> {
+        self.table.iter().map(|r| (recs.key(r), self.view(recs, r)))
     }
 }
 
@@ -418,10 +420,12 @@ fn part_of(key: &[u8]) -> usize {
 /// cheaper than SipHash on short keys, which showed as ~10% of a shard's CPU
 /// in profiles, while keeping hash flooding impractical. Iteration order
 /// (snapshots) is therefore unspecified; state equality is not affected.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Partition {
     /// [`PARTS`] parts; a key lives in `parts[part_of(key)]`.
     parts: Vec<Part>,
+    /// Every part's records.
+    records: Records,
     /// The keys in `parts` under [`SYSTEM_KEY_PREFIX`], in order.
     system: BTreeSet<Box<[u8]>>,
     live: usize,
@@ -433,6 +437,7 @@ impl Default for Partition {
     fn default() -> Partition {
         Partition {
             parts: (0..PARTS).map(|_| Part::default()).collect(),
+            records: Records::default(),
             system: BTreeSet::new(),
             live: 0,
             capture: None,
@@ -440,28 +445,57 @@ impl Default for Partition {
     }
 }
 
-impl Partition {
-    /// Builds a partition from a snapshot's entries, each given as its key
-    /// and the bytes where its entry begins, which `decode` turns into the
-    /// key and its entry. Each part's table is sized once for its keys, then
-    /// filled in the order of its buckets, so that the table is written
-    /// front to back, with the entries' bytes prefetched a few ahead: in the
-    /// snapshot's order every insert waited for a cache miss (a quarter of
-    /// recovering 2M keys).
-    pub fn load<'a, E>(
-        entries: impl IntoIterator<Item = Result<(&'a [u8], &'a [u8]), E>>,
-        mut decode: impl FnMut(&'a [u8]) -> Result<(&'a [u8], Loaded<'a>), E>,
-    ) -> Result<Partition, E> {
+/// How a caller runs independent jobs, since kvs-core spawns no thread of
+/// its own: [`Partition::load`] builds its parts in as many jobs as
+/// [`Fanout::ways`] says.
+pub trait Fanout {
+    /// Jobs worth running at once (1: one after the other).
+    fn ways(&self) -> usize;
+    /// Calls `job(i)` once for each `i < n`, on any threads, and returns
+    /// when every call has returned.
+    fn run(&self, n: usize, job: &(dyn Fn(usize) + Sync));
+}
+
+/// Runs jobs one after the other on the caller's thread.
+#[derive(Debug)]
+pub struct Sequential;
+
+impl Fanout for Sequential {
+    fn ways(&self) -> usize {
+        1
+    }
+
+    fn run(&self, n: usize, job: &(dyn Fn(usize) + Sync)) {
+        (0..n).for_each(job);
+    }
+}
+
+/// Parts being built by one job of [`Partition::load`], into records of
+/// their own.
+struct Build<'a, E> {
+    parts: Vec<Part>,
+    /// Per part, its entries: hash and where the entry begins.
+    staged: Vec<Vec<(u64, &'a [u8])>>,
+    records: Records,
+    system: BTreeSet<Box<[u8]>>,
+    live: usize,
+    failed: Option<E>,
+}
+
+impl<'a, E> Build<'a, E> {
+    /// Sizes each part's table once for its keys, then fills it in the
+    /// order of its buckets, so that the table is written front to back,
+    /// with the entries' bytes prefetched a few ahead: in the snapshot's
+    /// order every insert waited for a cache miss (a quarter of recovering
+    /// 2M keys).
+    fn fill(
+        &mut self,
+        decode: &impl Fn(&'a [u8]) -> Result<(&'a [u8], Loaded<'a>), E>,
+    ) -> Result<(), E> {
         /// Entries prefetched ahead of the one being inserted.
         const AHEAD: usize = 8;
-        let mut p = Partition::default();
-        let mut staged: Vec<Vec<(u64, &[u8])>> = (0..PARTS).map(|_| Vec::new()).collect();
-        for e in entries {
-            let (key, at) = e?;
-            let i = part_of(key);
-            staged[i].push((p.parts[i].hash(key), at));
-        }
-        for (part, mut entries) in p.parts.iter_mut().zip(staged) {
+        let recs = &mut self.records;
+        for (part, mut entries) in self.parts.iter_mut().zip(std::mem::take(&mut self.staged)) {
             part.table = HashTable::with_capacity(entries.len());
             // hashbrown probes from the bucket `hash & (buckets - 1)`.
             let mask = (part.table.capacity() + 1).next_power_of_two() - 1;
@@ -471,16 +505,78 @@ impl Partition {
                     prefetch(ahead);
                 }
                 let (key, entry) = decode(at)?;
-                index(&mut p.system, key);
+                index(&mut self.system, key);
                 let (record, live) = match entry {
-                    Loaded::Live(value) => (part.record(key, value), true),
-                    Loaded::Tombstone(ts) => (Record::tombstone(key, ts), false),
+                    Loaded::Live(value) => (part.record(recs, key, value), true),
+                    Loaded::Tombstone(ts) => (recs.tombstone(key, ts), false),
                 };
-                if part.install(hash, record) {
-                    p.live -= 1;
+                if part.install(recs, hash, record) {
+                    self.live -= 1;
                 }
-                p.live += usize::from(live);
+                self.live += usize::from(live);
             }
+        }
+        Ok(())
+    }
+}
+
+impl Partition {
+    /// Builds a partition from a snapshot's entries, each given as its key
+    /// and the bytes where its entry begins, which `decode` turns into the
+    /// key and its entry. One pass finds each entry's part; then the parts
+    /// are built in up to `fanout.ways()` jobs, each into records of its
+    /// own, which the partition then takes over. A decode error stops the
+    /// load (the first job's, if several fail).
+    pub fn load<'a, E: Send>(
+        entries: impl IntoIterator<Item = Result<(&'a [u8], &'a [u8]), E>>,
+        decode: impl Fn(&'a [u8]) -> Result<(&'a [u8], Loaded<'a>), E> + Sync,
+        fanout: &dyn Fanout,
+    ) -> Result<Partition, E> {
+        let mut p = Partition::default();
+        let mut staged: Vec<Vec<(u64, &[u8])>> = (0..PARTS).map(|_| Vec::new()).collect();
+        for e in entries {
+            let (key, at) = e?;
+            let i = part_of(key);
+            staged[i].push((p.parts[i].hash(key), at));
+        }
+        let per_job = PARTS.div_ceil(fanout.ways().clamp(1, PARTS));
+        let mut parts = std::mem::take(&mut p.parts).into_iter();
+        let mut staged = staged.into_iter();
+        let builds: Vec<_> = (0..PARTS.div_ceil(per_job))
+            .map(|_| {
+                std::sync::Mutex::new(Build {
+                    parts: parts.by_ref().take(per_job).collect(),
+                    staged: staged.by_ref().take(per_job).collect(),
+                    records: Records::default(),
+                    system: BTreeSet::new(),
+                    live: 0,
+                    failed: None,
+                })
+            })
+            .collect();
+        fanout.run(builds.len(), &|j| {
+            // Each job locks only its own build.
+            let mut b = builds[j]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = b.fill(&decode) {
+                b.failed = Some(e);
+            }
+        });
+        for b in builds {
+            let b = b
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(e) = b.failed {
+                return Err(e);
+            }
+            let moved = p.records.absorb(b.records);
+            for mut part in b.parts {
+                part.table.iter_mut().for_each(|r| r.move_chunks(moved));
+                p.parts.push(part);
+            }
+            p.system.extend(b.system);
+            p.live += b.live;
         }
         Ok(p)
     }
@@ -525,11 +621,11 @@ struct Capture {
 }
 
 impl Capture {
-    /// Encodes part `i`, `map`, as it is now.
-    fn encode(&mut self, i: usize, part: &Part) {
+    /// Encodes part `i`, `part`, as it is now.
+    fn encode(&mut self, i: usize, part: &Part, recs: &Records) {
         self.done[i] = true;
         self.encoded += 1;
-        self.enc.entries(part.entries(), &mut self.out);
+        self.enc.entries(part.entries(recs), &mut self.out);
     }
 }
 
@@ -573,7 +669,7 @@ impl Partition {
             c.next += 1;
         }
         if c.next < PARTS {
-            c.encode(c.next, &self.parts[c.next]);
+            c.encode(c.next, &self.parts[c.next], &self.records);
         }
         match c.encoded == PARTS {
             true => CaptureStep::Done,
@@ -614,7 +710,7 @@ impl Partition {
     /// it as it is.
     fn before_change(&mut self, i: usize) {
         if let Some(c) = self.capture.as_mut().filter(|c| !c.done[i]) {
-            c.encode(i, &self.parts[i]);
+            c.encode(i, &self.parts[i], &self.records);
         }
     }
 
@@ -653,15 +749,13 @@ impl Partition {
             MutationRef::Drop { .. } => {
                 check_key(key)?;
                 self.system.remove(key);
-                let part = &mut self.parts[i];
+                let (part, recs) = (&mut self.parts[i], &mut self.records);
                 let hash = part.hash(key);
-                let Ok(found) = part.table.find_entry(hash, |r| r.key() == key) else {
+                let Ok(found) = part.table.find_entry(hash, |r| recs.key(r) == key) else {
                     return Ok(Applied::Dropped { removed: false });
                 };
                 let record = found.remove().0;
-                let state = record.state();
-                part.release(state);
-                if !matches!(state, State::Tombstone(_)) {
+                if part.release(recs, record) {
                     self.live -= 1;
                 }
                 Ok(Applied::Dropped { removed: true })
@@ -681,7 +775,8 @@ impl Partition {
     #[must_use]
     pub fn entry(&self, key: &[u8]) -> Option<EntryRef<'_>> {
         let part = &self.parts[part_of(key)];
-        part.find(key).map(|r| part.view(r))
+        part.find(&self.records, key)
+            .map(|r| part.view(&self.records, r))
     }
 
     /// Checks the clocks a writer supplied with `value` for `key`, with the
@@ -738,13 +833,17 @@ impl Partition {
         for i in 0..PARTS {
             self.before_change(i);
         }
-        for record in self.parts.iter_mut().flat_map(|p| p.table.iter_mut()) {
-            if let State::Lww(ts, _) | State::Tombstone(ts) = record.state() {
+        let recs = &mut self.records;
+        for record in self.parts.iter().flat_map(|p| p.table.iter()) {
+            if let State::Lww(ts, _) | State::Tombstone(ts) = recs.state(record) {
                 if ts.clock > bound_us {
-                    record.restamp(Timestamp {
-                        clock: to_us,
-                        writer: ts.writer,
-                    });
+                    recs.restamp(
+                        record,
+                        Timestamp {
+                            clock: to_us,
+                            writer: ts.writer,
+                        },
+                    );
                     moved += 1;
                 }
             }
@@ -759,7 +858,8 @@ impl Partition {
     fn check_put_in(&self, i: usize, key: &[u8], value: &Value) -> Result<(), PartitionError> {
         check_shape(key, value)?;
         let part = &self.parts[i];
-        if let Some(EntryRef::Live(existing)) = part.find(key).map(|r| part.view(r)) {
+        let recs = &self.records;
+        if let Some(EntryRef::Live(existing)) = part.find(recs, key).map(|r| part.view(recs, r)) {
             if existing.kind() != value.kind() {
                 return Err(mismatch(key, existing.kind(), value.kind()));
             }
@@ -817,20 +917,20 @@ impl Partition {
             ValueIn::Lww(_, bytes) => check_lww_shape(key, bytes)?,
             ValueIn::Other(v) => check_shape(key, v)?,
         }
-        let part = &mut self.parts[i];
+        let (part, recs) = (&mut self.parts[i], &mut self.records);
         let hash = part.hash(key);
-        let Some(record) = part.table.find_mut(hash, |r| r.key() == key) else {
+        let Some(record) = part.table.find_mut(hash, |r| recs.key(r) == key) else {
             index(&mut self.system, key);
-            let record = part.record(key, value);
-            part.install(hash, record);
+            let record = part.record(recs, key, value);
+            part.install(recs, hash, record);
             self.live += 1;
             return Ok(Applied::Stored);
         };
-        match (record.state(), value) {
+        match (recs.state(record), value) {
             (State::Lww(have_ts, have), ValueIn::Lww(ts, bytes)) => {
                 // Lww's order: the timestamp, then the bytes.
                 if (ts, bytes) > (have_ts, have) {
-                    record.set_lww(ts, bytes);
+                    recs.set_lww(record, ts, bytes);
                 }
             }
             (State::Lww(..), value) => return Err(mismatch(key, LatticeKind::Lww, value.kind())),
@@ -850,10 +950,10 @@ impl Partition {
                 };
                 if revives {
                     match value {
-                        ValueIn::Lww(ts, bytes) => record.set_lww(ts, bytes),
+                        ValueIn::Lww(ts, bytes) => recs.set_lww(record, ts, bytes),
                         value => {
-                            let fresh = part.record(key, value);
-                            part.install(hash, fresh);
+                            let fresh = part.record(recs, key, value);
+                            part.install(recs, hash, fresh);
                         }
                     }
                     self.live += 1;
@@ -865,23 +965,24 @@ impl Partition {
 
     fn delete(&mut self, i: usize, key: &[u8], ts: Timestamp) -> Applied {
         index(&mut self.system, key);
-        let part = &mut self.parts[i];
+        let (part, recs) = (&mut self.parts[i], &mut self.records);
         let hash = part.hash(key);
-        let Some(record) = part.table.find_mut(hash, |r| r.key() == key) else {
-            part.install(hash, Record::tombstone(key, ts));
+        let Some(record) = part.table.find_mut(hash, |r| recs.key(r) == key) else {
+            let tombstone = recs.tombstone(key, ts);
+            part.install(recs, hash, tombstone);
             return Applied::Deleted { removed: false };
         };
-        let removed = match record.state() {
+        let removed = match recs.state(record) {
             State::Lww(at, _) if at > ts => false,
             State::Tombstone(at) => {
                 if ts > at {
-                    record.restamp(ts);
+                    recs.restamp(record, ts);
                 }
                 false
             }
             _ => {
-                let old = std::mem::replace(record, Record::tombstone(key, ts));
-                part.release(old.state());
+                let old = std::mem::replace(record, recs.tombstone(key, ts));
+                part.release(recs, old);
                 self.live -= 1;
                 true
             }
@@ -917,7 +1018,7 @@ impl Partition {
 
     /// The entries of part `i` (of [`PARTS`]), in no set order.
     pub fn part(&self, i: usize) -> impl Iterator<Item = (&[u8], EntryRef<'_>)> {
-        self.parts[i].entries()
+        self.parts[i].entries(&self.records)
     }
 
     /// Live keys starting with `prefix`: under [`SYSTEM_KEY_PREFIX`] in
@@ -948,13 +1049,14 @@ impl Partition {
         let i = part_of(&key);
         self.before_change(i);
         index(&mut self.system, &key);
-        let part = &mut self.parts[i];
+        let (part, recs) = (&mut self.parts[i], &mut self.records);
         let (record, live) = match entry {
-            Entry::Live(Value::Lww(lww)) => (Record::lww(&key, lww.timestamp(), lww.value()), true),
-            Entry::Live(value) => (part.record(&key, ValueIn::Other(value)), true),
-            Entry::Tombstone(ts) => (Record::tombstone(&key, ts), false),
+            Entry::Live(Value::Lww(lww)) => (recs.lww(&key, lww.timestamp(), lww.value()), true),
+            Entry::Live(value) => (part.record(recs, &key, ValueIn::Other(value)), true),
+            Entry::Tombstone(ts) => (recs.tombstone(&key, ts), false),
         };
-        if part.install(part.hash(&key), record) {
+        let hash = part.hash(&key);
+        if part.install(recs, hash, record) {
             self.live -= 1;
         }
         self.live += usize::from(live);
@@ -1020,6 +1122,14 @@ pub(crate) mod tests {
         p.get(key).map(ValueRef::to_value)
     }
     /// Every entry, owned, in key order.
+    /// Every block in use is a record's: none leaked, none freed twice.
+    pub(crate) fn records_add_up(p: &Partition) -> bool {
+        let blocks: usize = (p.parts.iter().flat_map(|part| part.table.iter()))
+            .map(|r| p.records.block_bytes_of(r))
+            .sum();
+        p.records.used_bytes() == blocks
+    }
+
     pub(crate) fn sorted(p: &Partition) -> Vec<(Vec<u8>, Entry)> {
         let mut v: Vec<_> = p
             .entries()
@@ -1358,10 +1468,11 @@ pub(crate) mod tests {
                 prop_assert_eq!(sorted(&q), want);
                 prop_assert_eq!(p.live_keys(), model.values().filter(|e| matches!(e, Entry::Live(_))).count());
                 for part in &p.parts {
-                    let pointed = part.table.iter().filter(|r| matches!(r.state(), State::Other(_))).count();
+                    let pointed = part.table.iter().filter(|r| matches!(p.records.state(r), State::Other(_))).count();
                     prop_assert_eq!(part.others.iter().flatten().count(), pointed);
                     prop_assert_eq!(part.others.len(), pointed + part.free.len());
                 }
+                prop_assert!(records_add_up(&p));
             }
         }
 

@@ -26,7 +26,9 @@ use thiserror::Error;
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::Lsn;
 use crate::lattice::Timestamp;
-use crate::partition::{EntryRef, Loaded, MutationRef, Partition, ValueIn, PARTS};
+use crate::partition::{
+    EntryRef, Fanout, Loaded, MutationRef, Partition, Sequential, ValueIn, PARTS,
+};
 use crate::wal::{visit_segment, TornTail, WalError};
 
 /// First bytes of every snapshot; the last byte is the format version.
@@ -108,11 +110,12 @@ pub enum SnapshotError {
 
 /// Reads a snapshot back into a partition and its `last_lsn`.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(Partition, Lsn), SnapshotError> {
-    decode(bytes).map(|(p, lsn, _)| (p, lsn))
+    decode(bytes, &Sequential).map(|(p, lsn, _)| (p, lsn))
 }
 
-/// A snapshot's partition, `last_lsn` and largest clock, either version.
-fn decode(bytes: &[u8]) -> Result<(Partition, Lsn, u64), SnapshotError> {
+/// A snapshot's partition, `last_lsn` and largest clock, either version,
+/// its parts built in up to `fanout.ways()` jobs.
+fn decode(bytes: &[u8], fanout: &dyn Fanout) -> Result<(Partition, Lsn, u64), SnapshotError> {
     let n = SNAPSHOT_MAGIC.len();
     let v2 = bytes.get(..n) == Some(&SNAPSHOT_MAGIC[..]);
     if !v2 && bytes.get(..n) != Some(&SNAPSHOT_MAGIC_V1[..]) {
@@ -155,26 +158,33 @@ fn decode(bytes: &[u8]) -> Result<(Partition, Lsn, u64), SnapshotError> {
         }
         Ok((key, at))
     });
-    let mut max_clock_us = 0;
-    let p = Partition::load(positions, |at| {
-        let mut d = Decoder::new(at);
-        let key = d.key_slice()?;
-        let entry = match d.u8()? {
-            1 => Loaded::Live(ValueIn::decode(&mut d)?),
-            _ => Loaded::Tombstone(Timestamp {
-                clock: d.u64()?,
-                writer: d.u64()?,
-            }),
-        };
-        let clock = match &entry {
-            Loaded::Live(ValueIn::Lww(ts, _)) | Loaded::Tombstone(ts) => ts.clock,
-            Loaded::Live(ValueIn::Other(_)) => 0,
-        };
-        max_clock_us = max_clock_us.max(clock);
-        Ok::<_, DecodeError>((key, entry))
-    })?;
+    // Raised rarely (entries are in no time order), so jobs mostly only read it.
+    let max_clock_us = std::sync::atomic::AtomicU64::new(0);
+    let p = Partition::load(
+        positions,
+        |at| {
+            let mut d = Decoder::new(at);
+            let key = d.key_slice()?;
+            let entry = match d.u8()? {
+                1 => Loaded::Live(ValueIn::decode(&mut d)?),
+                _ => Loaded::Tombstone(Timestamp {
+                    clock: d.u64()?,
+                    writer: d.u64()?,
+                }),
+            };
+            let clock = match &entry {
+                Loaded::Live(ValueIn::Lww(ts, _)) | Loaded::Tombstone(ts) => ts.clock,
+                Loaded::Live(ValueIn::Other(_)) => 0,
+            };
+            if clock > max_clock_us.load(std::sync::atomic::Ordering::Relaxed) {
+                max_clock_us.fetch_max(clock, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, DecodeError>((key, entry))
+        },
+        fanout,
+    )?;
     d.finish()?;
-    Ok((p, last_lsn, max_clock_us))
+    Ok((p, last_lsn, max_clock_us.into_inner()))
 }
 
 /// What recovery rebuilt.
@@ -218,13 +228,16 @@ pub enum RecoveryError {
 }
 
 /// Rebuilds a partition from an optional snapshot and the segments in log
-/// order (each `(name, bytes)`; names only label errors).
+/// order (each `(name, bytes)`; names only label errors). The snapshot's
+/// parts are built in up to `fanout.ways()` jobs; the log is replayed in
+/// order on the caller's thread.
 pub fn recover<'a>(
     snapshot: Option<(&str, &[u8])>,
     segments: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    fanout: &dyn Fanout,
 ) -> Result<Recovered, RecoveryError> {
     let (mut partition, snap_lsn, mut max_clock_us) = match snapshot {
-        Some((name, bytes)) => decode(bytes).map_err(|source| RecoveryError::Snapshot {
+        Some((name, bytes)) => decode(bytes, fanout).map_err(|source| RecoveryError::Snapshot {
             name: name.to_owned(),
             source,
         })?,
@@ -291,7 +304,7 @@ mod tests {
     use super::*;
     use crate::lattice::Lww;
     use crate::lattice::Value;
-    use crate::partition::tests::sorted;
+    use crate::partition::tests::{records_add_up, sorted};
     use crate::partition::CaptureStep;
     use crate::partition::{Entry, Mutation};
     use crate::wal::{encode_record, SEGMENT_MAGIC};
@@ -315,6 +328,23 @@ mod tests {
             encode_record(Lsn(i), &put(i), &mut out);
         }
         out
+    }
+
+    /// Runs each job on a thread of its own.
+    struct Threads(usize);
+
+    impl Fanout for Threads {
+        fn ways(&self) -> usize {
+            self.0
+        }
+
+        fn run(&self, n: usize, job: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for i in 0..n {
+                    s.spawn(move || job(i));
+                }
+            });
+        }
     }
 
     #[test]
@@ -352,7 +382,12 @@ mod tests {
         // Segment one overlaps the snapshot (a crash between the snapshot and
         // deleting old segments); segment two continues.
         let (s1, s2) = (log(1..=8), log(9..=12));
-        let r = recover(Some(("snap", &snap)), [("a", &s1[..]), ("b", &s2[..])]).unwrap();
+        let r = recover(
+            Some(("snap", &snap)),
+            [("a", &s1[..]), ("b", &s2[..])],
+            &Sequential,
+        )
+        .unwrap();
         assert_eq!((r.replayed, r.skipped, r.last_lsn), (6, 6, Lsn(12)));
         let mut direct = Partition::default();
         for i in 1..=12 {
@@ -368,12 +403,12 @@ mod tests {
     #[test]
     fn recovery_reports_a_torn_tail_and_refuses_corruption() {
         let s = log(1..=4);
-        let r = recover(None, [("a", &s[..s.len() - 3])]).unwrap();
+        let r = recover(None, [("a", &s[..s.len() - 3])], &Sequential).unwrap();
         assert_eq!(r.replayed, 3);
         assert!(r.torn.is_some());
         let mut bad = s.clone();
         bad[20] ^= 0x55;
-        let err = recover(None, [("a", &bad[..])]).unwrap_err();
+        let err = recover(None, [("a", &bad[..])], &Sequential).unwrap_err();
         assert!(
             err.to_string().contains("WAL segment a: corrupt record"),
             "{err}"
@@ -392,14 +427,14 @@ mod tests {
         let fifth = s.len();
         encode_record(Lsn(5), &put(8), &mut s);
         encode_record(Lsn(6), &put(9), &mut s);
-        let err = recover(None, [("a", &s[..])]).unwrap_err();
+        let err = recover(None, [("a", &s[..])], &Sequential).unwrap_err();
         assert!(
             matches!(&err, RecoveryError::Replay { lsn, .. } if *lsn == Lsn(4)),
             "{err}"
         );
         // Corruption after the refused record is still reported as such.
         s[fifth + 12] ^= 0x55;
-        let err = recover(None, [("a", &s[..])]).unwrap_err();
+        let err = recover(None, [("a", &s[..])], &Sequential).unwrap_err();
         assert!(matches!(err, RecoveryError::Wal { .. }), "{err}");
     }
 
@@ -475,9 +510,17 @@ mod tests {
                 };
                 p.restore(key, entry);
             }
-            let (q, at) = decode_snapshot(&encode_snapshot(&p, Lsn(7))).unwrap();
+            let bytes = encode_snapshot(&p, Lsn(7));
+            let (q, at) = decode_snapshot(&bytes).unwrap();
             proptest::prop_assert_eq!((at, sorted(&q)), (Lsn(7), sorted(&p)));
             proptest::prop_assert_eq!((q.live_keys(), q.tombstones()), (p.live_keys(), p.tombstones()));
+            // Built in several jobs on threads, the same partition.
+            for ways in [2, 3, 64, 100] {
+                let (q, at, _) = decode(&bytes, &Threads(ways)).unwrap();
+                proptest::prop_assert_eq!((at, sorted(&q)), (Lsn(7), sorted(&p)));
+                proptest::prop_assert_eq!((q.live_keys(), q.tombstones()), (p.live_keys(), p.tombstones()));
+                proptest::prop_assert!(records_add_up(&q));
+            }
         }
 
         /// A snapshot captured while the partition changes (steps and
@@ -509,8 +552,12 @@ mod tests {
             proptest::prop_assert!(p.capture_finish(&mut snap));
             let (q, at) = decode_snapshot(&snap).unwrap();
             proptest::prop_assert_eq!((at, sorted(&q)), (Lsn(10), at_start));
-            let r = recover(Some(("s", &snap)), [("w", &seg[..])]).unwrap();
+            let r = recover(Some(("s", &snap)), [("w", &seg[..])], &Sequential).unwrap();
             proptest::prop_assert_eq!(sorted(&r.partition), sorted(&p));
+            // The log applied over a snapshot built in three jobs.
+            let r = recover(Some(("s", &snap)), [("w", &seg[..])], &Threads(3)).unwrap();
+            proptest::prop_assert_eq!(sorted(&r.partition), sorted(&p));
+            proptest::prop_assert!(records_add_up(&r.partition));
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
+use kvs_core::partition::Fanout;
 use kvs_core::snapshot::{recover, Recovered};
 use kvs_core::{Lsn, ShardId};
 
@@ -105,10 +106,44 @@ fn read_whole(path: &Path) -> std::io::Result<FileBytes> {
     Ok(FileBytes::Anon(bytes))
 }
 
+/// Threads that help build a snapshot's partition beside the caller's: one
+/// pinned to each core given (cores no shard runs on; a thread spawned from
+/// the shard would inherit its pinning).
+struct Helpers<'c>(&'c [usize]);
+
+impl Fanout for Helpers<'_> {
+    fn ways(&self) -> usize {
+        1 + self.0.len()
+    }
+
+    fn run(&self, n: usize, job: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            let mut left = Vec::new();
+            for (i, &cpu) in (1..n).zip(self.0.iter().cycle()) {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("recover-{i}"))
+                    .spawn_scoped(s, move || {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                        job(i);
+                    });
+                if spawned.is_err() {
+                    left.push(i);
+                }
+            }
+            job(0);
+            if self.0.is_empty() {
+                left.extend(1..n);
+            }
+            left.into_iter().for_each(job);
+        });
+    }
+}
+
 /// Reads `dir` and recovers its state, cutting a torn tail off the last
 /// segment (start-up, and after a failed write: memory is rebuilt from
-/// exactly what the log holds).
-pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
+/// exactly what the log holds). Threads on `helper_cpus` help build the
+/// snapshot's partition.
+pub(super) fn read_on_disk(dir: &Path, shard: ShardId, helper_cpus: &[usize]) -> Result<OnDisk> {
     let listing = list(dir)?;
     let reading = std::time::Instant::now();
     let snap = match listing.snapshots.last() {
@@ -133,6 +168,7 @@ pub(super) fn read_on_disk(dir: &Path, shard: ShardId) -> Result<OnDisk> {
     let recovered = recover(
         snap.as_ref().map(|(n, b)| (n.as_str(), &b[..])),
         segs.iter().map(|(n, b)| (n.as_str(), &b[..])),
+        &Helpers(helper_cpus),
     )
     .map_err(|source| StorageError::Recovery {
         shard,

@@ -171,7 +171,7 @@ impl Storage {
             if appends_at.is_none() {
                 match self
                     .cut_to_last_good_write()
-                    .and_then(|()| read_on_disk(&self.dir, self.shard))
+                    .and_then(|()| read_on_disk(&self.dir, self.shard, &[]))
                 {
                     Ok(on_disk) => {
                         let r = on_disk.recovered;

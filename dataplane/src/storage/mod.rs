@@ -197,9 +197,12 @@ impl Storage {
     /// Recovers the shard's state from `dir` and opens the WAL for appends.
     /// `now_us` is the wall clock: recovered entries stamped too far past it
     /// are healed.
+    /// A snapshot's parts are built by the shard's thread and by one
+    /// thread on each of `helper_cpus`.
     pub async fn open(
         dir: PathBuf,
         shard: ShardId,
+        helper_cpus: &[usize],
         policy: FsyncPolicy,
         snapshot_policy: SnapshotPolicy,
         now_us: u64,
@@ -215,7 +218,7 @@ impl Storage {
             segments,
             log_bytes,
             read_ms,
-        } = read_on_disk(&dir, shard)?;
+        } = read_on_disk(&dir, shard, helper_cpus)?;
         let file = open_segment(&dir, seq).await?;
         let pos = if pos < SEGMENT_MAGIC.len() as u64 {
             write_all(&file, SEGMENT_MAGIC.to_vec(), 0).await?;
