@@ -4,8 +4,11 @@
 # other on the same machine:
 #   - `loadgen kv` writes every key once (its preload), then reads for 1 s;
 #   - memory per key: the server's RSS growth over the load / keys held;
-#   - restart: kill -9, start again on the same data, time until it serves
-#     (Squall: a key reads back; Redis: PING answers PONG, not LOADING).
+#   - restart: kill -9, start again on the same data, time until it serves,
+#     polled every 10 ms with redis-cli for both (Squall: a key reads back
+#     through its RESP port; Redis: PING answers PONG, not LOADING). A
+#     poller as heavy as `squall kv get` (a process of the whole node
+#     binary) took a tenth of both cores during Squall's recovery.
 #
 #   ./scripts/bench-memory.sh            KEYS=2000000 by default; ROUNDS=1
 set -euo pipefail
@@ -26,13 +29,14 @@ load() { # TARGET ADDR
     --value-bytes 100 --read-ratio 1 --zipf 0 --duration-s 1 --warmup-s 0 --json | tail -1 >/dev/null
 }
 
-squall_start() { # DIR PORT
-  "$SQUALL" node --shards 1 --listen "127.0.0.1:$2" --data-dir "$1" --fsync batch \
+squall_start() { # DIR PORT (RESP on PORT + 1)
+  "$SQUALL" node --shards 1 --listen "127.0.0.1:$2" --resp-listen "127.0.0.1:$(($2 + 1))" \
+    --data-dir "$1" --fsync batch \
     >>"$1.out" 2>>"$1.err" &
   SERVER=$!
 }
 squall_serves() { # PORT: the first key reads back
-  "$SQUALL" kv get key:0000000000 --addr "127.0.0.1:$1" >/dev/null 2>&1
+  [ -n "$(redis-cli -p "$(($1 + 1))" get key:0000000000 2>/dev/null)" ]
 }
 redis_start() { # DIR PORT
   mkdir -p "$1"
