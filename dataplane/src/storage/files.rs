@@ -118,8 +118,14 @@ impl Fanout for Helpers<'_> {
 
     fn run(&self, n: usize, job: &(dyn Fn(usize) + Sync)) {
         std::thread::scope(|s| {
-            let mut left = Vec::new();
-            for (i, &cpu) in (1..n).zip(self.0.iter().cycle()) {
+            // Job 0, and any job without a core or whose thread did not
+            // start, runs on the caller's thread.
+            let mut here = vec![0];
+            for i in 1..n {
+                let Some(&cpu) = self.0.get(i - 1) else {
+                    here.push(i);
+                    continue;
+                };
                 let spawned = std::thread::Builder::new()
                     .name(format!("recover-{i}"))
                     .spawn_scoped(s, move || {
@@ -127,14 +133,10 @@ impl Fanout for Helpers<'_> {
                         job(i);
                     });
                 if spawned.is_err() {
-                    left.push(i);
+                    here.push(i);
                 }
             }
-            job(0);
-            if self.0.is_empty() {
-                left.extend(1..n);
-            }
-            left.into_iter().for_each(job);
+            here.into_iter().for_each(job);
         });
     }
 }
