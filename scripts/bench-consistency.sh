@@ -10,7 +10,8 @@
 #
 # Environment: CALLS (4000 per run), CLIENTS (8), KEYS (1000), ZIPF (1.0),
 # READS (2 per level), WRITES (2), PAUSE_MS (0),
-# MODES ("lww dsrr sk lww+atomic dsrr+atomic dsc+atomic"),
+# MODES ("lww dsrr sk mk dsc lww+atomic dsrr+atomic"; mk and dsc calls are
+# always atomic),
 # ROUNDS (2), PORT (7600), CLUSTER_DIR (/tmp/squall-consistency),
 # NODE_FLAGS (more `squall node` flags: `--spread-functions` runs each
 # DAG's functions on the three nodes in turn, as Cloudburst's did).
@@ -27,7 +28,7 @@ trap './scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 ./scripts/cluster.sh up 3 >&2
 addrs="127.0.0.2:$PORT,127.0.0.3:$PORT,127.0.0.4:$PORT"
 for round in $(seq "${ROUNDS:-2}"); do
-  for mode in ${MODES:-lww dsrr sk lww+atomic dsrr+atomic dsc+atomic}; do
+  for mode in ${MODES:-lww dsrr sk mk dsc lww+atomic dsrr+atomic}; do
     atomic=()
     [[ $mode == *+atomic ]] && atomic=(--atomic)
     target/release/loadgen consistency --json --addr "$addrs" --consistency "${mode%+atomic}" \

@@ -18,7 +18,9 @@
 //!   causal value its concurrent versions all kept), or the run's own write:
 //!   never older than what the run saw, whichever copy answers.
 //! * [`Consistency::MultiKeyCausal`], [`Consistency::DistributedSessionCausal`]
-//!   (one mechanism, across the whole run; atomic runs only, below):
+//!   (one mechanism, across the whole run; always atomic runs, below: a
+//!   call in these modes without an id of its own runs under one the node
+//!   draws):
 //!   read-atomic, and never older than the dependencies of any version the
 //!   run read.
 //!
@@ -99,8 +101,9 @@ pub enum Consistency {
     SingleKeyCausal,
     /// Multi-key and distributed-session causal: read-atomic reads (an
     /// atomic call's) that are also never older than the dependencies —
-    /// the versions its writer read — of any version the run read. Served
-    /// for atomic calls only: the dependencies travel in commit records.
+    /// the versions its writer read — of any version the run read. Runs are
+    /// always atomic (the node draws an id for a call without one): the
+    /// dependencies travel in commit records.
     MultiKeyCausal,
     DistributedSessionCausal,
 }
@@ -708,8 +711,9 @@ impl SessionStore<'_> {
     fn refused_in_atomic(&self, what: &str) -> Result<(), StoreError> {
         match self.session.atomic {
             true => Err(StoreError::Refused(format!(
-                "an atomic call cannot {what} keys: a re-applied delete could erase a later \
-                 write (call it without --atomic, or write a value that means deleted)"
+                "an atomic call (--atomic, or mode mk or dsc) cannot {what} keys: a \
+                 re-applied delete could erase a later write (call it without --atomic in \
+                 lww, dsrr or sk, or write a value that means deleted)"
             ))),
             false => Ok(()),
         }

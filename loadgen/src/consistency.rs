@@ -62,7 +62,8 @@ pub struct ConsistencyArgs {
     /// reads (a wider window for concurrent writes).
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u32,
-    /// The calls' consistency mode: lww, dsrr, sk; mk and dsc with --atomic.
+    /// The calls' consistency mode: lww, dsrr, sk, mk, dsc (mk and dsc
+    /// calls are always atomic).
     #[arg(long, default_value = "lww", value_parser = consistency)]
     pub consistency: Consistency,
     /// Atomic calls (`--atomic`): each sink's writes commit as one write
@@ -258,7 +259,15 @@ pub fn run(args: &ConsistencyArgs) -> anyhow::Result<()> {
         anomaly::record::KEYS_PER_LEVEL_MAX
     );
     let zipf = Workload::zipf_table(args.keys, args.zipf)?;
-    let args = Arc::new(args.clone());
+    let mut args = args.clone();
+    // Causal calls are always atomic (the node draws an id for one without
+    // it). The experiment sends its own ids even then: its sinks write
+    // versions that name their commit (see `one_client`).
+    args.atomic |= matches!(
+        args.consistency,
+        Consistency::MultiKeyCausal | Consistency::DistributedSessionCausal
+    );
+    let args = Arc::new(args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -143,8 +143,8 @@ class Connection:
         atomic: bool = False,
     ) -> bytes:
         """Calls DAG `name` with `args` (source function -> argument or list of them);
-        returns the sink's result. `mk` and `dsc` need `atomic=True` (effects once, no
-        fractured reads)."""
+        returns the sink's result. `mk` and `dsc` calls are always atomic (effects once,
+        no fractured reads), with or without `atomic=True`."""
     @overload
     def call_dag(
         self,

@@ -122,8 +122,8 @@ def test_dag_options_and_every_consistency_mode(conn):
     for mode in ["mk", "dsc"]:
         assert conn.call_dag("twice", {"echo": squall.Ref(k)}, consistency=mode,
                              atomic=True, retries=1) == b"10"
-        with pytest.raises(squall.InvalidArgument, match="atomic"):
-            conn.call_dag("twice", {"echo": squall.Ref(k)}, consistency=mode)
+        # Always atomic: without atomic=True the node draws the call's id.
+        assert conn.call_dag("twice", {"echo": squall.Ref(k)}, consistency=mode) == b"10"
     assert conn.delete_dag("twice") is True
     with pytest.raises(squall.NotFound):
         conn.call_dag("twice", {"echo": b"1"})

@@ -325,11 +325,12 @@ pub enum Consistency {
     /// Single-key causal: each read of a key returns the merge of every
     /// version of it the run has seen (never older).
     SingleKeyCausal = 2,
-    /// Multi-key causal: atomic calls only (`txn`); read-atomic, and never
-    /// older than a dependency of what the run read.
+    /// Multi-key causal: read-atomic, and never older than a dependency of
+    /// what the run read. Always atomic: a call without `txn` runs under an
+    /// id the node draws.
     MultiKeyCausal = 3,
     /// Distributed-session causal: as `MultiKeyCausal`, across the whole
-    /// run (atomic calls only).
+    /// run.
     DistributedSessionCausal = 4,
 }
 

@@ -52,8 +52,10 @@ pub(super) enum DagCommand {
         /// version the node has), dsrr (every function of a run sees the
         /// version of a key the run first read, or the run's own latest
         /// write), sk (each read of a key never older than what the run saw of
-        /// it), mk and dsc (with --atomic only: reads never older than the
-        /// write sets and dependencies of what the run read).
+        /// it), mk and dsc (reads never older than the write sets and
+        /// dependencies of what the run read; their calls are always
+        /// atomic, as with --atomic: the dependencies travel in commit
+        /// records).
         #[arg(long, default_value = "lww", value_parser = consistency)]
         consistency: Consistency,
         /// Atomic: each run's writes are kept until it ends, then committed

@@ -100,25 +100,44 @@ fn owned_call(name: &str, args: &HashMap<String, Vec<Arg>>, options: &CallOption
     }
 }
 
-/// A run's consistency mode for its wire code: `mk` and `dsc` only for
-/// atomic calls (their dependencies travel in commit records).
-fn consistency_of(code: u8, atomic: bool) -> Result<Consistency, String> {
+/// A run's consistency mode for its wire code.
+fn consistency_of(code: u8) -> Result<Consistency, String> {
     match w::Consistency::from_code(code) {
         Some(w::Consistency::Lww) => Ok(Consistency::Lww),
         Some(w::Consistency::Dsrr) => Ok(Consistency::Dsrr),
         Some(w::Consistency::SingleKeyCausal) => Ok(Consistency::SingleKeyCausal),
-        Some(w::Consistency::MultiKeyCausal) if atomic => Ok(Consistency::MultiKeyCausal),
-        Some(w::Consistency::DistributedSessionCausal) if atomic => {
-            Ok(Consistency::DistributedSessionCausal)
-        }
-        Some(c) => Err(format!(
-            "consistency mode {} is served for atomic calls only (--atomic, DagCall.txn): the \
-             dependencies it follows travel in their commit records",
-            c.name()
-        )),
+        Some(w::Consistency::MultiKeyCausal) => Ok(Consistency::MultiKeyCausal),
+        Some(w::Consistency::DistributedSessionCausal) => Ok(Consistency::DistributedSessionCausal),
         None => Err(format!(
             "consistency code {code} is unknown: 0 lww, 1 dsrr, 2 sk, 3 mk, 4 dsc"
         )),
+    }
+}
+
+/// The transaction id a call runs under: its own, or for an `mk` or `dsc`
+/// call without one a fresh random id. Causal calls are always atomic: the
+/// dependencies their readers follow travel in commit records, so their
+/// writes must go through one. (A drawn id is this call's alone: a client
+/// that re-sends the call is not deduplicated; it sends `txn` for that.)
+fn txn_of(txn: u64, consistency: Consistency) -> Result<u64, NodeError> {
+    let causal = matches!(
+        consistency,
+        Consistency::MultiKeyCausal | Consistency::DistributedSessionCausal
+    );
+    if txn > TXN_ID_MAX {
+        let msg = format!("a transaction id is at most {TXN_ID_MAX:#x} (58 bits), not {txn:#x}");
+        return Err(NodeError::new(Status::InvalidArgument, msg));
+    }
+    if txn != 0 || !causal {
+        return Ok(txn);
+    }
+    loop {
+        let id = getrandom::u64()
+            .map_err(|e| NodeError::internal(format!("no random id for a causal call: {e}")))?
+            & TXN_ID_MAX;
+        if id != 0 {
+            return Ok(id);
+        }
     }
 }
 
@@ -435,25 +454,22 @@ impl ShardFunctions {
             );
             return Answer::fail(Status::InvalidArgument, msg);
         }
-        let consistency = match consistency_of(call.consistency, call.txn != 0) {
+        let consistency = match consistency_of(call.consistency) {
             Ok(c) => c,
             Err(msg) => return Answer::fail(Status::InvalidArgument, msg),
+        };
+        let txn = match txn_of(call.txn.to_native(), consistency) {
+            Ok(txn) => txn,
+            Err(e) => return Answer::Now(Err(e)),
         };
         let mut options = CallOptions {
             timeout_ms: call.timeout_ms.to_native(),
             retries,
             then: call.then.iter().map(|t| text(t.as_slice())).collect(),
             consistency,
-            txn: call.txn.to_native(),
+            txn,
             here_only: false,
         };
-        if options.txn > TXN_ID_MAX {
-            let msg = format!(
-                "a transaction id is at most {TXN_ID_MAX:#x} (58 bits), not {:#x}",
-                options.txn
-            );
-            return Answer::fail(Status::InvalidArgument, msg);
-        }
         let mut args: HashMap<String, Vec<Arg>> = HashMap::new();
         for a in call.args.iter() {
             args.entry(text(a.function.as_slice()))

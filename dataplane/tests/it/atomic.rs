@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use wire::message::{Arg, DagCall, DagDef, SourceArgs, Value};
+use wire::message::{Arg, Consistency, DagCall, DagDef, SourceArgs, Value};
 
 use crate::cluster::{agreed, primary_addrs, wait_for};
 use crate::harness::{cli, cli_ok, connect, connect_pinned, lww, rt, temp_dir, Node};
@@ -104,6 +104,18 @@ fn an_atomic_run_that_fails_writes_nothing() {
             .await
             .unwrap()
             .is_none());
+        // An mk or dsc call is atomic without an id: it leaves nothing either.
+        for mode in [
+            Consistency::MultiKeyCausal,
+            Consistency::DistributedSessionCausal,
+        ] {
+            let err = c
+                .call_dag_with(call(0).with_consistency(mode))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("overflow"), "{mode:?}: {err}");
+            assert_eq!(text(c.get(b"n").await.unwrap()), "3037000499", "{mode:?}");
+        }
         // Without --atomic the same failing call leaves its increment.
         c.call_dag_with(call(0)).await.unwrap_err();
         assert_eq!(text(c.get(b"n").await.unwrap()), "3037000500");
@@ -115,6 +127,19 @@ fn an_atomic_run_that_fails_writes_nothing() {
             .await
             .unwrap()
             .is_some());
+        // An mk call's write is stamped by a commit: its version names the
+        // record of an id the node drew.
+        c.put(b"n", lww("2")).await.unwrap();
+        let mk = call(0).with_consistency(Consistency::MultiKeyCausal);
+        assert_eq!(c.call_dag_with(mk).await.unwrap(), b"9");
+        let Some(Value::Lww(l)) = c.get(b"n").await.unwrap() else {
+            panic!("n holds no LWW value")
+        };
+        assert_eq!(l.bytes, b"3");
+        let (txn, stage) = kvs_core::ids::txn_of_writer(l.writer).expect("a commit's stamp");
+        assert_eq!(stage, 0);
+        let record = executor::txn::record_key(txn, 0);
+        assert!(c.get(&record).await.unwrap().is_some(), "its record stands");
     });
 }
 
