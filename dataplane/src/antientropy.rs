@@ -13,7 +13,8 @@
 //! with the merge of the two. Nodes whose views differ skip each other
 //! (their shared keys differ too) until they agree.
 //!
-//! A round scans the shard's entries once per peer; ranges that agree cost
+//! A round scans the shard's entries once per peer, in slices
+//! (`Shard::scan`: the shard serves between parts); ranges that agree cost
 //! one request and no keys.
 
 use std::rc::Rc;
@@ -76,7 +77,7 @@ async fn round(
         return Ok(0);
     };
     let shard = &server.shard;
-    let mine = shard.digest(|k| placement.shared_with(k, peer));
+    let mine = shard.digest(|k| placement.shared_with(k, peer)).await;
     let ask = w::Request::Digest(w::DigestRequest {
         node: me.0,
         epoch: placement.epoch(),
@@ -102,12 +103,17 @@ async fn round(
         return Ok(0);
     }
     let mut items: Vec<(Vec<u8>, Entry)> = Vec::new();
-    shard.for_each_entry(|key, entry| {
-        let range = kvs_core::digest::bucket_of(key);
-        if differing & (1 << range) != 0 && placement.shared_with(key, peer) {
-            items.push((key.to_vec(), entry.to_entry()));
-        }
-    });
+    shard
+        .scan(
+            |part: &mut Vec<(Vec<u8>, Entry)>, key, entry| {
+                let range = kvs_core::digest::bucket_of(key);
+                if differing & (1 << range) != 0 && placement.shared_with(key, peer) {
+                    part.push((key.to_vec(), entry.to_entry()));
+                }
+            },
+            |part| items.extend(part),
+        )
+        .await;
     for chunk in items.chunks(HANDOFF_BATCH_KEYS) {
         let entries = chunk
             .iter()

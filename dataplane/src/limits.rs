@@ -129,6 +129,15 @@ pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 256 << 10;
 /// then lets the shard serve.
 pub const SNAPSHOT_TURN_US: u64 = 50;
 
+/// A scan of a shard's keys for statistics or an anti-entropy digest
+/// (`Shard::scan`) visits slices of buckets for about this long at a time,
+/// then lets the shard serve.
+pub const SCAN_TURN_US: u64 = 50;
+
+/// Buckets of a part's table a scan visits between looks at the clock
+/// (≈ 256 entries at most: tens of µs).
+pub const SCAN_SLICE_BUCKETS: usize = 256;
+
 /// Interval between background fdatasyncs under `--fsync batch`.
 pub const FSYNC_BATCH_INTERVAL_MS: u64 = 10;
 

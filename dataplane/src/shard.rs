@@ -19,7 +19,7 @@ use kvs_core::clock::HybridClock;
 use kvs_core::digest::RangeDigest;
 use kvs_core::lattice::{Lww, Timestamp, ValueRef};
 use kvs_core::limits::CLOCK_LEAD_MAX_US;
-use kvs_core::partition::{Applied, Entry, EntryRef, Mutation, Partition};
+use kvs_core::partition::{Applied, Entry, EntryRef, Mutation, Partition, PARTS};
 use kvs_core::ring::HashRing;
 use kvs_core::{Lsn, ShardId, Value};
 use wire::message as w;
@@ -27,7 +27,9 @@ use wire::message as w;
 use crate::concern::WriteConcern;
 use crate::convert::{value_ref_to_wire, value_to_wire};
 use crate::error::NodeError;
-use crate::limits::{NODE_REQUEST_TIMEOUT_MS, TXN_RECORDS_PER_SHARD_MAX};
+use crate::limits::{
+    NODE_REQUEST_TIMEOUT_MS, SCAN_SLICE_BUCKETS, SCAN_TURN_US, TXN_RECORDS_PER_SHARD_MAX,
+};
 use crate::storage::{Storage, StorageError};
 use crate::transport::channels::Inbound;
 use crate::transport::{ReplyFuture, ShardOp, ShardReply, Transport};
@@ -363,25 +365,74 @@ impl Shard {
         }
     }
 
-    /// How many live keys `keep` keeps (a scan of the partition).
-    pub fn count_live(&self, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
-        let partition = self.partition.borrow();
-        let live = partition
-            .entries()
-            .filter(|(k, e)| e.is_live() && keep(k))
-            .count();
-        live as u64
-    }
-
-    /// The range digest (`kvs_core::digest`) of the entries `scope` keeps.
-    pub fn digest(&self, mut scope: impl FnMut(&[u8]) -> bool) -> RangeDigest {
-        let mut d = RangeDigest::default();
-        for (key, entry) in self.partition.borrow().entries() {
-            if scope(key) {
-                d.add(key, entry);
+    /// Visits every entry in slices, letting the shard serve between them
+    /// once `SCAN_TURN_US` have passed: a scan of 2M keys takes no stall
+    /// longer than a turn and a slice of `SCAN_SLICE_BUCKETS` buckets. For
+    /// statistics and digests, which need no single instant: each part is
+    /// gathered into its own `A` by `visit`, then handed to `done`; a part
+    /// whose table moved its entries meanwhile is gathered again from the
+    /// start (`Partition::part_layout`), so an entry not written during
+    /// the scan counts exactly once, and one written may or may not.
+    pub async fn scan<A: Default>(
+        &self,
+        mut visit: impl FnMut(&mut A, &[u8], EntryRef<'_>),
+        mut done: impl FnMut(A),
+    ) {
+        let mut turn = Instant::now();
+        for part in 0..PARTS {
+            'part: loop {
+                let layout = self.partition.borrow().part_layout(part);
+                let mut acc = A::default();
+                let mut at = 0;
+                while at < layout.0 {
+                    let end = (at + SCAN_SLICE_BUCKETS).min(layout.0);
+                    self.partition
+                        .borrow()
+                        .visit_buckets(part, at..end, |k, e| {
+                            visit(&mut acc, k, e);
+                        });
+                    at = end;
+                    if turn.elapsed() >= Duration::from_micros(SCAN_TURN_US) {
+                        // Through the reactor, as a snapshot's turns do: a
+                        // plain yield would run this task again first.
+                        glommio::timer::sleep(Duration::from_micros(1)).await;
+                        turn = Instant::now();
+                        if self.partition.borrow().part_layout(part) != layout {
+                            continue 'part;
+                        }
+                    }
+                }
+                done(acc);
+                break;
             }
         }
-        d
+    }
+
+    /// How many live keys `keep` keeps ([`Self::scan`]).
+    pub async fn count_live(&self, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
+        let mut live = 0;
+        self.scan(
+            |n: &mut u64, k, e| *n += u64::from(e.is_live() && keep(k)),
+            |n| live += n,
+        )
+        .await;
+        live
+    }
+
+    /// The range digest (`kvs_core::digest`) of the entries `scope` keeps
+    /// ([`Self::scan`]).
+    pub async fn digest(&self, mut scope: impl FnMut(&[u8]) -> bool) -> RangeDigest {
+        let mut sum = RangeDigest::default();
+        self.scan(
+            |d: &mut RangeDigest, key, entry| {
+                if scope(key) {
+                    d.add(key, entry);
+                }
+            },
+            |d| sum.absorb(&d),
+        )
+        .await;
+        sum
     }
 
     /// Merges a key's state handed over by another node: its value or
@@ -505,9 +556,9 @@ impl Shard {
                 }
                 Err(e) => Err(e),
             },
-            ShardOp::Digest(scope) => {
-                let d = self.digest(|k| (scope.0)(k));
-                return (ShardReply::Digest(Box::new(d)), None, None);
+            ShardOp::Digest(_) => {
+                let e = NodeError::internal("a digest is scanned in a task of its own (`serve`)");
+                return (ShardReply::Error(e), None, None);
             }
         };
         match result {
@@ -529,8 +580,17 @@ impl Shard {
     pub async fn serve(self: Rc<Self>, inbound: Inbound) {
         while let Some((op, responder)) = inbound.next().await {
             bump(&self.stats.forwarded_in);
-            let (reply, lsn, acks) = self.execute(op);
             let me = self.clone();
+            if let ShardOp::Digest(scope) = op {
+                // A scan in slices (`scan`), beside what comes next.
+                glommio::spawn_local(async move {
+                    let d = me.digest(|k| (scope.0)(k)).await;
+                    responder.send(ShardReply::Digest(Box::new(d))).await;
+                })
+                .detach();
+                continue;
+            }
+            let (reply, lsn, acks) = self.execute(op);
             glommio::spawn_local(async move {
                 let mut reply = match lsn {
                     Some(lsn) => match me.wait_durable(lsn).await {

@@ -280,7 +280,6 @@ impl Conn {
         let scope = DigestScope(std::sync::Arc::new(move |k: &[u8]| {
             placement.shared_on(k, node, shard)
         }));
-        let mut sum = self.shard.digest(|k| (scope.0)(k));
         let mut parts = Vec::new();
         for s in self.shard.siblings() {
             if s != self.shard.id() {
@@ -288,7 +287,9 @@ impl Conn {
                 parts.push(self.shard.forward(s, op).await);
             }
         }
+        let shard = self.shard.clone();
         self.outbox.push(request_id, async move {
+            let mut sum = shard.digest(|k| (scope.0)(k)).await;
             for part in parts {
                 match part.await {
                     ShardReply::Digest(d) => sum.absorb(&d),

@@ -393,11 +393,6 @@ impl Conn {
             ArchivedRequest::Ping => self.reply(request_id, &w::Response::Pong),
             ArchivedRequest::Stats => {
                 let mut stats = self.shard.snapshot_stats();
-                // A lone node is every key's primary: no scan of them all.
-                stats.primary_keys = self.server.with_placement(|p| match p.solo() {
-                    true => stats.live_keys,
-                    false => self.shard.count_live(|k| p.is_primary(k)),
-                });
                 if self.shard.id().0 == 0 {
                     let c = self.server.cache.stats();
                     stats.cache_keys = c.keys as u64;
@@ -405,7 +400,19 @@ impl Conn {
                     stats.cache_hits = c.hits;
                     stats.cache_misses = c.misses;
                 }
-                self.reply(request_id, &w::Response::Stats(stats));
+                let placement = self.server.members.placement();
+                // A lone node is every key's primary: no scan of them all.
+                if placement.solo() {
+                    stats.primary_keys = stats.live_keys;
+                    return self.reply(request_id, &w::Response::Stats(stats));
+                }
+                // A member counts its primaries in a scan in slices, and
+                // answers when it ends.
+                let shard = self.shard.clone();
+                self.outbox.push(request_id, async move {
+                    stats.primary_keys = shard.count_live(|k| placement.is_primary(k)).await;
+                    w::Response::Stats(stats)
+                });
             }
             ArchivedRequest::ClusterStatus => {
                 let view = self.server.members.view();
