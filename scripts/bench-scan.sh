@@ -5,8 +5,10 @@
 # every key. A 2-node cluster (scripts/cluster.sh) is filled with KEYS keys
 # (100-byte values); then `loadgen kv` reads (8 clients, pipeline 1, on
 # the last core) for DURATION_S seconds, once alone and once while
-# `squall kv stats` asks node 1 every 0.5 s; max / p99.9 / p99 latency and
-# ops/s of each, and how long `kv stats` took.
+# `squall kv stats` asks node 1 every 0.5 s; then, on a fresh pair, for
+# DURATION_S + 2 seconds while a third node joins after 1 s (every member
+# hands keys over to it: a scan of its keys, then drops). Max / p99.9 /
+# p99 latency and ops/s of each, and how long `kv stats` took.
 #
 #   ./scripts/bench-scan.sh                        this build, 2 rounds
 #   OLD_BIN=/path/to/old/squall ./scripts/bench-scan.sh
@@ -60,5 +62,14 @@ for round in $(seq "$ROUNDS"); do
     wait "$asker"
     row "$label (stats every 0.5 s)" "$round" "$report" "$(paste -sd, "$times")"
     rm -f "$times"
+    ./scripts/cluster.sh down >/dev/null 2>&1 || true
+    rm -rf "$CLUSTER_DIR"
+    SQUALL_BIN=$bin ./scripts/cluster.sh up 2 >/dev/null
+    load 1 >/dev/null
+    ( sleep 1; SQUALL_BIN=$bin ./scripts/cluster.sh start 3 >/dev/null ) &
+    joiner=$!
+    report=$(load $((DURATION_S + 2)) --no-preload)
+    wait "$joiner"
+    row "$label (a third node joins)" "$round" "$report" -
   done
 done

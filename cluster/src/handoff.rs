@@ -93,6 +93,20 @@ impl<H: Copy + Eq> Round<H> {
         })
     }
 
+    /// Takes in what `part` gathered (a round gathered a part of the
+    /// partition at a time): its entries, and its receivers' shares.
+    pub fn absorb(&mut self, part: Round<H>) {
+        let base = self.items.len();
+        self.items.extend(part.items);
+        for (to, idx) in part.targets {
+            let idx = idx.into_iter().map(|i| i + base);
+            match self.targets.iter_mut().find(|(t, _)| *t == to) {
+                Some((_, v)) => v.extend(idx),
+                None => self.targets.push((to, idx.collect())),
+            }
+        }
+    }
+
     /// The entries that left this node: to drop once every batch is
     /// acknowledged, each only if unchanged since.
     pub fn leaving(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
@@ -100,6 +114,13 @@ impl<H: Copy + Eq> Round<H> {
             .iter()
             .filter(|(_, _, leaves)| *leaves)
             .map(|(k, e, _)| (k.as_slice(), e))
+    }
+
+    /// Every entry, and whether it left this node (then to drop as
+    /// [`Self::leaving`] says), taking the round apart: a caller that
+    /// yields between items also frees a large round a little at a time.
+    pub fn into_entries(self) -> impl Iterator<Item = (Vec<u8>, Entry, bool)> {
+        self.items.into_iter()
     }
 
     /// Whether there is nothing to send.
@@ -185,6 +206,48 @@ mod tests {
         let to: Vec<u8> = leaving.batches(10).map(|(t, _)| t).collect();
         assert_eq!(to, vec![1, 2, 3]);
         assert_eq!(leaving.leaving().count(), 1);
+    }
+
+    #[test]
+    fn a_round_gathered_in_parts_sends_and_drops_what_one_round_would() {
+        let last = Table(HashMap::from([
+            (&b"a"[..], vec![1, 2]),
+            (&b"b"[..], vec![1, 3]),
+            (&b"c"[..], vec![1]),
+            (&b"d"[..], vec![2, 3]),
+        ]));
+        let now = Table(HashMap::from([
+            (&b"a"[..], vec![1, 4]),
+            (&b"b"[..], vec![3, 4]),
+            (&b"c"[..], vec![2]),
+            (&b"d"[..], vec![1, 3]),
+        ]));
+        let keys = [&b"a"[..], b"b", b"c", b"d"];
+        let mut whole = Round::new(Some(1u8));
+        for k in keys {
+            whole.add(k, live(3).view(), &now, Some(&last));
+        }
+        let mut parts = Round::new(Some(1u8));
+        for half in keys.chunks(2) {
+            let mut part = Round::new(Some(1u8));
+            for k in half {
+                part.add(k, live(3).view(), &now, Some(&last));
+            }
+            parts.absorb(part);
+        }
+        let sent = |r: &Round<u8>| {
+            let mut v: Vec<(u8, Vec<Vec<u8>>)> = r
+                .batches(10)
+                .map(|(to, es)| (to, es.into_iter().map(|(k, _)| k.to_vec()).collect()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sent(&parts), sent(&whole));
+        assert_eq!(sent(&whole).len(), 3, "{:?}", sent(&whole));
+        let left = |r: &Round<u8>| r.leaving().map(|(k, _)| k.to_vec()).collect::<Vec<_>>();
+        assert_eq!(left(&parts), left(&whole));
+        assert_eq!(left(&whole), vec![b"b".to_vec(), b"c".to_vec()]);
     }
 
     #[test]

@@ -105,6 +105,7 @@ async fn round(
     let mut items: Vec<(Vec<u8>, Entry)> = Vec::new();
     shard
         .scan(
+            Vec::new,
             |part: &mut Vec<(Vec<u8>, Entry)>, key, entry| {
                 let range = kvs_core::digest::bucket_of(key);
                 if differing & (1 << range) != 0 && placement.shared_with(key, peer) {

@@ -19,7 +19,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cluster::handoff::Round;
 use futures_lite::StreamExt as _;
@@ -85,8 +85,17 @@ async fn round(
         return Ok(0); // no other holder: a scan of every key would find nothing to send
     }
     let shard = &server.shard;
+    // Gathered in slices (`Shard::scan`): the shard serves meanwhile. A key
+    // written after its slice goes to its holders as any write does, and
+    // is dropped here only if unchanged since it was gathered (below).
     let mut round = Round::new(now.my_addr());
-    shard.for_each_entry(|key, entry| round.add(key, entry, now, last));
+    shard
+        .scan(
+            || Round::new(now.my_addr()),
+            |part, key, entry| part.add(key, entry, now, last),
+            |part| round.absorb(part),
+        )
+        .await;
     for (to, batch) in round.batches(HANDOFF_BATCH_KEYS) {
         crash_point!("handoff::before-send");
         let entries = batch
@@ -101,11 +110,17 @@ async fn round(
     }
     let mut moved = 0;
     let mut last_lsn = None;
-    for (key, entry) in round.leaving() {
-        if let Some(lsn) = shard.drop_if_unchanged(key, entry)? {
-            last_lsn = Some(lsn);
-            moved += 1;
+    // In turns: 100k drops (and freeing what the round copied) would
+    // otherwise hold the shard for hundreds of ms.
+    let mut turn = Instant::now();
+    for (key, entry, leaves) in round.into_entries() {
+        if leaves {
+            if let Some(lsn) = shard.drop_if_unchanged(&key, &entry)? {
+                last_lsn = Some(lsn);
+                moved += 1;
+            }
         }
+        crate::shard::turn_over(&mut turn).await;
     }
     if let Some(lsn) = last_lsn {
         crash_point!("handoff::after-drop");

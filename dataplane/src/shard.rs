@@ -358,23 +358,18 @@ impl Shard {
         self.partition.borrow().entry(key).map(EntryRef::to_entry)
     }
 
-    /// Calls `f` with every entry (values and tombstones).
-    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], EntryRef<'_>)) {
-        for (key, entry) in self.partition.borrow().entries() {
-            f(key, entry);
-        }
-    }
-
     /// Visits every entry in slices, letting the shard serve between them
     /// once `SCAN_TURN_US` have passed: a scan of 2M keys takes no stall
     /// longer than a turn and a slice of `SCAN_SLICE_BUCKETS` buckets. For
-    /// statistics and digests, which need no single instant: each part is
-    /// gathered into its own `A` by `visit`, then handed to `done`; a part
-    /// whose table moved its entries meanwhile is gathered again from the
-    /// start (`Partition::part_layout`), so an entry not written during
-    /// the scan counts exactly once, and one written may or may not.
-    pub async fn scan<A: Default>(
+    /// statistics, digests and hand-off, which need no single instant: each
+    /// part is gathered into its own `A` (from `init`) by `visit`, then
+    /// handed to `done`; a part whose table moved its entries meanwhile is
+    /// gathered again from the start (`Partition::part_layout`), so an
+    /// entry not written during the scan counts exactly once, and one
+    /// written may or may not.
+    pub async fn scan<A>(
         &self,
+        mut init: impl FnMut() -> A,
         mut visit: impl FnMut(&mut A, &[u8], EntryRef<'_>),
         mut done: impl FnMut(A),
     ) {
@@ -382,7 +377,7 @@ impl Shard {
         for part in 0..PARTS {
             'part: loop {
                 let layout = self.partition.borrow().part_layout(part);
-                let mut acc = A::default();
+                let mut acc = init();
                 let mut at = 0;
                 while at < layout.0 {
                     let end = (at + SCAN_SLICE_BUCKETS).min(layout.0);
@@ -392,14 +387,10 @@ impl Shard {
                             visit(&mut acc, k, e);
                         });
                     at = end;
-                    if turn.elapsed() >= Duration::from_micros(SCAN_TURN_US) {
-                        // Through the reactor, as a snapshot's turns do: a
-                        // plain yield would run this task again first.
-                        glommio::timer::sleep(Duration::from_micros(1)).await;
-                        turn = Instant::now();
-                        if self.partition.borrow().part_layout(part) != layout {
-                            continue 'part;
-                        }
+                    if turn_over(&mut turn).await
+                        && self.partition.borrow().part_layout(part) != layout
+                    {
+                        continue 'part;
                     }
                 }
                 done(acc);
@@ -412,6 +403,7 @@ impl Shard {
     pub async fn count_live(&self, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
         let mut live = 0;
         self.scan(
+            || 0,
             |n: &mut u64, k, e| *n += u64::from(e.is_live() && keep(k)),
             |n| live += n,
         )
@@ -424,6 +416,7 @@ impl Shard {
     pub async fn digest(&self, mut scope: impl FnMut(&[u8]) -> bool) -> RangeDigest {
         let mut sum = RangeDigest::default();
         self.scan(
+            RangeDigest::default,
             |d: &mut RangeDigest, key, entry| {
                 if scope(key) {
                     d.add(key, entry);
@@ -651,4 +644,17 @@ impl Shard {
             cache_misses: 0,
         }
     }
+}
+
+/// Lets the shard serve if `turn` began `SCAN_TURN_US` ago, then starts a
+/// new turn: for long loops on a shard's thread (scans, a hand-off's
+/// drops). Whether it did. Through the reactor, as a snapshot's turns
+/// are: a plain yield would run the same task again first.
+pub async fn turn_over(turn: &mut Instant) -> bool {
+    if turn.elapsed() < Duration::from_micros(SCAN_TURN_US) {
+        return false;
+    }
+    glommio::timer::sleep(Duration::from_micros(1)).await;
+    *turn = Instant::now();
+    true
 }
