@@ -17,8 +17,9 @@
 //! * **Ending**: a lease ends at its time (the asker renews it by reading
 //!   again after that), or when the asker's cache answers a push with
 //!   `Evicted`: it no longer holds the key. Nothing is logged: leases are
-//!   memory only, and a restarted node has none (its subscribers' leases
-//!   lapse).
+//!   memory only, and a restarted node has none. Its subscribers are not
+//!   left stale: it comes back as a new incarnation, a new view, and every
+//!   member's cache starts over at a new view (`cache.rs`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -9,6 +9,9 @@
 //! A request that fails on a link (it cannot connect, the peer closes, the
 //! deadline `NODE_REQUEST_TIMEOUT_MS` passes) closes that link and fails
 //! with `unavailable`: the caller may retry, another link is opened then.
+//! One exception: a link kept idle may have been closed by the peer
+//! meanwhile (it restarted): a read or a merge that fails on one goes
+//! again, once, on a new link (the peer's other idle links are closed too).
 //! Tests disturb links on purpose through [`faults`].
 
 pub(crate) mod faults;
@@ -152,12 +155,28 @@ impl Links {
         let timeout = Duration::from_millis(timeout_ms);
         let idle = peer.idle.borrow_mut().pop();
         let exchange = async {
-            let mut link = match idle {
-                Some(link) => link,
-                None => self.connect(to).await?,
+            let Some(mut link) = idle else {
+                let mut link = self.connect(to).await?;
+                let resp = link.exchange(request).await?;
+                return Ok::<_, NodeError>((link, resp));
             };
-            let resp = link.exchange(request).await?;
-            Ok::<_, NodeError>((link, resp))
+            match link.exchange(request).await {
+                Ok(resp) => Ok((link, resp)),
+                // The peer may have closed a link while it sat idle (it
+                // restarted, or reclaimed idle connections): so were the
+                // others kept for it, and a request that may safely go
+                // twice goes again, once, on a new link.
+                Err(_) if goes_twice(request) => {
+                    peer.idle.borrow_mut().clear();
+                    let mut link = self.connect(to).await?;
+                    let resp = link.exchange(request).await?;
+                    Ok((link, resp))
+                }
+                Err(e) => {
+                    peer.idle.borrow_mut().clear();
+                    Err(e)
+                }
+            }
         };
         match glommio::timer::timeout(timeout, async { Ok(exchange.await) }).await {
             Ok(Ok((link, resp))) => {
@@ -249,6 +268,26 @@ impl Link {
             NodeError::retriable(Status::Unavailable, format!("bad reply from a peer: {e}"))
         })
     }
+}
+
+/// Whether `request` changes nothing more when a peer gets it twice (a
+/// read, or a merge of lattice state): what a link may send again after a
+/// failure that leaves unknown whether the peer got it.
+fn goes_twice(request: &w::Request) -> bool {
+    use w::Request as R;
+    matches!(
+        request,
+        R::Ping
+            | R::Stats
+            | R::ClusterStatus
+            | R::Get(_)
+            | R::GetLocal(_)
+            | R::Subscribe(_)
+            | R::Digest(_)
+            | R::Merge(_)
+            | R::CacheUpdate(_)
+            | R::PutIfAbsent(_)
+    )
 }
 
 fn unavailable(to: SocketAddr, why: &str) -> NodeError {

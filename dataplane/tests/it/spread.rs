@@ -4,7 +4,8 @@
 //! ran), reads through a cache kept fresh by push; an output key lands on
 //! its holder; a call goes to the node holding its data (or runs where it
 //! arrived when that node is cut off or dies midway — reading the other
-//! copy — or when its data is cached there); an
+//! copy — or when its data is cached there); a cache starts over when the
+//! holder restarts (its leases were in memory only); an
 //! upload's machine code is loaded, not compiled, by the other members.
 //! The `#[ignore]`d ones are measurements (`bench-cluster-functions.sh`).
 
@@ -383,6 +384,36 @@ fn other_nodes_keys_are_cached_kept_fresh_by_push_and_a_lost_push_heals() {
         "v2 on A after {healed:?}; B answered {} reads for A's cache since",
         gets(b.addr()) - filled
     );
+
+    // The holder restarts (kill -9, same data and address) and forgets its
+    // leases (they live in memory only): it would push A nothing. But it
+    // comes back as a new incarnation, a new view: A's cache starts over,
+    // and the value written after the restart is what A's functions read.
+    let b_addr = b.addr().to_owned();
+    let mut b = b;
+    b.kill();
+    let b = Node::try_start(
+        1,
+        "never",
+        &dirs[1],
+        &["--listen", &b_addr, "--join", &seed],
+    )
+    .unwrap();
+    let mut restarted = vec![
+        (seed.clone(), wire::message::MEMBER_UP, 1),
+        (b_addr.clone(), wire::message::MEMBER_UP, 2),
+    ];
+    restarted.sort();
+    wait_for("B's second incarnation in both views", || {
+        agreed(&[a.addr(), b.addr()], &restarted, None).is_some()
+    });
+    let cache = rt().block_on(async { connect_pinned(a.addr()).await.stats().await.unwrap()[0] });
+    assert_eq!(cache.cache_keys, 0, "A's cache started over: {cache:?}");
+    rt().block_on(async {
+        let mut cb = connect_pinned(b.addr()).await;
+        cb.put(k.as_bytes(), lww("v3")).await.unwrap();
+    });
+    assert_eq!(read_by_function(a.addr(), &k), "v3");
 }
 
 /// Write → subscribed cache, over `SQUALL_FRESHNESS_ROUNDS` writes (default
