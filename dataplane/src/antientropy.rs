@@ -14,7 +14,7 @@
 //! (their shared keys differ too) until they agree.
 //!
 //! A round scans the shard's entries once per peer, in slices
-//! (`Shard::scan`: the shard serves between parts); ranges that agree cost
+//! (`Shard::scan`: the shard serves between slices); ranges that agree cost
 //! one request and no keys.
 
 use std::rc::Rc;
