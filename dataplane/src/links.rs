@@ -155,28 +155,24 @@ impl Links {
         let timeout = Duration::from_millis(timeout_ms);
         let idle = peer.idle.borrow_mut().pop();
         let exchange = async {
-            let Some(mut link) = idle else {
-                let mut link = self.connect(to).await?;
-                let resp = link.exchange(request).await?;
-                return Ok::<_, NodeError>((link, resp));
-            };
-            match link.exchange(request).await {
-                Ok(resp) => Ok((link, resp)),
-                // The peer may have closed a link while it sat idle (it
-                // restarted, or reclaimed idle connections): so were the
-                // others kept for it, and a request that may safely go
-                // twice goes again, once, on a new link.
-                Err(_) if goes_twice(request) => {
-                    peer.idle.borrow_mut().clear();
-                    let mut link = self.connect(to).await?;
-                    let resp = link.exchange(request).await?;
-                    Ok((link, resp))
-                }
-                Err(e) => {
-                    peer.idle.borrow_mut().clear();
-                    Err(e)
+            if let Some(mut link) = idle {
+                match link.exchange(request).await {
+                    Ok(resp) => return Ok((link, resp)),
+                    // The peer may have closed it while it sat idle (it
+                    // restarted, or reclaimed idle connections): so the
+                    // others kept for it too. A request that may safely go
+                    // twice goes again, once, on a new link.
+                    Err(e) => {
+                        peer.idle.borrow_mut().clear();
+                        if !goes_twice(request) {
+                            return Err(e);
+                        }
+                    }
                 }
             }
+            let mut link = self.connect(to).await?;
+            let resp = link.exchange(request).await?;
+            Ok::<_, NodeError>((link, resp))
         };
         match glommio::timer::timeout(timeout, async { Ok(exchange.await) }).await {
             Ok(Ok((link, resp))) => {
