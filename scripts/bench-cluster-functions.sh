@@ -18,6 +18,10 @@
 #   a pair under --spread-functions (increment at A, square at B), beside
 #   its path's floor (a ping to A, then one to B) and the same call on a
 #   node alone; SQUALL_ACROSS_CALLS (2000) each.
+# * a chain node to node: sum(square(increment(5))) at A of three nodes
+#   under --spread-functions, as a chain (A -> B -> C -> A) and with one
+#   more edge that makes it no chain (A -> B -> A -> C -> A), alternating,
+#   with a ping to each node; SQUALL_ACROSS_CALLS (2000) each.
 # * work sent away from a saturated node: SQUALL_SHED_CLIENTS (32) clients
 #   call sleep_ms(5) at a node alone and at A of a pair (one executor
 #   each) for SQUALL_SHED_SECS (3) s, alternating, twice: calls/s, p50/p99.
@@ -29,8 +33,8 @@ OUT=bench-results/cluster-functions-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 ./scripts/build-guests.sh >/dev/null
 cargo build --release --locked -p dataplane --bin squall >&2
-for t in spread::freshness spread::precompiled_cost spread::forwarded_cost across::across_cost across::shed_gain; do
+for t in spread::freshness spread::precompiled_cost spread::forwarded_cost across::across_cost across::chain_cost across::shed_gain; do
   cargo test --release --locked -p dataplane --test it "$t" -- --ignored --exact --nocapture 2>&1 \
-    | grep -E '^(freshness|precompiled|forwarded|across|shed):' | tee -a "$OUT/summary.txt"
+    | grep -E '^(freshness|precompiled|forwarded|across|chain|shed):' | tee -a "$OUT/summary.txt"
 done
 echo "written: $OUT/summary.txt" >&2

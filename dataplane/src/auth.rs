@@ -168,7 +168,7 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         R::PutIfAbsent(p) => role_to_write(p.key.as_slice()),
         R::Delete(d) => role_to_write(d.key.as_slice()),
         // A function may write state: calling one is writing.
-        R::Call(_) | R::CallDag(_) | R::RunStep(_) => Role::Write,
+        R::Call(_) | R::CallDag(_) | R::RunStep(_) | R::RunChain(_) => Role::Write,
         R::RegisterDag(_)
         | R::DeleteDag(_)
         | R::RegisterFunction(_)
@@ -177,7 +177,8 @@ pub fn required_role(req: &ArchivedRequest) -> Option<Role> {
         | R::Merge(_)
         | R::Digest(_)
         | R::Subscribe(_)
-        | R::CacheUpdate(_) => Role::Admin,
+        | R::CacheUpdate(_)
+        | R::ChainDone(_) => Role::Admin,
     })
 }
 

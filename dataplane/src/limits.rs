@@ -181,6 +181,10 @@ pub const EXECUTOR_LOAD_THRESHOLD: usize = 16;
 /// of a shard's calls: its functions run on the calling node meanwhile.
 pub const BUSY_NODE_AVOID_MS: u64 = 100;
 
+/// Chains of functions sent node to node whose outcome one node awaits
+/// (`ChainDone`) at once; past it a call's functions go one at a time.
+pub const CHAINS_IN_FLIGHT_MAX: usize = 16_384;
+
 /// Calls with an output key one shard runs in the background at once; more
 /// are refused with `Overloaded`.
 pub const BACKGROUND_CALLS_PER_SHARD_MAX: usize = 1024;

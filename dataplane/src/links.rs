@@ -107,6 +107,44 @@ impl Links {
         }
     }
 
+    /// Sends `request`, one the peer never answers (`RunChain`,
+    /// `ChainDone`), to the node at `to`: `Ok` once written. A link the
+    /// peer closed while it sat idle is not used. Lost on purpose under
+    /// link faults like any request (a delayed reply: delivered).
+    pub async fn send(&self, to: SocketAddr, request: &w::Request) -> Result<(), NodeError> {
+        let fate = self.faults.as_ref().map(|f| f.fate(to)).unwrap_or_default();
+        if fate.delay_ms > 0 {
+            glommio::timer::sleep(Duration::from_millis(fate.delay_ms)).await;
+        }
+        if fate.drop_request {
+            return Ok(());
+        }
+        let peer = self.peer(to);
+        let _permit =
+            (peer.permits.acquire_permit(1).await).map_err(|e| unavailable(to, &e.to_string()))?;
+        let idle = std::iter::from_fn(|| peer.idle.borrow_mut().pop()).find(|l| !l.closed());
+        let send = async {
+            let mut link = match idle {
+                Some(link) => link,
+                None => self.connect(to).await?,
+            };
+            link.send(request).await?;
+            if fate.duplicate {
+                link.send(request).await?;
+            }
+            Ok::<_, NodeError>(link)
+        };
+        let timeout = Duration::from_millis(NODE_REQUEST_TIMEOUT_MS);
+        match glommio::timer::timeout(timeout, async { Ok(send.await) }).await {
+            Ok(Ok(link)) => {
+                peer.idle.borrow_mut().push(link);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(to, "not sent within the request timeout")),
+        }
+    }
+
     /// Hands `entries` to the node at `to` (`Merge`); `Ok` once it has
     /// them durable.
     pub async fn merge(
@@ -136,17 +174,7 @@ impl Links {
         request: &w::Request,
         timeout_ms: u64,
     ) -> Result<w::Response, NodeError> {
-        let peer = self
-            .peers
-            .borrow_mut()
-            .entry(to)
-            .or_insert_with(|| {
-                Rc::new(Peer {
-                    idle: RefCell::new(Vec::new()),
-                    permits: Semaphore::new(LINKS_PER_PEER_MAX as u64),
-                })
-            })
-            .clone();
+        let peer = self.peer(to);
         let _permit = peer
             .permits
             .acquire_permit(1)
@@ -182,6 +210,17 @@ impl Links {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(unavailable(to, &format!("no reply within {timeout_ms} ms"))),
         }
+    }
+
+    fn peer(&self, to: SocketAddr) -> Rc<Peer> {
+        let mut peers = self.peers.borrow_mut();
+        let peer = peers.entry(to).or_insert_with(|| {
+            Rc::new(Peer {
+                idle: RefCell::new(Vec::new()),
+                permits: Semaphore::new(LINKS_PER_PEER_MAX as u64),
+            })
+        });
+        peer.clone()
     }
 
     /// Opens a link: connect, `Hello`, and the proof if the peer asks.
@@ -234,17 +273,47 @@ impl Links {
     }
 }
 
+fn broken(e: std::io::Error) -> NodeError {
+    NodeError::retriable(Status::Unavailable, format!("link broken: {e}"))
+}
+
 impl Link {
+    /// Writes one request (under the next id).
+    async fn send(&mut self, request: &w::Request) -> Result<(), NodeError> {
+        let mut out = Vec::new();
+        encode_frame(self.next_id, request, &mut out)
+            .map_err(|e| NodeError::internal(e.to_string()))?;
+        self.next_id += 1;
+        self.stream.write_all(&out).await.map_err(broken)
+    }
+
+    /// Whether the peer closed this idle link (or sent on it what nobody
+    /// asked for): one non-blocking peek.
+    #[allow(unsafe_code)]
+    fn closed(&self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let mut byte = 0u8;
+        // SAFETY: the descriptor is this link's open socket, and the
+        // buffer is one byte on the stack that outlives the call.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let again = || {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            e == Some(libc::EAGAIN) || e == Some(libc::EWOULDBLOCK)
+        };
+        n >= 0 || !again()
+    }
+
     /// Writes one request and reads its reply.
     async fn exchange(&mut self, request: &w::Request) -> Result<w::Response, NodeError> {
         let id = self.next_id;
-        self.next_id += 1;
-        let mut out = Vec::new();
-        encode_frame(id, request, &mut out).map_err(|e| NodeError::internal(e.to_string()))?;
-        let broken = |e: std::io::Error| {
-            NodeError::retriable(Status::Unavailable, format!("link broken: {e}"))
-        };
-        self.stream.write_all(&out).await.map_err(broken)?;
+        self.send(request).await?;
         let mut header = [0u8; FRAME_HEADER_BYTES];
         self.stream.read_exact(&mut header).await.map_err(broken)?;
         let h = FrameHeader::parse(&header)

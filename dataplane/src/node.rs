@@ -731,11 +731,14 @@ async fn run_shard(ctx: ShardStart) -> Result<(), String> {
     glommio::spawn_local(crate::replicate::run(shard.clone(), links.clone(), pushes)).detach();
     glommio::spawn_local(crate::leases::run(shard.clone(), links, lease_pusher)).detach();
     if ctx.id.0 == 0 {
-        // Keys may have moved, or be this node's now: the cache starts over.
+        // Keys may have moved, or be this node's now: the cache starts
+        // over. Chains through a node that left end.
         let (mut moved, cache) = (members.subscribe(), remote.cache.clone());
+        let functions = server.functions.clone();
         glommio::spawn_local(async move {
             while futures_lite::StreamExt::next(&mut moved).await.is_some() {
                 cache.clear();
+                functions.members_changed();
             }
         })
         .detach();

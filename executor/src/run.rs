@@ -8,6 +8,10 @@
 //! * **Wait-all fan-in**: a function becomes ready once every upstream has a
 //!   result; its arguments are its call arguments (sources only) followed by
 //!   its upstreams' results in DAG function-list order.
+//! * **Chains**: [`chain`] finds the functions that follow one another
+//!   with nothing else in between (each the only input of the next); a
+//!   chain run elsewhere in one go completes at once
+//!   ([`DagRun::complete_chain`]): its inner results are never seen here.
 //! * **Competitive execution**: a function with `replicas > 1` is triggered
 //!   once per replica; the first successful result wins and later ones are
 //!   ignored. A replica that fails or declares its result invalid is
@@ -170,6 +174,53 @@ impl DagRun {
     }
 }
 
+/// The chain of functions starting at `from`: `from`, then for as long as
+/// the last has exactly one downstream function, which has no other
+/// upstream, one replica and `goes(d)`, that one.
+pub fn chain(dag: &Dag, from: usize, goes: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut chain = vec![from];
+    loop {
+        let last = dag.node(chain[chain.len() - 1]);
+        let &[d] = last.downstream.as_slice() else {
+            return chain;
+        };
+        let next = dag.node(d);
+        if next.upstream.len() != 1 || next.options.replicas != 1 || !goes(d) {
+            return chain;
+        }
+        chain.push(d);
+    }
+}
+
+impl DagRun {
+    /// The functions of `chain` (from [`chain`]; its first one triggered)
+    /// ran one after another elsewhere; `result` is the last one's. The
+    /// inner ones complete with no result of their own (only the next one
+    /// took it), and trigger nothing: the next one already ran.
+    pub fn complete_chain(
+        &mut self,
+        chain: &[usize],
+        result: Result<Vec<u8>, FnError>,
+    ) -> Progress {
+        let Some((&last, inner)) = chain.split_last() else {
+            return Progress::Ignored;
+        };
+        if result.is_err() {
+            return self.complete(chain[0], result);
+        }
+        for (i, &node) in inner.iter().enumerate() {
+            if self.finished || self.results[node].is_some() {
+                return Progress::Ignored;
+            }
+            debug_assert_eq!(self.dag.node(node).downstream, [chain[i + 1]]);
+            self.outstanding[node] = self.outstanding[node].saturating_sub(1);
+            self.results[node] = Some(Vec::new());
+            self.waiting[chain[i + 1]] -= 1;
+        }
+        self.complete(last, result)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +278,48 @@ mod tests {
             Progress::Finished(Ok(b"D".to_vec()))
         );
         assert_eq!(run.complete(3, Ok(b"late".to_vec())), Progress::Ignored);
+    }
+
+    #[test]
+    fn a_chain_stops_at_a_fan_in_a_fan_out_and_where_it_stays() {
+        // a → b → c → d, and e → d: the chain from a is a, b, c.
+        let mut spec = DagSpec::chain("x", &["a", "b", "c", "d", "e"]);
+        spec.edges = vec![
+            ("a".into(), "b".into()),
+            ("b".into(), "c".into()),
+            ("c".into(), "d".into()),
+            ("e".into(), "d".into()),
+        ];
+        let dag = Arc::new(Dag::validate(&spec, |_| true).unwrap());
+        assert_eq!(chain(&dag, 0, |_| true), [0, 1, 2]);
+        assert_eq!(chain(&dag, 0, |d| d != 2), [0, 1]);
+        assert_eq!(chain(&dag, 3, |_| true), [3]);
+        // The diamond fans out after a, and b has two replicas.
+        assert_eq!(chain(&diamond(1), 0, |_| true), [0]);
+        assert_eq!(chain(&diamond(1), 2, |_| true), [2]);
+
+        // a, b, c ran elsewhere: d waits for e still, then runs.
+        let args = HashMap::from([("a".to_owned(), vec![v("in")])]);
+        let (mut run, t) = DagRun::start(dag.clone(), args).unwrap();
+        assert_eq!(t.iter().map(|t| t.node).collect::<Vec<_>>(), [0, 4]);
+        let done = run.complete_chain(&[0, 1, 2], Ok(b"C".to_vec()));
+        assert_eq!(done, Progress::Ready(vec![]));
+        assert_eq!(
+            run.complete_chain(&[0, 1, 2], Ok(vec![])),
+            Progress::Ignored
+        );
+        let Progress::Ready(t) = run.complete(4, Ok(b"E".to_vec())) else {
+            panic!()
+        };
+        assert_eq!(t[0].args, vec![v("C"), v("E")]);
+        // A chain that failed fails the call.
+        let (mut run, _) = DagRun::start(dag, HashMap::new()).unwrap();
+        let e = FnError::Failed {
+            function: "b".into(),
+            message: "x".into(),
+        };
+        let out = run.complete_chain(&[0, 1, 2], Err(e.clone()));
+        assert_eq!(out, Progress::Finished(Err(e)));
     }
 
     #[test]

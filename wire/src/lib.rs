@@ -56,8 +56,9 @@ pub use status::Status;
 /// `PutIfAbsent`: a changed layout again, so nodes accept version 9 only.
 /// Version 10 added the functions of one call run on other nodes
 /// (`RunStep`, `Stepped`), new variants only: nodes accept version 9
-/// clients too.
-pub const PROTOCOL_VERSION: u32 = 10;
+/// clients too. Version 11 added chains of a call's functions sent node to
+/// node (`RunChain`, `ChainDone`: never answered), new variants only.
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// The oldest protocol version a node accepts.
 pub const PROTOCOL_VERSION_MIN: u32 = 9;

@@ -62,6 +62,85 @@ pub enum Request {
     /// under the call's session (version 10; node to node). The reply is
     /// `Stepped`.
     RunStep(RunStep),
+    /// Runs a chain of a DAG call's functions node to node: the first
+    /// segment here, the rest sent on by this node; never answered — the
+    /// chain's outcome goes to `reply_to` as `ChainDone` (version 11; node
+    /// to node). Boxed: its fields would make every request's inline part
+    /// larger, a changed layout.
+    RunChain(Box<RunChain>),
+    /// The outcome of a chain, for the node running its call; never
+    /// answered (version 11; node to node).
+    ChainDone(ChainDone),
+}
+
+/// Consecutive functions of one chain that run on one node.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ChainSegment {
+    /// The node's address in the cluster view (`ip:port`); the first
+    /// segment's is the answering node's own.
+    pub node: Vec<u8>,
+    /// The functions' registered names, in chain order.
+    pub functions: Vec<Vec<u8>>,
+}
+
+/// A chain of a DAG call's functions (each the only input of the next),
+/// planned on other nodes than the calling one.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RunChain {
+    /// The segments still to run; the first runs on the answering node.
+    pub segments: Vec<ChainSegment>,
+    /// The first function's arguments.
+    pub args: Vec<Arg>,
+    /// How long the rest of the chain may take; 0 means the node's default.
+    pub timeout_ms: u32,
+    /// The session as the calling node sent it.
+    pub session: Vec<u8>,
+    /// What the chain's earlier segments added to it (`session`'s
+    /// encoding; empty for the first segment).
+    pub added: Vec<u8>,
+    /// The functions of the chain that ran before these segments.
+    pub ran: u32,
+    /// Where the outcome goes (`ChainDone`): the calling node's address in
+    /// the cluster view (`ip:port`), and the token it gave the chain.
+    pub reply_to: Vec<u8>,
+    pub token: u64,
+}
+
+/// A chain's outcome, for the node running its call.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ChainDone {
+    /// `RunChain.token`.
+    pub token: u64,
+    pub outcome: ChainOutcome,
+}
+
+/// How a chain ended.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ChainOutcome {
+    /// Every function ran: the last one's result, and what the chain
+    /// added to the session.
+    Done(Stepped),
+    /// A node refused its segment as overloaded (it ran nothing of it):
+    /// the calling node runs the rest.
+    Refused(ChainRefused),
+    /// A function failed, or a segment could not be run or sent on.
+    Failed(ErrorBody),
+}
+
+/// Where a chain stopped because a node refused its segment.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ChainRefused {
+    /// The functions of the chain that ran.
+    pub ran: u32,
+    /// The refused function's arguments.
+    pub args: Vec<Arg>,
+    /// What the functions that ran added to the session.
+    pub session: Vec<u8>,
 }
 
 /// One function of a DAG call, planned on the answering node.

@@ -458,6 +458,8 @@ impl Conn {
             ArchivedRequest::Call(_)
             | ArchivedRequest::CallDag(_)
             | ArchivedRequest::RunStep(_)
+            | ArchivedRequest::RunChain(_)
+            | ArchivedRequest::ChainDone(_)
             | ArchivedRequest::RegisterDag(_)
             | ArchivedRequest::DeleteDag(_)
             | ArchivedRequest::ListDags
@@ -502,6 +504,10 @@ impl Conn {
             Answer::Later(reply) => self.outbox.push(request_id, async move {
                 reply.await.unwrap_or_else(|e| error_response(&e))
             }),
+            Answer::Never(Some(work)) => {
+                glommio::spawn_local(work).detach();
+            }
+            Answer::Never(None) => {}
         }
     }
 

@@ -190,7 +190,8 @@ impl ShardFunctions {
                         to,
                         reply,
                         args,
-                    } => self.stepped(&run, node, to, reply, args),
+                    } => self.stepped(&run, &[node], to, *reply, args),
+                    Away::Chain { chain, outcome } => self.chain_ended(&run, &chain, outcome),
                 },
             }
         }
@@ -244,7 +245,9 @@ impl ShardFunctions {
     }
 
     /// Sends a trigger of `node` to the node at `to`, with the run's
-    /// session; the answer comes back to the run ([`Run::answered`]).
+    /// session; the answer comes back to the run ([`Run::answered`]). The
+    /// functions after it that make a chain with it, all planned on other
+    /// nodes, go with it (`chain.rs`).
     fn send_away(
         &self,
         run: &Arc<Run>,
@@ -253,6 +256,14 @@ impl ShardFunctions {
         to: SocketAddr,
         deadline: Instant,
     ) {
+        let chain = executor::run::chain(run.dag(), node, |d| run.away_of(d).is_some());
+        let args = match chain.len() {
+            1 => args,
+            _ => match self.send_chain(run, chain, args, deadline) {
+                Ok(()) => return,
+                Err(args) => args,
+            },
+        };
         let session = match run.session.encode() {
             Ok(s) => s,
             Err(source) => {
@@ -280,22 +291,29 @@ impl ShardFunctions {
                 w::Request::RunStep(step) => step.args,
                 _ => Vec::new(),
             };
-            run.answered(node, to, reply, args);
+            run.answered(Away::Answer {
+                node,
+                to,
+                reply: Box::new(reply),
+                args,
+            });
         })
         .detach();
     }
 
-    /// Completes function `node` of `run` with the answer of the node at
-    /// `to`; runs it here (with `args`, its trigger's) if that node refused
-    /// it as overloaded, and leaves that node out of plans for a while.
-    fn stepped(
+    /// Completes the functions of `chain` (one, or a chain sent node to
+    /// node) with the answer of the node at `to`; runs the first here
+    /// (with `args`, its trigger's) if that node refused it as overloaded,
+    /// and leaves that node out of plans for a while.
+    pub(super) fn stepped(
         &self,
         run: &Arc<Run>,
-        node: usize,
+        chain: &[usize],
         to: SocketAddr,
         reply: w::Response,
         args: Vec<w::Arg>,
     ) {
+        let node = chain[0];
         let function = run.function(node).to_owned();
         let here = &mut Here::Shard(&mut self.inline.borrow_mut());
         let result = match reply {
@@ -338,7 +356,7 @@ impl ShardFunctions {
                 return run.finish(Err(NodeError::retriable(Status::Internal, msg)));
             }
         };
-        run.complete(node, result, here);
+        run.complete_chain(chain, result, here, None);
     }
 
     /// Runs a call to the end: the DAG (re-run on retriable failures up to

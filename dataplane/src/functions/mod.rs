@@ -9,6 +9,7 @@
 //!   steps move between them (executor to executor).
 //! - [`call`]: one call from start to result — plan, run, deadline,
 //!   retries, continuations, storing an outcome under an output key.
+//! - [`chain`]: chains of a call's functions sent node to node.
 //! - [`dags`]: validated DAGs, cached per shard and invalidated by
 //!   generation.
 //! - [`store`]: the store as executor threads see it ([`NodeStore`]).
@@ -19,6 +20,7 @@
 //! [`ShardFunctions`] per shard.
 
 mod call;
+mod chain;
 mod dags;
 mod pool;
 mod requests;
@@ -91,6 +93,8 @@ pub(crate) struct Platform {
     spread_functions: bool,
     /// Bumped by every write of a DAG key on any shard of the node.
     dag_generation: Arc<AtomicU64>,
+    /// The waits for the results of chains ending on this node.
+    chains: Arc<chain::Chains>,
 }
 
 impl Platform {
@@ -140,6 +144,7 @@ impl Platform {
             trust_precompiled: config.trust_precompiled,
             spread_functions: config.spread_functions,
             dag_generation: Arc::new(AtomicU64::new(0)),
+            chains: Arc::default(),
         };
         Ok((platform, store_rxs))
     }
@@ -244,6 +249,13 @@ impl ShardFunctions {
             busy: RefCell::default(),
             shed_turn: Cell::new(0),
         }
+    }
+
+    /// The members changed: chains through a node that left end (one
+    /// shard of the node calls this for all).
+    pub fn members_changed(&self) {
+        let placement = self.remote.members.placement();
+        (self.platform.chains).members_changed(|n| placement.holds_node(n));
     }
 
     /// Whether the node at `addr` refused a step as overloaded lately.

@@ -66,13 +66,19 @@ pub(super) enum Away {
         args: Vec<Arg>,
         to: SocketAddr,
     },
-    /// The answer of the node at `to`, and the trigger's arguments (to run
-    /// it here when that node refused it as overloaded).
+    /// The answer of the node at `to` to a trigger of `node`, and the
+    /// trigger's arguments (to run it here when that node refused it as
+    /// overloaded).
     Answer {
         node: usize,
         to: SocketAddr,
-        reply: w::Response,
+        reply: Box<w::Response>,
         args: Vec<w::Arg>,
+    },
+    /// How the functions of `chain`, sent node to node, ended (`chain.rs`).
+    Chain {
+        chain: Vec<usize>,
+        outcome: w::ChainOutcome,
     },
 }
 
@@ -130,22 +136,24 @@ impl Run {
         Ok((run, triggers, rx, away_rx))
     }
 
-    /// The answer of the node at `to` to a trigger of `node` with `args`,
+    /// An answer from another node ([`Away::Answer`], [`Away::Chain`]),
     /// for the shard running the call.
-    pub(super) fn answered(
-        &self,
-        node: usize,
-        to: SocketAddr,
-        reply: w::Response,
-        args: Vec<w::Arg>,
-    ) {
-        let answer = Away::Answer {
-            node,
-            to,
-            reply,
-            args,
-        };
+    pub(super) fn answered(&self, answer: Away) {
         let _ = self.away_tx.unbounded_send(answer);
+    }
+
+    /// Where answers from other nodes go while the run waits for them.
+    pub(super) fn answers(&self) -> mpsc::UnboundedSender<Away> {
+        self.away_tx.clone()
+    }
+
+    pub(super) fn dag(&self) -> &Dag {
+        &self.dag
+    }
+
+    /// The other node function `node` is planned on, if any.
+    pub(super) fn away_of(&self, node: usize) -> Option<SocketAddr> {
+        self.away.get(node).copied().flatten()
     }
 
     /// The name of the function at `node`.
@@ -201,9 +209,22 @@ impl Run {
         result: Result<Vec<u8>, FnError>,
         here: &mut Here<'_>,
     ) {
-        let progress = self.lock().complete(node, result);
+        self.complete_chain(&[node], result, here, None);
+    }
+
+    /// Records that the functions of `chain` ran one after another on
+    /// other nodes, the last with `result`, and hands out what became
+    /// ready (through `here`; function `kept`, if any, on this node).
+    pub(super) fn complete_chain(
+        self: &Arc<Self>,
+        chain: &[usize],
+        result: Result<Vec<u8>, FnError>,
+        here: &mut Here<'_>,
+        kept: Option<usize>,
+    ) {
+        let progress = self.lock().complete_chain(chain, result);
         match progress {
-            Progress::Ready(triggers) => dispatch(self, triggers, here),
+            Progress::Ready(triggers) => dispatch_keeping(self, triggers, here, kept),
             Progress::Finished(result) => self.finish(result.map_err(NodeError::from)),
             Progress::Ignored => {}
         }

@@ -42,10 +42,13 @@ pub(crate) enum Answer {
     Write(Vec<u8>, Option<Value>),
     /// When this completes; requests behind it do not wait.
     Later(Pin<Box<dyn Future<Output = Result<w::Response, NodeError>>>>),
+    /// Never (a request that is never answered); this, if any, runs on
+    /// its own.
+    Never(Option<Pin<Box<dyn Future<Output = ()>>>>),
 }
 
 impl Answer {
-    fn fail(status: Status, message: impl Into<String>) -> Answer {
+    pub(super) fn fail(status: Status, message: impl Into<String>) -> Answer {
         Answer::Now(Err(NodeError::new(status, message)))
     }
 
@@ -55,7 +58,7 @@ impl Answer {
 }
 
 /// The node's form of wire arguments.
-fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
+pub(super) fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
     args.iter()
         .map(|a| match a {
             w::ArchivedArg::Value(v) => Arg::Value(v.to_vec()),
@@ -64,8 +67,30 @@ fn args_of(args: &wire::rkyv::vec::ArchivedVec<w::ArchivedArg>) -> Vec<Arg> {
         .collect()
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A panic in a function another node asked this one to run: that node
+/// runs the call again (the wire has no retriable flag, so it is not
+/// `FunctionFailed`).
+pub(super) fn rerun_panics(e: NodeError) -> NodeError {
+    match e.status {
+        Status::FunctionFailed if e.retriable => NodeError {
+            status: Status::Unavailable,
+            message: format!("{} (a re-run may succeed)", e.message),
+            ..e
+        },
+        _ => e,
+    }
+}
+
+/// Why a node refuses another's function: it is saturated.
+pub(super) fn saturated_message(function: &str) -> String {
+    format!(
+        "every executor of this node has {EXECUTOR_LOAD_THRESHOLD} or more steps queued or \
+         running: the node that sent {function:?} runs it itself"
+    )
 }
 
 /// A registration stored as an LWW value the shard stamps.
@@ -212,6 +237,8 @@ impl ShardFunctions {
             ArchivedRequest::Call(c) => self.call(c),
             ArchivedRequest::CallDag(c) => self.call_dag(c, from_node),
             ArchivedRequest::RunStep(s) => self.run_step(s),
+            ArchivedRequest::RunChain(c) => self.run_chain(c),
+            ArchivedRequest::ChainDone(d) => self.chain_done(d),
             ArchivedRequest::RegisterDag(d) => self.register_dag(d),
             ArchivedRequest::DeleteDag(d) => {
                 Answer::Write(stored::key(&text(d.name.as_slice())), None)
@@ -269,16 +296,6 @@ impl ShardFunctions {
             let msg = format!("no function named {name:?} is registered on this node");
             return Answer::fail(Status::UnknownFunction, msg);
         }
-        // A panic: the calling node runs the call again (the wire has no
-        // retriable flag, so it is not `FunctionFailed`).
-        let rerun_panics = |e: NodeError| match e.status {
-            Status::FunctionFailed if e.retriable => NodeError {
-                status: Status::Unavailable,
-                message: format!("{} (a re-run may succeed)", e.message),
-                ..e
-            },
-            _ => e,
-        };
         let stepped = |output, session: Result<Vec<u8>, StoreError>| {
             let session =
                 session.map_err(|e| NodeError::new(Status::LimitExceeded, e.to_string()))?;
@@ -292,11 +309,7 @@ impl ShardFunctions {
             return Answer::Now(out.and_then(|o| stepped(o, Session::default().encode())));
         }
         if self.platform.pool.saturated() {
-            let msg = format!(
-                "every executor of this node has {EXECUTOR_LOAD_THRESHOLD} or more steps \
-                 queued or running: the calling node runs {name:?} itself"
-            );
-            return Answer::fail(Status::Overloaded, msg);
+            return Answer::fail(Status::Overloaded, saturated_message(&name));
         }
         let session = match Session::decode(step.session.as_slice()) {
             Ok(s) => s,

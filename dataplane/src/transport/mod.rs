@@ -88,10 +88,15 @@ impl ShardReply {
 
 /// The error response for `e`.
 pub(crate) fn error_response(e: &NodeError) -> w::Response {
-    w::Response::Error(w::ErrorBody {
+    w::Response::Error(error_body(e))
+}
+
+/// `e` as the wire carries errors.
+pub(crate) fn error_body(e: &NodeError) -> w::ErrorBody {
+    w::ErrorBody {
         code: e.status.code(),
         message: e.message.clone().into_bytes(),
-    })
+    }
 }
 
 /// A reply on its way.

@@ -2,12 +2,14 @@
 //! keys another node holds runs there (beside them, not through the
 //! calling node's cache); under `--spread-functions` each function goes to
 //! the next member, its trigger carrying the call's session — an atomic
-//! call's writes made elsewhere come back and take effect once; a node
+//! call's writes made elsewhere come back and take effect once; a chain of
+//! functions goes node to node, and the calling node runs the part a node
+//! refuses; a node
 //! lost midway: the call runs again on the calling node; `RunStep`'s
 //! answers to bad input and past its deadline; a node whose executors are
 //! all over the load threshold refuses other nodes' functions (the caller
 //! runs them) and sends its own to others. The `#[ignore]`d
-//! one is a measurement (`bench-cluster-functions.sh`).
+//! ones are measurements (`bench-cluster-functions.sh`).
 
 use wire::message::{Arg, DagCall, DagDef, Request, Response, RunStep, SourceArgs, Value};
 use wire::Status;
@@ -32,6 +34,15 @@ async fn sent_and_missed(addr: &str) -> (u64, u64) {
         stats.iter().map(|s| s.node_forwards).sum(),
         stats.iter().map(|s| s.cache_keys).sum(),
     )
+}
+
+/// Steps and calls each node sent to other nodes.
+async fn sent_by(addrs: &[&str]) -> Vec<u64> {
+    let mut sent = Vec::new();
+    for addr in addrs {
+        sent.push(sent_and_missed(addr).await.0);
+    }
+    sent
 }
 
 fn cluster(ips: &[&str], extra: &[&str]) -> Vec<Node> {
@@ -196,6 +207,36 @@ fn spread_functions_carry_the_call_and_its_atomic_writes_from_node_to_node() {
         assert_eq!(text(c.get(ctr.as_bytes()).await.unwrap()), "10");
         // Without --atomic the third node writes at once.
         assert_eq!(at_a.call_dag_with(hop3(0)).await.unwrap(), b"11");
+
+        // echo#2 → sleep_ms is a chain: A sends it once, to the second
+        // node, which sends sleep_ms on to the third.
+        let edges = [("echo#1", "echo#2"), ("echo#2", "sleep_ms")];
+        let dag = DagDef::new("naps", &["echo#1", "echo#2", "sleep_ms"], &edges);
+        c.register_dag(dag).await.unwrap();
+        let naps = || {
+            let args = vec![SourceArgs::values("echo#1", vec![b"1".to_vec()])];
+            let mut call = DagCall::new("naps", args);
+            call.timeout_ms = 700;
+            call
+        };
+        let before = sent_by(&addrs).await;
+        assert_eq!(at_a.call_dag_with(naps()).await.unwrap(), b"1");
+        let after = sent_by(&addrs).await;
+        assert_eq!(after[0], before[0] + 1, "A sent the chain once");
+        let second = (1..3)
+            .find(|&i| after[i] == before[i] + 1)
+            .expect("a node sent the chain on");
+        let third = 3 - second;
+        assert_eq!(after[third], before[third], "the chain ended there");
+        // The third node's executor busy past the call's 700 ms: it
+        // refuses sleep_ms, and tells A, which runs it (no retries: a
+        // refusal taken as a failure would fail the call).
+        saturate(addrs[third], 1500).await;
+        let before = sent_by(&addrs).await;
+        assert_eq!(at_a.call_dag_with(naps()).await.unwrap(), b"1");
+        let after = sent_by(&addrs).await;
+        assert_eq!(after[0], before[0] + 1, "A sent the chain once");
+        assert_eq!(after[second], before[second] + 1);
     });
     // The third node dies: a call planned on it runs again, here. (Its
     // commit record, spread like users' keys, must not live on the dead
@@ -281,7 +322,33 @@ fn a_saturated_node_refuses_functions_and_sends_its_own_away() {
         assert_eq!(at_a.call_dag_with(one).await.unwrap(), b"6");
         assert_eq!(sent_and_missed(a).await.0, sent + 1, "echo sent to B");
         assert_eq!(sent_and_missed(b).await.1, 1, "B read A's key");
+        // Two functions in a row sent to B: in one request, a chain.
+        let edges = [("sleep_ms#1", "sleep_ms#2")];
+        let naps = DagDef::new("naps", &["sleep_ms#1", "sleep_ms#2"], &edges);
+        c.register_dag(naps).await.unwrap();
+        let naps = DagCall::new(
+            "naps",
+            vec![SourceArgs::values("sleep_ms#1", vec![b"1".to_vec()])],
+        );
+        let before = sent_by(&[a, b]).await;
+        assert_eq!(at_a.call_dag_with(naps).await.unwrap(), b"1");
+        let after = sent_by(&[a, b]).await;
+        assert_eq!(after, [before[0] + 1, before[1]], "both sent at once");
     });
+}
+
+/// Calls of each kind the measurements make: `SQUALL_ACROSS_CALLS`, 2000.
+fn across_calls() -> usize {
+    (std::env::var("SQUALL_ACROSS_CALLS").ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// The `q` quantile of `v`.
+fn pct(v: &[u64], q: f64) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
 /// The trigger path measured: `square(increment(5))` called at node A of
@@ -294,10 +361,7 @@ fn a_saturated_node_refuses_functions_and_sends_its_own_away() {
 #[test]
 #[ignore = "a measurement, not a check: scripts/bench-cluster-functions.sh runs it"]
 fn across_cost() {
-    let calls: usize = std::env::var("SQUALL_ACROSS_CALLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let calls = across_calls();
     let nodes = cluster(&["127.0.0.176", "127.0.0.177"], &["--spread-functions"]);
     let alone = start_at("127.0.0.178", &temp_dir("across-alone"), &[]);
     let (a, b) = (nodes[0].addr(), nodes[1].addr());
@@ -306,11 +370,6 @@ fn across_cost() {
         &["increment", "square"],
         &[("increment", "square")],
     );
-    let pct = |v: &[u64], q: f64| {
-        let mut v = v.to_vec();
-        v.sort_unstable();
-        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-    };
     let [mut split, mut floor, mut ping, mut local] = [(); 4].map(|()| Vec::new());
     rt().block_on(async {
         connect(a).await.register_dag(dag.clone()).await.unwrap();
@@ -356,6 +415,75 @@ fn across_cost() {
         s50 as f64 / f50 as f64,
         s50 as f64 / p50 as f64,
         s50 as f64 / l50 as f64
+    );
+}
+
+/// A chain sent node to node, measured: `sum(square(increment(5)))` called
+/// at node A of three under `--spread-functions` (increment at A, square
+/// at B, sum at C). As a chain (`chain3`) A sends square and sum to B in
+/// one request, B sends sum on to C, and C hands the result to A's wait:
+/// A → B → C → A. Beside it, in the same loop, the same functions with one
+/// more edge (increment → sum, so sum has two inputs: no chain, `star3`):
+/// each trigger goes from A and its answer back, A → B → A → C → A; and a
+/// ping to each node. `SQUALL_ACROSS_CALLS` (default 2000) of each. Prints
+/// p50/p99 and the ratio; run by `scripts/bench-cluster-functions.sh`.
+#[test]
+#[ignore = "a measurement, not a check: scripts/bench-cluster-functions.sh runs it"]
+fn chain_cost() {
+    let calls = across_calls();
+    let nodes = cluster(
+        &["127.0.0.184", "127.0.0.185", "127.0.0.186"],
+        &["--spread-functions"],
+    );
+    let addrs: Vec<&str> = nodes.iter().map(Node::addr).collect();
+    let edges = [("increment", "square"), ("square", "sum")];
+    let chain3 = DagDef::new("chain3", &["increment", "square", "sum"], &edges);
+    let edges = [
+        ("increment", "square"),
+        ("square", "sum"),
+        ("increment", "sum"),
+    ];
+    let star3 = DagDef::new("star3", &["increment", "square", "sum"], &edges);
+    let [mut chain, mut star, mut ping] = [(); 3].map(|()| Vec::new());
+    rt().block_on(async {
+        let mut c = connect(addrs[0]).await;
+        c.register_dag(chain3).await.unwrap();
+        c.register_dag(star3).await.unwrap();
+        let mut ca = connect_pinned(addrs[0]).await;
+        let mut pinged = Vec::new();
+        for addr in &addrs {
+            pinged.push(connect_pinned(addr).await);
+        }
+        let args = || vec![SourceArgs::values("increment", vec![b"5".to_vec()])];
+        let us = |t: std::time::Instant| t.elapsed().as_micros() as u64;
+        for i in 0..calls + 100 {
+            let t = std::time::Instant::now();
+            assert_eq!(ca.call_dag("chain3", args(), 0).await.unwrap(), b"36");
+            let t_chain = us(t);
+            let t = std::time::Instant::now();
+            assert_eq!(ca.call_dag("star3", args(), 0).await.unwrap(), b"42");
+            let t_star = us(t);
+            let t = std::time::Instant::now();
+            for p in &mut pinged {
+                p.ping(0).await.unwrap();
+            }
+            let t_ping = us(t) / 3;
+            if i >= 100 {
+                chain.push(t_chain);
+                star.push(t_star);
+                ping.push(t_ping);
+            }
+        }
+    });
+    let (c50, s50) = (pct(&chain, 0.5), pct(&star, 0.5));
+    println!(
+        "chain: {calls} calls each over three nodes; chain (A -> B -> C -> A) p50 {c50} us \
+         p99 {} us; star (A -> B -> A -> C -> A) p50 {s50} us p99 {} us; one ping p50 {} us; \
+         chain / star {:.2}x",
+        pct(&chain, 0.99),
+        pct(&star, 0.99),
+        pct(&ping, 0.5),
+        c50 as f64 / s50 as f64
     );
 }
 
