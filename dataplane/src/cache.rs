@@ -13,8 +13,10 @@
 //!   not lease goes to the holder.
 //! * **Merging**: cached entries are lattice state (a `Partition`): a
 //!   pushed change merges in whatever order changes and the first read
-//!   arrive. A function's own write of a cached key is sent to the holder,
-//!   then the key is forgotten (the next read fetches it again).
+//!   arrive. A function's own write of a cached key is sent to the holder
+//!   and, once stored there, merged into the cached copy (write-through:
+//!   the next read stays here); a delete, or a write that failed, makes
+//!   the cache forget the key (the next read fetches it again).
 //! * **Bounds**: at most `--cache-mb` of keys and values (approximate:
 //!   key, content and `ENTRY_OVERHEAD_BYTES` per key); past it, keys are
 //!   evicted by CLOCK (second chance: a key read since it was last
@@ -182,7 +184,8 @@ impl NodeCache {
         true
     }
 
-    /// Drops `key` (this node just wrote it at its holder).
+    /// Drops `key` (this node just deleted it at its holder, or failed to
+    /// write it).
     pub fn forget(&self, key: &[u8]) {
         self.lock().remove(key);
     }

@@ -83,6 +83,9 @@ pub(crate) struct Placement {
     /// Only this node (nothing to route).
     solo: bool,
     addrs: HashMap<NodeId, SocketAddr>,
+    /// Each member's node id and incarnation, by address: a node started
+    /// again at the same address is another member.
+    identities: HashMap<SocketAddr, (u64, u64)>,
     replication: usize,
     /// Keys with copies of their own (`squall:replicas:<key>`).
     overrides: Arc<HashMap<Vec<u8>, usize>>,
@@ -154,6 +157,12 @@ impl Placement {
     /// Whether the node at `addr` is in the view.
     pub fn holds_node(&self, addr: SocketAddr) -> bool {
         self.addrs.values().any(|a| *a == addr)
+    }
+
+    /// The node id and incarnation of the member at `addr`, if the view
+    /// holds one.
+    pub fn identity(&self, addr: SocketAddr) -> Option<(u64, u64)> {
+        self.identities.get(&addr).copied()
     }
 
     /// Whether this node is the only member.
@@ -316,6 +325,7 @@ impl Members {
                 me: me.node_id(),
                 solo: true,
                 addrs: HashMap::new(),
+                identities: HashMap::new(),
                 replication,
                 overrides: Arc::default(),
             })),
@@ -359,6 +369,9 @@ impl Members {
             me: self.me.node_id(),
             solo: live.len() == 1 && live[0].addr == self.me.addr,
             addrs: live.iter().map(|p| (p.node_id(), p.addr)).collect(),
+            identities: (live.iter())
+                .map(|p| (p.addr, (p.node, p.incarnation)))
+                .collect(),
             replication: self.replication,
             overrides,
         });

@@ -247,6 +247,18 @@ impl Shard {
         }
     }
 
+    /// `value`, stamped from this shard's hybrid clock when it is an LWW
+    /// value its writer left unstamped (clock 0), as [`Shard::write`]
+    /// would stamp it.
+    pub fn stamped(&self, value: Value) -> Value {
+        match value {
+            Value::Lww(lww) if lww.timestamp().clock == 0 => {
+                Value::Lww(Lww::new(self.stamp(), lww.into_parts().1))
+            }
+            value => value,
+        }
+    }
+
     /// A time from this shard's hybrid clock: past every timestamp it
     /// issued or observed (an atomic call's commit stamp).
     pub fn tick_us(&self) -> u64 {

@@ -381,6 +381,15 @@ impl Conn {
                     "this request needs the {need} role; this connection has {}",
                     self.role
                 );
+                if matches!(
+                    req,
+                    ArchivedRequest::RunChain(_) | ArchivedRequest::ChainDone(_)
+                ) {
+                    // Never answered, refused or not: a reply would be a
+                    // stray frame on the sender's link.
+                    bump(&self.shard.stats().errors);
+                    return log::warn!("{}: a chain message dropped: {msg}", self.shard.id());
+                }
                 return self.error(request_id, Status::Forbidden, &msg);
             }
         }

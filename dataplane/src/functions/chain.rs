@@ -18,8 +18,9 @@
 //! runs again, or fails. A node that refuses its segment as overloaded
 //! (its executors over the load threshold) runs nothing and sends where
 //! the chain stopped; A runs the rest itself. A node lost while it holds
-//! the chain loses it: A ends the run when that node leaves its view (or
-//! at the deadline), and the run runs again (`retries`). A link its peer
+//! the chain loses it: A ends the run when that node leaves its view, or
+//! is there again as another incarnation (restarted at its address), or
+//! at the deadline; and the run runs again (`retries`). A link its peer
 //! closed while idle is not used for these sends, so a peer that stopped
 //! is found at once.
 //!
@@ -56,8 +57,15 @@ pub(super) struct Chains {
 }
 
 /// Where a chain's outcome goes, its functions, and the nodes it goes
-/// through.
-type Awaited = (UnboundedSender<Away>, Vec<usize>, Vec<SocketAddr>);
+/// through (address, and the node id and incarnation there).
+type Awaited = (
+    UnboundedSender<Away>,
+    Vec<usize>,
+    Vec<(SocketAddr, Identity)>,
+);
+
+/// A member's node id and incarnation.
+type Identity = (u64, u64);
 
 impl Chains {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Awaited>> {
@@ -71,7 +79,7 @@ impl Chains {
         &self,
         to: UnboundedSender<Away>,
         chain: Vec<usize>,
-        nodes: Vec<SocketAddr>,
+        nodes: Vec<(SocketAddr, Identity)>,
     ) -> Option<u64> {
         let mut awaited = self.lock();
         if awaited.len() >= CHAINS_IN_FLIGHT_MAX {
@@ -93,20 +101,23 @@ impl Chains {
         Some(token)
     }
 
-    /// The chains that go through a node `member` no longer counts (it
-    /// failed, or left) end: their runs run again (a chain that node held
-    /// is lost with it).
-    pub(super) fn members_changed(&self, member: impl Fn(SocketAddr) -> bool) {
+    /// The chains that go through a node the view no longer holds (it
+    /// failed, or left, or started again: `identity` gives the member the
+    /// view holds at an address) end: their runs run again (a chain that
+    /// node held is lost with it).
+    pub(super) fn members_changed(&self, identity: impl Fn(SocketAddr) -> Option<Identity>) {
         let mut lost = Vec::new();
         self.lock().retain(|_, (to, chain, nodes)| {
-            let Some(&gone) = nodes.iter().find(|&&n| !member(n)) else {
+            let Some(&(gone, _)) = nodes.iter().find(|&&(n, i)| identity(n) != Some(i)) else {
                 return true;
             };
             lost.push((to.clone(), std::mem::take(chain), gone));
             false
         });
         for (to, chain, gone) in lost {
-            let msg = format!("{gone} left the cluster while a chain of this call went through it");
+            let msg = format!(
+                "{gone} left the cluster, or restarted, while a chain of this call went through it"
+            );
             let e = NodeError::retriable(Status::Unavailable, msg);
             let outcome = w::ChainOutcome::Failed(crate::transport::error_body(&e));
             let _ = to.unbounded_send(Away::Chain { chain, outcome });
@@ -215,7 +226,10 @@ impl ShardFunctions {
                 }),
             }
         }
-        let nodes = segments.iter().map(|s| s.node).collect();
+        let placement = self.remote.members.placement();
+        let nodes = (segments.iter())
+            .map(|s| (s.node, placement.identity(s.node).unwrap_or((0, 0))))
+            .collect();
         let Some(token) = (self.platform.chains).expect(run.answers(), chain.clone(), nodes) else {
             return Err(args);
         };
@@ -519,16 +533,20 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_through_a_node_that_left_ends_at_once() {
+    fn a_chain_through_a_node_that_left_or_restarted_ends_at_once() {
         let chains = Chains::default();
         let (tx, mut rx) = mpsc::unbounded();
         let (b, c): (SocketAddr, SocketAddr) = (
             "127.0.0.2:1".parse().unwrap(),
             "127.0.0.3:1".parse().unwrap(),
         );
-        let through_c = chains.expect(tx.clone(), vec![1, 2], vec![b, c]).unwrap();
-        let on_b = chains.expect(tx, vec![3, 4], vec![b]).unwrap();
-        chains.members_changed(|n| n != c);
+        let through_c = chains
+            .expect(tx.clone(), vec![1, 2], vec![(b, (1, 1)), (c, (2, 1))])
+            .unwrap();
+        let on_b = chains
+            .expect(tx.clone(), vec![3, 4], vec![(b, (1, 1))])
+            .unwrap();
+        chains.members_changed(|n| (n != c).then_some((if n == b { 1 } else { 2 }, 1)));
         match rx.try_recv() {
             Ok(Away::Chain {
                 chain,
@@ -546,5 +564,34 @@ mod tests {
         });
         assert!(!chains.arrived(through_c, done.clone()));
         assert!(chains.arrived(on_b, done));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Away::Chain {
+                outcome: w::ChainOutcome::Done(_),
+                ..
+            })
+        ));
+
+        // B restarts at its address: a new incarnation, the chain it
+        // held is lost with the old one.
+        let on_b = chains.expect(tx, vec![3, 4], vec![(b, (1, 1))]).unwrap();
+        chains.members_changed(|_| Some((1, 1)));
+        assert!(rx.try_recv().is_err(), "the same incarnation: it goes on");
+        chains.members_changed(|_| Some((1, 2)));
+        assert!(
+            matches!(
+                rx.try_recv(),
+                Ok(Away::Chain {
+                    outcome: w::ChainOutcome::Failed(_),
+                    ..
+                })
+            ),
+            "a chain through B's last incarnation ends"
+        );
+        let late = w::ChainOutcome::Done(w::Stepped {
+            output: Vec::new(),
+            session: Vec::new(),
+        });
+        assert!(!chains.arrived(on_b, late), "its outcome is no one's now");
     }
 }

@@ -251,11 +251,11 @@ impl ShardFunctions {
         }
     }
 
-    /// The members changed: chains through a node that left end (one
-    /// shard of the node calls this for all).
+    /// The members changed: chains through a node that left or restarted
+    /// end (one shard of the node calls this for all).
     pub fn members_changed(&self) {
         let placement = self.remote.members.placement();
-        (self.platform.chains).members_changed(|n| placement.holds_node(n));
+        (self.platform.chains).members_changed(|n| placement.identity(n));
     }
 
     /// Whether the node at `addr` refused a step as overloaded lately.

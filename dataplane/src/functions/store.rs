@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use executor::store::{Store, StoreError};
 use futures_channel::mpsc;
-use kvs_core::partition::Applied;
+use kvs_core::partition::{Applied, Entry};
 use kvs_core::ring::HashRing;
 use kvs_core::{ShardId, Value};
 use wire::message as w;
@@ -181,10 +181,12 @@ impl Remote {
 
     /// Carries `op` out at the node `to`, or, if it cannot be reached, at
     /// the key's next holder (`--replication` above 1): a read fills the
-    /// cache (under a lease), a write or delete makes the cache forget the
-    /// key.
+    /// cache (under a lease); a write of a cached key, once stored, is
+    /// merged into the cached copy; a delete, or a write that failed, makes
+    /// the cache forget the key.
     async fn call(&self, to: SocketAddr, op: StoreOp) -> StoreReply {
         let key = op.key().to_vec();
+        let mut written = None;
         let req = match op {
             StoreOp::Get(key) => match self.members.placement().my_addr() {
                 Some(me) if self.cache.enabled() => {
@@ -197,16 +199,27 @@ impl Remote {
                 }
                 _ => w::Request::Get(w::KvGet { keys: vec![key] }),
             },
-            StoreOp::Put(key, v) => w::Request::Put(w::KvPut {
-                key,
-                value: value_to_wire(&v),
-            }),
+            StoreOp::Put(key, v) => {
+                written = self.cache.holds(&key).then(|| v.clone());
+                w::Request::Put(w::KvPut {
+                    key,
+                    value: value_to_wire(&v),
+                })
+            }
             StoreOp::Delete(key) => w::Request::Delete(w::KvDelete { key }),
             StoreOp::Take(_) => return StoreReply::Failed("take is for this node's keys".into()),
         };
         let reply = self.ask(to, &key, &req).await;
-        if !matches!(req, w::Request::Get(_) | w::Request::Subscribe(_)) {
-            self.cache.forget(&key);
+        match (written, &reply) {
+            // Stored at the holder: merged into the cached copy too, which
+            // stays a state the holder's has passed.
+            (Some(v), w::Response::Stored) => {
+                self.cache.update(&key, Entry::Live(v));
+            }
+            _ if !matches!(req, w::Request::Get(_) | w::Request::Subscribe(_)) => {
+                self.cache.forget(&key);
+            }
+            _ => {}
         }
         match reply {
             w::Response::Values(mut vs) if vs.len() == 1 => {
@@ -311,6 +324,12 @@ pub(crate) async fn serve_store(
             .then(|| remote.holder(op.key()))
             .flatten()
         {
+            // Stamped here (this node's hybrid clock), not at the holder:
+            // the cache merges the very value the holder stores.
+            let op = match op {
+                StoreOp::Put(key, v) => StoreOp::Put(key, shard.stamped(v)),
+                op => op,
+            };
             let remote = remote.clone();
             glommio::spawn_local(async move {
                 let _ = reply.send(remote.call(to, op).await);

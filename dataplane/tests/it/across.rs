@@ -5,7 +5,8 @@
 //! call's writes made elsewhere come back and take effect once; a chain of
 //! functions goes node to node, and the calling node runs the part a node
 //! refuses; a node
-//! lost midway: the call runs again on the calling node; `RunStep`'s
+//! lost midway (or started again at its address while it held a chain):
+//! the call runs again on the calling node; `RunStep`'s
 //! answers to bad input and past its deadline; a node whose executors are
 //! all over the load threshold refuses other nodes' functions (the caller
 //! runs them) and sends its own to others. The `#[ignore]`d
@@ -258,6 +259,71 @@ fn spread_functions_carry_the_call_and_its_atomic_writes_from_node_to_node() {
         call.retries = 1;
         assert_eq!(at_a.call_dag_with(call).await.unwrap(), b"12");
     });
+}
+
+#[test]
+fn a_chain_held_by_a_node_started_again_at_its_address_runs_again_at_once() {
+    // The node holding a chain is killed and started again on its data at
+    // its address before the others see it down: the view shows a new
+    // incarnation at the same address, and the call runs again at once
+    // (here, on the calling node) instead of waiting out its deadline.
+    let ips = ["127.0.0.187", "127.0.0.188", "127.0.0.189"];
+    let dirs: Vec<_> = ips
+        .iter()
+        .map(|ip| temp_dir(&format!("again-{ip}")))
+        .collect();
+    let spread = "--spread-functions";
+    let mut nodes = vec![start_at(ips[0], &dirs[0], &[spread])];
+    let seed = nodes[0].addr().to_owned();
+    for (ip, dir) in ips[1..].iter().zip(&dirs[1..]) {
+        nodes.push(start_at(ip, dir, &["--join", &seed, spread]));
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
+    let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    wait_for("the nodes agree", || {
+        agreed(&all, &up(&nodes.iter().collect::<Vec<_>>()), None).is_some()
+    });
+    let naps = |ms: &str| {
+        let args = vec![SourceArgs::values("echo#1", vec![ms.as_bytes().to_vec()])];
+        let mut call = DagCall::new("naps", args);
+        call.timeout_ms = 8_000;
+        call.retries = 1;
+        call
+    };
+    let third = rt().block_on(async {
+        let edges = [("echo#1", "echo#2"), ("echo#2", "sleep_ms")];
+        let dag = DagDef::new("naps", &["echo#1", "echo#2", "sleep_ms"], &edges);
+        connect(&seed).await.register_dag(dag).await.unwrap();
+        let before = sent_by(&all).await;
+        assert_eq!(
+            connect_pinned(&seed)
+                .await
+                .call_dag_with(naps("1"))
+                .await
+                .unwrap(),
+            b"1"
+        );
+        let after = sent_by(&all).await;
+        assert_eq!(after[0], before[0] + 1, "A sent the chain");
+        3 - (1..3)
+            .find(|&i| after[i] == before[i] + 1)
+            .expect("sent on")
+    });
+    let call = std::thread::spawn({
+        let (seed, call) = (seed.clone(), naps("2000"));
+        move || rt().block_on(async { connect_pinned(&seed).await.call_dag_with(call).await })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500)); // sleep_ms runs there
+    nodes[third].kill();
+    let args = ["--listen", &addrs[third], "--join", &seed, spread];
+    nodes[third] = Node::try_start(1, "never", &dirs[third], &args).unwrap();
+    let out = call.join().unwrap();
+    assert_eq!(out.unwrap(), b"2000", "run again, not timed out");
+    let log = nodes[0].stderr();
+    assert!(
+        log.contains("restarted, while a chain of this call went through it"),
+        "{log}"
+    );
 }
 
 /// Keeps the only executor of the node at `addr` busy for `ms` past its

@@ -10,8 +10,8 @@ use client::{Client, ClientOptions};
 use wire::auth::Secret;
 use wire::frame::encode_frame;
 use wire::message::{
-    Arg, Authenticate, DagCall, DagDef, DagName, FnCall, FunctionBody, FunctionDef, FunctionName,
-    Hello, KvDelete, KvGet, KvPut, Request, Response,
+    Arg, Authenticate, ChainDone, ChainOutcome, DagCall, DagDef, DagName, ErrorBody, FnCall,
+    FunctionBody, FunctionDef, FunctionName, Hello, KvDelete, KvGet, KvPut, Request, Response,
 };
 use wire::Status;
 
@@ -214,6 +214,21 @@ fn a_replayed_handshake_fails_and_wrong_secrets_are_rate_limited() {
     match read_response(&mut first) {
         Some((2, Response::Welcome(w))) => assert_eq!(w.role, 2),
         other => panic!("expected Welcome, got {other:?}"),
+    }
+    // A one-way message the role does not allow is dropped, not answered:
+    // the next reply is the next request's.
+    let done = Request::ChainDone(ChainDone {
+        token: 1,
+        outcome: ChainOutcome::Failed(ErrorBody {
+            code: Status::Internal.code(),
+            message: b"forged".to_vec(),
+        }),
+    });
+    send(&mut first, 3, &done);
+    send(&mut first, 4, &Request::Ping);
+    match read_response(&mut first) {
+        Some((4, Response::Pong)) => {}
+        other => panic!("expected the ping's Pong, got {other:?}"),
     }
     // ...replayed on another, which got another challenge.
     let mut replay = raw(node.addr());

@@ -64,6 +64,9 @@ fn functions_registered_on_one_node_run_on_every_node_against_keys_others_hold()
     });
     let on_b = held_only_by(b.addr(), &three, &keys);
     let on_a = held_only_by(a.addr(), &three, &keys);
+    // Another of B's keys, which C has not read (so not cached there).
+    let others: Vec<String> = keys.iter().filter(|k| **k != on_b).cloned().collect();
+    let on_b2 = held_only_by(b.addr(), &three, &others);
 
     rt().block_on(async {
         // Registered on A: answered once every member has it, so C runs it
@@ -79,14 +82,15 @@ fn functions_registered_on_one_node_run_on_every_node_against_keys_others_hold()
         // C's executor reads and writes a key only B holds.
         let out = cc.call_dag("bump_sq", bump(&on_b), 0).await.unwrap();
         assert_eq!(out, b"36", "square(5 + 1)");
-        // A call referring to B's key, made on C, runs on B.
+        // A call referring to a key of B's that C has not cached, made on
+        // C, runs on B.
         let before = sent_on(&mut cc).await;
         let refs = vec![SourceArgs {
             function: b"increment".to_vec(),
-            args: vec![Arg::Ref(on_b.clone().into_bytes())],
+            args: vec![Arg::Ref(on_b2.clone().into_bytes())],
         }];
         let out = cc.call_dag("inc_sq", refs.clone(), 0).await.unwrap();
-        assert_eq!(out, b"49", "square(6 + 1)");
+        assert_eq!(out, b"36", "square(5 + 1)");
         assert_eq!(sent_on(&mut cc).await, before + 1, "C sent the call to B");
         // With an output key too: run on B, the outcome stored from C.
         let mut call = DagCall::new("inc_sq", refs);
@@ -98,7 +102,7 @@ fn functions_registered_on_one_node_run_on_every_node_against_keys_others_hold()
             .wait_for(b"inc-sq-out", Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(out, b"49");
+        assert_eq!(out, b"36");
         assert_eq!(sent_on(&mut cc).await, before + 2, "C sent that call to B");
         // A reference to B's key, read from A.
         let out = ca
@@ -370,6 +374,25 @@ fn other_nodes_keys_are_cached_kept_fresh_by_push_and_a_lost_push_heals() {
         filled,
         "fresh by push, not by reading again"
     );
+
+    // A's own writes of the key go through its cache: stored at B, then
+    // merged into A's copy (stamped on A: the very value B stores). A's
+    // next reads see them without asking B again.
+    put_on_b("10");
+    wait_for("10 on A", || read_by_function(a.addr(), &k) == "10");
+    let before = gets(b.addr());
+    for want in ["11", "12", "13"] {
+        let got = rt().block_on(async {
+            let mut ca = connect_pinned(a.addr()).await;
+            ca.call_function_with("incr_key", vec![Arg::Value(k.as_bytes().to_vec())], 0)
+                .await
+                .unwrap()
+        });
+        assert_eq!(got, want.as_bytes(), "each write read back from A's cache");
+    }
+    assert_eq!(read_by_function(a.addr(), &k), "13");
+    assert_eq!(gets(b.addr()), before, "written through, not read again");
+    assert_eq!(local_text(b.addr(), &k).as_deref(), Some("13"));
 
     // Pushes lost (never sent, or applied with the reply lost: the link
     // faults pick either): A may read the old value until its lease ends
